@@ -1,0 +1,37 @@
+# Two entry points: `make demo` and `make test`. Everything else is a prerequisite they pull in.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench venv browser clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e '.[test]'
+	touch $(STAMP)
+
+# Browser tests drive Debian's chromium; Chinese labels need a CJK font to render.
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
+
+test: venv browser
+	$(PY) -m pytest -q
+
+demo: venv
+	$(VENV)/bin/twistd -n supervisor-target --config etc/demo-target.yaml
+
+bench: venv
+	@mkdir -p bench/results
+	@for b in bench/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .local test-output

@@ -1,0 +1,1 @@
+"""Wire-level building blocks shared by the target, the relay and their clients."""

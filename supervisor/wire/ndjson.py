@@ -1,0 +1,158 @@
+"""Newline-delimited JSON framing shared by every Unix-socket listener and client.
+
+One object per line, ``\\n`` terminated, a ``\\r`` before it tolerated. Lines longer than the
+receiver's ``max_line_bytes`` are never buffered past that size: the receiver is told through
+:meth:`NDJSONReceiver.lineLengthExceeded` and (by default) the connection is closed.
+
+Outbound data goes through :class:`OutboundQueue`, which registers as the transport's
+streaming producer so that a peer that stops reading stops costing memory: once the transport
+asks us to pause, lines wait in a queue of at most ``max_pending`` entries and the oldest
+droppable ones are discarded (and counted) when it is full.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
+
+from supervisor.wire.errors import WireError
+
+DEFAULT_MAX_LINE_BYTES = 65536
+
+
+def encode(obj: Any) -> bytes:
+    """One compact JSON line, UTF-8, newline terminated."""
+    return (
+        json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
+        + b"\n"
+    )
+
+
+def decode(line: bytes, stage: str = "protocol_parse") -> Any:
+    """Parse one line (without its terminator); any defect is a ``invalid_json`` WireError."""
+    if not line.strip():
+        raise WireError("invalid_json", stage, "request line is blank")
+    try:
+        text = line.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _short(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class NDJSONReceiver(Protocol):
+    """Split incoming bytes into lines with a hard size cap; subclasses handle lines."""
+
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        start = 0
+        while True:
+            if self.transport is not None and getattr(self.transport, "disconnecting", False):
+                del self._buffer[:]
+                return
+            end = self._buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > self.max_line_bytes:
+                del self._buffer[:]
+                self.lineLengthExceeded()
+                return
+            line = bytes(self._buffer[start:end])
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            self.lineReceived(line)
+        del self._buffer[:start]
+        if len(self._buffer) > self.max_line_bytes:
+            del self._buffer[:]
+            self.lineLengthExceeded()
+
+    def lineReceived(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def lineLengthExceeded(self) -> None:
+        self.transport.loseConnection()
+
+
+@implementer(IPushProducer)
+class OutboundQueue:
+    """Bounded writer for one connection; see the module docstring for the overflow rule.
+
+    A line sent with a ``drop_tag`` (a push) may be discarded on overflow, and
+    ``on_drop(drop_tag)`` is then called; lines without one (responses) are never discarded.
+    If only such lines are queued and the queue is full, the connection is closed instead of
+    growing.
+    """
+
+    def __init__(
+        self,
+        transport: ITransport,
+        max_pending: int,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        self._transport = transport
+        self._max_pending = max_pending
+        self._on_drop = on_drop
+        self._paused = False
+        self._queue: collections.deque[tuple[bytes, str | None]] = collections.deque()
+        self.dropped = 0
+        transport.registerProducer(self, True)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def send(self, line: bytes, drop_tag: str | None = None) -> None:
+        if not self._paused and not self._queue:
+            self._transport.write(line)
+            return
+        self._queue.append((line, drop_tag))
+        while len(self._queue) > self._max_pending:
+            if not self._drop_oldest_droppable():
+                self._transport.loseConnection()
+                self._queue.clear()
+                return
+
+    def _drop_oldest_droppable(self) -> bool:
+        for index, (_, tag) in enumerate(self._queue):
+            if tag is not None:
+                del self._queue[index]
+                self.dropped += 1
+                if self._on_drop is not None:
+                    self._on_drop(tag)
+                return True
+        return False
+
+    # IPushProducer
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while self._queue and not self._paused:
+            line, _ = self._queue.popleft()
+            self._transport.write(line)
+
+    def stopProducing(self) -> None:
+        self._queue.clear()
+        self._paused = True

@@ -1,0 +1,21 @@
+"""twistd plugins for the supervision target and the dashboard relay.
+
+Both are lazy: nothing here imports the reactor or the implementation modules,
+which are loaded only when twistd actually runs the named plugin.
+"""
+
+from twisted.application.service import ServiceMaker
+
+supervisorTarget = ServiceMaker(
+    "supervisor-target",
+    "supervisor.target.tap",
+    "Run a supervision tree described by a YAML file.",
+    "supervisor-target",
+)
+
+supervisorRelay = ServiceMaker(
+    "supervisor-relay",
+    "supervisor.relay.tap",
+    "Run the dashboard relay (registration, wss:// sessions, audit).",
+    "supervisor-relay",
+)
