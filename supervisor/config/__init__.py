@@ -1,0 +1,1 @@
+"""YAML loading and validation for the target and relay configuration files."""

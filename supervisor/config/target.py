@@ -1,0 +1,378 @@
+"""The target's YAML file: supervision tree, policies, observability and IPC settings.
+
+Every defect is a :class:`ConfigError` naming the YAML key and the rule it breaks, e.g.
+``policy.max_backoff_ms: must be ≥ initial_backoff_ms (100)``. Unknown keys are errors.
+Relative paths (``cwd``, ``ipc.path``…) are taken from the config file's folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable
+
+import attrs
+import yaml
+
+from supervisor.config._common import (
+    ConfigError,
+    Section,
+    check_unix_socket_path,
+    join_key,
+    load_yaml_mapping,
+    resolve_path,
+)
+from supervisor.tree.spec import (
+    CHILD_ID,
+    ChildKind,
+    ChildSpec,
+    Criticality,
+    Observability,
+    Policy,
+    RestartPolicy,
+    ShutdownPolicy,
+    Strategy,
+    SupervisorSpec,
+    find_cycle,
+    parse_strategy,
+    policy_problems,
+)
+from supervisor.tree.children import signal_number
+
+TOP_KEYS = ("supervisor", "policy", "shutdown", "observability", "ipc", "children")
+POLICY_KEYS = tuple(f.name for f in attrs.fields(Policy))
+SHUTDOWN_KEYS = tuple(f.name for f in attrs.fields(ShutdownPolicy))
+OBSERVABILITY_KEYS = tuple(f.name for f in attrs.fields(Observability))
+CHILD_KEYS = (
+    "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
+    "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
+    "stale_is_failure", "policy", "shutdown", "strategy", "children",
+)
+IPC_KEYS = (
+    "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
+    "max_request_bytes", "idle_timeout_seconds", "max_pending_pushes",
+    "command_timeout_seconds", "registration",
+)
+REGISTRATION_KEYS = (
+    "enabled", "relay_registration_path", "display_name", "lease_seconds",
+    "registration_heartbeat_interval_seconds", "timeout_seconds",
+)
+BIND_MODES = ("create_new", "replace_stale")
+
+
+@attrs.frozen
+class RegistrationConfig:
+    """Heartbeat registration with a relay (CONTRACTS.md §2)."""
+
+    enabled: bool = False
+    relay_registration_path: str | None = None
+    display_name: str = ""
+    lease_seconds: int = 30
+    registration_heartbeat_interval_seconds: int = 15
+    timeout_seconds: float = 5.0
+
+
+@attrs.frozen
+class IpcConfig:
+    """The local ``dashboard-ipc.v1`` socket (CONTRACTS.md §1)."""
+
+    enabled: bool = False
+    target_id: str = "local"
+    path: str | None = None
+    permissions: int = 0o600
+    bind_mode: str = "create_new"
+    allowed_uids: tuple[int, ...] = ()
+    max_request_bytes: int = 65536
+    idle_timeout_seconds: float = 60.0
+    max_pending_pushes: int = 4096
+    command_timeout_seconds: int = 30
+    registration: RegistrationConfig = RegistrationConfig()
+
+
+@attrs.frozen
+class TargetConfig:
+    spec: SupervisorSpec
+    ipc: IpcConfig
+    base_dir: str
+
+    def manifest_parser(self) -> Callable[[Any], ChildSpec]:
+        """Parser for ``add_child`` manifests, with this file's policies as defaults."""
+        return lambda manifest: parse_manifest(
+            manifest, self.spec.policy, self.spec.shutdown, self.base_dir
+        )
+
+
+def load_target_config(path: str) -> TargetConfig:
+    """Read and validate a target YAML file."""
+    data = load_yaml_mapping(path)
+    return parse_target_config(data, os.path.dirname(os.path.abspath(path)))
+
+
+def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
+    top = Section("", data, TOP_KEYS)
+    sup = top.section("supervisor", ("strategy", "name"))
+    strategy = _strategy(sup, "strategy")
+    policy = _policy(top.data.get("policy"), "policy", Policy())
+    shutdown = _shutdown(top.data.get("shutdown"), "shutdown", ShutdownPolicy())
+    obs = top.section("observability", OBSERVABILITY_KEYS)
+    observability = Observability(
+        event_journal_capacity=obs.integer("event_journal_capacity", 256, minimum=1, maximum=1_000_000),
+        log_journal_capacity=obs.integer("log_journal_capacity", 1024, minimum=1, maximum=1_000_000),
+        metrics_enabled=obs.boolean("metrics_enabled", True),
+        audit_enabled=obs.boolean("audit_enabled", True),
+    )
+    children = _children(top.data.get("children"), "children", policy, shutdown, base_dir)
+    spec = SupervisorSpec(
+        children=children,
+        strategy=strategy,
+        policy=policy,
+        shutdown=shutdown,
+        observability=observability,
+        name=sup.string("name", "root supervisor"),
+    )
+    ipc = _ipc(top.data.get("ipc"), base_dir)
+    return TargetConfig(spec=spec, ipc=ipc, base_dir=base_dir)
+
+
+def parse_manifest(
+    manifest: Any, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
+) -> ChildSpec:
+    """One child from a YAML string or a mapping, as ``add_child`` receives it."""
+    if isinstance(manifest, str):
+        try:
+            manifest = yaml.safe_load(manifest)
+        except yaml.YAMLError as e:
+            raise ConfigError("child_manifest", f"is not valid YAML: {e}") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError("child_manifest", "must be a mapping describing one child")
+    return _child(manifest, "child_manifest", policy, shutdown, base_dir)
+
+
+def _strategy(section: Section, name: str) -> Strategy:
+    raw = section.string(name, "one_for_one")
+    try:
+        return parse_strategy(raw)
+    except ValueError:
+        raise ConfigError(
+            join_key(section.key, name),
+            f"must be one of one_for_one, one_for_all, rest_for_one (got {raw!r})",
+        ) from None
+
+
+def _policy(data: Any, key: str, base: Policy) -> Policy:
+    section = Section(key, data, POLICY_KEYS)
+    values: dict[str, Any] = {}
+    for field in attrs.fields(Policy):
+        if not section.has(field.name):
+            continue
+        if field.name == "jitter_ratio":
+            values[field.name] = section.number(field.name)
+        else:
+            values[field.name] = section.integer(field.name)
+    merged = {**attrs.asdict(base), **values}
+    problems = policy_problems(merged)
+    if problems:
+        name, rule = problems[0]
+        raise ConfigError(join_key(key, name), rule)
+    return Policy(**merged)
+
+
+def _shutdown(data: Any, key: str, base: ShutdownPolicy) -> ShutdownPolicy:
+    section = Section(key, data, SHUTDOWN_KEYS)
+    return ShutdownPolicy(
+        graceful_timeout_ms=section.integer("graceful_timeout_ms", base.graceful_timeout_ms, minimum=0),
+        abort_wait_ms=section.integer("abort_wait_ms", base.abort_wait_ms, minimum=0),
+    )
+
+
+def _children(
+    data: Any, key: str, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
+) -> tuple[ChildSpec, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ConfigError(key, "must be a list of children")
+    children = tuple(
+        _child(item, join_key(key, index), policy, shutdown, base_dir)
+        for index, item in enumerate(data)
+    )
+    names: dict[str, int] = {}
+    for index, child in enumerate(children):
+        if child.name in names:
+            raise ConfigError(join_key(join_key(key, index), "name"), f"duplicate child name {child.name!r}")
+        names[child.name] = index
+    for index, child in enumerate(children):
+        for dep in child.dependencies:
+            if dep not in names:
+                raise ConfigError(
+                    join_key(join_key(key, index), "dependencies"),
+                    f"{dep!r} is not a sibling of {child.name!r}",
+                )
+    cycle = find_cycle({c.name: c.dependencies for c in children})
+    if cycle:
+        raise ConfigError(f"{key}.dependencies" if key else "dependencies", "cycle " + " -> ".join(cycle))
+    return children
+
+
+def _enum(section: Section, name: str, enum_type: Any, default: str) -> Any:
+    raw = section.string(name, default)
+    try:
+        return enum_type(raw)
+    except ValueError:
+        choices = ", ".join(e.value for e in enum_type)
+        raise ConfigError(join_key(section.key, name), f"must be one of {choices} (got {raw!r})") from None
+
+
+def _child(
+    data: Any, key: str, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
+) -> ChildSpec:
+    section = Section(key, data, CHILD_KEYS)
+    name = section.string("name")
+    if not CHILD_ID.match(name):
+        raise ConfigError(join_key(key, "name"), f"must match {CHILD_ID.pattern} (got {name!r})")
+    kind = _enum(section, "kind", ChildKind, "task")
+    own_policy = _policy(section.data.get("policy"), join_key(key, "policy"), policy) if section.has("policy") else None
+    own_shutdown = (
+        _shutdown(section.data.get("shutdown"), join_key(key, "shutdown"), shutdown)
+        if section.has("shutdown")
+        else None
+    )
+    fields: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "restart_policy": _enum(section, "restart_policy", RestartPolicy, "permanent"),
+        "criticality": _enum(section, "criticality", Criticality, "standard"),
+        "tags": section.string_list("tags", []),
+        "dependencies": section.string_list("dependencies", []),
+        "display_name": section.string("display_name", None) if section.has("display_name") else None,
+        "wait_ready": section.boolean("wait_ready", False),
+        "stale_is_failure": section.boolean("stale_is_failure", False),
+        "policy": own_policy,
+        "shutdown": own_shutdown,
+    }
+    allowed = {
+        ChildKind.TASK: {"callable"},
+        ChildKind.SERVICE: {"callable"},
+        ChildKind.PROCESS: {"command", "cwd", "environment", "stop_signal"},
+        ChildKind.SUPERVISOR: {"strategy", "children"},
+    }[kind]
+    for extra in ("callable", "command", "cwd", "environment", "stop_signal", "strategy", "children"):
+        if section.has(extra) and extra not in allowed:
+            raise ConfigError(join_key(key, extra), f"is not used by a {kind.value} child")
+    if kind in (ChildKind.TASK, ChildKind.SERVICE):
+        ref = section.string("callable")
+        fields["factory"] = _import(join_key(key, "callable"), ref)
+        fields["callable_ref"] = ref
+    elif kind is ChildKind.PROCESS:
+        command = section.string_list("command")
+        if not command:
+            raise ConfigError(join_key(key, "command"), "must not be empty")
+        fields["command"] = command
+        if section.has("cwd"):
+            fields["cwd"] = section.path("cwd", base_dir)
+        fields["environment"] = _environment(section, join_key(key, "environment"))
+        stop_signal = section.string("stop_signal", "SIGTERM")
+        try:
+            signal_number(stop_signal)
+        except ValueError as e:
+            raise ConfigError(join_key(key, "stop_signal"), str(e)) from None
+        fields["stop_signal"] = stop_signal
+    else:
+        fields["strategy"] = _strategy(section, "strategy")
+        fields["children"] = _children(
+            section.data.get("children"), join_key(key, "children"), own_policy or policy,
+            own_shutdown or shutdown, base_dir,
+        )
+    try:
+        return ChildSpec(**fields)
+    except ValueError as e:
+        raise ConfigError(key, str(e)) from None
+
+
+def _environment(section: Section, key: str) -> dict[str, str] | None:
+    value = section.data.get("environment")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a mapping of names to strings")
+    env = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise ConfigError(join_key(key, str(name)), "must be a string")
+        env[name] = str(item)
+    return env
+
+
+def _import(key: str, ref: str) -> Callable[..., Any]:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(key, f"must look like 'package.module:name' (got {ref!r})")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigError(key, f"cannot import {module_name}: {e}") from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError(key, f"{module_name} has no attribute {attr}")
+    if not callable(target):
+        raise ConfigError(key, f"{ref} is not callable")
+    return target
+
+
+def _ipc(data: Any, base_dir: str) -> IpcConfig:
+    section = Section("ipc", data, IPC_KEYS)
+    enabled = section.boolean("enabled", False)
+    if not enabled:
+        return IpcConfig()
+    target_id = section.string("target_id")
+    raw_path = section.string("path")
+    if not os.path.isabs(raw_path):
+        raise ConfigError("ipc.path", f"must be an absolute path (got {raw_path!r})")
+    path = resolve_path("ipc.path", raw_path, base_dir)
+    check_unix_socket_path("ipc.path", path)
+    bind_mode = section.string("bind_mode", "create_new")
+    if bind_mode not in BIND_MODES:
+        raise ConfigError("ipc.bind_mode", f"must be one of {', '.join(BIND_MODES)} (got {bind_mode!r})")
+    uids = section.data.get("allowed_uids") or []
+    if not isinstance(uids, list) or any(isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in uids):
+        raise ConfigError("ipc.allowed_uids", "must be a list of non-negative integers")
+    reg = section.section("registration", REGISTRATION_KEYS)
+    registration = RegistrationConfig()
+    if reg.boolean("enabled", False):
+        relay_path = reg.string("relay_registration_path")
+        if not os.path.isabs(relay_path):
+            raise ConfigError(
+                "ipc.registration.relay_registration_path",
+                f"must be an absolute path (got {relay_path!r})",
+            )
+        check_unix_socket_path("ipc.registration.relay_registration_path", relay_path)
+        lease = reg.integer("lease_seconds", 30, minimum=1)
+        interval = reg.integer("registration_heartbeat_interval_seconds", 15, minimum=1)
+        if interval >= lease:
+            raise ConfigError(
+                "ipc.registration.registration_heartbeat_interval_seconds",
+                f"must be < lease_seconds ({lease})",
+            )
+        registration = RegistrationConfig(
+            enabled=True,
+            relay_registration_path=os.path.normpath(relay_path),
+            display_name=reg.string("display_name", target_id),
+            lease_seconds=lease,
+            registration_heartbeat_interval_seconds=interval,
+            timeout_seconds=reg.number("timeout_seconds", 5.0, minimum=0.1, maximum=60),
+        )
+    return IpcConfig(
+        enabled=True,
+        target_id=target_id,
+        path=path,
+        permissions=section.permissions("permissions", "0600"),
+        bind_mode=bind_mode,
+        allowed_uids=tuple(uids),
+        max_request_bytes=section.integer("max_request_bytes", 65536, minimum=1024, maximum=16 * 1024 * 1024),
+        idle_timeout_seconds=section.number("idle_timeout_seconds", 60, minimum=0.1),
+        max_pending_pushes=section.integer("max_pending_pushes", 4096, minimum=1),
+        command_timeout_seconds=section.integer("command_timeout_seconds", 30, minimum=1),
+        registration=registration,
+    )

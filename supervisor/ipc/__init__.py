@@ -1,0 +1,1 @@
+"""The target side of the dashboard wires: IPC server, registration heartbeat, operator CLI."""

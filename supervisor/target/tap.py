@@ -1,0 +1,59 @@
+"""``twistd supervisor-target --config FILE``: run a supervision tree from YAML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from supervisor.config._common import ConfigError
+from supervisor.config.target import TargetConfig, load_target_config
+
+DEFAULT_PIDFILE = "supervisor-target.pid"
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE"
+    optParameters = [["config", "c", None, "YAML file describing the tree (required)."]]
+    optFlags = [["check", None, "Validate the config file, print 'ok' and exit."]]
+
+    loaded: TargetConfig
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self.loaded = load_target_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"invalid config {self['config']}: {e}") from None
+        if self["check"]:
+            print("ok")
+            raise SystemExit(0)
+        parent = getattr(self, "parent", None)
+        # Let a relay and a target run side by side in one folder without --pidfile.
+        if parent is not None and parent.get("pidfile") == "twistd.pid":
+            parent["pidfile"] = DEFAULT_PIDFILE
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from supervisor.target.service import target_service
+
+    top, supervisor = target_service(options.loaded, reactor)
+
+    def tree_stopped(report: dict[str, Any]) -> None:
+        # A tree that stopped on its own (escalation, shutdown_tree) ends the process.
+        if reactor.running and not getattr(reactor, "_stopped", False):
+            reactor.callLater(0, _stop_reactor, reactor)
+
+    supervisor.on_tree_stopped(tree_stopped)
+    return top
+
+
+def _stop_reactor(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except Exception:
+        pass

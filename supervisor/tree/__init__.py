@@ -1,0 +1,1 @@
+"""The supervision tree: specs, lifecycle, policies, journal, runtime and state model."""

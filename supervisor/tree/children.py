@@ -1,0 +1,400 @@
+"""Runners: one object per started generation of a child, one class per child kind.
+
+A runner starts its child, reports ``running`` once, and reports exactly one
+:class:`Outcome` when the child ends, through the :class:`RunnerHooks` it was given.
+Stopping has two steps: :meth:`request_stop` (polite) and :meth:`abort` (forceful).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import signal
+from typing import Any, Callable, Protocol
+
+import attrs
+from twisted.application.service import IService
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from supervisor.tree.spec import ChildSpec
+
+#: Longest stdout/stderr line kept whole; longer lines are cut into pieces of this size.
+MAX_OUTPUT_LINE_BYTES = 8192
+
+
+@attrs.frozen
+class Outcome:
+    """How a child ended: ``normal`` exits are not failures."""
+
+    normal: bool
+    description: str
+
+
+@attrs.define
+class RunnerHooks:
+    """What a runner may tell its supervisor."""
+
+    running: Callable[[], None]
+    exited: Callable[[Outcome], None]
+    heartbeat: Callable[[], None]
+    ready: Callable[[], None]
+    log: Callable[[str, str, dict[str, Any]], None]  # severity, message, fields
+
+
+class Runner(Protocol):
+    def start(self) -> None: ...
+    def request_stop(self) -> None: ...
+    def abort(self) -> None: ...
+    def fail(self, reason: str) -> None: ...
+
+
+class ChildContext:
+    """Handed to task and service factories: liveness, readiness, cancellation, logging."""
+
+    def __init__(self, path: str, hooks: RunnerHooks, logger: Logger, clock: IReactorTime) -> None:
+        self.path = path
+        self.logger = logger
+        #: the supervisor's clock: use it for timers so tests can drive them with a fake clock
+        self.clock = clock
+        self._hooks = hooks
+        self.stopping = False
+        #: fires (with None) when the supervisor asks the child to stop gracefully
+        self.cancellation: defer.Deferred[None] = defer.Deferred()
+        self._fail_hook: Callable[[str], None] | None = None
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor this child is alive; silence for ``stale_after_ms`` is stale."""
+        self._hooks.heartbeat()
+
+    def mark_ready(self) -> None:
+        """Tell the supervisor this child can serve; dependents wait for it when asked to."""
+        self._hooks.ready()
+
+    def fail(self, reason: str) -> None:
+        """Report that the child has failed even though it has not returned (services)."""
+        if self._fail_hook is not None:
+            self._fail_hook(reason)
+
+    def _request_stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.cancellation.callback(None)
+
+
+def describe_failure(failure: Failure) -> str:
+    value = failure.value
+    text = str(value)
+    return f"{type(value).__name__}: {text}" if text else type(value).__name__
+
+
+class _Once:
+    """Deliver the exit outcome exactly once."""
+
+    def __init__(self, hooks: RunnerHooks) -> None:
+        self._hooks = hooks
+        self.done = False
+
+    def __call__(self, outcome: Outcome) -> None:
+        if not self.done:
+            self.done = True
+            self._hooks.exited(outcome)
+
+
+class TaskRunner:
+    """An in-process task: ``factory(ctx)`` returning a Deferred, a coroutine or a value."""
+
+    def __init__(self, spec: ChildSpec, ctx: ChildContext, hooks: RunnerHooks) -> None:
+        self._spec = spec
+        self._ctx = ctx
+        self._hooks = hooks
+        self._exit = _Once(hooks)
+        self._deferred: defer.Deferred[Any] | None = None
+        self._stop_requested = False
+        self._injected: str | None = None
+        ctx._fail_hook = self.fail
+
+    def start(self) -> None:
+        assert self._spec.factory is not None
+        try:
+            result = self._spec.factory(self._ctx)
+            if inspect.iscoroutine(result):
+                d = defer.Deferred.fromCoroutine(result)
+            else:
+                d = defer.maybeDeferred(lambda: result)
+        except Exception:
+            self._exit(Outcome(False, describe_failure(Failure())))
+            return
+        self._deferred = d
+        self._hooks.running()
+        d.addCallbacks(self._returned, self._raised)
+
+    def _returned(self, _: object) -> None:
+        if self._injected is not None:
+            self._exit(Outcome(False, self._injected))
+        else:
+            self._exit(Outcome(True, "returned"))
+
+    def _raised(self, failure: Failure) -> None:
+        if self._injected is not None:
+            self._exit(Outcome(False, self._injected))
+        elif failure.check(defer.CancelledError) and self._stop_requested:
+            self._exit(Outcome(True, "cancelled"))
+        else:
+            self._exit(Outcome(False, describe_failure(failure)))
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._ctx._request_stop()
+
+    def abort(self) -> None:
+        self._stop_requested = True
+        if self._deferred is not None and not self._deferred.called:
+            self._deferred.cancel()
+
+    def fail(self, reason: str) -> None:
+        if self._exit.done:
+            return
+        self._injected = reason
+        if self._deferred is not None and not self._deferred.called:
+            self._deferred.cancel()
+        else:
+            self._exit(Outcome(False, reason))
+
+
+class ServiceRunner:
+    """An ``IService`` built by ``factory(ctx)``; stopping it is ``stopService``."""
+
+    _log = Logger()
+
+    def __init__(self, spec: ChildSpec, ctx: ChildContext, hooks: RunnerHooks) -> None:
+        self._spec = spec
+        self._ctx = ctx
+        self._hooks = hooks
+        self._exit = _Once(hooks)
+        self._service: IService | None = None
+        self._stopping: defer.Deferred[Any] | None = None
+        ctx._fail_hook = self.fail
+
+    def start(self) -> None:
+        assert self._spec.factory is not None
+        try:
+            self._service = IService(self._spec.factory(self._ctx))
+        except Exception:
+            self._exit(Outcome(False, describe_failure(Failure())))
+            return
+        d = defer.maybeDeferred(self._service.startService)
+        d.addCallbacks(lambda _: self._started(), self._start_failed)
+
+    def _started(self) -> None:
+        if not self._exit.done:
+            self._hooks.running()
+
+    def _start_failed(self, failure: Failure) -> None:
+        self._exit(Outcome(False, "startService failed: " + describe_failure(failure)))
+
+    def request_stop(self) -> None:
+        self._ctx._request_stop()
+        self._stop_service(Outcome(True, "stopped"))
+
+    def _stop_service(self, outcome: Outcome) -> None:
+        if self._stopping is not None or self._service is None:
+            self._exit(outcome)
+            return
+        d = defer.maybeDeferred(self._service.stopService)
+        self._stopping = d
+
+        def stopped(result: object) -> None:
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
+                self._exit(Outcome(False, "stopService failed: " + describe_failure(result)))
+            else:
+                self._exit(outcome)
+
+        d.addBoth(stopped)
+
+    def abort(self) -> None:
+        self._exit(Outcome(True, "abandoned after stop timeout"))
+        if self._stopping is not None and not self._stopping.called:
+            self._stopping.cancel()
+
+    def fail(self, reason: str) -> None:
+        if not self._exit.done:
+            self._stop_service(Outcome(False, reason))
+
+
+def _setsid() -> str | None:
+    return shutil.which("setsid")
+
+
+_SETSID = _setsid()
+
+
+def signal_number(name: str) -> int:
+    """``"SIGTERM"`` or ``"TERM"`` → its number; unknown names raise ValueError."""
+    upper = name.upper()
+    if not upper.startswith("SIG"):
+        upper = "SIG" + upper
+    try:
+        return int(getattr(signal, upper))
+    except AttributeError:
+        raise ValueError(f"unknown signal {name!r}") from None
+
+
+class _LineSplitter:
+    """Bounded line assembly for one output stream of a process child."""
+
+    def __init__(self, emit: Callable[[str, bool], None]) -> None:
+        self._emit = emit
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        while True:
+            end = self._pending.find(b"\n")
+            if end < 0:
+                break
+            self._cut(bytes(self._pending[:end]))
+            del self._pending[: end + 1]
+        while len(self._pending) > MAX_OUTPUT_LINE_BYTES:
+            self._emit(self._text(bytes(self._pending[:MAX_OUTPUT_LINE_BYTES])), True)
+            del self._pending[:MAX_OUTPUT_LINE_BYTES]
+
+    def _cut(self, line: bytes) -> None:
+        while len(line) > MAX_OUTPUT_LINE_BYTES:
+            self._emit(self._text(line[:MAX_OUTPUT_LINE_BYTES]), True)
+            line = line[MAX_OUTPUT_LINE_BYTES:]
+        self._emit(self._text(line), False)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._cut(bytes(self._pending))
+            del self._pending[:]
+
+    @staticmethod
+    def _text(raw: bytes) -> str:
+        return raw.rstrip(b"\r").decode("utf-8", "replace")
+
+
+class ProcessRunner(ProcessProtocol):
+    """An OS process in its own session, so that stopping it stops its whole group."""
+
+    def __init__(
+        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any
+    ) -> None:
+        self._spec = spec
+        self._path = path
+        self._hooks = hooks
+        self._reactor = reactor
+        self._exit = _Once(hooks)
+        self._stop_requested = False
+        self._injected: str | None = None
+        self._pgid: int | None = None
+        self._streams = {
+            1: _LineSplitter(lambda text, cut: self._line("stdout", text, cut)),
+            2: _LineSplitter(lambda text, cut: self._line("stderr", text, cut)),
+        }
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        command = list(self._spec.command)
+        env = dict(os.environ)
+        env.update(self._spec.environment or {})
+        if _SETSID is not None:
+            executable, argv = _SETSID, [_SETSID, *command]
+        else:
+            found = shutil.which(command[0], path=env.get("PATH"))
+            if found is None:
+                self._exit(Outcome(False, f"executable not found: {command[0]}"))
+                return
+            executable, argv = found, command
+        try:
+            transport = self._reactor.spawnProcess(
+                self,
+                executable,
+                argv,
+                env=env,
+                path=self._spec.cwd,
+                childFDs={0: "w", 1: "r", 2: "r"},
+            )
+        except Exception:
+            self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
+            return
+        self.pid = transport.pid
+        self._pgid = transport.pid if _SETSID is not None else None
+        transport.closeStdin()
+        self._hooks.running()
+
+    def _line(self, stream: str, text: str, cut: bool) -> None:
+        fields: dict[str, Any] = {"stream": stream, "child_path": self._path}
+        if cut:
+            fields["truncated"] = True
+        self._hooks.log("info" if stream == "stdout" else "warning", text, fields)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        splitter = self._streams.get(childFD)
+        if splitter is not None:
+            splitter.feed(data)
+
+    def processExited(self, reason: Failure) -> None:
+        # The leader is gone; anything left in its group would be an orphan.
+        self._signal_group(signal.SIGKILL)
+
+    def processEnded(self, reason: Failure) -> None:
+        for splitter in self._streams.values():
+            splitter.flush()
+        self._pgid = None
+        self._exit(self._outcome(reason))
+
+    def _outcome(self, reason: Failure) -> Outcome:
+        value = reason.value
+        code = getattr(value, "exitCode", None)
+        sig = getattr(value, "signal", None)
+        if sig is not None:
+            text = f"killed by signal {sig} ({_signal_name(sig)})"
+        else:
+            text = f"exit status {code if code is not None else 0}"
+        if self._injected is not None:
+            return Outcome(False, self._injected)
+        if self._stop_requested:
+            return Outcome(True, text)
+        return Outcome(reason.check(error.ProcessDone) is not None, text)
+
+    def _signal_group(self, signum: int) -> bool:
+        if self._pgid is None:
+            if self.transport is not None and self.pid is not None and not self._exit.done:
+                try:
+                    self.transport.signalProcess(signum)
+                    return True
+                except error.ProcessExitedAlready:
+                    return False
+            return False
+        try:
+            os.killpg(self._pgid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._signal_group(signal_number(self._spec.stop_signal))
+
+    def abort(self) -> None:
+        self._stop_requested = True
+        self._signal_group(signal.SIGKILL)
+
+    def fail(self, reason: str) -> None:
+        if self._exit.done:
+            return
+        self._injected = reason
+        self._signal_group(signal.SIGKILL)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown"

@@ -1,0 +1,149 @@
+"""Process children with real subprocesses on the real reactor."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from supervisor import ChildKind, ChildSpec, Policy, ShutdownPolicy, SupervisorSpec, Supervisor
+from tests.conftest import eventually
+
+PY = sys.executable
+FAST = Policy(initial_backoff_ms=0, max_backoff_ms=0, jitter_ratio=0)
+
+
+def supervise(*children: ChildSpec, **kwargs) -> Supervisor:
+    sup = Supervisor(SupervisorSpec(children=children, policy=FAST, **kwargs), reactor=reactor, clock=reactor)
+    sup.startService()
+    return sup
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+@pytest_twisted.ensureDeferred
+async def test_stdout_and_stderr_lines_become_log_records(tmp_path):
+    script = "import sys; print('hello out', flush=True); print('hello err', file=sys.stderr, flush=True); import time; time.sleep(30)"
+    sup = supervise(ChildSpec("talker", ChildKind.PROCESS, command=[PY, "-c", script],
+                              environment={"EXTRA": "1"}, cwd=str(tmp_path)))
+    try:
+        await eventually(lambda: len(sup.logs) >= 2, what="two output lines")
+        records = {r.message: r for r in sup.logs}
+        assert records["hello out"].fields == {"stream": "stdout", "child_path": "/root/talker"}
+        assert records["hello out"].severity == "info"
+        assert records["hello err"].fields["stream"] == "stderr"
+        assert records["hello err"].severity == "warning"
+        assert sup.child("/root/talker").health.value == "healthy"
+    finally:
+        await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crashing_process_is_restarted_with_a_new_pid():
+    sup = supervise(ChildSpec("crasher", ChildKind.PROCESS,
+                              command=[PY, "-c", "import sys, time; print('up', flush=True); time.sleep(30)"]))
+    try:
+        runner = await eventually(lambda: sup.child("/root/crasher").runner)
+        await eventually(lambda: len(sup.logs) >= 1)
+        first_pid = runner.pid
+        os.kill(first_pid, 9)
+        await eventually(lambda: sup.child("/root/crasher").restart_count == 1
+                         and sup.child("/root/crasher").state.value == "running")
+        failure = [e for e in sup.events if e.event_type == "child_failed"][0]
+        assert failure.payload["reason"] == "killed by signal 9 (SIGKILL)"
+        assert sup.child("/root/crasher").runner.pid != first_pid
+    finally:
+        await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_exit_status_is_the_failure_and_zero_is_a_normal_exit():
+    from supervisor import RestartPolicy
+
+    sup = supervise(
+        ChildSpec("bad", ChildKind.PROCESS, command=[PY, "-c", "raise SystemExit(3)"],
+                  restart_policy=RestartPolicy.TEMPORARY),
+        ChildSpec("good", ChildKind.PROCESS, command=[PY, "-c", "pass"],
+                  restart_policy=RestartPolicy.TRANSIENT),
+    )
+    try:
+        await eventually(lambda: sup.child("/root/bad").state.value == "failed"
+                         and sup.child("/root/good").state.value == "completed")
+        assert sup.child("/root/bad").last_failure == "exit status 3"
+    finally:
+        await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_sends_the_stop_signal_then_kills_the_whole_group(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    # The child ignores SIGTERM and starts a grandchild that would outlive it.
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    sup = supervise(
+        ChildSpec("stubborn", ChildKind.PROCESS, command=[PY, "-c", script], stop_signal="SIGTERM"),
+        shutdown=ShutdownPolicy(graceful_timeout_ms=300, abort_wait_ms=2000),
+    )
+    await eventually(lambda: any(r.message == "ready" for r in sup.logs))
+    grandchild = int(pidfile.read_text())
+    leader = sup.child("/root/stubborn").runner.pid
+    report = await sup.stopService()
+    assert report["children"][0]["outcome"] == "aborted"
+    await eventually(lambda: not alive(grandchild), what="grandchild gone")
+    assert not alive(leader)
+    phases = [e.payload["phase"] for e in sup.events
+              if e.event_type == "shutdown_phase_changed" and e.target_path == "/root/stubborn"]
+    assert phases == ["request_stop", "graceful_drain", "abort_stragglers", "reconcile", "completed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_polite_process_stops_within_the_graceful_phase():
+    sup = supervise(ChildSpec("polite", ChildKind.PROCESS,
+                              command=[PY, "-c", "import time; print('up', flush=True); time.sleep(60)"]))
+    await eventually(lambda: len(sup.logs) >= 1)
+    report = await sup.stopService()
+    assert report["children"][0]["outcome"] == "stopped"
+    assert report["children"][0]["exit"] == "killed by signal 15 (SIGTERM)"
+
+
+@pytest_twisted.ensureDeferred
+async def test_overlong_output_lines_are_cut_and_marked():
+    from supervisor.tree.children import MAX_OUTPUT_LINE_BYTES
+
+    size = MAX_OUTPUT_LINE_BYTES * 2 + 10
+    sup = supervise(ChildSpec("loud", ChildKind.PROCESS,
+                              command=[PY, "-c", f"print('x' * {size}, flush=True)"],
+                              restart_policy="temporary"))
+    try:
+        await eventually(lambda: sup.child("/root/loud").state.value == "completed")
+        pieces = list(sup.logs)
+        assert [len(r.message) for r in pieces] == [MAX_OUTPUT_LINE_BYTES, MAX_OUTPUT_LINE_BYTES, 10]
+        assert [r.fields.get("truncated", False) for r in pieces] == [True, True, False]
+    finally:
+        await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_executable_is_a_failure_not_a_crash_of_the_tree():
+    sup = supervise(ChildSpec("ghost", ChildKind.PROCESS, command=["/nonexistent/binary"],
+                              restart_policy="temporary"))
+    try:
+        await eventually(lambda: sup.child("/root/ghost").state.value == "failed")
+        assert sup.status == "running"
+    finally:
+        await sup.stopService()
