@@ -116,6 +116,8 @@ class OutboundQueue:
         self._paused = False
         self._queue: collections.deque[tuple[bytes, str | None]] = collections.deque()
         self.dropped = 0
+        #: called when a paused transport has caught up and the queue is empty again
+        self.on_drained: Callable[[], None] | None = None
         transport.registerProducer(self, True)
 
     @property
@@ -152,6 +154,8 @@ class OutboundQueue:
         while self._queue and not self._paused:
             line, _ = self._queue.popleft()
             self._transport.write(line)
+        if not self._queue and not self._paused and self.on_drained is not None:
+            self.on_drained()
 
     def stopProducing(self) -> None:
         self._queue.clear()

@@ -1,0 +1,340 @@
+"""The target's ``dashboard-ipc.v1`` server (CONTRACTS.md §1) on a local Unix socket.
+
+Each connection reads NDJSON requests (size-capped), answers each with exactly one line in
+request order, and, once subscribed, streams pushes through a bounded queue: when a slow
+reader lets ``max_pending_pushes`` lines pile up, the oldest pushes are dropped, counted,
+and reported in a ``dropped_count`` push as soon as the reader catches up.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from supervisor.config.target import IpcConfig
+from supervisor.ipc.commands import run_command
+from supervisor.tree.journal import EventRecord, LogRecord
+from supervisor.tree.runtime import Supervisor
+from supervisor.wire.commands import COMMANDS
+from supervisor.wire.errors import WireError
+from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, encode
+from supervisor.wire.unixsocket import peer_uid
+
+PROTOCOL_VERSION = "dashboard-ipc.v1"
+INVALID_REQUEST_ID = "invalid-request"
+METHODS = frozenset(
+    {"hello", "state", "events.subscribe", "logs.tail"} | {f"command.{c}" for c in COMMANDS}
+)
+#: Request lines read but not yet answered while a slow command runs; beyond this the
+#: connection stops reading until the backlog drains.
+MAX_BACKLOG_LINES = 64
+
+
+def _error(code: str, stage: str, message: str, target_id: str | None = None) -> WireError:
+    return WireError(code, stage, message, target_id)
+
+
+class IpcConnection(NDJSONReceiver, TimeoutMixin):
+    """One client connection: requests in order, optional event/log subscriptions."""
+
+    _log = Logger()
+
+    def __init__(self, server: "IpcServer") -> None:
+        super().__init__()
+        self.server = server
+        self.callLater = server.clock.callLater  # TimeoutMixin's timer, on the server's clock
+        self.max_line_bytes = server.config.max_request_bytes
+        self.out: OutboundQueue | None = None
+        self._backlog: collections.deque[bytes] = collections.deque()
+        self._busy = False
+        self._reading_paused = False
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.subscriptions: set[str] = set()
+        self.dropped_events = 0
+        self.dropped_logs = 0
+        self._drop_unreported = False
+
+    # ------------------------------------------------------------------ connection
+
+    def connectionMade(self) -> None:
+        self.out = OutboundQueue(
+            self.transport, self.server.config.max_pending_pushes, self._dropped
+        )
+        self.out.on_drained = self._report_drops
+        uid = self._peer_uid()
+        if uid is not None and uid not in self.server.allowed_uids:
+            self._send_error(
+                INVALID_REQUEST_ID,
+                _error("peer_cred_uid_mismatch", "peer_check", f"uid {uid} may not use this socket"),
+            )
+            self.transport.loseConnection()
+            return
+        self.server.connections.add(self)
+        self.setTimeout(self.server.config.idle_timeout_seconds)
+
+    def _peer_uid(self) -> int | None:
+        try:
+            return peer_uid(self.transport.getHandle())
+        except OSError:
+            return None
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        self.server.connections.discard(self)
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        self._backlog.clear()
+
+    def timeoutConnection(self) -> None:
+        self.transport.loseConnection()
+
+    def lineLengthExceeded(self) -> None:
+        self._send_error(
+            INVALID_REQUEST_ID,
+            _error("request_too_large", "protocol_parse",
+                   f"request line exceeds {self.max_line_bytes} bytes"),
+        )
+        self.transport.loseConnection()
+
+    # ------------------------------------------------------------------ requests in order
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.subscriptions:
+            self.resetTimeout()
+        self._backlog.append(line)
+        if len(self._backlog) > MAX_BACKLOG_LINES and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        self._next()
+
+    def _next(self) -> None:
+        while self._backlog and not self._busy and not self.transport.disconnecting:
+            line = self._backlog.popleft()
+            self._busy = True
+            d = defer.maybeDeferred(self._handle, line)
+            d.addErrback(self._internal_error)
+            d.addCallback(self._finished)
+        if self._reading_paused and len(self._backlog) <= MAX_BACKLOG_LINES // 2:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+    def _finished(self, _: object) -> None:
+        self._busy = False
+        self._next()
+
+    def _internal_error(self, failure: Failure) -> None:
+        self._log.failure("IPC request handling failed", failure)
+        self._send_error(
+            INVALID_REQUEST_ID, _error("internal_error", "request", "internal error"), flush=True
+        )
+
+    def _send_error(self, request_id: str, error: WireError, flush: bool = False) -> None:
+        self._respond({"request_id": request_id, "ok": False, "error": error.to_json()})
+
+    def _respond(self, obj: dict[str, Any]) -> None:
+        if self.out is not None and not self.transport.disconnecting:
+            self.out.send(encode(obj))
+
+    def _handle(self, line: bytes) -> Any:
+        try:
+            request = decode(line)
+        except WireError as e:
+            self._send_error(INVALID_REQUEST_ID, e)
+            return None
+        if not isinstance(request, dict):
+            self._send_error(
+                INVALID_REQUEST_ID,
+                _error("invalid_json", "protocol_parse", "request line is not a JSON object"),
+            )
+            return None
+        request_id = request.get("request_id")
+        if not isinstance(request_id, str):
+            self._send_error(
+                INVALID_REQUEST_ID,
+                _error("invalid_request", "protocol_parse", "request_id must be a string"),
+            )
+            return None
+        method = request.get("method")
+        if not isinstance(method, str) or method not in METHODS:
+            shown = method if isinstance(method, str) else type(method).__name__
+            self._send_error(
+                request_id,
+                _error("unsupported_method", "protocol_parse",
+                       f"unsupported dashboard IPC method {shown[:100]}"),
+            )
+            return None
+        params = request.get("params")
+        if params is not None and not isinstance(params, dict) and method != "hello":
+            stage = "command_validate" if method.startswith("command.") else "request"
+            self._send_error(
+                request_id, _error("invalid_params", stage, "params must be an object or null")
+            )
+            return None
+        params = params if isinstance(params, dict) else {}
+        try:
+            result = self._dispatch(method, params)
+        except WireError as e:
+            self._send_error(request_id, e)
+            return None
+        if isinstance(result, defer.Deferred):
+            return result.addCallback(self._succeed, request_id)
+        self._succeed(result, request_id)
+        return None
+
+    def _succeed(self, result: tuple[dict[str, Any], Callable[[], None] | None], request_id: str) -> None:
+        body, after = result
+        self._respond({"request_id": request_id, "ok": True, "result": body})
+        if after is not None:
+            after()
+
+    # ------------------------------------------------------------------ methods
+
+    def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+        server = self.server
+        target_id = server.target_id
+        if method == "hello":
+            return {
+                "type": "hello",
+                "protocol_version": PROTOCOL_VERSION,
+                "target_id": target_id,
+                "registration": server.registration_payload,
+            }, None
+        if method.startswith("command."):
+            return run_command(server, method, params).addCallback(lambda body: (body, None))
+        self._check_target(params, "state" if method == "state" else "subscription")
+        if method == "state":
+            return {
+                "type": "state",
+                "target_id": target_id,
+                "state": server.supervisor.state(server.display_name),
+            }, None
+        if params.get("session_established") is not True:
+            raise _error(
+                "session_required", "subscription",
+                "subscriptions need session_established: true from a dashboard session",
+                target_id,
+            )
+        since = params.get("since_sequence")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            raise _error("validation_failed", "subscription",
+                         "since_sequence must be a non-negative integer", target_id)
+        if method == "events.subscribe":
+            kind = "events"
+            after = lambda: self._subscribe_events(since or 0)  # noqa: E731
+        else:
+            lines = params.get("lines", 100)
+            if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+                raise _error("validation_failed", "subscription",
+                             "lines must be a non-negative integer", target_id)
+            kind = "logs"
+            after = lambda: self._subscribe_logs(lines, since)  # noqa: E731
+        if kind in self.subscriptions:
+            raise _error("already_subscribed", "subscription",
+                         f"this connection already follows {kind}", target_id)
+        return {"type": "subscription", "target_id": target_id, "subscription": kind}, after
+
+    def _check_target(self, params: dict[str, Any], stage: str) -> None:
+        given = params.get("target_id")
+        if given is not None and given != self.server.target_id:
+            raise _error("validation_failed", stage,
+                         f"this is target {self.server.target_id}, not {str(given)[:100]}",
+                         self.server.target_id)
+
+    # ------------------------------------------------------------------ streaming
+
+    def _mark_subscribed(self, kind: str) -> None:
+        self.subscriptions.add(kind)
+        self.setTimeout(None)
+
+    def _subscribe_events(self, since: int) -> None:
+        journal = self.server.supervisor.events
+        self._mark_subscribed("events")
+        replay = journal.after(since)
+        first = replay[0].sequence if replay else journal.last_sequence + 1
+        gap = first - since - 1
+        if gap > 0:
+            self.dropped_events += gap
+            self._push_dropped_count()
+        for record in replay:
+            self._push_event(record)
+        self._unsubscribe.append(journal.subscribe(self._push_event))
+        self._unsubscribe.append(self.server.supervisor.subscribe_state(self._push_delta))
+
+    def _subscribe_logs(self, lines: int, since: int | None) -> None:
+        logs = self.server.supervisor.logs
+        self._mark_subscribed("logs")
+        replay = logs.after(since) if since is not None else logs.last(lines)
+        for record in replay:
+            self._push_log(record)
+        self._unsubscribe.append(logs.subscribe(self._push_log))
+
+    def _push(self, obj: dict[str, Any], tag: str) -> None:
+        if self.out is not None and not self.transport.disconnecting:
+            self.out.send(encode(obj), tag)
+
+    def _push_event(self, record: EventRecord) -> None:
+        self._push({"type": "event", "target_id": self.server.target_id, "event": record.to_json()}, "event")
+
+    def _push_log(self, record: LogRecord) -> None:
+        self._push({"type": "log", "target_id": self.server.target_id, "log": record.to_json()}, "log")
+
+    def _push_delta(self, delta: dict[str, Any]) -> None:
+        self._push({"type": "state_delta", "target_id": self.server.target_id, "delta": delta}, "event")
+
+    def _dropped(self, tag: str) -> None:
+        if tag == "log":
+            self.dropped_logs += 1
+        else:
+            self.dropped_events += 1
+        self._drop_unreported = True
+
+    def _report_drops(self) -> None:
+        if self._drop_unreported:
+            self._drop_unreported = False
+            self._push_dropped_count()
+
+    def _push_dropped_count(self) -> None:
+        self._respond(
+            {
+                "type": "dropped_count",
+                "target_id": self.server.target_id,
+                "dropped_event_count": self.dropped_events,
+                "dropped_log_count": self.dropped_logs,
+            }
+        )
+
+
+class IpcServer(Factory):
+    """Shared state of all IPC connections of one target."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        config: IpcConfig,
+        registration_payload: dict[str, Any] | None,
+        clock: IReactorTime,
+    ) -> None:
+        self.supervisor = supervisor
+        self.config = config
+        self.clock = clock
+        self.target_id = config.target_id
+        self.display_name = (
+            config.registration.display_name if config.registration.enabled else config.target_id
+        )
+        self.registration_payload = registration_payload
+        self.allowed_uids = frozenset({os.getuid(), *config.allowed_uids})
+        self.connections: set[IpcConnection] = set()
+
+    def buildProtocol(self, addr: Any) -> IpcConnection:
+        protocol = IpcConnection(self)
+        protocol.factory = self
+        return protocol

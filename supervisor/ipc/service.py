@@ -1,0 +1,69 @@
+"""The IPC listener as a service in the target's tree, plus its registration heartbeat."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import IService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from supervisor.config.target import TargetConfig
+from supervisor.ipc.registration import RegistrationHeartbeat, registration_payload
+from supervisor.ipc.server import IpcServer
+from supervisor.ipc.socketpath import SocketPathRefused, prepare_socket_path, remove_if_ours
+from supervisor.tree.runtime import Supervisor
+from supervisor.wire.unixsocket import listen_unix
+
+
+class IpcService(Service):
+    """Listens on ``ipc.path`` with the configured mode in force from the first instant."""
+
+    _log = Logger()
+
+    def __init__(self, server: IpcServer, reactor: Any, heartbeat: RegistrationHeartbeat | None) -> None:
+        self.server = server
+        self._reactor = reactor
+        self._heartbeat = heartbeat
+        self._port: Any = None
+        self._inode: int | None = None
+        self.failure: str | None = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        config = self.server.config
+        assert config.path is not None
+        try:
+            prepare_socket_path(config.path, config.bind_mode)
+            self._port = listen_unix(self._reactor, config.path, self.server, config.permissions)
+        except (SocketPathRefused, OSError) as e:
+            self.failure = f"cannot listen on {config.path}: {e}"
+            self._log.critical("IPC disabled: {failure}", failure=self.failure)
+            return
+        self._inode = os.lstat(config.path).st_ino
+        self._log.info("dashboard IPC listening on {path}", path=config.path)
+        if self._heartbeat is not None:
+            self._heartbeat.begin()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        Service.stopService(self)
+        for connection in list(self.server.connections):
+            connection.transport.loseConnection()
+        if self._port is None:
+            return None
+        d = defer.maybeDeferred(self._port.stopListening)
+        path, inode = self.server.config.path, self._inode
+        self._port = None
+        return d.addBoth(lambda _: remove_if_ours(path, inode))
+
+
+def ipc_services(config: TargetConfig, supervisor: Supervisor, reactor: Any) -> list[IService]:
+    """Heartbeat first (so it is running when the listener calls ``begin``), then the listener."""
+    ipc = config.ipc
+    heartbeat = RegistrationHeartbeat(ipc, reactor) if ipc.registration.enabled else None
+    payload = registration_payload(ipc) if ipc.registration.enabled else None
+    server = IpcServer(supervisor, ipc, payload, reactor)
+    services: list[IService] = [heartbeat] if heartbeat is not None else []
+    services.append(IpcService(server, reactor, heartbeat))
+    return services
