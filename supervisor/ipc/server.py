@@ -70,10 +70,11 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         )
         self.out.on_drained = self._report_drops
         uid = self._peer_uid()
-        if uid is not None and uid not in self.server.allowed_uids:
+        if uid is None or uid not in self.server.allowed_uids:
+            who = "an unidentifiable peer" if uid is None else f"uid {uid}"
             self._send_error(
                 INVALID_REQUEST_ID,
-                _error("peer_cred_uid_mismatch", "peer_check", f"uid {uid} may not use this socket"),
+                _error("peer_cred_uid_mismatch", "peer_check", f"{who} may not use this socket"),
             )
             self.transport.loseConnection()
             return
@@ -81,6 +82,7 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         self.setTimeout(self.server.config.idle_timeout_seconds)
 
     def _peer_uid(self) -> int | None:
+        """The peer's uid from SO_PEERCRED; None (refused) when it cannot be read."""
         try:
             return peer_uid(self.transport.getHandle())
         except OSError:

@@ -1,0 +1,105 @@
+"""``twistd supervisor-target`` as a subprocess, and the operator CLI against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+from tests.conftest import wait_until
+
+VENV_BIN = pathlib.Path(sys.executable).parent
+TWISTD = str(VENV_BIN / "twistd")
+
+
+@pytest.fixture
+def workdir():
+    folder = tempfile.mkdtemp(prefix="tgt", dir="/tmp")
+    yield pathlib.Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_config(folder: pathlib.Path) -> pathlib.Path:
+    config = folder / "target.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        supervisor: {{strategy: one_for_one}}
+        policy: {{initial_backoff_ms: 100, max_backoff_ms: 1000, jitter_ratio: 0.1}}
+        shutdown: {{graceful_timeout_ms: 2000, abort_wait_ms: 1000}}
+        ipc:
+          enabled: true
+          target_id: cli-target
+          path: {folder}/t.sock
+          bind_mode: replace_stale
+        children:
+          - {{name: worker, kind: task, callable: "supervisor.demo:steady_worker"}}
+          - name: printer
+            kind: process
+            command: [{sys.executable}, -u, -c, "import time\\nwhile True:\\n    print('tick', flush=True)\\n    time.sleep(0.2)"]
+    """))
+    return config
+
+
+def ctl(folder: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.ctl", "--socket", str(folder / "t.sock"), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_twistd_runs_a_yaml_tree_that_the_cli_can_watch_and_control(workdir):
+    config = write_config(workdir)
+    proc = subprocess.Popen([TWISTD, "-n", "supervisor-target", "--config", str(config)],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (workdir / "t.sock").exists(), 20, "IPC socket")
+        assert (workdir / "supervisor-target.pid").exists(), "pidfile defaults to supervisor-target.pid"
+        wait_until(lambda: "tick" in ctl(workdir, "logs").stdout, 20, "process output in the log tail")
+        status = ctl(workdir, "status")
+        assert status.returncode == 0, status.stderr
+        assert "/root/worker" in status.stdout and "/root/printer" in status.stdout
+        assert "running" in status.stdout
+        state = json.loads(ctl(workdir, "--json", "status").stdout)
+        assert [r["child_path"] for r in state["runtime_state"]] == ["/root/worker", "/root/printer"]
+
+        paused = ctl(workdir, "pause", "/root/printer", "--reason", "maintenance")
+        assert paused.returncode == 0 and "completed" in paused.stdout
+        refused = ctl(workdir, "pause", "/root/printer", "--reason", "again")
+        assert refused.returncode == 2 and "illegal_transition" in refused.stdout
+        danger = ctl(workdir, "remove", "/root/printer", "--reason", "x")
+        assert danger.returncode == 1 and "--yes" in danger.stderr
+        events = ctl(workdir, "events")
+        assert "child_paused" in events.stdout
+        lines = [json.loads(l) for l in ctl(workdir, "--json", "events").stdout.splitlines()]
+        assert any(l["event"]["event_type"] == "child_paused" for l in lines if l["type"] == "event")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode in (0, -signal.SIGTERM), output  # twistd re-raises the signal it stopped on
+    assert not (workdir / "t.sock").exists(), "socket removed on clean shutdown"
+    assert "Traceback" not in output
+
+
+def test_config_errors_name_the_key_and_exit_without_a_traceback(workdir):
+    bad = workdir / "bad.yaml"
+    bad.write_text("policy: {initial_backoff_ms: 500, max_backoff_ms: 100}\n")
+    result = subprocess.run([TWISTD, "-n", "supervisor-target", "--config", str(bad)],
+                            cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "policy.max_backoff_ms: must be ≥ initial_backoff_ms (500)" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_validates_without_starting(workdir):
+    config = write_config(workdir)
+    result = subprocess.run([TWISTD, "-n", "supervisor-target", "--config", str(config), "--check"],
+                            cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok"
+    assert not (workdir / "t.sock").exists()
