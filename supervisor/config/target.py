@@ -46,7 +46,7 @@ OBSERVABILITY_KEYS = tuple(f.name for f in attrs.fields(Observability))
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
     "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
-    "stale_is_failure", "policy", "shutdown", "strategy", "children",
+    "stale_is_failure", "hold", "policy", "shutdown", "strategy", "children",
 )
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
@@ -247,6 +247,7 @@ def _child(
         "display_name": section.string("display_name", None) if section.has("display_name") else None,
         "wait_ready": section.boolean("wait_ready", False),
         "stale_is_failure": section.boolean("stale_is_failure", False),
+        "hold": section.string("hold", None) if section.has("hold") else None,
         "policy": own_policy,
         "shutdown": own_shutdown,
     }

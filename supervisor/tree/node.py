@@ -173,6 +173,9 @@ class SupervisorNode:
                 spec.children,
                 on_escalate=lambda reason: None,
             )
+        if spec.hold is not None:
+            child.state = Lifecycle(spec.hold)
+            child.message = f"{spec.hold} by configuration"
         self.children[spec.name] = child
         return child
 

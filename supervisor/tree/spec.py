@@ -165,6 +165,7 @@ class ChildSpec:
     display_name: str | None = None
     wait_ready: bool = False
     stale_is_failure: bool = False
+    hold: str | None = None  # "paused" or "quarantined": start held instead of running
     policy: Policy | None = None
     shutdown: ShutdownPolicy | None = None
     # nested supervisors only
@@ -180,6 +181,8 @@ class ChildSpec:
             raise ValueError("command: required for a process child")
         if self.kind is ChildKind.SUPERVISOR:
             check_children(self.children)
+        if self.hold not in (None, "paused", "quarantined"):
+            raise ValueError(f"hold: must be paused or quarantined (got {self.hold!r})")
 
     @property
     def label(self) -> str:

@@ -1,0 +1,97 @@
+"""Target YAML: every rule names its key; the demo config loads; holds start held."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import yaml
+
+from supervisor import ConfigError, load_target_config
+from supervisor.config.target import parse_target_config
+from supervisor.testing import TreeHarness
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TASK = {"name": "w", "kind": "task", "callable": "supervisor.demo:steady_worker"}
+IPC = {"enabled": True, "target_id": "t", "path": "/tmp/x.sock"}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"supervisor": {"strategy": "one_for_some"}}, "supervisor.strategy: must be one of one_for_one, one_for_all, rest_for_one"),
+        ({"policy": {"initial_backoff_ms": 500, "max_backoff_ms": 100}}, "policy.max_backoff_ms: must be ≥ initial_backoff_ms (500)"),
+        ({"policy": {"jitter_ratio": 2}}, "policy.jitter_ratio: must be between 0 and 1"),
+        ({"policy": {"child_restart_window_ms": 0}}, "policy.child_restart_window_ms: must be > 0"),
+        ({"policy": {"child_restart_limit": "ten"}}, "policy.child_restart_limit: must be an integer"),
+        ({"policy": {"heartbeat_interval_ms": 5000, "stale_after_ms": 1000}}, "policy.stale_after_ms: must be ≥ heartbeat_interval_ms (5000)"),
+        ({"shutdown": {"graceful_timeout_ms": -1}}, "shutdown.graceful_timeout_ms: must be >= 0"),
+        ({"observability": {"event_journal_capacity": 0}}, "observability.event_journal_capacity: must be >= 1"),
+        ({"children": {"name": "x"}}, "children: must be a list of children"),
+        ({"children": [{"kind": "task"}]}, "children[0].name: is required"),
+        ({"children": [{**TASK, "name": "9bad"}]}, "children[0].name: must match"),
+        ({"children": [TASK, TASK]}, "children[1].name: duplicate child name 'w'"),
+        ({"children": [{**TASK, "kind": "thread"}]}, "children[0].kind: must be one of task, process, service, supervisor"),
+        ({"children": [{**TASK, "callable": "nodots"}]}, "children[0].callable: must look like 'package.module:name'"),
+        ({"children": [{**TASK, "callable": "no.such.module:f"}]}, "children[0].callable: cannot import no.such.module"),
+        ({"children": [{**TASK, "command": ["x"]}]}, "children[0].command: is not used by a task child"),
+        ({"children": [{"name": "p", "kind": "process", "command": []}]}, "children[0].command: must not be empty"),
+        ({"children": [{"name": "p", "kind": "process", "command": ["x"], "stop_signal": "SIGNOPE"}]}, "children[0].stop_signal: unknown signal"),
+        ({"children": [{**TASK, "restart_policy": "sometimes"}]}, "children[0].restart_policy: must be one of permanent, transient, temporary"),
+        ({"children": [{**TASK, "dependencies": ["ghost"]}]}, "children[0].dependencies: 'ghost' is not a sibling of 'w'"),
+        ({"children": [{**TASK, "name": "a", "dependencies": ["b"]}, {**TASK, "name": "b", "dependencies": ["a"]}]}, "children.dependencies: cycle a -> b -> a"),
+        ({"children": [{**TASK, "policy": {"max_backoff_ms": 1}}]}, "children[0].policy.max_backoff_ms: must be ≥ initial_backoff_ms (100)"),
+        ({"children": [{**TASK, "hold": "frozen"}]}, "children[0]: hold: must be paused or quarantined"),
+        ({"children": [{"name": "s", "kind": "supervisor", "children": [{**TASK, "name": "x", "bad": 1}]}]}, "children[0].children[0].bad: unknown key"),
+        ({"ipc": {**IPC, "path": "relative.sock"}}, "ipc.path: must be an absolute path"),
+        ({"ipc": {**IPC, "target_id": "  "}}, "ipc.target_id: must not be blank"),
+        ({"ipc": {**IPC, "bind_mode": "yolo"}}, "ipc.bind_mode: must be one of create_new, replace_stale"),
+        ({"ipc": {**IPC, "permissions": "rw-"}}, "ipc.permissions: must be an octal string"),
+        ({"ipc": {**IPC, "path": "/tmp/" + "x" * 120}}, "ipc.path: socket path is longer than 107 bytes"),
+        ({"ipc": {**IPC, "registration": {"enabled": True, "relay_registration_path": "/tmp/r.sock",
+                                           "lease_seconds": 10, "registration_heartbeat_interval_seconds": 10}}},
+         "ipc.registration.registration_heartbeat_interval_seconds: must be < lease_seconds (10)"),
+        ({"ipc": {**IPC, "registration": {"enabled": True, "relay_registration_path": "r.sock"}}},
+         "ipc.registration.relay_registration_path: must be an absolute path"),
+    ],
+)
+def test_config_errors_name_the_key_and_the_rule(config, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_target_config(config, "/tmp")
+    assert message in str(caught.value)
+
+
+def test_pascal_case_strategies_and_per_child_overrides():
+    config = parse_target_config({
+        "supervisor": {"strategy": "RestForOne"},
+        "policy": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
+        "shutdown": {"graceful_timeout_ms": 4000},
+        "children": [{**TASK, "policy": {"max_backoff_ms": 100}, "shutdown": {"abort_wait_ms": 10}}],
+    }, "/tmp")
+    child = config.spec.children[0]
+    assert config.spec.strategy.value == "rest_for_one"
+    assert (child.policy.initial_backoff_ms, child.policy.max_backoff_ms) == (50, 100)
+    assert (child.shutdown.graceful_timeout_ms, child.shutdown.abort_wait_ms) == (4000, 10)
+
+
+def test_relative_cwd_is_taken_from_the_config_folder():
+    config = parse_target_config({"children": [{"name": "p", "kind": "process", "command": ["true"], "cwd": "work"}]}, "/srv/app")
+    assert config.spec.children[0].cwd == "/srv/app/work"
+
+
+def test_the_demo_config_loads_and_shows_held_children():
+    config = load_target_config(str(ROOT / "etc" / "demo-target.yaml"))
+    harness = TreeHarness(config.spec, manifest_parser=config.manifest_parser()).start()
+    assert harness.lifecycle("/root/report_builder") == "paused"
+    assert harness.lifecycle("/root/legacy_sync") == "quarantined"
+    assert harness.lifecycle("/root/ledger/reconciler") == "running"
+    assert harness.row("/root/report_builder")["shutdown_state"] == "idle"
+    resumed = harness.command("resume_child", "/root/report_builder")
+    assert resumed.status == "completed" and harness.lifecycle("/root/report_builder") == "running"
+    harness.stop()
+
+
+def test_yaml_integers_for_permissions_are_read_as_octal():
+    text = "ipc: {enabled: true, target_id: t, path: /tmp/x.sock, permissions: 0640}"
+    assert parse_target_config(yaml.safe_load(text), "/tmp").ipc.permissions == 0o640
