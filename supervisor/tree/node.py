@@ -131,6 +131,7 @@ class SupervisorNode:
         self.shutdown = shutdown
         self.on_escalate = on_escalate
         self.children: dict[str, ChildRuntime] = {}
+        self._waiting: set[ChildRuntime] = set()  # children held back by their dependencies
         self.failures = self._failure_window()
         self.stopping_all = False
         self.escalated = False
@@ -189,6 +190,8 @@ class SupervisorNode:
             child.since = self.tree.now()
         for name, value in fields.items():
             setattr(child, name, value)
+        if "waiting" in fields:
+            (self._waiting.add if child.waiting else self._waiting.discard)(child)
         self.tree.changed(child)
         if state is not None:
             waiting = child.state_waiters
@@ -249,7 +252,9 @@ class SupervisorNode:
         self._launch(child, restarted)
 
     def _recheck_waiting(self) -> None:
-        for child in list(self.children.values()):
+        if not self._waiting:
+            return
+        for child in [c for c in self.children.values() if c in self._waiting]:
             if child.waiting and not self._dependencies_ready(child):
                 self._launch(child, child.waiting_restart)
 
@@ -515,6 +520,7 @@ class SupervisorNode:
             child.restart_call.cancel()
         child.restart_call = None
         child.waiting = False
+        self._waiting.discard(child)
         report: dict[str, Any] = {"child_path": child.path, "outcome": "already_stopped"}
         self._phase(child, ShutdownPhase.REQUEST_STOP, staged)
         if child.state is L.STOPPING:
@@ -638,6 +644,7 @@ class SupervisorNode:
         async def run() -> dict[str, Any]:
             report = await self.stop_child(child, L.STOPPED)
             self.children.pop(child.name, None)
+            self._waiting.discard(child)
             self.tree.topology_changed()
             self.emit(child, "child_removed")
             return report
