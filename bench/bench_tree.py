@@ -58,9 +58,11 @@ async def processes_benchmark(reactor) -> dict:
     began = time.perf_counter()
     sup.startService()
     spawn_s = time.perf_counter() - began
-    began = time.perf_counter()
-    state = sup.state()
-    state_s = time.perf_counter() - began
+    state_builds = []
+    for _ in range(50):
+        began = time.perf_counter()
+        state = sup.state()
+        state_builds.append(time.perf_counter() - began)
     assert len(state["runtime_state"]) == PROCESSES
     latencies = []
     for i in range(PROCESS_CRASHES):
@@ -73,7 +75,7 @@ async def processes_benchmark(reactor) -> dict:
         latencies.append(time.perf_counter() - t0)
     began = time.perf_counter()
     await sup.stopService()
-    return {"processes": PROCESSES, "spawn_all_s": round(spawn_s, 4), "state_build_ms": round(state_s * 1000, 3),
+    return {"processes": PROCESSES, "spawn_all_s": round(spawn_s, 4), "state_build": summary_ms(state_builds),
             "process_restart": summary_ms(latencies), "process_shutdown_s": round(time.perf_counter() - began, 4)}
 
 
@@ -83,7 +85,7 @@ def main(reactor) -> defer.Deferred:
         result.update(await processes_benchmark(reactor))
         result["peak_rss_kib"] = peak_rss_kib()
         result["targets"] = {"start_all_s": "< 2", "task_restart.p50_ms": "< 1",
-                             "process_restart.p50_ms": "< 50", "state_build_ms": "< 5"}
+                             "process_restart.p50_ms": "< 50", "state_build.p50_ms": "< 5"}
         emit("tree", result)
 
     return defer.Deferred.fromCoroutine(run())

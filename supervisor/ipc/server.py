@@ -284,10 +284,12 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             self.out.send(encode(obj), tag)
 
     def _push_event(self, record: EventRecord) -> None:
-        self._push({"type": "event", "target_id": self.server.target_id, "event": record.to_json()}, "event")
+        if self.out is not None and not self.transport.disconnecting:
+            self.out.send(self.server.push_line("event", record), "event")
 
     def _push_log(self, record: LogRecord) -> None:
-        self._push({"type": "log", "target_id": self.server.target_id, "log": record.to_json()}, "log")
+        if self.out is not None and not self.transport.disconnecting:
+            self.out.send(self.server.push_line("log", record), "log")
 
     def _push_delta(self, delta: dict[str, Any]) -> None:
         self._push({"type": "state_delta", "target_id": self.server.target_id, "delta": delta}, "event")
@@ -335,6 +337,16 @@ class IpcServer(Factory):
         self.registration_payload = registration_payload
         self.allowed_uids = frozenset({os.getuid(), *config.allowed_uids})
         self.connections: set[IpcConnection] = set()
+        self._encoded: dict[str, tuple[Any, bytes]] = {}
+
+    def push_line(self, kind: str, record: EventRecord | LogRecord) -> bytes:
+        """The push line for ``record``, encoded once however many connections stream it."""
+        cached = self._encoded.get(kind)
+        if cached is not None and cached[0] is record:
+            return cached[1]
+        line = encode({"type": kind, "target_id": self.target_id, kind: record.to_json()})
+        self._encoded[kind] = (record, line)
+        return line
 
     def buildProtocol(self, addr: Any) -> IpcConnection:
         protocol = IpcConnection(self)

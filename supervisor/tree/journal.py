@@ -14,7 +14,7 @@ from typing import Any, Callable, Generic, Iterator, TypeVar
 import attrs
 from twisted.logger import Logger
 
-from supervisor.wire.timestamps import stamp
+from supervisor.wire.timestamps import rfc3339, unix_nanos
 
 ERROR_EVENTS = frozenset({"child_failed", "supervisor_escalated", "restart_intensity_exceeded"})
 WARNING_EVENTS = frozenset(
@@ -59,7 +59,8 @@ class EventRecord:
             "severity": self.severity,
             "target_path": self.target_path,
             "child_id": self.child_id,
-            **stamp("occurred", self.occurred_at),
+            "occurred_at": rfc3339(self.occurred_at),
+            "occurred_at_unix_nanos": unix_nanos(self.occurred_at),
             "config_version": self.config_version,
             "payload": self.payload,
         }
@@ -83,7 +84,8 @@ class LogRecord:
             "severity": self.severity,
             "message": self.message,
             "fields": self.fields,
-            **stamp("occurred", self.occurred_at),
+            "occurred_at": rfc3339(self.occurred_at),
+            "occurred_at_unix_nanos": unix_nanos(self.occurred_at),
         }
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import datetime
+import time
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_last_second: int | None = None
+_last_prefix = ""
 
 
 def rfc3339(seconds: float) -> str:
     """Format POSIX seconds as ``2026-11-28T13:05:15.123456Z``."""
+    global _last_second, _last_prefix
     micros = round(seconds * 1_000_000)
-    moment = _EPOCH + datetime.timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    whole, fraction = divmod(micros, 1_000_000)
+    if whole != _last_second:  # events come in bursts within one second: format that once
+        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = whole
+    return f"{_last_prefix}.{fraction:06d}Z"
 
 
 def unix_nanos(seconds: float) -> int:
