@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e '.[test]'
 	touch $(STAMP)
 
-# Browser tests drive Debian's chromium; Chinese labels need a CJK font to render.
+# Browser tests drive Debian's chromium (Chinese labels need a CJK font to render);
+# the dashboard's pure-logic tests run under node's built-in test runner.
 browser:
-	@if [ ! -x $(CHROMIUM) ]; then \
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium fonts-noto-cjk"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 test: venv browser
@@ -29,9 +33,10 @@ test: venv browser
 demo: venv
 	$(VENV)/bin/twistd -n supervisor-target --config etc/demo-target.yaml
 
-bench: venv
-	@mkdir -p bench/results
+bench: venv browser
+	@rm -f bench/results/*.json
 	@for b in bench/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
+	@if [ -f bench/report.py ]; then $(PY) bench/report.py; fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .local test-output
