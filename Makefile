@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml setup.py
 # the dashboard's pure-logic tests run under node's built-in test runner.
 browser:
 	@missing=""; \
-	[ -x $(CHROMIUM) ] || missing="$$missing chromium fonts-noto-cjk"; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
