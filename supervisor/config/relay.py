@@ -1,0 +1,340 @@
+"""The relay's YAML configuration (issue 4): attrs models, loading and key-named validation."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from supervisor.config._common import (
+    ConfigError,
+    Section,
+    check_unix_socket_path,
+    join_key,
+    load_yaml_mapping,
+    resolve_path,
+)
+from supervisor.wire.commands import COMMANDS
+
+__all__ = [
+    "ConfigError",
+    "ListenConfig",
+    "TLSConfig",
+    "TrustedProxyConfig",
+    "RegistrationConfig",
+    "OperatorGrant",
+    "AuthorizationConfig",
+    "AuditConfig",
+    "LimitsConfig",
+    "TimeoutsConfig",
+    "RelayConfig",
+    "load_relay_config",
+    "parse_relay_config",
+]
+
+
+@attrs.frozen
+class ListenConfig:
+    """Where the HTTPS/WebSocket site listens and the URL browsers use to reach it."""
+
+    host: str
+    port: int
+    public_url: str
+
+    @property
+    def origin(self) -> str:
+        """The browser origin of ``public_url`` (``wss://h:p/x`` → ``https://h:p``)."""
+        parts = urlsplit(self.public_url)
+        return f"https://{parts.netloc}"
+
+
+@attrs.frozen
+class TLSConfig:
+    """Server certificate and key, and the CA that signs accepted client certificates."""
+
+    certificate_path: str
+    private_key_path: str
+    client_ca_path: str | None
+
+
+@attrs.frozen
+class TrustedProxyConfig:
+    """Identity from a header set by a proxy, accepted only from listed peer addresses."""
+
+    enabled: bool = False
+    allowed_remote_addrs: tuple[str, ...] = ()
+    identity_header: str = "x-verified-client-subject"
+
+
+@attrs.frozen
+class RegistrationConfig:
+    """The registration socket and the rules applied to every registration."""
+
+    listen_path: str
+    permissions: int
+    allowed_ipc_path_prefixes: tuple[str, ...]
+    default_lease_seconds: int = 30
+    max_lease_seconds: int = 120
+
+
+@attrs.frozen
+class OperatorGrant:
+    """One principal and the commands it may run."""
+
+    principal: str
+    commands: frozenset[str]
+
+
+@attrs.frozen
+class AuthorizationConfig:
+    """Who may run which commands; everyone authenticated may watch."""
+
+    operators: tuple[OperatorGrant, ...] = ()
+
+
+@attrs.frozen
+class AuditConfig:
+    """The durable SQLite audit store."""
+
+    path: str
+    busy_timeout_ms: int = 2000
+
+
+@attrs.frozen
+class LimitsConfig:
+    """Caps on sessions, messages and queues; each has a documented overflow behaviour."""
+
+    max_sessions: int = 256
+    max_message_bytes: int = 65536
+    session_queue: int = 10000
+    max_targets: int = 4096
+    max_registration_connections: int = 128
+    max_ipc_line_bytes: int = 16 * 1024 * 1024
+    max_ipc_in_flight: int = 256
+    audit_replay: int = 200
+
+
+@attrs.frozen
+class TimeoutsConfig:
+    """Deadlines for every network step and the reconnect/sweep cadence."""
+
+    registration_read_seconds: float = 5.0
+    ipc_connect_seconds: float = 5.0
+    ipc_request_seconds: float = 10.0
+    http_idle_seconds: float = 30.0
+    websocket_open_handshake_seconds: float = 10.0
+    websocket_close_handshake_seconds: float = 5.0
+    auto_ping_interval_seconds: float = 20.0
+    auto_ping_timeout_seconds: float = 10.0
+    reconnect_initial_ms: int = 250
+    reconnect_max_ms: int = 5000
+    reconnect_jitter_ratio: float = 0.2
+    lease_sweep_interval_ms: int = 500
+
+
+@attrs.frozen
+class RelayConfig:
+    """Everything ``twistd supervisor-relay`` needs."""
+
+    listen: ListenConfig
+    tls: TLSConfig
+    trusted_proxy: TrustedProxyConfig
+    registration: RegistrationConfig
+    authorization: AuthorizationConfig
+    audit: AuditConfig
+    limits: LimitsConfig = LimitsConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    source_path: str | None = None
+
+    @property
+    def mtls(self) -> bool:
+        """True when identities come from client certificates (not a trusted proxy)."""
+        return not self.trusted_proxy.enabled
+
+
+def load_relay_config(path: str) -> RelayConfig:
+    """Read and validate a relay YAML file; relative paths are taken from its folder."""
+    data = load_yaml_mapping(path)
+    base_dir = os.path.dirname(os.path.abspath(path))
+    return attrs.evolve(parse_relay_config(data, base_dir), source_path=os.path.abspath(path))
+
+
+def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
+    """Validate an already-parsed mapping; ``base_dir`` anchors relative paths."""
+    top = Section(
+        "",
+        data,
+        ["listen", "tls", "trusted_proxy", "registration", "authorization", "audit",
+         "limits", "timeouts"],
+    )
+    listen = _listen(top.section("listen", ["bind", "public_url"]))
+    proxy = _proxy(top.section("trusted_proxy",
+                               ["enabled", "allowed_remote_addrs", "identity_header"]))
+    tls = _tls(top.section("tls", ["certificate_path", "private_key_path", "client_ca_path"]),
+               base_dir, mtls=not proxy.enabled)
+    registration = _registration(
+        top.section("registration", ["listen_path", "permissions", "allowed_ipc_path_prefixes",
+                                     "default_lease_seconds", "max_lease_seconds"]),
+        base_dir,
+    )
+    authorization = _authorization(top.section("authorization", ["operators"]))
+    audit_section = top.section("audit", ["path", "busy_timeout_ms"])
+    audit = AuditConfig(
+        path=audit_section.path("path", base_dir),
+        busy_timeout_ms=audit_section.integer("busy_timeout_ms", 2000, minimum=1,
+                                              maximum=600_000),
+    )
+    return RelayConfig(
+        listen=listen,
+        tls=tls,
+        trusted_proxy=proxy,
+        registration=registration,
+        authorization=authorization,
+        audit=audit,
+        limits=_limits(top.section("limits", [f.name for f in attrs.fields(LimitsConfig)])),
+        timeouts=_timeouts(top.section("timeouts",
+                                       [f.name for f in attrs.fields(TimeoutsConfig)])),
+    )
+
+
+def _listen(s: Section) -> ListenConfig:
+    bind = s.string("bind")
+    host, sep, port_text = bind.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(join_key(s.key, "bind"),
+                          "must be IP:port, e.g. \"127.0.0.1:9443\"") from None
+    if not sep or not 0 <= port <= 65535:
+        raise ConfigError(join_key(s.key, "bind"), "must be IP:port with a port 0-65535")
+    url = s.string("public_url")
+    parts = urlsplit(url)
+    if parts.scheme != "wss" or not parts.hostname:
+        raise ConfigError(join_key(s.key, "public_url"),
+                          "must be a wss:// URL, e.g. \"wss://localhost:9443/supervisor\"")
+    return ListenConfig(host=host, port=port, public_url=url)
+
+
+def _tls(s: Section, base_dir: str, *, mtls: bool) -> TLSConfig:
+    ca: str | None = None
+    if mtls or s.has("client_ca_path"):
+        ca = s.path("client_ca_path", base_dir)
+    return TLSConfig(
+        certificate_path=s.path("certificate_path", base_dir),
+        private_key_path=s.path("private_key_path", base_dir),
+        client_ca_path=ca,
+    )
+
+
+def _proxy(s: Section) -> TrustedProxyConfig:
+    enabled = s.boolean("enabled", False)
+    addrs = s.string_list("allowed_remote_addrs", [])
+    for index, addr in enumerate(addrs):
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(join_key(join_key(s.key, "allowed_remote_addrs"), index),
+                              "must be an IP address") from None
+    if enabled and not addrs:
+        raise ConfigError(join_key(s.key, "allowed_remote_addrs"),
+                          "must list at least one address when the trusted proxy is enabled")
+    header = s.string("identity_header", "x-verified-client-subject").strip().lower()
+    return TrustedProxyConfig(enabled=enabled, allowed_remote_addrs=tuple(addrs),
+                              identity_header=header)
+
+
+def _registration(s: Section, base_dir: str) -> RegistrationConfig:
+    listen_path = s.path("listen_path", base_dir)
+    check_unix_socket_path(join_key(s.key, "listen_path"), listen_path)
+    prefixes_key = join_key(s.key, "allowed_ipc_path_prefixes")
+    raw_prefixes = s.string_list("allowed_ipc_path_prefixes")
+    if not raw_prefixes:
+        raise ConfigError(prefixes_key, "must list at least one directory")
+    prefixes = []
+    for index, raw in enumerate(raw_prefixes):
+        prefixes.append(resolve_path(join_key(prefixes_key, index), raw, base_dir).rstrip("/")
+                        or "/")
+    max_lease = s.integer("max_lease_seconds", 120, minimum=1)
+    default_lease = s.integer("default_lease_seconds", 30, minimum=1)
+    if default_lease > max_lease:
+        raise ConfigError(join_key(s.key, "default_lease_seconds"),
+                          "must not exceed registration.max_lease_seconds")
+    return RegistrationConfig(
+        listen_path=listen_path,
+        permissions=s.permissions("permissions", "0600"),
+        allowed_ipc_path_prefixes=tuple(prefixes),
+        default_lease_seconds=default_lease,
+        max_lease_seconds=max_lease,
+    )
+
+
+def _authorization(s: Section) -> AuthorizationConfig:
+    raw = s.data.get("operators") or []
+    key = join_key(s.key, "operators")
+    if not isinstance(raw, list):
+        raise ConfigError(key, "must be a list of {principal, commands}")
+    grants = []
+    for index, item in enumerate(raw):
+        entry = Section(join_key(key, index), item, ["principal", "commands"])
+        principal = entry.string("principal").strip()
+        commands_value = entry.data.get("commands")
+        commands_key = join_key(entry.key, "commands")
+        if commands_value == "all":
+            commands = frozenset(COMMANDS)
+        elif isinstance(commands_value, list):
+            names = entry.string_list("commands")
+            for c_index, name in enumerate(names):
+                if name not in COMMANDS:
+                    raise ConfigError(join_key(commands_key, c_index),
+                                      f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+            commands = frozenset(names)
+        else:
+            raise ConfigError(commands_key, "must be \"all\" or a list of command names")
+        grants.append(OperatorGrant(principal=principal, commands=commands))
+    return AuthorizationConfig(operators=tuple(grants))
+
+
+def _limits(s: Section) -> LimitsConfig:
+    d = LimitsConfig()
+    return LimitsConfig(
+        max_sessions=s.integer("max_sessions", d.max_sessions, minimum=1),
+        max_message_bytes=s.integer("max_message_bytes", d.max_message_bytes, minimum=1024),
+        session_queue=s.integer("session_queue", d.session_queue, minimum=16),
+        max_targets=s.integer("max_targets", d.max_targets, minimum=1),
+        max_registration_connections=s.integer(
+            "max_registration_connections", d.max_registration_connections, minimum=1),
+        max_ipc_line_bytes=s.integer("max_ipc_line_bytes", d.max_ipc_line_bytes,
+                                     minimum=65536),
+        max_ipc_in_flight=s.integer("max_ipc_in_flight", d.max_ipc_in_flight, minimum=1),
+        audit_replay=s.integer("audit_replay", d.audit_replay, minimum=0, maximum=10000),
+    )
+
+
+def _timeouts(s: Section) -> TimeoutsConfig:
+    d = TimeoutsConfig()
+    seconds = {}
+    for name in ("registration_read_seconds", "ipc_connect_seconds", "ipc_request_seconds",
+                 "http_idle_seconds", "websocket_open_handshake_seconds",
+                 "websocket_close_handshake_seconds", "auto_ping_interval_seconds",
+                 "auto_ping_timeout_seconds"):
+        seconds[name] = s.number(name, getattr(d, name), minimum=0.01, maximum=86400)
+    initial = s.integer("reconnect_initial_ms", d.reconnect_initial_ms, minimum=1)
+    maximum = s.integer("reconnect_max_ms", d.reconnect_max_ms, minimum=1)
+    if maximum < initial:
+        raise ConfigError(join_key(s.key, "reconnect_max_ms"),
+                          "must be >= timeouts.reconnect_initial_ms")
+    return TimeoutsConfig(
+        **seconds,
+        reconnect_initial_ms=initial,
+        reconnect_max_ms=maximum,
+        reconnect_jitter_ratio=s.number("reconnect_jitter_ratio", d.reconnect_jitter_ratio,
+                                        minimum=0, maximum=1),
+        lease_sweep_interval_ms=s.integer("lease_sweep_interval_ms",
+                                          d.lease_sweep_interval_ms, minimum=10,
+                                          maximum=60_000),
+    )

@@ -1,0 +1,213 @@
+"""Durable, append-only command audit in SQLite, written off the reactor thread.
+
+All database work runs on one dedicated thread (a 1-thread pool), so writes are serialised
+and never block the reactor. The database uses WAL with ``synchronous=FULL``: a record is on
+disk when :meth:`AuditStore.append` fires, and survives a relay crash. Triggers refuse UPDATE
+and DELETE, so the table is append-only even for other writers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from supervisor.relay.auth import Identity
+from supervisor.wire.timestamps import rfc3339
+
+__all__ = ["AuditRecord", "AuditStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    audit_id TEXT NOT NULL UNIQUE,
+    session_id TEXT,
+    client_identity TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    source TEXT NOT NULL,
+    target_id TEXT,
+    command_id TEXT,
+    command TEXT,
+    target_json TEXT NOT NULL,
+    reason TEXT,
+    confirmed INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    occurred_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target_id, seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+"""
+
+
+@attrs.frozen
+class AuditRecord:
+    """One audit row: who asked what of which target, and with what outcome."""
+
+    session_id: str | None
+    identity: Identity
+    target_id: str | None
+    command_id: str | None
+    command: str | None
+    target: Any
+    reason: str | None
+    confirmed: bool
+    result: str  # accepted | rejected | completed | failed
+    detail: str
+    occurred_at: float
+    audit_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The §3 ``audit`` object."""
+        return {
+            "audit_id": self.audit_id,
+            "identity": self.identity.to_json(),
+            "target_id": self.target_id,
+            "command_id": self.command_id,
+            "command": self.command,
+            "target": self.target,
+            "reason": self.reason,
+            "result": self.result,
+            "detail": self.detail,
+            "occurred_at": rfc3339(self.occurred_at),
+        }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else (None if value is None else json.dumps(value))
+
+
+class AuditStore:
+    """Owns the SQLite connection and the single thread that uses it."""
+
+    log = Logger()
+
+    def __init__(self, path: str, reactor: Any, *, busy_timeout_ms: int = 2000) -> None:
+        self.path = path
+        self._reactor = reactor
+        self._busy_timeout_ms = busy_timeout_ms
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="relay-audit")
+        self._conn: sqlite3.Connection | None = None
+        self._opened: Deferred[None] | None = None
+
+    def _run(self, f: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def open(self) -> Deferred[None]:
+        """Start the thread and create/open the database (idempotent)."""
+        if self._opened is None:
+            self._pool.start()
+            self._opened = self._run(self._open_sync)
+        return self._opened
+
+    def _open_sync(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000.0,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot enable WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    def append(self, record: AuditRecord) -> Deferred[AuditRecord]:
+        """Durably append ``record``; fires with the stored record (``audit_id`` set)."""
+        return self._run(self._append_sync, record)
+
+    def _append_sync(self, record: AuditRecord) -> AuditRecord:
+        conn = self._require()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
+            stored = attrs.evolve(record, audit_id=f"a-{seq:06d}")
+            conn.execute(
+                "INSERT INTO audit (seq, audit_id, session_id, client_identity, principal,"
+                " source, target_id, command_id, command, target_json, reason, confirmed,"
+                " result, detail, occurred_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (seq, stored.audit_id, stored.session_id, stored.identity.client_identity,
+                 stored.identity.principal, stored.identity.source, _text(stored.target_id),
+                 _text(stored.command_id), _text(stored.command),
+                 json.dumps(stored.target, ensure_ascii=False), _text(stored.reason),
+                 1 if stored.confirmed else 0, stored.result, stored.detail,
+                 stored.occurred_at),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return stored
+
+    def recent(self, target_id: str, limit: int) -> Deferred[list[AuditRecord]]:
+        """The last ``limit`` records of ``target_id``, oldest first."""
+        return self._run(self._recent_sync, target_id, limit)
+
+    def _recent_sync(self, target_id: str, limit: int) -> list[AuditRecord]:
+        rows = self._require().execute(
+            "SELECT * FROM (SELECT audit_id, session_id, client_identity, principal, source,"
+            " target_id, command_id, command, target_json, reason, confirmed, result, detail,"
+            " occurred_at, seq FROM audit WHERE target_id = ? ORDER BY seq DESC LIMIT ?)"
+            " ORDER BY seq ASC",
+            (target_id, limit),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def all_records(self) -> Deferred[list[AuditRecord]]:
+        """Every record in write order (for tests and tooling)."""
+        return self._run(self._all_sync)
+
+    def _all_sync(self) -> list[AuditRecord]:
+        rows = self._require().execute(
+            "SELECT audit_id, session_id, client_identity, principal, source, target_id,"
+            " command_id, command, target_json, reason, confirmed, result, detail,"
+            " occurred_at, seq FROM audit ORDER BY seq ASC").fetchall()
+        return [self._row(r) for r in rows]
+
+    @staticmethod
+    def _row(r: tuple[Any, ...]) -> AuditRecord:
+        return AuditRecord(
+            audit_id=r[0], session_id=r[1],
+            identity=Identity(client_identity=r[2], principal=r[3], source=r[4]),
+            target_id=r[5], command_id=r[6], command=r[7], target=json.loads(r[8]),
+            reason=r[9], confirmed=bool(r[10]), result=r[11], detail=r[12],
+            occurred_at=r[13],
+        )
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.OperationalError("audit store is not open")
+        return self._conn
+
+    def close(self) -> Deferred[None]:
+        """Finish queued work, close the database and stop the thread."""
+        def close_sync() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        if self._opened is None:
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+        d = self._run(close_sync)
+
+        def stop(result: Any) -> Any:
+            self._pool.stop()
+            self._opened = None
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="relay-audit")
+            return result
+
+        d.addBoth(stop)
+        return d

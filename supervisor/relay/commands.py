@@ -1,0 +1,314 @@
+"""Command handling (§4): ordered checks, audit before and after, forwarding to the target.
+
+Checks run in the contract's order and the first failure wins; it is sent as ``error`` and
+audited as ``rejected``. An accepted command is audited (``accepted``) before it is forwarded;
+if that write fails the command is refused (``audit_unavailable``). The outcome is audited
+(``completed``/``failed``), the requesting session gets ``command_result`` and then a fresh
+``state_delta`` (from the result) or ``state``; every audit record is pushed as
+``audit_event`` to all sessions bound to the target.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from supervisor.relay.audit import AuditRecord, AuditStore
+from supervisor.relay.auth import Authorizer
+from supervisor.relay.session import Session
+from supervisor.wire.client import RemoteError
+from supervisor.wire.commands import COMMANDS, DANGEROUS_COMMANDS, ipc_method
+from supervisor.wire.errors import WireError
+from supervisor.wire.timestamps import rfc3339, unix_nanos
+
+if TYPE_CHECKING:
+    from supervisor.relay.hub import RelayHub
+
+__all__ = ["CommandProcessor", "COMMAND_KEYS"]
+
+COMMAND_KEYS = frozenset({"type", "command_id", "correlation_id", "target_id", "command",
+                          "target", "reason", "confirmed", "requested_by"})
+TARGET_KEYS = frozenset({"child_path", "child_id", "child_manifest"})
+MAX_ID_CHARS = 256
+
+
+def _refusal(code: str, message: str, target_id: Any, retryable: bool = False) -> WireError:
+    return WireError(code, "command_validate", message,
+                     target_id if isinstance(target_id, str) else None, retryable)
+
+
+def _schema_problem(message: dict[str, Any]) -> str | None:
+    """The first shape defect of a command message (checked at the contract's 5th step)."""
+    command_id = message.get("command_id")
+    if not isinstance(command_id, str) or not command_id.strip():
+        return "command_id must be a non-blank string"
+    if len(command_id) > MAX_ID_CHARS:
+        return f"command_id must be at most {MAX_ID_CHARS} characters"
+    correlation = message.get("correlation_id")
+    if correlation is not None and (not isinstance(correlation, str)
+                                    or len(correlation) > MAX_ID_CHARS):
+        return "correlation_id must be a string or null"
+    target = message.get("target")
+    if not isinstance(target, dict):
+        return "target must be an object"
+    if set(target) - TARGET_KEYS:
+        return f"unsupported target field {sorted(set(target) - TARGET_KEYS)[0]!r}"
+    if target.get("child_path") is not None and not isinstance(target.get("child_path"), str):
+        return "target.child_path must be a string or null"
+    if target.get("child_id") is not None and not isinstance(target.get("child_id"), str):
+        return "target.child_id must be a string"
+    manifest = target.get("child_manifest")
+    if manifest is not None and not isinstance(manifest, (dict, str)):
+        return "target.child_manifest must be an object, a YAML string or null"
+    if "confirmed" in message and not isinstance(message["confirmed"], bool):
+        return "confirmed must be true or false"
+    return None
+
+
+class CommandProcessor:
+    """Validates, audits and forwards commands on behalf of sessions."""
+
+    log = Logger()
+    max_in_flight_per_session = 32
+
+    def __init__(self, hub: "RelayHub", audit: AuditStore, authorizer: Authorizer,
+                 clock: Any) -> None:
+        self._hub = hub
+        self._audit = audit
+        self._authorizer = authorizer
+        self._clock = clock
+
+    # validation
+    def check(self, session: Session, message: dict[str, Any]) -> WireError | None:
+        """The §4 checks in order; None when the command may go ahead."""
+        target_id = message.get("target_id")
+        if not session.established:
+            return _refusal("session_not_established",
+                            "send client_hello before commands", target_id)
+        if not isinstance(target_id, str) or target_id not in session.bound:
+            return _refusal("target_not_bound",
+                            f"target {target_id!r} is not bound to this session", target_id)
+        link = self._hub.links.get(target_id)
+        entry = self._hub.registry.get(target_id)
+        if link is None or entry is None or link.state != "connected":
+            state = link.state if link is not None else "unavailable"
+            return _refusal("target_unavailable", f"target {target_id} is {state}", target_id,
+                            True)
+        command = message.get("command")
+        if (not isinstance(command, str) or command not in COMMANDS
+                or entry.registration.command(command) is None):
+            return _refusal("unsupported_command",
+                            f"target {target_id} does not support command {command!r}",
+                            target_id)
+        unknown = sorted(set(message) - COMMAND_KEYS)
+        if unknown:
+            return _refusal("unsupported_field", f"unsupported field {unknown[0]!r}", target_id)
+        problem = _schema_problem(message)
+        if problem is not None:
+            return WireError("invalid_message_schema", "command_validate", problem, target_id)
+        if message.get("requested_by") is not None:
+            return _refusal("requested_by_override",
+                            "requested_by is set by the relay from the session identity",
+                            target_id)
+        reason = message.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            return _refusal("empty_reason", "every command needs a non-blank reason", target_id)
+        if command in DANGEROUS_COMMANDS and message.get("confirmed") is not True:
+            return _refusal("confirmation_required",
+                            "dangerous command requires confirmed=true", target_id)
+        if not self._authorizer.permits(session.identity, command):
+            return _refusal("command_not_permitted",
+                            f"{session.identity.principal} may not run {command}", target_id)
+        if session.commands_in_flight >= self.max_in_flight_per_session:
+            return _refusal("too_many_commands",
+                            f"at most {self.max_in_flight_per_session} commands may be in "
+                            "flight per session", target_id, True)
+        return None
+
+    # entry points
+    def refuse_unestablished(self, session: Session, message: dict[str, Any]) -> None:
+        """A command before client_hello: one error, audited as rejected."""
+        error = self.check(session, message)
+        assert error is not None
+        self._refuse(session, message, error)
+
+    def handle(self, session: Session, message: dict[str, Any]) -> Deferred[None]:
+        """Process one command message from an established session."""
+        error = self.check(session, message)
+        if error is not None:
+            self._refuse(session, message, error)
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+        session.commands_in_flight += 1
+        d = Deferred.fromCoroutine(self._run(session, message))
+
+        def done(result: Any) -> Any:
+            session.commands_in_flight -= 1
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: self.log.failure("command handling failed", f))
+        return d
+
+    # helpers
+    def _record(self, session: Session, message: dict[str, Any], result: str,
+                detail: str) -> AuditRecord:
+        def text(key: str) -> str | None:
+            value = message.get(key)
+            return value[:MAX_ID_CHARS * 16] if isinstance(value, str) else None
+
+        target = message.get("target")
+        return AuditRecord(
+            session_id=session.session_id,
+            identity=session.identity,
+            target_id=text("target_id"),
+            command_id=text("command_id"),
+            command=text("command"),
+            target=target if isinstance(target, dict) else None,
+            reason=text("reason"),
+            confirmed=message.get("confirmed") is True,
+            result=result,
+            detail=detail,
+            occurred_at=self._clock.seconds(),
+        )
+
+    def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
+        session.send_error(error)
+        record = self._record(session, message, "rejected", f"{error.code}: {error.message}")
+        d = self._audit.append(record)
+        d.addCallbacks(self._hub.publish_audit,
+                       lambda f: self.log.error("cannot audit rejected command {command_id}: "
+                                                "{error}", command_id=record.command_id,
+                                                error=f.getErrorMessage()))
+
+    async def _run(self, session: Session, message: dict[str, Any]) -> None:
+        target_id: str = message["target_id"]
+        command: str = message["command"]
+        command_id: str = message["command_id"]
+        correlation_id = message.get("correlation_id") or command_id
+        entry = self._hub.registry.get(target_id)
+        spec = entry.registration.command(command) if entry is not None else None
+        try:
+            accepted = await self._audit.append(
+                self._record(session, message, "accepted", "forwarded to target"))
+        except Exception as e:
+            self.log.error("audit write failed; refusing {command_id}: {error}",
+                           command_id=command_id, error=str(e))
+            session.send_error(WireError(
+                "audit_unavailable", "audit",
+                "command refused: its audit record could not be written", target_id, True))
+            return
+        self._hub.publish_audit(accepted)
+
+        target = message["target"]
+        child_path = target.get("child_path")
+        if child_path is None and isinstance(target.get("child_id"), str):
+            child_path = f"/root/{target['child_id']}"
+        now = self._clock.seconds()
+        params = {
+            "command_id": command_id,
+            "correlation_id": correlation_id,
+            "target_id": target_id,
+            "command": command,
+            "target": {"child_path": child_path, "child_manifest": target.get("child_manifest")},
+            "reason": message["reason"],
+            "requested_by": session.identity.principal,
+            "confirmed": message.get("confirmed") is True,
+            "requested_at": rfc3339(now),
+            "requested_at_unix_nanos": unix_nanos(now),
+        }
+        link = self._hub.links.get(target_id)
+        timeout = float(spec.timeout_seconds) if spec is not None else 30.0
+        result = await self._forward(link, command, params, timeout)
+
+        audit_result = ("completed" if result["accepted"] is not False
+                        and result["status"] in ("completed", "accepted") else "failed")
+        error = result.get("error")
+        detail = (result["status"] if not isinstance(error, dict)
+                  else f"{result['status']}: {error.get('code')}: {error.get('message')}")
+        final = attrs.evolve(accepted, audit_id=None, result=audit_result, detail=str(detail),
+                             occurred_at=self._clock.seconds())
+        stored: AuditRecord | None
+        try:
+            stored = await self._audit.append(final)
+        except Exception as e:
+            stored = None
+            self.log.error("cannot audit outcome of {command_id}: {error}",
+                           command_id=command_id, error=str(e))
+        session.send({"type": "command_result", "target_id": target_id, "result": result},
+                     target_id)
+        if stored is not None:
+            self._hub.publish_audit(stored)
+        await self._refresh(session, target_id, result)
+
+    async def _forward(self, link: Any, command: str, params: dict[str, Any],
+                       timeout: float) -> dict[str, Any]:
+        """Send the command; always returns a ControlCommandResult-shaped dict."""
+        target_id = params["target_id"]
+
+        def synthetic(status: str, error: WireError) -> dict[str, Any]:
+            return {
+                "command_id": params["command_id"],
+                "correlation_id": params["correlation_id"],
+                "target_id": target_id,
+                "accepted": False,
+                "status": status,
+                "requested_by": params["requested_by"],
+                "error": error.to_json(),
+                "state_delta": None,
+                "completed_at": rfc3339(self._clock.seconds()),
+            }
+
+        if link is None:
+            return synthetic("failed", WireError("target_unavailable", "command_forward",
+                                                 f"target {target_id} is not connected",
+                                                 target_id, True))
+        try:
+            answer = await link.request(ipc_method(command), params, timeout)
+        except RemoteError as e:
+            return synthetic("rejected", e)
+        except WireError as e:
+            if e.code == "ipc_timeout":
+                e = WireError("command_timeout", "command_forward",
+                              f"no result from target within {timeout:g} s", target_id, True)
+            return synthetic("failed", e)
+        result = answer.get("result")
+        if answer.get("type") != "command_result" or not isinstance(result, dict):
+            return synthetic("failed", WireError("invalid_ipc_response", "command_forward",
+                                                 "target answered without a command_result",
+                                                 target_id, False))
+        result = dict(result)
+        for key, value in (("command_id", params["command_id"]),
+                           ("correlation_id", params["correlation_id"]),
+                           ("target_id", target_id), ("requested_by", params["requested_by"]),
+                           ("error", None), ("state_delta", None),
+                           ("completed_at", rfc3339(self._clock.seconds()))):
+            result.setdefault(key, value)
+        if result.get("status") not in ("accepted", "rejected", "completed", "failed"):
+            result["status"] = "failed"
+        if not isinstance(result.get("accepted"), bool):
+            result["accepted"] = result["status"] in ("accepted", "completed")
+        return result
+
+    async def _refresh(self, session: Session, target_id: str, result: dict[str, Any]) -> None:
+        """After ``command_result``: the result's delta, else a freshly fetched state."""
+        if session.closed or target_id not in session.bound:
+            return
+        delta = result.get("state_delta")
+        if isinstance(delta, dict):
+            session.send({"type": "state_delta", "target_id": target_id, "delta": delta},
+                         target_id)
+            return
+        link = self._hub.links.get(target_id)
+        if link is None or link.state != "connected":
+            return
+        try:
+            state = await link.fetch_state()
+        except WireError as e:
+            self.log.info("no fresh state after command: {error}", error=str(e))
+            return
+        session.deliver_state(target_id, state)

@@ -1,0 +1,225 @@
+"""The relay's switchboard: sessions, their bindings to targets, links, target lists, audit.
+
+A session binds every registered target its filter admits (all when ``target_ids`` is
+empty), as soon as it is established and whenever a target registers later. Binding is what
+opens a target's IPC link; the link closes when its last session unbinds. Registry and link
+changes become ``target_list`` / ``connection_state`` messages; audit records become
+``audit_event`` messages for the sessions bound to the record's target, and binding a target
+replays its last ``limits.audit_replay`` records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from twisted.logger import Logger
+
+from supervisor.config.relay import RelayConfig
+from supervisor.relay.audit import AuditRecord, AuditStore
+from supervisor.relay.auth import Authorizer, Identity
+from supervisor.relay.commands import CommandProcessor
+from supervisor.relay.registry import Registration, Registry, TargetEntry
+from supervisor.relay.session import Session, SessionTransport, dumps
+from supervisor.relay.targetlink import EXPIRED, REGISTERED, TargetLink
+
+__all__ = ["RelayHub"]
+
+
+class RelayHub:
+    """Owns sessions and target links; observes the registry and the links."""
+
+    log = Logger()
+
+    def __init__(self, config: RelayConfig, registry: Registry, audit: AuditStore, *,
+                 reactor: Any) -> None:
+        self.config = config
+        self.registry = registry
+        self.audit = audit
+        self._reactor = reactor
+        self.sessions: dict[str, Session] = {}
+        self.links: dict[str, TargetLink] = {}
+        self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor)
+        self._target_list_pending = False
+        self._closing = False
+        # per (session_id, target_id): live audit texts held back while the replay is read
+        self._audit_replays: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+        registry.add_observer(self)
+
+    # sessions
+    def can_accept_session(self) -> bool:
+        return len(self.sessions) < self.config.limits.max_sessions
+
+    def open_session(self, identity: Identity, transport: SessionTransport) -> Session:
+        """Create a session, register it and send ``server_hello``."""
+        session = Session(self, identity, transport, session_id=str(uuid.uuid4()),
+                          queue_limit=self.config.limits.session_queue,
+                          pre_state_cap=max(1, self.config.limits.audit_replay))
+        self.sessions[session.session_id] = session
+        self.log.info("session {session_id} opened for {principal}",
+                      session_id=session.session_id, principal=identity.principal)
+        session.open()
+        return session
+
+    def session_established(self, session: Session) -> None:
+        """After ``client_hello``: the target list, then bind (state follows per target)."""
+        session.send_text("target_list", None, self._target_list_text())
+        for entry in self.registry.entries():
+            if session.filter.binds(entry.target_id):
+                self._bind(session, entry.target_id)
+
+    def session_closed(self, session: Session) -> None:
+        for target_id in list(session.bound):
+            self._unbind(session, target_id)
+        self.sessions.pop(session.session_id, None)
+        self.log.info("session {session_id} closed", session_id=session.session_id)
+
+    def filter_changed(self, session: Session) -> None:
+        """Re-bind after a filter change: new targets get a state, dropped ones go quiet."""
+        wanted = {e.target_id for e in self.registry.entries()
+                  if session.filter.binds(e.target_id)}
+        for target_id in sorted(session.bound - wanted):
+            self._unbind(session, target_id)
+        for target_id in sorted(wanted - session.bound):
+            self._bind(session, target_id)
+
+    def _bind(self, session: Session, target_id: str) -> None:
+        entry = self.registry.get(target_id)
+        if entry is None or target_id in session.bound:
+            return
+        session.bound.add(target_id)
+        link = self.links.get(target_id)
+        if link is None:
+            link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
+                              limits=self.config.limits, observer=self)
+            self.links[target_id] = link
+        self._replay_audit(session, target_id)
+        link.bind(session)
+
+    def _unbind(self, session: Session, target_id: str) -> None:
+        session.forget(target_id)
+        self._audit_replays.pop((session.session_id, target_id), None)
+        link = self.links.get(target_id)
+        if link is not None and link.unbind(session):
+            self.links.pop(target_id, None)
+
+    # target list
+    def connection_state(self, target_id: str) -> str:
+        link = self.links.get(target_id)
+        return link.state if link is not None else REGISTERED
+
+    def target_list(self) -> list[dict[str, Any]]:
+        return [{
+            "target_id": e.target_id,
+            "display_name": e.registration.display_name,
+            "registration_state": "active",
+            "connection_state": self.connection_state(e.target_id),
+            "supported_commands": [c.to_json() for c in e.registration.supported_commands],
+        } for e in self.registry.entries()]
+
+    def _target_list_text(self) -> str:
+        return dumps({"type": "target_list", "targets": self.target_list()})
+
+    def _schedule_target_list(self) -> None:
+        """Coalesce bursts of changes into one ``target_list`` per reactor turn."""
+        if not self._target_list_pending:
+            self._target_list_pending = True
+            self._reactor.callLater(0, self._broadcast_target_list)
+
+    def _broadcast_target_list(self) -> None:
+        self._target_list_pending = False
+        established = [s for s in self.sessions.values() if s.established]
+        if established:
+            text = self._target_list_text()
+            for session in established:
+                session.send_text("target_list", None, text)
+
+    # registry observer
+    def target_added(self, entry: TargetEntry) -> None:
+        self._schedule_target_list()
+        for session in list(self.sessions.values()):
+            if session.established and session.filter.binds(entry.target_id):
+                self._bind(session, entry.target_id)
+
+    def target_updated(self, entry: TargetEntry, previous: Registration) -> None:
+        link = self.links.get(entry.target_id)
+        if link is not None:
+            link.update(entry)
+        self._schedule_target_list()
+
+    def target_expired(self, entry: TargetEntry) -> None:
+        target_id = entry.target_id
+        link = self.links.pop(target_id, None)
+        if link is not None:
+            link.close(EXPIRED)
+        for session in list(self.sessions.values()):
+            if target_id in session.bound:
+                session.deliver_connection_state(target_id, EXPIRED, force=True)
+                session.forget(target_id)
+                self._audit_replays.pop((session.session_id, target_id), None)
+        self._schedule_target_list()
+
+    # link observer
+    def link_state_changed(self, link: TargetLink, state: str) -> None:
+        if state == EXPIRED or self._closing:
+            return  # target_expired tells the sessions
+        for session in list(link.sessions):
+            session.deliver_connection_state(link.target_id, state)
+        self._schedule_target_list()
+
+    # audit fan-out
+    def publish_audit(self, record: AuditRecord) -> AuditRecord:
+        """Push one stored record to every session bound to its target."""
+        target_id = record.target_id
+        if target_id is None:
+            return record
+        text = dumps({"type": "audit_event", "target_id": target_id,
+                      "audit": record.to_json()})
+        for session in list(self.sessions.values()):
+            if target_id not in session.bound:
+                continue
+            held = self._audit_replays.get((session.session_id, target_id))
+            if held is not None:
+                held.append((record.audit_id, text))
+            else:
+                session.deliver_audit(target_id, text)
+        return record
+
+    def _replay_audit(self, session: Session, target_id: str) -> None:
+        limit = self.config.limits.audit_replay
+        if limit <= 0:
+            return
+        key = (session.session_id, target_id)
+        self._audit_replays[key] = []
+
+        def replay(records: list[AuditRecord]) -> None:
+            held = self._audit_replays.pop(key, None)
+            if held is None or session.closed or target_id not in session.bound:
+                return
+            seen = set()
+            for record in records:
+                seen.add(record.audit_id)
+                session.deliver_audit(target_id, dumps({
+                    "type": "audit_event", "target_id": target_id, "audit": record.to_json()}))
+            for audit_id, text in held:
+                if audit_id not in seen:
+                    session.deliver_audit(target_id, text)
+
+        def failed(f: Any) -> None:
+            held = self._audit_replays.pop(key, None) or []
+            self.log.error("audit replay for {target_id} failed: {error}", target_id=target_id,
+                           error=f.getErrorMessage())
+            for _, text in held:
+                session.deliver_audit(target_id, text)
+
+        self.audit.recent(target_id, limit).addCallbacks(replay, failed)
+
+    def close(self) -> None:
+        """Relay shutdown: close every session (1000, "relay shutting down"), then every link."""
+        self._closing = True
+        for session in list(self.sessions.values()):
+            session.transport.close(1000, "relay shutting down")
+            session.lost()
+        for link in list(self.links.values()):
+            link.close(REGISTERED)
+        self.links.clear()

@@ -1,0 +1,132 @@
+"""A session's bounded outbound queue, paced by the transport's producer signals.
+
+Messages are written straight through while the transport accepts data. Once the transport
+asks us to pause (its buffer is full because the browser is not reading), messages wait here,
+at most ``limit`` of them. On overflow the oldest ``event``/``log`` message is discarded and
+counted per target; a single ``dropped_count`` message per target is queued (rendered with the
+current totals when it is finally written), so at most ``limit`` plus one message per target
+wait here. If the queue is full of messages that must not be
+dropped (state, results, audit, ...), ``on_overflow`` is called and the session is closed:
+a slow browser never holds relay memory hostage.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Callable
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+__all__ = ["Outbox", "DROPPABLE_KINDS"]
+
+DROPPABLE_KINDS = frozenset({"event", "log"})
+
+
+@implementer(IPushProducer)
+class Outbox:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        send: Callable[[str], None],
+        limit: int,
+        *,
+        render_dropped: Callable[[str], str],
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._send = send
+        self._limit = limit
+        self._render_dropped = render_dropped
+        self._on_overflow = on_overflow
+        self._queue: collections.deque[list[object]] = collections.deque()
+        self._droppable = 0
+        self._pending_dropped: set[str] = set()
+        self._paused = False
+        self._closed = False
+        self.dropped: dict[str, list[int]] = {}
+        self.sent = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def put(self, kind: str, target_id: str | None, text: str) -> None:
+        """Queue (or write straight through) one serialised message."""
+        if self._closed:
+            return
+        if not self._paused and not self._queue:
+            self._write(text)
+            return
+        droppable = kind in DROPPABLE_KINDS
+        if len(self._queue) >= self._limit:
+            if self._droppable:
+                self._drop_oldest()
+            elif droppable and target_id is not None:
+                self._count_drop(kind, target_id)
+                return
+            else:
+                self._closed = True
+                self._queue.clear()
+                self._on_overflow()
+                return
+        self._queue.append([kind, target_id, text])
+        if droppable:
+            self._droppable += 1
+
+    def note_dropped(self, target_id: str) -> None:
+        """Make sure a ``dropped_count`` for ``target_id`` is on its way (coalesced)."""
+        if self._closed:
+            return
+        if not self._paused and not self._queue:
+            self._write(self._render_dropped(target_id))
+            return
+        if target_id in self._pending_dropped:
+            return
+        self._pending_dropped.add(target_id)
+        self._queue.append(["dropped_count", target_id, None])
+
+    def _drop_oldest(self) -> None:
+        for index, entry in enumerate(self._queue):
+            if entry[0] in DROPPABLE_KINDS:
+                del self._queue[index]
+                self._droppable -= 1
+                self._count_drop(str(entry[0]), str(entry[1]))
+                return
+
+    def _count_drop(self, kind: str, target_id: str) -> None:
+        counts = self.dropped.setdefault(target_id, [0, 0])
+        counts[0 if kind == "event" else 1] += 1
+        if target_id not in self._pending_dropped:
+            self._pending_dropped.add(target_id)
+            self._queue.append(["dropped_count", target_id, None])
+
+    def _write(self, text: str) -> None:
+        self.sent += 1
+        self._send(text)
+
+    def _flush(self) -> None:
+        while self._queue and not self._paused and not self._closed:
+            kind, target_id, text = self._queue.popleft()
+            if kind in DROPPABLE_KINDS:
+                self._droppable -= 1
+            if text is None:
+                self._pending_dropped.discard(str(target_id))
+                text = self._render_dropped(str(target_id))
+            self._write(str(text))
+
+    # IPushProducer
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+        self._queue.clear()

@@ -1,0 +1,208 @@
+"""The leased target registry (§2): upsert by owner, id and path exclusivity, lease expiry."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+__all__ = [
+    "CommandSpec",
+    "Registration",
+    "TargetEntry",
+    "RegistrationRefused",
+    "RegistryObserver",
+    "Registry",
+    "LeaseSweeper",
+]
+
+
+@attrs.frozen
+class CommandSpec:
+    """One entry of a registration's ``supported_commands``."""
+
+    name: str
+    idempotent: bool
+    timeout_seconds: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "idempotent": self.idempotent,
+                "timeout_seconds": self.timeout_seconds}
+
+
+@attrs.frozen
+class Registration:
+    """A validated §2 payload; ``ipc_path`` is the normalised (symlink-resolved) path."""
+
+    target_id: str
+    display_name: str
+    ipc_path: str
+    lease_seconds: int
+    supported_commands: tuple[CommandSpec, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target_id": self.target_id,
+            "display_name": self.display_name,
+            "ipc_path": self.ipc_path,
+            "lease_seconds": self.lease_seconds,
+            "supported_commands": [c.to_json() for c in self.supported_commands],
+        }
+
+    def command(self, name: str) -> CommandSpec | None:
+        """The registered spec of ``name``, if the target supports it."""
+        for spec in self.supported_commands:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@attrs.define
+class TargetEntry:
+    """A live registry entry: the registration, who owns it and when its lease ends."""
+
+    registration: Registration
+    owner: str
+    registered_at: float
+    renewed_at: float
+    expires_at: float
+
+    @property
+    def target_id(self) -> str:
+        return self.registration.target_id
+
+
+@attrs.define(auto_exc=True, eq=False)
+class RegistrationRefused(Exception):
+    """A failed registration; becomes the §2 failure ack."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+    def to_ack(self) -> dict[str, Any]:
+        return {"ok": False, "error": {"code": self.code, "message": self.message},
+                "retryable": self.retryable}
+
+
+class RegistryObserver(Protocol):
+    """Told about registry changes (the session hub listens)."""
+
+    def target_added(self, entry: TargetEntry) -> None: ...
+
+    def target_updated(self, entry: TargetEntry, previous: Registration) -> None: ...
+
+    def target_expired(self, entry: TargetEntry) -> None: ...
+
+
+class Registry:
+    """Targets by id, with exclusive ids (per owner) and paths, each held for a lease."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, max_targets: int) -> None:
+        self._clock = clock
+        self._max_targets = max_targets
+        self._by_id: dict[str, TargetEntry] = {}
+        self._by_path: dict[str, str] = {}
+        self._observers: list[RegistryObserver] = []
+
+    def add_observer(self, observer: RegistryObserver) -> None:
+        self._observers.append(observer)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, target_id: str) -> TargetEntry | None:
+        entry = self._by_id.get(target_id)
+        if entry is not None and entry.expires_at <= self._clock.seconds():
+            return None
+        return entry
+
+    def entries(self) -> list[TargetEntry]:
+        """Live entries ordered by target id."""
+        now = self._clock.seconds()
+        return [e for _, e in sorted(self._by_id.items()) if e.expires_at > now]
+
+    def register(self, registration: Registration, owner: str) -> TargetEntry:
+        """Insert or renew (same owner); raises RegistrationRefused on owner/path conflicts."""
+        self.sweep()
+        now = self._clock.seconds()
+        existing = self._by_id.get(registration.target_id)
+        if existing is not None and existing.owner != owner:
+            raise RegistrationRefused(
+                "target_id_owner_mismatch",
+                f"target id {registration.target_id} is held by another owner",
+                False,
+            )
+        holder = self._by_path.get(registration.ipc_path)
+        if holder is not None and holder != registration.target_id:
+            raise RegistrationRefused(
+                "ipc_path_conflict", f"ipc path is already used by target {holder}", False
+            )
+        if existing is None and len(self._by_id) >= self._max_targets:
+            raise RegistrationRefused(
+                "registry_full", f"the relay already holds {self._max_targets} targets", True
+            )
+        expires = now + registration.lease_seconds
+        if existing is None:
+            entry = TargetEntry(registration, owner, now, now, expires)
+            self._by_id[registration.target_id] = entry
+            self._by_path[registration.ipc_path] = registration.target_id
+            self.log.info("target {target_id} registered at {ipc_path} by {owner}",
+                          target_id=registration.target_id, ipc_path=registration.ipc_path,
+                          owner=owner)
+            for observer in list(self._observers):
+                observer.target_added(entry)
+            return entry
+        previous = existing.registration
+        existing.renewed_at = now
+        existing.expires_at = expires
+        if previous != registration:
+            if previous.ipc_path != registration.ipc_path:
+                del self._by_path[previous.ipc_path]
+                self._by_path[registration.ipc_path] = registration.target_id
+            existing.registration = registration
+            self.log.info("target {target_id} re-registered with changes",
+                          target_id=registration.target_id)
+            for observer in list(self._observers):
+                observer.target_updated(existing, previous)
+        return existing
+
+    def sweep(self) -> list[TargetEntry]:
+        """Remove entries whose lease ended, freeing id and path; returns them."""
+        now = self._clock.seconds()
+        expired = [e for e in self._by_id.values() if e.expires_at <= now]
+        for entry in expired:
+            del self._by_id[entry.target_id]
+            if self._by_path.get(entry.registration.ipc_path) == entry.target_id:
+                del self._by_path[entry.registration.ipc_path]
+            self.log.info("target {target_id} lease expired", target_id=entry.target_id)
+        for entry in expired:
+            for observer in list(self._observers):
+                observer.target_expired(entry)
+        return expired
+
+
+class LeaseSweeper(Service):
+    """Runs :meth:`Registry.sweep` every ``interval`` seconds on the given clock."""
+
+    def __init__(self, registry: Registry, clock: IReactorTime, interval: float) -> None:
+        self._registry = registry
+        self._loop = LoopingCall(registry.sweep)
+        self._loop.clock = clock
+        self._interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+

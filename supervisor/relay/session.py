@@ -1,0 +1,236 @@
+"""One dashboard session (§3), independent of the WebSocket library carrying it.
+
+Order rule: ``server_hello`` on open; nothing else until a valid ``client_hello`` (a first
+message of another type gets one ``error`` and a close); then ``target_list`` and one
+``state`` per bound target, then live traffic. Every outgoing message goes through the
+session's bounded :class:`~supervisor.relay.outbox.Outbox`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.logger import Logger
+
+from supervisor.relay.auth import Identity
+from supervisor.relay.filters import FilterConditions
+from supervisor.relay.outbox import Outbox
+from supervisor.wire.errors import WireError
+
+if TYPE_CHECKING:
+    from supervisor.relay.hub import RelayHub
+
+__all__ = ["SessionTransport", "Session", "dumps", "CLOSE_SLOW_CONSUMER",
+           "CLOSE_PROTOCOL_ERROR"]
+
+CLOSE_PROTOCOL_ERROR = 4002
+CLOSE_SLOW_CONSUMER = 4008
+CLIENT_HELLO_KEYS = frozenset({"type", "client_store_id", "resume_cursor"})
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON text for one WebSocket message."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class SessionTransport(Protocol):
+    """What a session needs from its WebSocket connection."""
+
+    def send_text(self, text: str) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Session:
+    """Session state and message handling; the hub does binding, commands and audit."""
+
+    log = Logger()
+
+    def __init__(self, hub: "RelayHub", identity: Identity, transport: SessionTransport,
+                 *, session_id: str, queue_limit: int, pre_state_cap: int = 200) -> None:
+        self.hub = hub
+        self.identity = identity
+        self.transport = transport
+        self.session_id = session_id
+        self.established = False
+        self.closed = False
+        self.client_store_id: str | None = None
+        self.filter = FilterConditions()
+        self.filter_version = 0
+        self.bound: set[str] = set()
+        # targets whose first state this session has received; until then only the
+        # target_list speaks for them, and audit records wait (order rule of §3)
+        self.stated: set[str] = set()
+        self._pre_state: dict[str, collections.deque[str]] = {}
+        self._pre_state_cap = pre_state_cap
+        self.commands_in_flight = 0
+        # target-reported drops (per target, cumulative) merged into our own drop counts
+        self._target_dropped: dict[str, tuple[int, int]] = {}
+        self.outbox = Outbox(transport.send_text, queue_limit,
+                             render_dropped=self._render_dropped,
+                             on_overflow=self._overflowed)
+
+    # outgoing
+    def send(self, obj: dict[str, Any], target_id: str | None = None) -> None:
+        """Queue one message object."""
+        self.send_text(str(obj["type"]), target_id, dumps(obj))
+
+    def send_text(self, kind: str, target_id: str | None, text: str) -> None:
+        if not self.closed:
+            self.outbox.put(kind, target_id, text)
+
+    def send_error(self, error: WireError) -> None:
+        self.send({"type": "error", "error": error.to_json()})
+
+    def _render_dropped(self, target_id: str) -> str:
+        events, logs = self.dropped_counts(target_id)
+        return dumps({"type": "dropped_count", "target_id": target_id,
+                      "dropped_event_count": events, "dropped_log_count": logs})
+
+    def dropped_counts(self, target_id: str) -> tuple[int, int]:
+        """Drops on the way to this session: reported by the target plus our own queue."""
+        remote = self._target_dropped.get(target_id, (0, 0))
+        local = self.outbox.dropped.get(target_id, [0, 0])
+        return remote[0] + local[0], remote[1] + local[1]
+
+    def _overflowed(self) -> None:
+        self.log.warn("session {session_id} closed: outbound queue overflow",
+                      session_id=self.session_id)
+        self.transport.close(CLOSE_SLOW_CONSUMER, "session queue overflow")
+
+    # lifecycle
+    def open(self) -> None:
+        """Send ``server_hello``."""
+        self.send({
+            "type": "server_hello",
+            "session_id": self.session_id,
+            "client_identity": self.identity.client_identity,
+            "log_event_filter_mode": "remote",
+            "log_event_filter_conditions": self.filter.to_json(),
+            "filter_config_version": self.filter_version,
+        })
+
+    def lost(self) -> None:
+        """The WebSocket closed: unbind everything."""
+        if not self.closed:
+            self.closed = True
+            self.outbox.stopProducing()
+            self.hub.session_closed(self)
+
+    # incoming
+    def receive(self, payload: bytes, is_binary: bool) -> None:
+        """Handle one complete client message."""
+        if self.closed:
+            return
+        try:
+            if is_binary:
+                raise WireError("invalid_message_json", "session",
+                                "binary messages are not JSON text")
+            try:
+                message = json.loads(payload.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                raise WireError("invalid_message_json", "session",
+                                f"message is not valid JSON: {str(e)[:120]}") from None
+            if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+                raise WireError("invalid_message_schema", "session",
+                                "a message must be a JSON object with a string type")
+            self._dispatch(message)
+        except WireError as error:
+            self.send_error(error)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if not self.established:
+            if kind == "client_hello":
+                self._client_hello(message)
+            elif kind == "command":
+                self.hub.commands.refuse_unestablished(self, message)
+                self.transport.close(CLOSE_PROTOCOL_ERROR, "session not established")
+            else:
+                self.send_error(WireError("protocol_error", "session",
+                                          f"expected client_hello, got {kind!r}"))
+                self.transport.close(CLOSE_PROTOCOL_ERROR, "expected client_hello")
+            return
+        if kind == "command":
+            self.hub.commands.handle(self, message)
+        elif kind == "log_event_filter_conditions":
+            self._filter(message)
+        elif kind == "client_hello":
+            raise WireError("protocol_error", "session", "session is already established")
+        else:
+            raise WireError("unsupported_message_type", "session",
+                            f"unsupported message type {kind!r}")
+
+    def _client_hello(self, message: dict[str, Any]) -> None:
+        unknown = sorted(set(message) - CLIENT_HELLO_KEYS)
+        if unknown:
+            raise WireError("unsupported_field", "session", f"unsupported field {unknown[0]!r}")
+        store_id = message.get("client_store_id")
+        if not isinstance(store_id, str) or not store_id.strip() or len(store_id) > 256:
+            raise WireError("invalid_message_schema", "session",
+                            "client_store_id must be a non-blank string")
+        cursor = message.get("resume_cursor")
+        if cursor is not None and not isinstance(cursor, dict):
+            raise WireError("invalid_message_schema", "session",
+                            "resume_cursor must be an object")
+        self.client_store_id = store_id
+        self.established = True
+        self.hub.session_established(self)
+
+    def _filter(self, message: dict[str, Any]) -> None:
+        conditions = FilterConditions.from_message(message)
+        self.filter = conditions
+        self.filter_version += 1
+        self.hub.filter_changed(self)
+
+    # deliveries from links and the hub
+    def forget(self, target_id: str) -> None:
+        """The target is no longer bound."""
+        self.bound.discard(target_id)
+        self.stated.discard(target_id)
+        self._pre_state.pop(target_id, None)
+
+    def deliver_state(self, target_id: str, state: dict[str, Any]) -> None:
+        if target_id not in self.bound:
+            return
+        self.send({"type": "state", "target_id": target_id, "state": state}, target_id)
+        self.stated.add(target_id)
+        for text in self._pre_state.pop(target_id, ()):
+            self.send_text("audit_event", target_id, text)
+
+    def deliver_audit(self, target_id: str, text: str) -> None:
+        """An ``audit_event``; held (newest ``pre_state_cap`` kept) until the first state."""
+        if target_id not in self.bound:
+            return
+        if target_id in self.stated:
+            self.send_text("audit_event", target_id, text)
+            return
+        held = self._pre_state.get(target_id)
+        if held is None:
+            held = self._pre_state[target_id] = collections.deque(maxlen=self._pre_state_cap)
+        held.append(text)
+
+    def deliver_push(self, target_id: str, push: dict[str, Any], text: str) -> None:
+        if target_id not in self.bound:
+            return
+        kind = push.get("type")
+        if kind == "event" and not self.filter.admits_event(push.get("event")):
+            return
+        if kind == "log" and not self.filter.admits_log(push.get("log")):
+            return
+        self.send_text(str(kind), target_id, text)
+
+    def deliver_dropped(self, target_id: str, events: int, logs: int) -> None:
+        if target_id in self.bound:
+            self._target_dropped[target_id] = (events, logs)
+            self.outbox.note_dropped(target_id)
+
+    def deliver_connection_state(self, target_id: str, state: str, *,
+                                 force: bool = False) -> None:
+        """A change of the target's link; only after its first state unless ``force``."""
+        if not force and target_id not in self.stated:
+            return
+        self.send({"type": "connection_state", "target_id": target_id, "state": state},
+                  target_id)

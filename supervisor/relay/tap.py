@@ -1,0 +1,73 @@
+"""``twistd supervisor-relay``: options and service maker (no reactor import at import time)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from supervisor.config._common import ConfigError
+from supervisor.config.relay import RelayConfig, load_relay_config
+
+__all__ = ["Options", "makeService", "check_config"]
+
+DEFAULT_TWISTD_PIDFILE = "twistd.pid"
+RELAY_PIDFILE = "supervisor-relay.pid"
+
+
+def check_config(config: RelayConfig) -> None:
+    """Validate what a config points at (certificates, keys) without starting anything."""
+    from OpenSSL import SSL
+
+    from supervisor.relay.tls import server_tls_options
+
+    options = server_tls_options(config.tls, require_client_certificate=config.mtls)
+    try:
+        options.getContext()
+    except SSL.Error as e:
+        raise ConfigError("tls.private_key_path",
+                          f"certificate and key cannot be used together: {e}") from None
+
+
+class Options(usage.Options):
+    """Command line of ``twistd supervisor-relay``."""
+
+    synopsis = "--config FILE [--check]"
+    optParameters = [["config", "c", None, "relay YAML configuration file"]]
+    optFlags = [["check", None, "validate the configuration, print ok and exit"]]
+
+    relay_config: RelayConfig | None = None
+
+    def postOptions(self) -> None:
+        if self.parent is not None and self.parent.get("pidfile") == DEFAULT_TWISTD_PIDFILE:
+            # a relay and a target can then run side by side in one folder
+            self.parent["pidfile"] = RELAY_PIDFILE
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self.relay_config = load_relay_config(self["config"])
+            check_config(self.relay_config)
+        except ConfigError as e:
+            if self["check"]:
+                sys.stderr.write(f"{self['config']}: {e}\n")
+                raise SystemExit(2)
+            raise usage.UsageError(f"{self['config']}: {e}") from None
+        if self["check"]:
+            sys.stdout.write("ok\n")
+            sys.stdout.flush()
+            raise SystemExit(0)
+
+
+def makeService(options: Options) -> Any:
+    """Build the RelayService from validated options."""
+    import txaio
+
+    from supervisor.relay.service import RelayService
+
+    # autobahn logs every frame at debug level; a relay log should not
+    txaio.set_global_log_level("info")
+    config = options.relay_config
+    if config is None:
+        config = load_relay_config(options["config"])
+    return RelayService(config)

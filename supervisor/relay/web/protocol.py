@@ -1,0 +1,116 @@
+"""The WebSocket end of a dashboard session (autobahn), carrying a :class:`Session`.
+
+Identity is settled in the opening handshake: in mTLS mode from the verified peer
+certificate, in trusted-proxy mode from the configured header, accepted only when the TCP
+peer is a listed proxy address. Refusals are HTTP 403/503 answers to the handshake.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.logger import Logger
+
+from supervisor.config.relay import RelayConfig
+from supervisor.relay.auth import Identity, identity_from_certificate, identity_from_proxy_header
+from supervisor.relay.session import Session
+
+__all__ = ["DashboardServerProtocol", "DashboardServerFactory"]
+
+
+class DashboardServerProtocol(WebSocketServerProtocol):
+    """Adapts autobahn callbacks to the session and paces writes by transport back-pressure."""
+
+    # no ``log`` attribute here: autobahn's txaio logger (level-filtered) must stay in place
+    factory: "DashboardServerFactory"
+    _relay_identity: Identity | None = None
+    _relay_session: Session | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        hub = self.factory.hub
+        if not hub.can_accept_session():
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "too many sessions")
+        self._relay_identity = self.factory.identify(self, request)
+        return None  # no subprotocol
+
+    def onOpen(self) -> None:
+        assert self._relay_identity is not None
+        session = self.factory.hub.open_session(self._relay_identity, _WSTransport(self))
+        self._relay_session = session
+        # twisted.web's HTTPChannel registered itself on this transport before the upgrade
+        try:
+            self.transport.unregisterProducer()
+        except Exception:
+            pass
+        self.transport.registerProducer(session.outbox, True)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._relay_session is not None:
+            self._relay_session.receive(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        session, self._relay_session = self._relay_session, None
+        if session is not None:
+            session.lost()
+
+
+class _WSTransport:
+    """The SessionTransport of one WebSocket connection."""
+
+    def __init__(self, protocol: WebSocketServerProtocol) -> None:
+        self._protocol = protocol
+
+    def send_text(self, text: str) -> None:
+        if self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            self._protocol.sendClose(code, reason)
+
+
+class DashboardServerFactory(WebSocketServerFactory):
+    """Holds the hub and the identity rules for :class:`DashboardServerProtocol`."""
+
+    protocol = DashboardServerProtocol
+    relay_log = Logger()
+
+    def __init__(self, config: RelayConfig, hub: Any, *, reactor: Any) -> None:
+        super().__init__(url=config.listen.public_url, reactor=reactor)
+        self.hub = hub
+        self.relay_config = config
+        t = config.timeouts
+        max_bytes = config.limits.max_message_bytes
+        self.setProtocolOptions(
+            allowedOrigins=[config.listen.origin],
+            allowNullOrigin=False,
+            maxMessagePayloadSize=max_bytes,
+            maxFramePayloadSize=max_bytes,
+            autoPingInterval=t.auto_ping_interval_seconds,
+            autoPingTimeout=t.auto_ping_timeout_seconds,
+            openHandshakeTimeout=t.websocket_open_handshake_seconds,
+            closeHandshakeTimeout=t.websocket_close_handshake_seconds,
+        )
+
+    def identify(self, protocol: WebSocketServerProtocol, request: ConnectionRequest
+                 ) -> Identity:
+        """The session identity, or ConnectionDeny."""
+        proxy = self.relay_config.trusted_proxy
+        if proxy.enabled:
+            peer = protocol.transport.getPeer()
+            host = getattr(peer, "host", None)
+            if host not in proxy.allowed_remote_addrs:
+                self.relay_log.warn("identity header from unlisted peer {peer} refused",
+                                    peer=host)
+                raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "peer is not a trusted proxy")
+            value = request.headers.get(proxy.identity_header)
+            if not isinstance(value, str) or not value.strip():
+                raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "missing identity header")
+            return identity_from_proxy_header(value)
+        get_cert = getattr(protocol.transport, "getPeerCertificate", None)
+        cert = get_cert() if get_cert is not None else None
+        if cert is None:
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "client certificate required")
+        return identity_from_certificate(cert.to_cryptography())

@@ -1,0 +1,264 @@
+"""Test helpers for the relay: PKI, configs, a registration client and a wss:// client."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import attrs
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+
+from supervisor import certs
+from supervisor.config.relay import RelayConfig, parse_relay_config
+
+PUBLIC_URL = "wss://localhost:9443/supervisor"
+ORIGIN = "https://localhost:9443"
+OPERATOR = (("CN", "demo operator"),)
+ORDERED_OPERATOR = (("O", "Example Ops"), ("CN", "demo operator"))
+VIEWER = (("O", "Example Ops"), ("CN", "viewer"))
+
+
+async def eventually(predicate: Any, timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``predicate`` on the running reactor until truthy, failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
+        await task.deferLater(reactor, 0.005, lambda: None)
+
+
+async def within(d: Deferred[Any], timeout: float, what: str = "") -> Any:
+    """Await ``d`` but fail the test if it takes longer than ``timeout``."""
+    timer = reactor.callLater(timeout, d.cancel)
+    try:
+        return await d
+    except Exception as e:
+        if not timer.active():
+            raise AssertionError(f"timed out after {timeout}s: {what}") from e
+        raise
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+@attrs.frozen
+class PKI:
+    """Certificates for a test run, all generated with supervisor.certs."""
+
+    directory: str
+    ca: certs.CertKey
+    server: certs.CertKey
+    operator: certs.CertKey
+    ordered_operator: certs.CertKey
+    viewer: certs.CertKey
+    unknown_ca_client: certs.CertKey
+    expired: certs.CertKey
+    not_yet_valid: certs.CertKey
+    server_only: certs.CertKey
+
+    @property
+    def ca_path(self) -> str:
+        return os.path.join(self.directory, "ca.pem")
+
+    @property
+    def server_cert_path(self) -> str:
+        return os.path.join(self.directory, "relay.pem")
+
+    @property
+    def server_key_path(self) -> str:
+        return os.path.join(self.directory, "relay-key.pem")
+
+
+def make_pki(directory: str) -> PKI:
+    ca = certs.generate_ca("relay test CA")
+    other_ca = certs.generate_ca("unknown CA")
+    server = certs.issue_server_cert(ca)
+    ca.write(os.path.join(directory, "ca.pem"), os.path.join(directory, "ca-key.pem"))
+    server.write(os.path.join(directory, "relay.pem"), os.path.join(directory, "relay-key.pem"))
+    before, after = certs.expired_window()
+    future_before, future_after = certs.future_window()
+    return PKI(
+        directory=directory, ca=ca, server=server,
+        operator=certs.issue_client_cert(ca, OPERATOR),
+        ordered_operator=certs.issue_client_cert(ca, ORDERED_OPERATOR),
+        viewer=certs.issue_client_cert(ca, VIEWER),
+        unknown_ca_client=certs.issue_client_cert(other_ca, OPERATOR),
+        expired=certs.issue_client_cert(ca, OPERATOR, not_before=before, not_after=after),
+        not_yet_valid=certs.issue_client_cert(ca, OPERATOR, not_before=future_before,
+                                              not_after=future_after),
+        server_only=certs.issue_server_cert(ca),
+    )
+
+
+def config_dict(sockdir: str, pki: PKI, **sections: Any) -> dict[str, Any]:
+    """A relay config mapping for tests (port 0, short timeouts); sections override."""
+    data: dict[str, Any] = {
+        "listen": {"bind": "127.0.0.1:0", "public_url": PUBLIC_URL},
+        "tls": {"certificate_path": pki.server_cert_path,
+                "private_key_path": pki.server_key_path, "client_ca_path": pki.ca_path},
+        "registration": {"listen_path": os.path.join(sockdir, "reg.sock"),
+                         "permissions": "0600",
+                         "allowed_ipc_path_prefixes": [sockdir + "/"],
+                         "default_lease_seconds": 30, "max_lease_seconds": 120},
+        "authorization": {"operators": [
+            {"principal": "CN=demo operator", "commands": "all"},
+            {"principal": "O=Example Ops, CN=demo operator",
+             "commands": ["pause_child", "resume_child", "remove_child"]},
+        ]},
+        "audit": {"path": os.path.join(sockdir, "audit.sqlite3")},
+        "limits": {"max_sessions": 16, "max_message_bytes": 65536, "session_queue": 1000},
+        "timeouts": {"ipc_request_seconds": 2, "reconnect_initial_ms": 50,
+                     "reconnect_max_ms": 200, "lease_sweep_interval_ms": 50,
+                     "registration_read_seconds": 2},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def make_config(sockdir: str, pki: PKI, **sections: Any) -> RelayConfig:
+    return parse_relay_config(config_dict(sockdir, pki, **sections), sockdir)
+
+
+# registration client ------------------------------------------------------------------------
+
+class _OneShot(Protocol):
+    def __init__(self, line: bytes, done: Deferred[bytes]) -> None:
+        self._line = line
+        self._done = done
+        self._data = b""
+
+    def connectionMade(self) -> None:
+        if self._line:
+            self.transport.write(self._line)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self._done.called:
+            self._done.callback(self._data)
+
+
+async def register_raw(path: str, line: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to the registration socket; returns everything the relay wrote."""
+    done: Deferred[bytes] = Deferred()
+    endpoint = UNIXClientEndpoint(reactor, path, timeout=timeout)
+    await endpoint.connect(Factory.forProtocol(lambda: _OneShot(line, done)))
+    return await within(done, timeout, "registration ack")
+
+
+async def register(path: str, payload: Any) -> dict[str, Any]:
+    raw = await register_raw(path, json.dumps(payload).encode() + b"\n")
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1, raw
+    return json.loads(raw)
+
+
+# websocket client ---------------------------------------------------------------------------
+
+class WSClient(WebSocketClientProtocol):
+    """Collects JSON messages; ``next()`` awaits the next one (of a type)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []  # everything ever received, in order
+        self.closed_d: Deferred[Any] = Deferred()
+        self.close_code: int | None = None
+        self.was_opened = False
+
+    def onOpen(self) -> None:
+        self.was_opened = True
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        self.messages.append(message)
+        self.received.append(message)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.close_code = code
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"closed before open: {reason}"))
+        if not self.closed_d.called:
+            self.closed_d.callback((code, reason))
+
+    def send(self, obj: Any) -> None:
+        self.sendMessage(json.dumps(obj).encode(), isBinary=False)
+
+    async def next(self, kind: str | None = None, timeout: float = 5.0,
+                   target_id: str | None = None) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for index, message in enumerate(self.messages):
+                if (kind is None or message.get("type") == kind) and (
+                        target_id is None or message.get("target_id") == target_id):
+                    return self.messages.pop(index)
+            return None
+
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            message = find()
+            if message is not None:
+                found.append(message)
+            return bool(found)
+
+        await eventually(check, timeout, f"message {kind} ({target_id})")
+        return found[0]
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.received if m.get("type") == kind]
+
+    async def hello(self) -> dict[str, Any]:
+        """server_hello was sent on open; send client_hello and return the target_list."""
+        await self.next("server_hello")
+        self.send({"type": "client_hello", "client_store_id": "store-1", "resume_cursor": {}})
+        return await self.next("target_list")
+
+
+def client_tls(pki: PKI, client: certs.CertKey | None) -> Any:
+    trust = Certificate.loadPEM(pki.ca.cert_pem())
+    cert = None
+    if client is not None:
+        cert = PrivateCertificate.loadPEM(client.cert_pem() + client.key_pem())
+    return optionsForClientTLS("localhost", trustRoot=trust, clientCertificate=cert)
+
+
+async def connect_ws(port: int, pki: PKI, client: certs.CertKey | None, *,
+                     origin: str | None = ORIGIN, headers: dict[str, str] | None = None,
+                     timeout: float = 5.0) -> WSClient:
+    """Open a wss:// session with a client certificate; raises if no session opens."""
+    factory = WebSocketClientFactory(url=PUBLIC_URL, origin=origin, headers=headers,
+                                     reactor=reactor)
+    factory.protocol = WSClient
+    factory.opened = Deferred()
+    endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, client_tls(pki, client),
+                                  timeout=timeout)
+    proto = await endpoint.connect(factory)
+    try:
+        return await within(factory.opened, timeout, "websocket open")
+    except BaseException:
+        proto.transport.abortConnection()
+        raise
+
+
+async def close_ws(ws: WSClient) -> None:
+    if not ws.closed_d.called:
+        ws.sendClose(1000)
+        try:
+            await within(ws.closed_d, 5, "websocket close")
+        except AssertionError:
+            ws.transport.abortConnection()

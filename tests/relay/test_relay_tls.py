@@ -1,0 +1,148 @@
+"""TLS, identity and the HTTPS site: real handshakes with generated certificates."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import ssl
+
+import pytest
+import pytest_twisted
+from cryptography.hazmat.primitives import serialization
+from twisted.internet.threads import deferToThread
+
+from relay_helpers import connect_ws
+
+
+def _der_fingerprint(cert) -> str:
+    return hashlib.sha256(cert.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@pytest_twisted.ensureDeferred
+async def test_identity_from_client_certificate(relay):
+    relay.start()
+    ws = await relay.session(relay.pki.ordered_operator)
+    hello = await ws.next("server_hello")
+    assert hello["client_identity"] == "mtls_cert_fingerprint:" + _der_fingerprint(
+        relay.pki.ordered_operator)
+    (session,) = relay.service.hub.sessions.values()
+    assert session.identity.principal == "O=Example Ops, CN=demo operator"
+    assert session.identity.source == "mtls"
+    assert hello["session_id"] == session.session_id
+
+
+@pytest.mark.parametrize("which", ["none", "unknown_ca_client", "expired", "not_yet_valid",
+                                   "server_only"])
+@pytest_twisted.ensureDeferred
+async def test_bad_client_certificates_get_no_session(relay, which):
+    relay.start()
+    client = None if which == "none" else getattr(relay.pki, which)
+    with pytest.raises(Exception):
+        await connect_ws(relay.service.https_port, relay.pki, client, timeout=3)
+    assert relay.service.hub.sessions == {}
+    # the listener is unharmed: a good certificate still gets a session
+    ws = await relay.session()
+    await ws.next("server_hello")
+
+
+@pytest_twisted.ensureDeferred
+async def test_cross_origin_is_refused(relay):
+    relay.start()
+    with pytest.raises(Exception):
+        await connect_ws(relay.service.https_port, relay.pki, relay.pki.operator,
+                         origin="https://evil.example:9443", timeout=3)
+    with pytest.raises(Exception):
+        await connect_ws(relay.service.https_port, relay.pki, relay.pki.operator,
+                         origin="https://localhost:9444", timeout=3)
+    assert relay.service.hub.sessions == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_max_sessions(relay):
+    relay.start(limits={"max_sessions": 1})
+    first = await relay.session()
+    await first.next("server_hello")
+    with pytest.raises(Exception):
+        await connect_ws(relay.service.https_port, relay.pki, relay.pki.operator, timeout=3)
+    assert len(relay.service.hub.sessions) == 1
+
+
+def _https_get(port: int, pki, path: str, client=None) -> tuple[int, str, bytes]:
+    ctx = ssl.create_default_context(cafile=pki.ca_path)
+    ctx.check_hostname = True
+    if client is not None:
+        certfile = os.path.join(pki.directory, f"client-{os.getpid()}.pem")
+        with open(certfile, "wb") as f:
+            f.write(client.cert_pem() + client.key_pem())
+        ctx.load_cert_chain(certfile)
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type") or "", response.read()
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_site_and_placeholder(relay, sockdir):
+    static = os.path.join(sockdir, "static")
+    os.makedirs(os.path.join(static, "js"))
+    with open(os.path.join(static, "js", "app.js"), "w") as f:
+        f.write("export const x = 1;\n")
+    with open(os.path.join(static, "style.css"), "w") as f:
+        f.write("body{}\n")
+    from supervisor.relay.service import RelayService
+    from relay_helpers import make_config
+    from twisted.internet import reactor
+
+    relay.service = RelayService(make_config(sockdir, relay.pki), reactor=reactor,
+                                 static_dir=static)
+    relay.service.startService()
+    port = relay.service.https_port
+    status, ctype, body = await deferToThread(_https_get, port, relay.pki, "/", relay.pki.operator)
+    assert status == 200 and ctype.startswith("text/html") and b"Supervisor relay" in body
+    with open(os.path.join(static, "index.html"), "w") as f:
+        f.write("<!doctype html><title>dash</title>")
+    status, ctype, body = await deferToThread(_https_get, port, relay.pki, "/", relay.pki.operator)
+    assert (status, body) == (200, b"<!doctype html><title>dash</title>")
+    assert ctype.startswith("text/html")
+    status, ctype, body = await deferToThread(_https_get, port, relay.pki, "/js/app.js",
+                                              relay.pki.operator)
+    assert status == 200 and ctype.startswith("text/javascript") and b"export" in body
+    status, ctype, _ = await deferToThread(_https_get, port, relay.pki, "/style.css",
+                                           relay.pki.operator)
+    assert status == 200 and ctype.startswith("text/css")
+    status, _, _ = await deferToThread(_https_get, port, relay.pki, "/js/", relay.pki.operator)
+    assert status == 404
+    status, _, _ = await deferToThread(_https_get, port, relay.pki, "/missing.js",
+                                       relay.pki.operator)
+    assert status == 404
+    # without a client certificate the TLS handshake itself fails in mTLS mode
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        await deferToThread(_https_get, port, relay.pki, "/")
+
+
+@pytest_twisted.ensureDeferred
+async def test_trusted_proxy_identity(relay):
+    relay.start(trusted_proxy={"enabled": True, "allowed_remote_addrs": ["127.0.0.1"],
+                               "identity_header": "X-Verified-Client-Subject"})
+    ws = await relay.session(client=False, headers={
+        "x-verified-client-subject": "O=Example Ops, CN=demo operator"})
+    hello = await ws.next("server_hello")
+    assert hello["client_identity"] == "trusted_proxy:O=Example Ops, CN=demo operator"
+    (session,) = relay.service.hub.sessions.values()
+    assert session.identity.source == "trusted_proxy"
+    assert session.identity.principal == "O=Example Ops, CN=demo operator"
+    with pytest.raises(Exception):
+        await connect_ws(relay.service.https_port, relay.pki, None, timeout=3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxy_header_from_unlisted_address_is_refused(relay):
+    relay.start(trusted_proxy={"enabled": True, "allowed_remote_addrs": ["10.1.2.3"]})
+    with pytest.raises(Exception):
+        await connect_ws(relay.service.https_port, relay.pki, None, timeout=3,
+                         headers={"x-verified-client-subject": "CN=demo operator"})
+    assert relay.service.hub.sessions == {}

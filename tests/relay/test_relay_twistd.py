@@ -1,0 +1,191 @@
+"""``twistd supervisor-relay`` as a real subprocess: --check, config errors, smoke, restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+
+from relay_faketarget import FakeTarget, fixture, registration_payload
+from relay_helpers import close_ws, config_dict, connect_ws, eventually, register
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def env() -> dict[str, str]:
+    # the repository root on sys.path makes twisted/plugins/supervisor_plugins.py visible
+    return {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(sockdir: str, pki: Any, **sections: Any) -> str:
+    data = config_dict(sockdir, pki, **sections)
+    path = os.path.join(sockdir, "relay.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    return path
+
+
+def run_check(config: str, cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TWISTD, "supervisor-relay", "--config", config, "--check"],
+                          cwd=cwd, env=env(), capture_output=True, text=True, timeout=60)
+
+
+class Relay:
+    """A ``twistd -n supervisor-relay`` child process."""
+
+    def __init__(self, config: str, cwd: str, port: int) -> None:
+        self.config, self.cwd, self.port = config, cwd, port
+        self.log = open(os.path.join(cwd, "relay.log"), "ab")
+        self.proc = subprocess.Popen(
+            [TWISTD, "-n", "--logfile=-", "supervisor-relay", "--config", config],
+            cwd=cwd, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def listening(self) -> bool:
+        assert self.proc.poll() is None, self.output()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        with open(os.path.join(self.cwd, "relay.log"), "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def processes():
+    started: list[Relay] = []
+    yield started
+    for relay in started:
+        relay.stop(signal.SIGKILL)
+
+
+def test_check_ok_and_errors_name_the_key(sockdir, pki):
+    config = write_config(sockdir, pki)
+    ok = run_check(config, sockdir)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "ok"
+    assert not os.path.exists(os.path.join(sockdir, "reg.sock"))  # nothing was started
+    bad = write_config(sockdir, pki, registration={"allowed_ipc_path_prefixes": "nope"})
+    result = run_check(bad, sockdir)
+    assert result.returncode != 0
+    assert "registration.allowed_ipc_path_prefixes" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    bad = write_config(sockdir, pki, listen={"public_url": "ws://localhost:1/x"})
+    result = run_check(bad, sockdir)
+    assert result.returncode != 0 and "listen.public_url" in result.stderr
+    bad = write_config(sockdir, pki, tls={"client_ca_path": "/nonexistent/ca.pem"})
+    result = run_check(bad, sockdir)
+    assert result.returncode != 0 and "tls.client_ca_path" in result.stderr
+
+
+def test_normal_start_with_bad_config_exits_nonzero_without_traceback(sockdir, pki):
+    bad = write_config(sockdir, pki, limits={"session_queue": "many"})
+    result = subprocess.run([TWISTD, "-n", "supervisor-relay", "--config", bad], cwd=sockdir,
+                            env=env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "limits.session_queue" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_demo_config_checks_with_demo_certs(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(os.path.join(REPO, "etc", "demo-relay.yaml"), etc / "demo-relay.yaml")
+    out = subprocess.run([sys.executable, "-m", "supervisor.certs", "--out",
+                          str(tmp_path / ".local" / "certs")], env=env(), cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = run_check(str(etc / "demo-relay.yaml"), str(tmp_path))
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+async def _session_state(port: int, pki: Any, target_id: str):
+    ws = await connect_ws(port, pki, pki.operator)
+    await ws.hello()
+    await ws.next("state", target_id=target_id, timeout=10)
+    return ws
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_smoke_and_audit_survives_crash_restart(sockdir, pki, processes):
+    port = free_port()
+    config = write_config(sockdir, pki, listen={"bind": f"127.0.0.1:{port}"})
+    relay = Relay(config, sockdir, port)
+    processes.append(relay)
+    await eventually(relay.listening, 30, "relay listening")
+    assert os.path.exists(os.path.join(sockdir, "supervisor-relay.pid"))
+    target = FakeTarget(reactor, "payments-worker-a",
+                        os.path.join(sockdir, "payments-worker-a.sock")).start()
+    try:
+        registration = os.path.join(sockdir, "reg.sock")
+        ack = await register(registration, registration_payload(target.target_id, target.path))
+        assert ack["ok"] is True
+        ws = await _session_state(port, pki, target.target_id)
+        await eventually(lambda: "logs.tail" in target.methods(), 10)
+        event = target.emit_event("child_failed", severity="error")
+        assert (await ws.next("event"))["event"] == event
+        message = fixture("session.command.json")
+        ws.send(message)
+        result = (await ws.next("command_result", timeout=10))["result"]
+        assert result["status"] == "completed"
+        await ws.next("audit_event")
+        await ws.next("audit_event")
+        # crash the relay: no clean shutdown, no chance to flush anything late
+        await deferToThread(relay.stop, signal.SIGKILL)
+        await ws.closed_d
+        await eventually(lambda: target.connections == [], 5)
+        relay2 = Relay(config, sockdir, port)
+        processes.append(relay2)
+        await eventually(relay2.listening, 30, "relay restarted")
+        ack = await register(registration, registration_payload(target.target_id, target.path))
+        assert ack["ok"] is True
+        ws2 = await _session_state(port, pki, target.target_id)
+        replay = [await ws2.next("audit_event", timeout=10) for _ in range(2)]
+        assert [(a["audit"]["command_id"], a["audit"]["result"]) for a in replay] == [
+            ("cmd-7f3a", "accepted"), ("cmd-7f3a", "completed")]
+        await close_ws(ws2)
+        code = await deferToThread(relay2.stop)
+        # twistd re-raises the stopping signal on itself after a clean shutdown
+        assert code in (0, -signal.SIGTERM), relay2.output()
+        assert "Server Shut Down." in relay2.output()
+        assert "sent 4 bytes" not in relay2.output(), "autobahn debug logging is off"
+        assert not os.path.exists(registration), "registration socket removed on stop"
+    finally:
+        await target.stop()
+    conn = sqlite3.connect(os.path.join(sockdir, "audit.sqlite3"))
+    try:
+        rows = conn.execute("SELECT result FROM audit ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    assert rows == [("accepted",), ("completed",)]
