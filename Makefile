@@ -31,8 +31,10 @@ browser:
 test: venv browser
 	$(PY) -m pytest -q
 
+# Certificates under .local/certs, then the relay, then the demo target; Ctrl-C stops both.
 demo: venv
-	$(VENV)/bin/twistd -n supervisor-target --config etc/demo-target.yaml
+	$(PY) -m supervisor.launch_demo --relay-config etc/demo-relay.yaml \
+		--target-config etc/demo-target.yaml --certs .local/certs
 
 bench: venv browser
 	@rm -f bench/results/*.json

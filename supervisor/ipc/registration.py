@@ -118,7 +118,9 @@ class RegistrationHeartbeat(Service):
         timeout = self._reg.timeout_seconds
         endpoint = UNIXClientEndpoint(self._reactor, self._reg.relay_registration_path, timeout=timeout)
         protocol = _AckReader(self._payload)
-        connecting = endpoint.connect(Factory.forProtocol(lambda: protocol))
+        factory = Factory.forProtocol(lambda: protocol)
+        factory.noisy = False  # one connection per heartbeat: not worth two log lines each
+        connecting = endpoint.connect(factory)
         connecting.addTimeout(timeout, self._reactor)
         await connecting
         ack = protocol.ack

@@ -320,6 +320,8 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
 class IpcServer(Factory):
     """Shared state of all IPC connections of one target."""
 
+    noisy = False  # the service logs where it listens
+
     def __init__(
         self,
         supervisor: Supervisor,

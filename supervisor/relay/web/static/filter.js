@@ -1,0 +1,137 @@
+// Timeline filtering: the contract's log_event_filter_conditions applied locally to the
+// buffered rows with the relay's semantics, so the local view equals what the relay streams:
+// - target_ids: every row;
+// - severities, sequence_min, correlation_id, child_paths: events and logs;
+// - event_types and lifecycle_states: events only (the lifecycle an event implies);
+// - audit records and command results pass all contract conditions except target_ids.
+// Row kinds shown and free-text search are local-only additions.
+
+import { normalizeFilter } from './protocol.js';
+
+// Lifecycle state implied by an event type when the payload does not name one.
+export const EVENT_LIFECYCLE = Object.freeze({
+  child_started: 'starting',
+  child_running: 'running',
+  child_ready: 'running',
+  child_exited: 'stopped',
+  child_failed: 'failed',
+  child_restarting: 'restarting',
+  child_restarted: 'starting',
+  backoff_scheduled: 'restarting',
+  restart_intensity_exceeded: 'failed',
+  child_paused: 'paused',
+  child_resumed: 'running',
+  child_quarantined: 'quarantined',
+  child_removed: 'stopped',
+  child_added: 'starting',
+  supervisor_escalated: 'failed',
+  tree_stopped: 'stopped',
+});
+
+export function eventLifecycle(row) {
+  const payload = row.raw && row.raw.payload;
+  if (payload && typeof payload.lifecycle_state === 'string') return payload.lifecycle_state;
+  return EVENT_LIFECYCLE[row.type];
+}
+
+export const ROW_KINDS = ['event', 'log', 'audit', 'result'];
+
+// Local view filter: contract conditions + kinds shown + free text.
+export function makeViewFilter({ conditions = {}, kinds = ROW_KINDS, text = '' } = {}) {
+  const c = normalizeFilter(conditions);
+  return {
+    conditions: c,
+    targetIds: c.target_ids.length ? new Set(c.target_ids) : null,
+    childPaths: c.child_paths.length ? c.child_paths : null,
+    lifecycles: c.lifecycle_states.length ? new Set(c.lifecycle_states) : null,
+    eventTypes: c.event_types.length ? new Set(c.event_types) : null,
+    severities: c.severities.length ? new Set(c.severities) : null,
+    sequenceMin: c.sequence_min,
+    correlationId: c.correlation_id,
+    kinds: new Set(kinds),
+    text: String(text || '').trim().toLowerCase(),
+  };
+}
+
+// A path matches a child_paths entry when it is that node or below it.
+export function pathMatches(path, prefixes) {
+  if (!path) return false;
+  for (const raw of prefixes) {
+    const p = raw.length > 1 ? raw.replace(/\/+$/, '') : raw;
+    if (path === p || path.startsWith(`${p}/`)) return true;
+  }
+  return false;
+}
+
+// True when the row passes every non-empty condition that applies to its kind.
+export function matchRow(row, f) {
+  if (!f.kinds.has(row.kind)) return false;
+  if (f.targetIds && !f.targetIds.has(row.targetId)) return false;
+  if (row.kind === 'event' || row.kind === 'log') {
+    if (f.severities && !f.severities.has(row.severity)) return false;
+    if (f.sequenceMin !== null && (typeof row.sequence !== 'number' || row.sequence < f.sequenceMin)) return false;
+    if (f.correlationId && row.correlationId !== f.correlationId) return false;
+    if (f.childPaths && !pathMatches(row.path, f.childPaths)) return false;
+    if (row.kind === 'event') {
+      if (f.eventTypes && !f.eventTypes.has(row.type)) return false;
+      if (f.lifecycles && !f.lifecycles.has(eventLifecycle(row))) return false;
+    }
+  }
+  if (f.text) {
+    const hay = `${row.summary} ${row.detail} ${row.path || ''} ${row.correlationId || ''}`.toLowerCase();
+    if (!hay.includes(f.text)) return false;
+  }
+  return true;
+}
+
+// All buffered rows of every target, ascending by arrival id (k-way merge of sorted rings).
+export function allRows(store) {
+  const lists = [];
+  for (const t of store.targets.values()) {
+    for (const ring of [t.events, t.logs, t.audit, t.results]) {
+      if (ring.length) lists.push(ring.toArray());
+    }
+  }
+  if (lists.length === 1) return lists[0];
+  const out = [].concat(...lists);
+  out.sort((a, b) => a.id - b.id);
+  return out;
+}
+
+// The filtered, arrival-ordered rows the timeline shows; grows by appends between rebuilds.
+export class TimelineView {
+  constructor(store, filter = makeViewFilter()) {
+    this.store = store;
+    this.filter = filter;
+    this.rows = [];
+  }
+
+  setFilter(filter) {
+    this.filter = filter;
+    this.rebuild();
+  }
+
+  rebuild() {
+    const out = [];
+    for (const row of allRows(this.store)) {
+      if (matchRow(row, this.filter)) out.push(row);
+    }
+    this.rows = out;
+  }
+
+  // Applies one frame's worth of store changes; returns true when rows changed.
+  update(changes) {
+    let changed = false;
+    if (changes.evicted) {
+      this.rows = this.rows.filter((r) => !r.gone);
+      changed = true;
+    }
+    for (const row of changes.rows) {
+      if (!row.gone && matchRow(row, this.filter)) {
+        this.rows.push(row);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+}

@@ -1,0 +1,506 @@
+// Client-side model: per-target state applied from §3 messages, bounded row buffers
+// (events, logs, audit, command results) and bounded diagnostics. No DOM access.
+
+// Buffer caps. Oldest entries are evicted first; every row buffer is per target, so the
+// timeline holds at most targets × (events + logs + audit + results) rows (21,500 for one
+// target); evicted rows leave the timeline at the next frame.
+export const LIMITS = Object.freeze({
+  eventsPerTarget: 10000,
+  logsPerTarget: 10000,
+  auditPerTarget: 1000,
+  resultsPerTarget: 500,
+  diagnostics: 300,
+  nodeRecentEvents: 25,
+});
+
+// Fixed-capacity FIFO; push returns the evicted item (or undefined).
+export class Ring {
+  constructor(capacity) {
+    this.capacity = capacity;
+    this.items = new Array(capacity);
+    this.start = 0;
+    this.length = 0;
+  }
+
+  push(item) {
+    if (this.length < this.capacity) {
+      this.items[(this.start + this.length) % this.capacity] = item;
+      this.length += 1;
+      return undefined;
+    }
+    const evicted = this.items[this.start];
+    this.items[this.start] = item;
+    this.start = (this.start + 1) % this.capacity;
+    return evicted;
+  }
+
+  at(i) {
+    return i < 0 || i >= this.length ? undefined : this.items[(this.start + i) % this.capacity];
+  }
+
+  toArray() {
+    const out = new Array(this.length);
+    for (let i = 0; i < this.length; i += 1) out[i] = this.items[(this.start + i) % this.capacity];
+    return out;
+  }
+
+  clear() {
+    this.items = new Array(this.capacity);
+    this.start = 0;
+    this.length = 0;
+  }
+}
+
+const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
+const RESULT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
+
+function payloadSummary(payload) {
+  if (!payload || typeof payload !== 'object') return '';
+  const keys = ['reason', 'message', 'exit_code', 'delay_ms', 'phase', 'error'];
+  const parts = [];
+  for (const key of keys) {
+    if (payload[key] !== undefined && payload[key] !== null) {
+      const value = typeof payload[key] === 'object' ? JSON.stringify(payload[key]) : payload[key];
+      parts.push(`${key}=${value}`);
+    }
+  }
+  return parts.join(' ');
+}
+
+function newTarget(targetId) {
+  return {
+    targetId,
+    info: null, // target_list entry
+    connectionState: null,
+    displayName: targetId,
+    supportedCommands: [],
+    state: null, // last DashboardState without the event/log arrays
+    nodes: new Map(), // path -> Node
+    runtime: new Map(), // path -> RuntimeState
+    topologyVersion: 0,
+    stateGeneration: null,
+    events: new Ring(LIMITS.eventsPerTarget),
+    logs: new Ring(LIMITS.logsPerTarget),
+    audit: new Ring(LIMITS.auditPerTarget),
+    results: new Ring(LIMITS.resultsPerTarget),
+    eventSeqs: new Set(), // sequences held in `events`, for de-duplicating replays
+    logSeqs: new Set(),
+    lastEventSeq: 0,
+    droppedEvents: 0,
+    droppedLogs: 0,
+    failedCount: 0,
+    listed: false,
+  };
+}
+
+// Accumulated effects of applied messages, consumed once per animation frame.
+export function emptyChanges() {
+  return {
+    session: false,
+    targets: false,
+    topology: new Set(), // target ids whose topology was replaced
+    runtime: new Map(), // target id -> Set of paths whose runtime changed
+    rows: [], // new rows, ascending id
+    evicted: 0,
+    diagnostics: false,
+    results: [], // {kind:'result'|'refused', ...} for toasts
+  };
+}
+
+export class Store {
+  constructor({ now = () => new Date() } = {}) {
+    this.now = now;
+    this.session = {
+      sessionId: null, clientIdentity: null, principal: null,
+      filterMode: null, filter: null, filterVersion: null,
+    };
+    this.targets = new Map();
+    this.diagnostics = new Ring(LIMITS.diagnostics);
+    this.pending = new Map(); // command_id -> sent command message
+    this.nextRowId = 1;
+    this.eventTotal = 0;
+    this.changes = emptyChanges();
+  }
+
+  target(targetId) {
+    let entry = this.targets.get(targetId);
+    if (!entry) {
+      entry = newTarget(targetId);
+      this.targets.set(targetId, entry);
+    }
+    return entry;
+  }
+
+  listedTargets() {
+    return [...this.targets.values()].filter((t) => t.listed);
+  }
+
+  failedTotal() {
+    let n = 0;
+    for (const t of this.targets.values()) n += t.failedCount;
+    return n;
+  }
+
+  runtimeOf(targetId, path) {
+    const t = this.targets.get(targetId);
+    return t ? t.runtime.get(path) : undefined;
+  }
+
+  // Lifecycle of a node: its runtime row, else the topology summary (the root has no row).
+  lifecycleOf(targetId, path) {
+    const t = this.targets.get(targetId);
+    if (!t) return undefined;
+    const rt = t.runtime.get(path);
+    if (rt) return rt.lifecycle_state;
+    const node = t.nodes.get(path);
+    return node ? node.state_summary : undefined;
+  }
+
+  takeChanges() {
+    const c = this.changes;
+    this.changes = emptyChanges();
+    return c;
+  }
+
+  diag(level, code, message, targetId = null) {
+    this.diagnostics.push({ at: this.now().toISOString(), level, code, message, targetId });
+    this.changes.diagnostics = true;
+  }
+
+  // Records a command we sent, so its result or refusal can be matched.
+  trackCommand(msg) {
+    this.pending.set(msg.command_id, { ...msg, sentAt: this.now().toISOString() });
+    // Keep the pending map small: a relay that never answers must not grow it forever.
+    if (this.pending.size > 200) this.pending.delete(this.pending.keys().next().value);
+  }
+
+  apply(msg) {
+    const handler = HANDLERS[msg.type];
+    if (!handler) {
+      this.diag('warning', 'unsupported_message_type', `unknown message type ${msg.type}`);
+      return;
+    }
+    handler(this, msg);
+  }
+
+  _markRuntime(targetId, path) {
+    let set = this.changes.runtime.get(targetId);
+    if (!set) {
+      set = new Set();
+      this.changes.runtime.set(targetId, set);
+    }
+    set.add(path);
+  }
+
+  _pushRow(t, ringName, row) {
+    row.id = this.nextRowId;
+    this.nextRowId += 1;
+    const evicted = t[ringName].push(row);
+    if (evicted) {
+      evicted.gone = true;
+      if (ringName === 'events') t.eventSeqs.delete(evicted.sequence);
+      if (ringName === 'logs') t.logSeqs.delete(evicted.sequence);
+      this.changes.evicted += 1;
+    }
+    this.changes.rows.push(row);
+    return row;
+  }
+
+  addEvent(targetId, ev) {
+    const t = this.target(targetId);
+    if (t.eventSeqs.has(ev.sequence)) return null;
+    if (t.lastEventSeq && ev.sequence > t.lastEventSeq + 1) {
+      this.diag('info', 'sequence_gap', `events ${t.lastEventSeq + 1}–${ev.sequence - 1} not received`, targetId);
+    }
+    t.lastEventSeq = Math.max(t.lastEventSeq, ev.sequence);
+    t.eventSeqs.add(ev.sequence);
+    this.eventTotal += 1;
+    return this._pushRow(t, 'events', {
+      kind: 'event',
+      targetId,
+      sequence: ev.sequence,
+      severity: ev.severity,
+      type: ev.event_type,
+      path: ev.target_path ?? null,
+      correlationId: ev.correlation_id ?? null,
+      time: ev.occurred_at,
+      summary: `${ev.event_type} ${ev.target_path ?? ''}`.trim(),
+      detail: payloadSummary(ev.payload),
+      raw: ev,
+    });
+  }
+
+  addLog(targetId, log) {
+    const t = this.target(targetId);
+    if (t.logSeqs.has(log.sequence)) return null;
+    t.logSeqs.add(log.sequence);
+    const fields = log.fields || {};
+    return this._pushRow(t, 'logs', {
+      kind: 'log',
+      targetId,
+      sequence: log.sequence,
+      severity: log.severity,
+      type: 'log',
+      path: fields.child_path ?? null,
+      correlationId: log.correlation_id ?? null,
+      time: log.occurred_at,
+      summary: log.message,
+      detail: [fields.child_path, fields.stream && `stream=${fields.stream}`].filter(Boolean).join(' · '),
+      raw: log,
+    });
+  }
+
+  _applyRuntimeRows(t, rows) {
+    for (const row of rows || []) {
+      const before = t.runtime.get(row.child_path);
+      if (before && before.lifecycle_state === 'failed') t.failedCount -= 1;
+      if (row.lifecycle_state === 'failed') t.failedCount += 1;
+      t.runtime.set(row.child_path, row);
+      this._markRuntime(t.targetId, row.child_path);
+    }
+  }
+
+  _applyTopology(t, topology) {
+    t.nodes = new Map((topology.nodes || []).map((n) => [n.path, n]));
+    if (topology.root && !t.nodes.has(topology.root.path)) t.nodes.set(topology.root.path, topology.root);
+    t.topologyVersion += 1;
+    this.changes.topology.add(t.targetId);
+  }
+
+  _recountFailed(t) {
+    let n = 0;
+    for (const rt of t.runtime.values()) if (rt.lifecycle_state === 'failed') n += 1;
+    t.failedCount = n;
+  }
+
+  applyDelta(targetId, delta) {
+    const t = this.target(targetId);
+    if (!delta) return;
+    if (delta.topology) {
+      const { topology } = delta;
+      t.state = { ...(t.state || {}), topology };
+      this._applyTopology(t, topology);
+      // With a new topology, runtime_state lists every row: replace instead of merge.
+      if (delta.runtime_state) {
+        t.runtime = new Map();
+        this._applyRuntimeRows(t, delta.runtime_state);
+        this._recountFailed(t);
+      }
+    } else if (delta.runtime_state) {
+      this._applyRuntimeRows(t, delta.runtime_state);
+    }
+    if (typeof delta.state_generation === 'number') t.stateGeneration = delta.state_generation;
+    if (typeof delta.dropped_event_count === 'number') t.droppedEvents = delta.dropped_event_count;
+    if (typeof delta.dropped_log_count === 'number') t.droppedLogs = delta.dropped_log_count;
+    this.changes.targets = true;
+  }
+}
+
+const HANDLERS = {
+  server_hello(store, msg) {
+    Object.assign(store.session, {
+      sessionId: msg.session_id,
+      clientIdentity: msg.client_identity,
+      principal: msg.principal ?? store.session.principal,
+      filterMode: msg.log_event_filter_mode,
+      filter: msg.log_event_filter_conditions ?? null,
+      filterVersion: msg.filter_config_version ?? null,
+    });
+    store.changes.session = true;
+  },
+
+  target_list(store, msg) {
+    const seen = new Set();
+    for (const info of msg.targets || []) {
+      const t = store.target(info.target_id);
+      seen.add(info.target_id);
+      const previous = t.connectionState;
+      t.info = info;
+      t.listed = true;
+      t.displayName = info.display_name || info.target_id;
+      t.supportedCommands = (info.supported_commands || []).map((c) => c.name);
+      t.connectionState = info.connection_state;
+      if (previous !== info.connection_state && ['unavailable', 'expired'].includes(info.connection_state)) {
+        store.diag('warning', `target_${info.connection_state}`, `${t.displayName} is ${info.connection_state}`, t.targetId);
+      }
+    }
+    // Targets gone from the list stay visible as expired until the buffers are no longer needed.
+    for (const t of store.targets.values()) {
+      if (t.listed && !seen.has(t.targetId)) {
+        t.listed = false;
+        t.connectionState = 'expired';
+      }
+    }
+    store.changes.targets = true;
+  },
+
+  state(store, msg) {
+    const t = store.target(msg.target_id);
+    const st = msg.state || {};
+    const { recent_events: events = [], recent_logs: logs = [], ...rest } = st;
+    t.state = rest;
+    if (st.target) {
+      t.displayName = st.target.display_name || t.displayName;
+      if (st.target.connection_state) t.connectionState = st.target.connection_state;
+    }
+    if (st.topology) store._applyTopology(t, st.topology);
+    t.runtime = new Map();
+    store._applyRuntimeRows(t, st.runtime_state);
+    store._recountFailed(t);
+    t.stateGeneration = st.state_generation ?? null;
+    t.droppedEvents = st.dropped_event_count ?? t.droppedEvents;
+    t.droppedLogs = st.dropped_log_count ?? t.droppedLogs;
+    // A restarted target numbers its journal from 1 again: forget the old sequence index.
+    const maxSeq = events.reduce((m, e) => Math.max(m, e.sequence), 0);
+    if (maxSeq && maxSeq < t.lastEventSeq) {
+      t.eventSeqs.clear();
+      t.logSeqs.clear();
+      t.lastEventSeq = 0;
+      store.diag('info', 'journal_restarted', `${t.displayName}: event sequence restarted`, t.targetId);
+    }
+    // Replayed events and logs join the timeline in time order (RFC 3339 UTC strings with a
+    // fixed precision compare correctly as text); sequence breaks ties within a kind.
+    const replay = [
+      ...events.map((e) => ({ at: e.occurred_at || '', seq: e.sequence, add: () => store.addEvent(t.targetId, e) })),
+      ...logs.map((l) => ({ at: l.occurred_at || '', seq: l.sequence, add: () => store.addLog(t.targetId, l) })),
+    ];
+    replay.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.seq - b.seq));
+    for (const item of replay) item.add();
+    store.changes.targets = true;
+  },
+
+  event(store, msg) {
+    store.addEvent(msg.target_id, msg.event);
+    store.changes.targets = true;
+  },
+
+  log(store, msg) {
+    store.addLog(msg.target_id, msg.log);
+  },
+
+  state_delta(store, msg) {
+    store.applyDelta(msg.target_id, msg.delta);
+  },
+
+  dropped_count(store, msg) {
+    const t = store.target(msg.target_id);
+    t.droppedEvents = msg.dropped_event_count;
+    t.droppedLogs = msg.dropped_log_count;
+    store.changes.targets = true;
+  },
+
+  connection_state(store, msg) {
+    const t = store.target(msg.target_id);
+    const previous = t.connectionState;
+    t.connectionState = msg.state;
+    if (previous !== msg.state && ['unavailable', 'expired', 'reconnecting'].includes(msg.state)) {
+      store.diag(msg.state === 'reconnecting' ? 'info' : 'warning', `target_${msg.state}`,
+        `${t.displayName} is ${msg.state}`, t.targetId);
+    }
+    store.changes.targets = true;
+  },
+
+  command_result(store, msg) {
+    const result = msg.result || {};
+    const sent = store.pending.get(result.command_id);
+    store.pending.delete(result.command_id);
+    const t = store.target(msg.target_id);
+    if (result.state_delta) store.applyDelta(msg.target_id, result.state_delta);
+    if (result.requested_by && sent) store.session.principal = result.requested_by;
+    const command = sent ? sent.command : null;
+    const path = sent ? sent.target.child_path : null;
+    const row = store._pushRow(t, 'results', {
+      kind: 'result',
+      targetId: msg.target_id,
+      sequence: null,
+      severity: RESULT_SEVERITY[result.status] || 'info',
+      type: command || 'command_result',
+      path,
+      correlationId: result.correlation_id ?? result.command_id ?? null,
+      time: result.completed_at,
+      summary: `${command || 'command'} ${path || ''} → ${result.status}`.replace(/\s+/g, ' '),
+      detail: result.error ? `${result.error.code}: ${result.error.message}` : '',
+      raw: result,
+    });
+    if (result.error) {
+      store.diag('warning', result.error.code, `${command || result.command_id}: ${result.error.message}`, msg.target_id);
+    }
+    store.changes.results.push({ kind: 'result', result, sent, row });
+  },
+
+  audit_event(store, msg) {
+    const a = msg.audit || {};
+    const t = store.target(msg.target_id);
+    if (a.identity && a.identity.client_identity === store.session.clientIdentity && a.identity.principal) {
+      store.session.principal = a.identity.principal;
+      store.changes.session = true;
+    }
+    const path = a.target ? a.target.child_path ?? null : null;
+    store._pushRow(t, 'audit', {
+      kind: 'audit',
+      targetId: msg.target_id,
+      sequence: null,
+      severity: AUDIT_SEVERITY[a.result] || 'info',
+      type: a.command,
+      path,
+      correlationId: a.command_id ?? null,
+      time: a.occurred_at,
+      summary: `${a.command} ${path || ''} → ${a.result}`.replace(/\s+/g, ' '),
+      detail: `${a.identity ? a.identity.principal : ''}: ${a.reason || ''}${a.detail ? ` (${a.detail})` : ''}`,
+      raw: a,
+    });
+  },
+
+  error(store, msg) {
+    const err = msg.error || {};
+    // A refused command has no command_id in the error; match the newest pending one of the target.
+    let sent = null;
+    if (String(err.stage || '').startsWith('command') || COMMAND_REFUSALS.has(err.code)) {
+      for (const [id, cmd] of [...store.pending.entries()].reverse()) {
+        if (!err.target_id || cmd.target_id === err.target_id) {
+          sent = cmd;
+          store.pending.delete(id);
+          break;
+        }
+      }
+    }
+    store.diag('error', err.code || 'error', err.message || '', err.target_id ?? null);
+    if (sent) {
+      const t = store.target(sent.target_id);
+      const row = store._pushRow(t, 'results', {
+        kind: 'result',
+        targetId: sent.target_id,
+        sequence: null,
+        severity: 'error',
+        type: sent.command,
+        path: sent.target.child_path,
+        correlationId: sent.command_id,
+        time: store.now().toISOString(),
+        summary: `${sent.command} ${sent.target.child_path || ''} → refused`.replace(/\s+/g, ' '),
+        detail: `${err.code}: ${err.message}`,
+        raw: err,
+      });
+      store.changes.results.push({ kind: 'refused', error: err, sent, row });
+    } else {
+      store.changes.results.push({ kind: 'error', error: err, sent: null, row: null });
+    }
+  },
+};
+
+// Error codes the relay uses to refuse a command (§4).
+export const COMMAND_REFUSALS = new Set([
+  'session_not_established', 'target_not_bound', 'target_unavailable', 'unsupported_command',
+  'requested_by_override', 'empty_reason', 'confirmation_required', 'command_not_permitted',
+]);
+
+// Recent events of one node, newest first, from the target's event buffer.
+export function nodeEvents(store, targetId, path, limit = LIMITS.nodeRecentEvents) {
+  const t = store.targets.get(targetId);
+  if (!t) return [];
+  const out = [];
+  for (let i = t.events.length - 1; i >= 0 && out.length < limit; i -= 1) {
+    const row = t.events.at(i);
+    if (row.path === path) out.push(row);
+  }
+  return out;
+}
