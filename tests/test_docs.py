@@ -8,7 +8,7 @@ import re
 import attrs
 import pytest
 
-from supervisor.config import target
+from supervisor.config import relay, target
 from supervisor.tree.spec import Observability, Policy, ShutdownPolicy
 
 DOC = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
@@ -16,7 +16,7 @@ DOC = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.
 
 def table(heading: str) -> dict[str, str]:
     """``{key: default}`` from the table under ``### heading``."""
-    section = DOC.split(f"### `{heading}`", 1)[1].split("\n#", 1)[0]
+    section = DOC.split("## Relay", 1)[0].split(f"### `{heading}`", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]*) \|", section, re.M)
     return {key: default.strip() for key, default in rows}
 
@@ -44,3 +44,43 @@ def test_documented_defaults_match_the_models(heading, model):
     documented = table(heading)
     for field in attrs.fields(model):
         assert documented[field.name] == str(field.default).lower(), field.name
+
+
+RELAY_SECTIONS = {
+    "listen": {"bind", "public_url"},
+    "tls": {f.name for f in attrs.fields(relay.TLSConfig)},
+    "trusted_proxy": {f.name for f in attrs.fields(relay.TrustedProxyConfig)},
+    "registration": {f.name for f in attrs.fields(relay.RegistrationConfig)},
+    "authorization": {f.name for f in attrs.fields(relay.AuthorizationConfig)},
+    "audit": {f.name for f in attrs.fields(relay.AuditConfig)},
+    "limits": {f.name for f in attrs.fields(relay.LimitsConfig)},
+    "timeouts": {f.name for f in attrs.fields(relay.TimeoutsConfig)},
+}
+
+
+def relay_table(heading: str) -> dict[str, str]:
+    section = DOC.split("## Relay", 1)[1].split(f"### `{heading}`", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]*) \|", section, re.M)
+    return {key: default.strip() for key, default in rows}
+
+
+@pytest.mark.parametrize("heading", sorted(RELAY_SECTIONS))
+def test_every_relay_key_is_documented(heading):
+    assert set(relay_table(heading)) == RELAY_SECTIONS[heading]
+
+
+@pytest.mark.parametrize("heading, model", [("limits", relay.LimitsConfig), ("timeouts", relay.TimeoutsConfig)])
+def test_documented_relay_defaults_match_the_models(heading, model):
+    documented = relay_table(heading)
+    for field in attrs.fields(model):
+        assert documented[field.name] == str(field.default), field.name
+
+
+def test_documented_relay_sections_are_the_ones_the_loader_accepts():
+    with pytest.raises(relay.ConfigError, match="unknown key"):
+        relay.parse_relay_config({"bogus": {}}, "/tmp")
+    for heading in RELAY_SECTIONS:
+        try:
+            relay.parse_relay_config({heading: {}}, "/tmp")
+        except relay.ConfigError as e:
+            assert "unknown key" not in str(e), heading

@@ -95,3 +95,13 @@ def test_the_demo_config_loads_and_shows_held_children():
 def test_yaml_integers_for_permissions_are_read_as_octal():
     text = "ipc: {enabled: true, target_id: t, path: /tmp/x.sock, permissions: 0640}"
     assert parse_target_config(yaml.safe_load(text), "/tmp").ipc.permissions == 0o640
+
+
+def test_the_production_configs_load():
+    from supervisor.config.relay import load_relay_config
+
+    relay = load_relay_config(str(ROOT / "etc" / "production-relay.yaml"))
+    target = load_target_config(str(ROOT / "etc" / "production-target.yaml"))
+    assert relay.listen.host == "0.0.0.0" and relay.registration.listen_path.startswith("/run/supervisor/")
+    assert target.ipc.path.startswith(relay.registration.allowed_ipc_path_prefixes[0] + "/")
+    assert target.ipc.registration.relay_registration_path == relay.registration.listen_path
