@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor import ChildKind, ChildSpec, Policy, Strategy, SupervisorSpec
+from supervisor import ChildKind, ChildSpec, Policy, SupervisorSpec
 from supervisor.testing import ManualTask, TreeHarness
 
 FAST = Policy(initial_backoff_ms=10, max_backoff_ms=100, jitter_ratio=0.0)

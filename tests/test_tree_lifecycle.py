@@ -7,7 +7,7 @@ import pathlib
 
 from twisted.internet import defer
 
-from supervisor import ChildKind, ChildSpec, Policy, ShutdownPolicy, Strategy, SupervisorSpec
+from supervisor import ChildKind, ChildSpec, Policy, ShutdownPolicy, SupervisorSpec
 from supervisor.testing import ManualTask, TreeHarness
 from supervisor.tree.lifecycle import TRANSITIONS, IllegalTransition, Lifecycle, check_transition
 

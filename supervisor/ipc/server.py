@@ -136,10 +136,10 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
     def _internal_error(self, failure: Failure) -> None:
         self._log.failure("IPC request handling failed", failure)
         self._send_error(
-            INVALID_REQUEST_ID, _error("internal_error", "request", "internal error"), flush=True
+            INVALID_REQUEST_ID, _error("internal_error", "request", "internal error")
         )
 
-    def _send_error(self, request_id: str, error: WireError, flush: bool = False) -> None:
+    def _send_error(self, request_id: str, error: WireError) -> None:
         self._respond({"request_id": request_id, "ok": False, "error": error.to_json()})
 
     def _respond(self, obj: dict[str, Any]) -> None:

@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 L = Lifecycle
 ROOT_PATH = "/root"
 
+
+def child_id_of(path: str) -> str | None:
+    """The last component of a path; the root has none."""
+    return None if path == ROOT_PATH else path.rsplit("/", 1)[-1]
+
 #: States a caller waiting for a (re)start to settle is waiting for.
 SETTLED = frozenset({L.RUNNING, L.FAILED, L.COMPLETED, L.STOPPED, L.PAUSED, L.QUARANTINED})
 
@@ -415,7 +420,7 @@ class SupervisorNode:
             return
         if failed and self.failures.record(now):
             limit, window = self.policy.supervisor_failure_limit, self.policy.supervisor_failure_window_ms
-            self.update(child, last_policy_decision=f"supervisor failure limit exceeded: escalate")
+            self.update(child, last_policy_decision="supervisor failure limit exceeded: escalate")
             self.tree.emit(
                 "restart_intensity_exceeded",
                 self.path,
@@ -476,9 +481,8 @@ class SupervisorNode:
         if self.escalated:
             return
         self.escalated = True
-        child_id = None if self.path == ROOT_PATH else self.path.rsplit("/", 1)[-1]
         self.tree.emit(
-            "supervisor_escalated", self.path, child_id, self.tree.new_correlation(),
+            "supervisor_escalated", self.path, child_id_of(self.path), self.tree.new_correlation(),
             {"reason": reason},
         )
         self._log.error("supervisor {path} escalated: {reason}", path=self.path, reason=reason)

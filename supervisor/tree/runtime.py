@@ -21,8 +21,8 @@ from zope.interface import provider
 
 from supervisor.tree.journal import EventRecord, LogRecord, Ring, event_severity
 from supervisor.tree.lifecycle import IllegalTransition, Lifecycle
-from supervisor.tree.node import ROOT_PATH, ChildRuntime, SupervisorNode
-from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
+from supervisor.tree.node import ROOT_PATH, ChildRuntime, SupervisorNode, child_id_of
+from supervisor.tree.spec import ChildSpec, SupervisorSpec
 from supervisor.tree.state import dashboard_state, runtime_row, topology, walk
 from supervisor.wire.commands import COMMANDS
 from supervisor.wire.errors import WireError
@@ -412,7 +412,7 @@ class Supervisor(Service):
         audit = self.tree.observability.audit_enabled
         if audit:
             self.tree.emit(
-                "command_received", path, _child_id(path), request.command_id,
+                "command_received", path, child_id_of(path), request.command_id,
                 {"command": request.command, "requested_by": request.requested_by, "reason": request.reason},
             )
         try:
@@ -428,7 +428,7 @@ class Supervisor(Service):
             outcome = CommandOutcome(request.command_id, "failed", error, (e.path,))
         if audit:
             self.tree.emit(
-                "command_completed", path, _child_id(path), request.command_id,
+                "command_completed", path, child_id_of(path), request.command_id,
                 {
                     "command": request.command,
                     "status": outcome.status,
@@ -507,10 +507,6 @@ class Supervisor(Service):
         return self.execute(request)
 
 
-def _child_id(path: str) -> str | None:
-    return None if path == ROOT_PATH else path.rsplit("/", 1)[-1]
-
-
 def _flatten(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     flat = []
     for report in reports:
@@ -519,4 +515,4 @@ def _flatten(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
-__all__ = ["Supervisor", "CommandRequest", "CommandOutcome", "ChildKind", "RECORDED_KEY", "severity_of"]
+__all__ = ["CommandOutcome", "CommandRequest", "RECORDED_KEY", "Supervisor", "severity_of"]

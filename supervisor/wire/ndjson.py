@@ -43,7 +43,7 @@ def decode(line: bytes, stage: str = "protocol_parse") -> Any:
         text = line.decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}")
+        raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}") from None
 
 
 def _reject_constant(name: str) -> Any:
