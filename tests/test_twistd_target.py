@@ -102,3 +102,15 @@ def test_check_validates_without_starting(workdir):
                             cwd=workdir, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok"
     assert not (workdir / "t.sock").exists()
+
+
+def test_an_unusable_ipc_path_stops_start_up_with_a_clear_message(workdir):
+    config = write_config(workdir)
+    (workdir / "t.sock").write_text("not a socket")
+    result = subprocess.run([TWISTD, "-n", "supervisor-target", "--config", str(config)],
+                            cwd=workdir, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"cannot listen on {workdir}/t.sock" in output and "not a socket" in output
+    assert "Traceback" not in output
+    assert (workdir / "t.sock").read_text() == "not a socket"

@@ -30,19 +30,31 @@ class IpcService(Service):
         self._inode: int | None = None
         self.failure: str | None = None
 
-    def startService(self) -> None:
-        Service.startService(self)
+    def _listen(self) -> None:
         config = self.server.config
         assert config.path is not None
-        try:
-            prepare_socket_path(config.path, config.bind_mode)
-            self._port = listen_unix(self._reactor, config.path, self.server, config.permissions)
-        except (SocketPathRefused, OSError) as e:
-            self.failure = f"cannot listen on {config.path}: {e}"
-            self._log.critical("IPC disabled: {failure}", failure=self.failure)
-            return
+        prepare_socket_path(config.path, config.bind_mode)
+        self._port = listen_unix(self._reactor, config.path, self.server, config.permissions)
         self._inode = os.lstat(config.path).st_ino
         self._log.info("dashboard IPC listening on {path}", path=config.path)
+
+    def privilegedStartService(self) -> None:
+        """Under twistd: a socket path we may not use ends start-up with a clear message."""
+        Service.privilegedStartService(self)
+        try:
+            self._listen()
+        except (SocketPathRefused, OSError) as e:
+            raise SystemExit(f"cannot listen on {self.server.config.path}: {e}") from None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self._port is None:
+            try:
+                self._listen()
+            except (SocketPathRefused, OSError) as e:
+                self.failure = f"cannot listen on {self.server.config.path}: {e}"
+                self._log.critical("IPC disabled: {failure}", failure=self.failure)
+                return
         if self._heartbeat is not None:
             self._heartbeat.begin()
 
