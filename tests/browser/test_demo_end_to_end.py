@@ -10,36 +10,22 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 from playwright.sync_api import Page, expect
 
-from conftest import OPERATOR, ROOT, TWISTD, Proc, free_port, new_page, port_open, wait_for
-
-ETC = ROOT / "etc"
+from conftest import OPERATOR, ROOT, TWISTD, Proc, new_page, port_open, wait_for
+from tests.demo_configs import write_demo_configs
 README_SCREENSHOT = ROOT / "docs" / "images" / "dashboard.png"
 
 
 class DemoStack:
-    """The demo relay and target, their YAML rewritten only where paths and ports live."""
+    """The demo relay and target as twistd subprocesses."""
 
     def __init__(self, run_dir: Path, certs) -> None:
-        self.port = free_port()
+        relay_config, target_config, self.port = write_demo_configs(run_dir, certs)
         self.origin = f"https://localhost:{self.port}"
-        relay = yaml.safe_load((ETC / "demo-relay.yaml").read_text())
-        relay["listen"] = {"bind": f"127.0.0.1:{self.port}", "public_url": f"wss://localhost:{self.port}/supervisor"}
-        relay["tls"] = {"certificate_path": certs.relay_cert, "private_key_path": certs.relay_key,
-                        "client_ca_path": certs.ca_cert}
-        relay["registration"]["listen_path"] = str(run_dir / "relay-registration.sock")
-        relay["registration"]["allowed_ipc_path_prefixes"] = [f"{run_dir}/"]
-        relay["audit"]["path"] = str(run_dir / "audit.sqlite3")
-        target = yaml.safe_load((ETC / "demo-target.yaml").read_text())
-        target["ipc"]["path"] = str(run_dir / "payments-worker-a.sock")
-        target["ipc"]["registration"]["relay_registration_path"] = relay["registration"]["listen_path"]
-        (run_dir / "relay.yaml").write_text(yaml.safe_dump(relay))
-        (run_dir / "target.yaml").write_text(yaml.safe_dump(target))
-        self.ipc_path = Path(target["ipc"]["path"])
-        self.relay = Proc("relay", [TWISTD, "-n", "supervisor-relay", "--config", str(run_dir / "relay.yaml")], run_dir)
-        self.target = Proc("target", [TWISTD, "-n", "supervisor-target", "--config", str(run_dir / "target.yaml")], run_dir)
+        self.ipc_path = run_dir / "payments-worker-a.sock"
+        self.relay = Proc("relay", [TWISTD, "-n", "supervisor-relay", "--config", str(relay_config)], run_dir)
+        self.target = Proc("target", [TWISTD, "-n", "supervisor-target", "--config", str(target_config)], run_dir)
 
     def start(self) -> None:
         self.relay.start()
