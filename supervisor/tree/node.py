@@ -464,7 +464,16 @@ class SupervisorNode:
         def after_stop(_: object) -> None:
             if self.stopping_all or self.tree.shutting_down:
                 return
-            child.restart_call = self.tree.clock.callLater(delay, self._restart_now, group)
+            if delay > 0:
+                child.restart_call = self.tree.clock.callLater(delay, self._restart_now, group)
+                return
+
+            # With no backoff, still let one reactor turn pass: the I/O that reports the exit
+            # (IPC pushes to dashboards) goes out before the new process is spawned.
+            def next_turn() -> None:
+                child.restart_call = self.tree.clock.callLater(0, self._restart_now, group)
+
+            child.restart_call = self.tree.clock.callLater(0, next_turn)
 
         stopped.addCallback(after_stop)
 
