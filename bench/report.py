@@ -1,0 +1,173 @@
+"""Aggregate this run's bench/results/*.json into latest.json and a Markdown table latest.md.
+
+"This run" = result files written within BENCH_RUN_WINDOW_HOURS (default 6) of the newest one;
+older files are listed as stale and left out. Side-by-side benchmarks (bench_peer_*.py) carry
+``rows``: one metric each with a value for ours, every peer and, where measured, the floor.
+Ratios are ours/peer (for every metric here lower is better, so < 1 means we are ahead).
+Where ours is more than 5 % worse than a peer, the table says BEHIND; unmet targets say NOT MET.
+
+Prints one JSON object (the summary) like every benchmark script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+RESULTS = pathlib.Path(os.environ.get("BENCH_RESULTS_DIR") or pathlib.Path(__file__).parent / "results")
+PEERS = ("supervisord", "circus", "procmon")
+WINDOW = float(os.environ.get("BENCH_RUN_WINDOW_HOURS", 6)) * 3600
+TOLERANCE = 1.05
+
+#: Why we are behind, per metric prefix; shown in the closing note only when we are behind there.
+#: Evidence and profile numbers: the report in bench/peers/NOTES.md.
+CAUSES = {
+    "crash→restart": "Each start execs /usr/bin/setsid before the child (ProcessRunner.start): "
+                     "measured +1.2 ms from spawn to first output (7.7 vs 6.5 ms), i.e. nearly all "
+                     "of our ~1.3 ms above the floor; procmon spawns the child directly (≈ floor).",
+    "restart overhead": "See crash→restart: the setsid exec.",
+    "supervisor CPU": "Twisted's posix_spawn path lists /dev/fd and fcntl()s every open fd on each "
+                      "spawn (~0.9–1.0 ms per spawnProcess in a daemon with 20–100 children), plus "
+                      "~6 journal events and state deltas per restart.",
+    "status": "The reply is the full DashboardState (~42 KB for 20 children: recent_events 23 KB, "
+              "topology 9 KB, recent_logs 5 KB, rows 5 KB), rebuilt (0.16 ms) and JSON-encoded "
+              "(0.3 ms) on every call, then decoded by the client; supervisord's and circus's "
+              "replies are flat lists.",
+    "event delivery": "The child_exited push is written in the same reactor turn that schedules "
+                      "the restart (callLater(0)); the restart's spawnProcess runs before the "
+                      "reactor flushes the IPC socket, so each event waits for a spawn: in-process "
+                      "3.8 ms → 1.8 ms p50 when the restart is deferred one more reactor turn.",
+    "daemon RSS": "Importing the reactor with pyOpenSSL installed (twisted[tls], needed by the "
+                  "relay) loads OpenSSL + cryptography via twisted.internet._newtls: +12.6 MB "
+                  "(reactor import 35.0 MB here vs 22.4 MB in procmon's venv); twistd's plugin "
+                  "scan +3 MB, our modules +4 MB. Per-child state is small.",
+    "RSS per additional child": "procmon keeps only a protocol per child; we keep runtime rows, "
+                                "journal entries and a protocol (still ≤ 20 KiB).",
+    "idle CPU": "The heartbeat LoopingCall wakes every heartbeat_interval_ms.",
+    "start": "launch → first child: interpreter start plus imports (twisted + TLS stack, yaml, "
+             "attrs, ours; ~350 ms vs ~190 ms for circus/procmon). first → last child: the 100 "
+             "children's own start-up on 2 cores, the same for everyone (the bare Popen floor "
+             "is ~950 ms), so a 2× lead over the best peer is not reachable on this measure.",
+}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dict) and "unavailable" in value:
+        return "n/a"
+    if isinstance(value, (int, float)):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def ratio(ours: Any, peer: Any) -> float | None:
+    if isinstance(ours, (int, float)) and isinstance(peer, (int, float)) and peer > 0:
+        return ours / peer
+    return None
+
+
+def load() -> tuple[list[dict[str, Any]], list[str]]:
+    files = [p for p in RESULTS.glob("*.json") if not p.name.startswith("latest")]
+    if not files:
+        return [], []
+    newest = max(p.stat().st_mtime for p in files)
+    current, stale = [], []
+    for path in sorted(files):
+        if path.stat().st_mtime < newest - WINDOW:
+            stale.append(path.name)
+            continue
+        try:
+            current.append(json.loads(path.read_text()))
+        except ValueError:
+            stale.append(path.name + " (unreadable)")
+    return current, stale
+
+
+def table(results: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    lines = [
+        "| metric | floor | ours | " + " | ".join(PEERS) + " | " + " | ".join(f"ours/{p}" for p in PEERS)
+        + " | target | verdict |",
+        "|" + "---|" * (3 + 2 * len(PEERS) + 2),
+    ]
+    summary: list[dict[str, Any]] = []
+    unavailable: list[str] = []
+    behind_metrics: list[str] = []
+    for result in results:
+        for r in result.get("rows", []):
+            values = r["values"]
+            ours = values.get("ours")
+            ratios = {p: ratio(ours, values.get(p)) for p in PEERS}
+            behind = [p for p, q in ratios.items() if q is not None and r["compare"] and q > TOLERANCE
+                      and isinstance(values.get(p), (int, float)) and values.get(p) > 0]
+            verdict = []
+            if r.get("target_met") is False:
+                verdict.append("**NOT MET**")
+            elif r.get("target_met") is True:
+                verdict.append("met")
+            if behind:
+                verdict.append("**BEHIND " + ", ".join(f"{p} ({ratios[p]:.2f}×)" for p in behind) + "**")
+                behind_metrics.append(r["metric"])
+            for p, v in values.items():
+                if isinstance(v, dict) and "unavailable" in v:
+                    unavailable.append(f"{result['benchmark']} — {p}: {v['unavailable']}")
+            lines.append(
+                f"| {r['metric']} | {fmt(values.get('floor'))} | {fmt(ours)} | "
+                + " | ".join(fmt(values.get(p)) for p in PEERS) + " | "
+                + " | ".join(f"{q:.3g}" if q is not None else "—" for q in ratios.values())
+                + f" | {r.get('target') or ''} | {'; '.join(verdict) or 'ok'} |"
+            )
+            summary.append({"benchmark": result["benchmark"], "metric": r["metric"], "values": values,
+                            "ratios_ours_over_peer": {p: (round(q, 3) if q is not None else None)
+                                                      for p, q in ratios.items()},
+                            "target": r.get("target"), "target_met": r.get("target_met"),
+                            "behind": behind})
+    notes = []
+    for prefix, cause in CAUSES.items():
+        if any(m.startswith(prefix) for m in behind_metrics) or any(
+            s["metric"].startswith(prefix) and s["target_met"] is False for s in summary
+        ):
+            notes.append(f"- **{prefix}**: {cause}")
+    return lines, summary, [*notes, *(["", "Unavailable:"] + [f"- {u}" for u in dict.fromkeys(unavailable)]
+                                    if unavailable else [])]
+
+
+def main() -> None:
+    results, stale = load()
+    peer_results = [r for r in results if r.get("rows")]
+    own = [r for r in results if not r.get("rows")]
+    lines, summary, notes = table(peer_results)
+    md = ["# Benchmarks: ours beside supervisord, circus and twisted.runner.procmon", ""]
+    if peer_results:
+        first = peer_results[0]
+        md.append(f"Python {first.get('python')}, {first.get('cpus')} CPUs, one run on one machine. "
+                  "Lower is better everywhere; ratio = ours/peer (< 1: we are ahead). "
+                  f"BEHIND = ours more than {round((TOLERANCE - 1) * 100)} % worse than that peer.")
+        md.append("")
+        md += lines
+        md += ["", "Why we are behind where we are:" if notes else "We are not behind on any metric.", *notes]
+    else:
+        md.append("No side-by-side results in this run (run bench/bench_peer_*.py first).")
+    if own:
+        md += ["", "Internal benchmarks in this run: " + ", ".join(sorted(r["benchmark"] for r in own)) + "."]
+    if stale:
+        md += ["", "Left out as stale (not from this run): " + ", ".join(stale) + "."]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
+    latest = {"generated_at": time.time(), "results": results, "summary": summary, "stale": stale}
+    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=1, sort_keys=True) + "\n")
+    print(json.dumps({"benchmark": "report", "metrics": len(summary),
+                      "behind": sorted({m["metric"] for m in summary if m["behind"]}),
+                      "targets_not_met": sorted({m["metric"] for m in summary if m["target_met"] is False}),
+                      "written": [str(RESULTS / "latest.json"), str(RESULTS / "latest.md")]},
+                     ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

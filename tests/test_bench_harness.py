@@ -1,0 +1,126 @@
+"""The side-by-side benchmark harness runs: one tiny trial of each bench/bench_peer_*.py.
+
+Times are never asserted; each benchmark must exit 0, print one JSON object, and produce
+positive numbers for ours, the floor and every peer that has the feature (a peer without it
+must say why in ``unavailable``). Peer virtualenvs are built under bench/.peers/ on first use
+and reused after that (keyed by a hash of their pinned requirements).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = {
+    "BENCH_TRIALS": "1",
+    "BENCH_CRASHES": "3",
+    "BENCH_WARMUP": "1",
+    "BENCH_SLOW_TRIALS": "1",
+    "BENCH_STATUS_QUERIES": "5",
+    "BENCH_STATUS_CHILDREN": "2,3",
+    "BENCH_START_CHILDREN": "3",
+    "BENCH_IDLE_SECONDS": "0.3",
+    "BENCH_IDLE_SETTLE": "0.1",
+    "BENCH_IDLE_CHILDREN": "1,3",
+    "BENCH_EVENTS": "2",
+    "BENCH_EVENT_CHILDREN": "2",
+}
+PEERS = ("ours", "supervisord", "circus", "procmon")
+#: peers that lack a feature, by benchmark
+WITHOUT = {"peer_status": {"procmon"}, "peer_events": {"procmon"}}
+
+
+def run_bench(script: str, results: pathlib.Path) -> dict:
+    env = {**os.environ, **TINY, "BENCH_RESULTS_DIR": str(results)}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stdout
+    result = json.loads(lines[0])
+    assert (results / f"{result['benchmark']}.json").exists()
+    return result
+
+
+def numbers(node: object, path: str = "") -> list[tuple[str, float]]:
+    if isinstance(node, dict):
+        return [n for k, v in node.items() for n in numbers(v, f"{path}.{k}")]
+    if isinstance(node, list):
+        return [n for i, v in enumerate(node) for n in numbers(v, f"{path}[{i}]")]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return [(path, node)]
+    return []
+
+
+def check(result: dict, expected: tuple[str, ...], keys: tuple[str, ...]) -> None:
+    results = result["results"]
+    for name in expected:
+        entry = results[name]
+        if name in WITHOUT.get(result["benchmark"], ()):
+            assert "unavailable" in entry, entry
+            continue
+        assert "unavailable" not in json.dumps(entry), (name, entry)
+        found = dict(numbers(entry))
+        for key in keys:
+            matching = [v for p, v in found.items() if p.endswith("." + key)]
+            assert matching, (name, key, entry)
+            for v in matching:
+                if "cpu" in key:
+                    assert v >= 0, (name, key, v)
+                else:
+                    assert v > 0, (name, key, v)
+    assert result["rows"], result
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("bench-results")
+
+
+def test_restart(results):
+    result = run_bench("bench_peer_restart.py", results)
+    check(result, ("floor", *PEERS), ("p50_ms", "p99_ms", "cpu_percent", "cpu_ms_per_restart"))
+
+
+def test_status(results):
+    result = run_bench("bench_peer_status.py", results)
+    check(result, PEERS, ("p50_ms", "p99_ms"))
+
+
+def test_start(results):
+    result = run_bench("bench_peer_start.py", results)
+    check(result, ("floor", *PEERS), ("all_running_ms", "first_child_ms", "spawn_spread_ms"))
+
+
+def test_idle(results):
+    result = run_bench("bench_peer_idle.py", results)
+    check(result, PEERS, ("rss_kib", "idle_cpu_percent"))
+
+
+def test_events(results):
+    result = run_bench("bench_peer_events.py", results)
+    check(result, PEERS, ("p50_ms", "p99_ms"))
+
+
+def test_report_aggregates_this_run(tmp_path):
+    rows = [{"metric": "status, 20 children, p50 (ms)", "values": {"ours": 2.0, "supervisord": 1.0},
+             "target": "≤ 1 ms", "target_met": False, "lower_is_better": True, "compare": True}]
+    for name in ("peer_restart", "peer_status"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"benchmark": name, "rows": rows}))
+    results = tmp_path
+    env = {**os.environ, "BENCH_RESULTS_DIR": str(results)}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "report.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["metrics"] > 0
+    latest = json.loads((results / "latest.json").read_text())
+    assert {r["benchmark"] for r in latest["results"]} >= {"peer_restart", "peer_status"}
+    table = (results / "latest.md").read_text()
+    assert "| metric |" in table and "ours/supervisord" in table
+    assert "**BEHIND supervisord (2.00×)**" in table and "**NOT MET**" in table
