@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench venv browser clean
+.PHONY: demo test bench fuzz soak venv browser clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,14 @@ bench: venv browser
 	@rm -f bench/results/*.json
 	@for b in bench/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 	@if [ -f bench/report.py ]; then $(PY) bench/report.py; fi
+
+# Longer hypothesis runs against every listener (IPC, registration, wss).
+fuzz: venv
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q -s tests/reliability/test_rel_fuzz.py tests/test_ipc_fuzz.py
+
+# 50 targets, 20 sessions, a command per second; SOAK_MINUTES (default 10) sets the duration.
+soak: venv
+	$(PY) bench/soak.py --minutes $${SOAK_MINUTES:-10}
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .local test-output

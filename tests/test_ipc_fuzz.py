@@ -4,6 +4,7 @@ or a clean close, and the server keeps serving."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,7 @@ from supervisor.testing import ManualTask, TreeHarness
 from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
 
 ERROR_KEYS = {"code", "stage", "target_id", "message", "retryable"}
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 300))  # `make fuzz` runs many more
 
 
 class SocketBackedTransport(StringTransport):
@@ -74,7 +76,7 @@ requests = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=600))
 def test_random_bytes_never_crash_the_parser(data):
     harness, protocol, transport = make_connection()
@@ -83,7 +85,7 @@ def test_random_bytes_never_crash_the_parser(data):
     check_replies(transport, data.count(b"\n") + 1)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(requests, min_size=1, max_size=4))
 def test_random_json_requests_each_get_exactly_one_reply(batch):
     harness, protocol, transport = make_connection()

@@ -124,7 +124,9 @@ class TimeoutsConfig:
     registration_read_seconds: float = 5.0
     ipc_connect_seconds: float = 5.0
     ipc_request_seconds: float = 10.0
+    ipc_keepalive_seconds: float = 15.0
     http_idle_seconds: float = 30.0
+    http_request_headers_seconds: float = 10.0
     websocket_open_handshake_seconds: float = 10.0
     websocket_close_handshake_seconds: float = 5.0
     auto_ping_interval_seconds: float = 20.0
@@ -319,7 +321,9 @@ def _timeouts(s: Section) -> TimeoutsConfig:
     d = TimeoutsConfig()
     seconds = {}
     for name in ("registration_read_seconds", "ipc_connect_seconds", "ipc_request_seconds",
-                 "http_idle_seconds", "websocket_open_handshake_seconds",
+                 "ipc_keepalive_seconds",
+                 "http_idle_seconds", "http_request_headers_seconds",
+                 "websocket_open_handshake_seconds",
                  "websocket_close_handshake_seconds", "auto_ping_interval_seconds",
                  "auto_ping_timeout_seconds"):
         seconds[name] = s.number(name, getattr(d, name), minimum=0.01, maximum=86400)

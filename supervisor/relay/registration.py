@@ -9,11 +9,16 @@ peer sends can stop the listener. Registration never opens the target's IPC sock
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet import tcp, unix
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,7 +31,7 @@ from supervisor.relay.registry import (
 )
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
 from supervisor.wire.errors import WireError
-from supervisor.wire.unixsocket import listen_unix, peer_uid
+from supervisor.wire.unixsocket import SocketPathInUse, clear_stale_socket, peer_uid
 
 __all__ = [
     "parse_registration",
@@ -50,6 +55,18 @@ def _is_int(value: Any) -> bool:
 
 def _malformed(message: str) -> RegistrationRefused:
     return RegistrationRefused("invalid_registration_json", message, False)
+
+
+def _is_text(value: Any) -> bool:
+    """A str that is valid Unicode: JSON escapes can smuggle in lone surrogates (``\\ud800``),
+    which no UTF-8 wire, log file or path can carry later."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def normalise_ipc_path(path: str, realpath: Callable[[str], str] = os.path.realpath) -> str:
@@ -84,11 +101,11 @@ def parse_registration(line: bytes, config: RegistrationConfig) -> Registration:
     target_id, display_name, ipc_path = (payload["target_id"], payload["display_name"],
                                          payload["ipc_path"])
     lease, commands = payload.get("lease_seconds"), payload["supported_commands"]
-    if not isinstance(target_id, str) or len(target_id) > MAX_TARGET_ID_CHARS:
+    if not _is_text(target_id) or len(target_id) > MAX_TARGET_ID_CHARS:
         raise _malformed(f"target_id must be a string of at most {MAX_TARGET_ID_CHARS} chars")
-    if display_name is not None and not isinstance(display_name, str):
+    if display_name is not None and not _is_text(display_name):
         raise _malformed("display_name must be a string")
-    if not isinstance(ipc_path, str) or "\x00" in ipc_path:
+    if not _is_text(ipc_path) or "\x00" in ipc_path:
         raise _malformed("ipc_path must be a string")
     if lease is not None and not _is_int(lease):
         raise _malformed("lease_seconds must be an integer")
@@ -99,7 +116,7 @@ def parse_registration(line: bytes, config: RegistrationConfig) -> Registration:
         if not isinstance(item, dict) or set(item) != _COMMAND_KEYS:
             raise _malformed("each supported command must have exactly name, idempotent, "
                              "timeout_seconds")
-        if (not isinstance(item["name"], str) or not isinstance(item["idempotent"], bool)
+        if (not _is_text(item["name"]) or not isinstance(item["idempotent"], bool)
                 or not _is_int(item["timeout_seconds"])):
             raise _malformed("supported command fields have the wrong types")
 
@@ -149,6 +166,7 @@ class RegistrationProtocol(NDJSONReceiver):
     def __init__(self) -> None:
         super().__init__()
         self._timer: IDelayedCall | None = None
+        self._stuck_timer: IDelayedCall | None = None
         self._done = False
         self._counted = False
 
@@ -209,15 +227,23 @@ class RegistrationProtocol(NDJSONReceiver):
         # the ack is one short line: a peer that does not read it is cut off by close
         self.transport.write(encode(ack))
         self.transport.loseConnection()
-        self.factory.clock.callLater(self.factory.read_timeout, self._abortIfStuck)
+        # cancelled as soon as the connection is gone: a pending timer would keep this
+        # protocol and its transport alive for read_timeout after every registration
+        self._stuck_timer = self.factory.clock.callLater(self.factory.read_timeout,
+                                                         self._abortIfStuck)
 
     def _abortIfStuck(self) -> None:
+        self._stuck_timer = None
         if self.transport is not None and self.transport.connected:
             self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self._timer = None
+        stuck, self._stuck_timer = self._stuck_timer, None
+        if stuck is not None and stuck.active():
+            stuck.cancel()
         self._done = True
         if self._counted:
             self.factory.active -= 1
@@ -241,15 +267,76 @@ class RegistrationFactory(Factory):
         self.active = 0
 
 
+class _OwnedUnixPort(unix.Port):
+    """A Unix listening port that, when it stops, removes its socket file only if that file
+    is still the one it bound (same inode): never a socket someone else put at the path,
+    and no error when the file is already gone."""
+
+    inode: int | None = None
+
+    def __init__(self, path: str, *args: Any, **kw: Any) -> None:
+        super().__init__(path, *args, **kw)
+        self.path = path
+
+    def startListening(self) -> None:
+        super().startListening()
+        self.inode = os.lstat(self.path).st_ino
+
+    def connectionLost(self, reason: Any) -> None:
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            st = None
+        if st is not None and st.st_ino == self.inode and stat.S_ISSOCK(st.st_mode):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        if self.lockFile is not None:
+            self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+
+def _listen_owned(reactor: Any, path: str, factory: Factory, mode: int,
+                  backlog: int = 128) -> _OwnedUnixPort:
+    """Like :func:`supervisor.wire.unixsocket.listen_unix` (mode in force at bind time,
+    stale sockets cleared, live ones refused), with an :class:`_OwnedUnixPort`."""
+    clear_stale_socket(path)
+    old = os.umask(0o777 & ~mode)
+    try:
+        port = _OwnedUnixPort(path, factory, backlog, mode, reactor)
+        port.startListening()
+        return port
+    finally:
+        os.umask(old)
+
+
 class RegistrationListener(Service):
-    """Listens on ``registration.listen_path`` with its mode in force at bind time."""
+    """Listens on ``registration.listen_path`` with its mode in force at bind time.
+
+    A watchdog (every ``check_interval`` seconds, the lease-sweep cadence) checks that the
+    socket file is still the one we bound. When it was deleted or replaced, that is logged
+    at critical level and the listener re-binds: a deleted path is recreated at once; a path
+    now held by something else (a live socket, a regular file) is never touched, and the
+    re-bind is retried (and the failure logged) on every check until the path is free.
+    Connections already accepted are not affected.
+    """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, factory: RegistrationFactory) -> None:
+    def __init__(self, reactor: Any, factory: RegistrationFactory,
+                 check_interval: float | None = None) -> None:
         self._reactor = reactor
         self.factory = factory
-        self.port: IListeningPort | None = None
+        self.port: _OwnedUnixPort | None = None
+        self.rebinds = 0
+        self.rebind_error: str | None = None
+        self._rebinding = False
+        self._watchdog: LoopingCall | None = None
+        if check_interval is not None:
+            self._watchdog = LoopingCall(self.check_socket)
+            self._watchdog.clock = reactor
+            self._check_interval = check_interval
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -258,18 +345,71 @@ class RegistrationListener(Service):
     def startService(self) -> None:
         super().startService()
         self._listen()
+        if self._watchdog is not None and not self._watchdog.running:
+            self._watchdog.start(self._check_interval, now=False)
 
     def _listen(self) -> None:
         if self.port is not None:
             return
         config = self.factory.config
         os.makedirs(os.path.dirname(config.listen_path), mode=0o700, exist_ok=True)
-        self.port = listen_unix(self._reactor, config.listen_path, self.factory,
-                                config.permissions)
+        self.port = _listen_owned(self._reactor, config.listen_path, self.factory,
+                                  config.permissions)
         self.log.info("registration listening on {path}", path=config.listen_path)
+
+    def socket_intact(self) -> bool:
+        """True when the path still holds the socket this listener bound."""
+        port = self.port
+        if port is None:
+            return False
+        try:
+            return os.lstat(self.factory.config.listen_path).st_ino == port.inode
+        except OSError:
+            return False
+
+    def check_socket(self) -> Deferred[None] | None:
+        """The watchdog's check; re-binds when the socket file is gone or not ours."""
+        if self._rebinding or not self.running:
+            return None
+        if self.port is not None and self.socket_intact():
+            return None
+        path = self.factory.config.listen_path
+        old, self.port = self.port, None
+        if old is not None:
+            what = "was replaced by something else" if os.path.lexists(path) else \
+                "was deleted"
+            self.log.critical("registration socket {path} {what}; targets cannot register "
+                              "until it is re-bound; re-binding", path=path, what=what)
+        self._rebinding = True
+        d = maybeDeferred(old.stopListening) if old is not None else succeed(None)
+
+        def rebind(_: Any) -> None:
+            self._rebinding = False
+            if not self.running:
+                return
+            try:
+                self._listen()
+            except (SocketPathInUse, OSError, CannotListenError) as e:
+                self.port = None
+                message = str(e)
+                if message != self.rebind_error:
+                    self.log.critical("cannot re-bind registration socket {path}: {error}; "
+                                      "retrying every check", path=path, error=message)
+                self.rebind_error = message
+                return
+            self.rebinds += 1
+            self.rebind_error = None
+            self.log.warn("registration socket {path} re-bound", path=path)
+
+        d.addCallback(rebind)
+        d.addErrback(lambda f: self.log.failure("re-binding the registration socket failed",
+                                                f))
+        return d
 
     def stopService(self) -> Any:
         super().stopService()
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -16,7 +17,7 @@ from supervisor.relay.audit import AuditStore
 from supervisor.relay.hub import RelayHub
 from supervisor.relay.registration import RegistrationFactory, RegistrationListener
 from supervisor.relay.registry import LeaseSweeper, Registry
-from supervisor.relay.tls import server_tls_options
+from supervisor.relay.tls import ReloadableServerTLS
 from supervisor.relay.web.site import STATIC_DIR, build_site
 
 __all__ = ["RelayService"]
@@ -70,8 +71,10 @@ class RelayService(MultiService):
     log = Logger()
 
     def __init__(self, config: RelayConfig, reactor: Any = None, *,
-                 static_dir: str = STATIC_DIR) -> None:
+                 static_dir: str = STATIC_DIR, reload_on_sighup: bool = False) -> None:
         super().__init__()
+        self._reload_on_sighup = reload_on_sighup
+        self._previous_sighup: Any = None
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -89,13 +92,14 @@ class RelayService(MultiService):
             max_line_bytes=config.limits.max_message_bytes,
             max_connections=config.limits.max_registration_connections,
         )
-        self.registration = RegistrationListener(reactor, registration)
+        sweep_interval = config.timeouts.lease_sweep_interval_ms / 1000.0
+        self.registration = RegistrationListener(reactor, registration,
+                                                 check_interval=sweep_interval)
         self.registration.setServiceParent(self)
-        LeaseSweeper(self.registry, reactor,
-                     config.timeouts.lease_sweep_interval_ms / 1000.0).setServiceParent(self)
+        LeaseSweeper(self.registry, reactor, sweep_interval).setServiceParent(self)
 
-        tls = server_tls_options(config.tls, require_client_certificate=config.mtls)
-        endpoint = SSL4ServerEndpoint(reactor, config.listen.port, tls,
+        self.tls = ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
+        endpoint = SSL4ServerEndpoint(reactor, config.listen.port, self.tls,
                                       interface=config.listen.host)
         self.site = build_site(config, self.hub, reactor=reactor, static_dir=static_dir)
         self.https = _HTTPSListener(endpoint, self.site)
@@ -108,7 +112,18 @@ class RelayService(MultiService):
         assert self.https.port is not None, "relay is not listening"
         return self.https.port.getHost().port
 
+    def reload_tls(self) -> str | None:
+        """Re-read the TLS certificate, key and client CA for new connections (``SIGHUP``).
+
+        Returns None on success, else why the previous certificates stay in force."""
+        return self.tls.reload()
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload_tls)
+
     def startService(self) -> None:
+        if self._reload_on_sighup:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         self.audit_ready = self.audit.open()
         self.audit_ready.addErrback(
             lambda f: self.log.critical(
@@ -117,6 +132,9 @@ class RelayService(MultiService):
         super().startService()
 
     def stopService(self) -> Deferred[Any]:
+        if self._reload_on_sighup and self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         self.hub.close()
         d = super().stopService()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
@@ -28,6 +29,28 @@ __all__ = ["SessionTransport", "Session", "dumps", "CLOSE_SLOW_CONSUMER",
 CLOSE_PROTOCOL_ERROR = 4002
 CLOSE_SLOW_CONSUMER = 4008
 CLIENT_HELLO_KEYS = frozenset({"type", "client_store_id", "resume_cursor"})
+
+
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _encodable(message: Any) -> bool:
+    try:
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        return False
+    return True
 
 
 def dumps(obj: Any) -> str:
@@ -129,10 +152,15 @@ class Session:
                 raise WireError("invalid_message_json", "session",
                                 "binary messages are not JSON text")
             try:
-                message = json.loads(payload.decode("utf-8"))
+                message = json.loads(payload.decode("utf-8"), parse_constant=_not_json,
+                                     parse_float=_finite_float)
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise WireError("invalid_message_json", "session",
                                 f"message is not valid JSON: {str(e)[:120]}") from None
+            if _LONE_SURROGATE_ESCAPE.search(payload) and not _encodable(message):
+                # "\ud800" escapes decode to strings no UTF-8 reply, log or audit row can hold
+                raise WireError("invalid_message_json", "session",
+                                "message is not valid JSON: lone surrogate escape")
             if not isinstance(message, dict) or not isinstance(message.get("type"), str):
                 raise WireError("invalid_message_schema", "session",
                                 "a message must be a JSON object with a string type")

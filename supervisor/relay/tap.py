@@ -18,16 +18,9 @@ RELAY_PIDFILE = "supervisor-relay.pid"
 
 def check_config(config: RelayConfig) -> None:
     """Validate what a config points at (certificates, keys) without starting anything."""
-    from OpenSSL import SSL
+    from supervisor.relay.tls import ReloadableServerTLS
 
-    from supervisor.relay.tls import server_tls_options
-
-    options = server_tls_options(config.tls, require_client_certificate=config.mtls)
-    try:
-        options.getContext()
-    except SSL.Error as e:
-        raise ConfigError("tls.private_key_path",
-                          f"certificate and key cannot be used together: {e}") from None
+    ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
 
 
 class Options(usage.Options):
@@ -70,4 +63,4 @@ def makeService(options: Options) -> Any:
     config = options.relay_config
     if config is None:
         config = load_relay_config(options["config"])
-    return RelayService(config)
+    return RelayService(config, reload_on_sighup=True)

@@ -115,6 +115,8 @@ class TargetLink:
         # dropped counts reported by the target, cumulative over reconnects
         self._dropped_base = (0, 0)
         self._dropped_current = (0, 0)
+        self._keepalive: IDelayedCall | None = None
+        self._had_state = False  # a first state is the baseline; later ones may leave gaps
         self.closed = False
 
     @property
@@ -262,12 +264,22 @@ class TargetLink:
         state = self._check_state(state)
         if self._epoch != epoch:
             return
+        gap = self._gap(state) if self._had_state else (0, 0)
+        self._had_state = True
         self._reset_sequences(state)
-        self._dropped_base = self.dropped
+        base = self.dropped
+        self._dropped_base = (base[0] + gap[0], base[1] + gap[1])
         self._dropped_current = (0, 0)
         self._backoff.reset()
         self._set_state(CONNECTED)
         self._hand_out_state(state)
+        if gap != (0, 0):
+            self.log.info("{target_id}: {events} events and {logs} logs happened while the "
+                          "link was down and are not in the fresh state; counted as dropped",
+                          target_id=self.target_id, events=gap[0], logs=gap[1])
+            total_events, total_logs = self.dropped
+            for session in list(self.attached):
+                session.deliver_dropped(self.target_id, total_events, total_logs)
         yield client.request("events.subscribe", {
             "target_id": self.target_id, "session_established": True,
             "since_sequence": self._last_event_seq,
@@ -277,6 +289,52 @@ class TargetLink:
             "lines": RECENT_LOG_LINES,
             "since_sequence": self._last_log_seq,
         }, timeouts.ipc_request_seconds)
+        if self._epoch == epoch:
+            self._schedule_keepalive(epoch)
+
+    def _schedule_keepalive(self, epoch: int) -> None:
+        """A frozen target (SIGSTOP, a blocked reactor) keeps its socket open and answers
+        nothing; with no request pending the link would look connected forever. Every
+        ``timeouts.ipc_keepalive_seconds`` a ``hello`` must be answered within the request
+        deadline, or the link is reported unavailable and reconnected."""
+        self._cancel_keepalive()
+        self._keepalive = self._reactor.callLater(self._timeouts.ipc_keepalive_seconds,
+                                                  self._ping, epoch)
+
+    def _ping(self, epoch: int) -> None:
+        self._keepalive = None
+        client = self._client
+        if self._epoch != epoch or client is None:
+            return
+        d = client.request("hello", None, self._timeouts.ipc_request_seconds)
+
+        def answered(_: Any) -> None:
+            if self._epoch == epoch:
+                self._schedule_keepalive(epoch)
+
+        def failed(f: Failure) -> None:
+            if self._epoch == epoch:
+                self.log.info("{target_id} did not answer the keepalive: {error}",
+                              target_id=self.target_id, error=f.getErrorMessage())
+                self._connection_failed(epoch)
+
+        d.addCallbacks(answered, failed)
+
+    def _cancel_keepalive(self) -> None:
+        call, self._keepalive = self._keepalive, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _gap(self, state: dict[str, Any]) -> tuple[int, int]:
+        """Records sessions can no longer see after a reconnect: newer than the last one
+        delivered, older than the oldest the fresh state holds. A restarted target starts
+        its sequences again at 1, so its state overlaps and no gap is counted."""
+        def missing(last: int, records: Any) -> int:
+            oldest = _min_sequence(records)
+            return oldest - last - 1 if oldest is not None and oldest > last + 1 else 0
+
+        return (missing(self._last_event_seq, state.get("recent_events")),
+                missing(self._last_log_seq, state.get("recent_logs")))
 
     def _reset_sequences(self, state: dict[str, Any]) -> None:
         self._last_event_seq = _max_sequence(state.get("recent_events"))
@@ -335,6 +393,7 @@ class TargetLink:
         self._retry = self._reactor.callLater(delay, self._start_connect)
 
     def _drop_connection(self) -> None:
+        self._cancel_keepalive()
         client, self._client = self._client, None
         self._epoch += 1
         self._state_fetch = None
@@ -390,6 +449,12 @@ def _sequence(record: Any) -> int | None:
         if isinstance(seq, int) and not isinstance(seq, bool):
             return seq
     return None
+
+
+def _min_sequence(records: Any) -> int | None:
+    if not isinstance(records, list):
+        return None
+    return min((s for s in (_sequence(r) for r in records) if s is not None), default=None)
 
 
 def _max_sequence(records: Any) -> int:

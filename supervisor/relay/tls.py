@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import re
 
+from typing import Any
+
+from OpenSSL import SSL
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from supervisor.config._common import ConfigError
 from supervisor.config.relay import TLSConfig
 
-__all__ = ["server_tls_options", "load_pem_certificates"]
+__all__ = ["server_tls_options", "load_pem_certificates", "ReloadableServerTLS"]
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.S)
 
@@ -64,3 +70,50 @@ def server_tls_options(tls: TLSConfig, *, require_client_certificate: bool
         trustRoot=trust_root,
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableServerTLS:
+    """The listener's TLS settings, replaceable at run time (``SIGHUP``, see docs).
+
+    Each new connection takes the options current at its accept; established connections
+    keep the context they were made with. :meth:`reload` re-reads the certificate, key and
+    client CA files; if they cannot be used together the old options stay in force and the
+    error is returned (and logged loudly), so a half-written replacement never takes the
+    listener down.
+    """
+
+    log = Logger()
+
+    def __init__(self, tls: Any, *, require_client_certificate: bool) -> None:
+        self._tls = tls
+        self._require = require_client_certificate
+        self.options = self._load()
+        self.generation = 1
+
+    def _load(self) -> CertificateOptions:
+        options = server_tls_options(self._tls, require_client_certificate=self._require)
+        try:
+            options.getContext()  # certificate/key mismatch and unreadable CAs fail here
+        except SSL.Error as e:
+            raise ConfigError("tls.private_key_path",
+                              f"certificate and key cannot be used together: {e}") from None
+        return options
+
+    def reload(self) -> str | None:
+        """Swap in freshly read certificates; returns None, or why the old ones were kept."""
+        try:
+            options = self._load()
+        except ConfigError as e:
+            self.log.critical("TLS reload failed, keeping the previous certificates: "
+                              "{error}", error=str(e))
+            return str(e)
+        self.options = options
+        self.generation += 1
+        self.log.warn("TLS certificates reloaded from {cert} (generation {generation}); "
+                      "new connections use them", cert=self._tls.certificate_path,
+                      generation=self.generation)
+        return None
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return self.options.serverConnectionForTLS(tlsProtocol)

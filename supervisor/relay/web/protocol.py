@@ -15,7 +15,8 @@ from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.auth import Identity, identity_from_certificate, identity_from_proxy_header
-from supervisor.relay.session import Session
+from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, Session
+from supervisor.wire.errors import WireError
 
 __all__ = ["DashboardServerProtocol", "DashboardServerFactory"]
 
@@ -35,10 +36,17 @@ class DashboardServerProtocol(WebSocketServerProtocol):
         self._relay_identity = self.factory.identify(self, request)
         return None  # no subprotocol
 
+    _hello_timer: Any = None
+
     def onOpen(self) -> None:
         assert self._relay_identity is not None
         session = self.factory.hub.open_session(self._relay_identity, _WSTransport(self))
         self._relay_session = session
+        # a peer that opens the WebSocket but never says client_hello would hold a session
+        # slot (limits.max_sessions) for as long as it answers pings: bound it
+        self._hello_timer = self.factory.reactor.callLater(
+            self.factory.relay_config.timeouts.websocket_open_handshake_seconds,
+            self._helloTimedOut)
         # twisted.web's HTTPChannel registered itself on this transport before the upgrade
         try:
             self.transport.unregisterProducer()
@@ -50,7 +58,20 @@ class DashboardServerProtocol(WebSocketServerProtocol):
         if self._relay_session is not None:
             self._relay_session.receive(payload, isBinary)
 
+    def _helloTimedOut(self) -> None:
+        self._hello_timer = None
+        session = self._relay_session
+        if session is None or session.established or session.closed:
+            return
+        seconds = self.factory.relay_config.timeouts.websocket_open_handshake_seconds
+        session.send_error(WireError("protocol_error", "session",
+                                     f"no client_hello within {seconds:g} s"))
+        session.transport.close(CLOSE_PROTOCOL_ERROR, "no client_hello")
+
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        timer, self._hello_timer = self._hello_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         session, self._relay_session = self._relay_session, None
         if session is not None:
             session.lost()

@@ -10,13 +10,15 @@ import os
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import resource, static
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web import http, resource, static
 from twisted.web.server import Request, Site
 
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.web.protocol import DashboardServerFactory
 
-__all__ = ["STATIC_DIR", "build_site", "DashboardRoot"]
+__all__ = ["STATIC_DIR", "build_site", "DashboardRoot", "RelaySite"]
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -87,12 +89,71 @@ class DashboardRoot(resource.Resource):
         return b""
 
 
+class _HeaderDeadlineChannel(http.HTTPChannel):
+    """An HTTPChannel whose request headers must be complete ``headers_deadline`` seconds
+    after their first byte arrived.
+
+    Twisted's idle timeout restarts on every byte, so a slowloris peer sending one header
+    byte at a time would hold a connection (and its TLS state) for hours; autobahn's opening
+    handshake timeout only starts once the upgrade request is complete. The time before the
+    first byte (TCP accept, TLS handshake) is bounded by the idle timeout, which no TLS
+    handshake byte resets.
+    """
+
+    log = Logger()
+    headers_deadline: float = 10.0
+    _deadline_call: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline_call is None and not self._handlingRequest and data:
+            self._deadline_call = self.callLater(self.headers_deadline, self._headersTooSlow)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancelDeadline()
+        super().allHeadersReceived()
+
+    def _headersTooSlow(self) -> None:
+        self._deadline_call = None
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.log.info("request headers from {peer} incomplete after {seconds:g} s; closing",
+                      peer=peer, seconds=self.headers_deadline)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def _cancelDeadline(self) -> None:
+        call, self._deadline_call = self._deadline_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancelDeadline()
+        super().connectionLost(reason)
+
+
+class RelaySite(Site):
+    """``Site`` whose channels enforce the request-headers deadline (see above)."""
+
+    def __init__(self, root: resource.Resource, *, headers_deadline: float, **kw: Any) -> None:
+        super().__init__(root, **kw)
+        self.headers_deadline = headers_deadline
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        channel = getattr(protocol, "_channel", protocol)  # Twisted wraps HTTPChannel (h2)
+        if isinstance(channel, http.HTTPChannel):
+            channel.__class__ = _HeaderDeadlineChannel
+            channel.headers_deadline = self.headers_deadline
+        return protocol
+
+
 def build_site(config: RelayConfig, hub: Any, *, reactor: Any,
                static_dir: str = STATIC_DIR) -> Site:
     """The Site served on the relay's TLS listener."""
     factory = DashboardServerFactory(config, hub, reactor=reactor)
     root = DashboardRoot(static_dir, WebSocketResource(factory))
-    site = Site(root, timeout=config.timeouts.http_idle_seconds, reactor=reactor)
+    site = RelaySite(root, timeout=config.timeouts.http_idle_seconds, reactor=reactor,
+                     headers_deadline=config.timeouts.http_request_headers_seconds)
     site.displayTracebacks = False
     site.noisy = False
     return site
