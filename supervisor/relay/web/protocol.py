@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.auth import Identity, identity_from_certificate, identity_from_proxy_header
 from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, Session
+from supervisor.relay.web.frames import SharedFrames
 from supervisor.wire.errors import WireError
 
 __all__ = ["DashboardServerProtocol", "DashboardServerFactory"]
@@ -77,6 +78,10 @@ class DashboardServerProtocol(WebSocketServerProtocol):
             session.lost()
 
 
+#: One frame cache for all connections: the fan-out loop hands every session the same str.
+_SHARED_FRAMES = SharedFrames()
+
+
 class _WSTransport:
     """The SessionTransport of one WebSocket connection."""
 
@@ -84,8 +89,14 @@ class _WSTransport:
         self._protocol = protocol
 
     def send_text(self, text: str) -> None:
-        if self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
-            self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+        protocol = self._protocol
+        if protocol.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if protocol._perMessageCompress is None and not protocol.send_queue:
+            # the same bytes autobahn would write, framed once per message for all sessions
+            protocol.transport.write(_SHARED_FRAMES.frame(text))
+        else:
+            protocol.sendMessage(text.encode("utf-8"), isBinary=False)
 
     def close(self, code: int, reason: str) -> None:
         if self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
