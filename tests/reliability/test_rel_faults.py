@@ -4,7 +4,6 @@ targets, and a target link that comes back after missing events (gap → dropped
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -12,7 +11,6 @@ import ssl
 import time
 from typing import Any
 
-import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 
@@ -22,7 +20,6 @@ from rel_support import (
     RelayProcess,
     TargetProcess,
     client_context,
-    registration_exchange,
     wait_until,
 )
 from relay_faketarget import fixture, registration_payload
