@@ -16,7 +16,7 @@ from supervisor.ipc.service import ipc_services
 from supervisor.testing import ManualTask
 from supervisor.tree.runtime import Supervisor
 from supervisor.tree.spec import ChildKind, ChildSpec, Policy, SupervisorSpec
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 TARGET_ID = "payments-worker-a"
 

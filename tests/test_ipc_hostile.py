@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.conftest import eventually
+from tests.waiting import eventually
 from tests.ipc_support import TARGET_ID, Target
 
 

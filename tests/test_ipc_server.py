@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from supervisor.tree.spec import ChildKind, ChildSpec
-from tests.conftest import eventually
+from tests.waiting import eventually
 from tests.ipc_support import TARGET_ID, Target
 
 EXAMPLES = pathlib.Path(__file__).parent / "contract_examples"

@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from supervisor import ChildKind, ChildSpec, Policy, ShutdownPolicy, SupervisorSpec, Supervisor
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 PY = sys.executable
 FAST = Policy(initial_backoff_ms=0, max_backoff_ms=0, jitter_ratio=0)

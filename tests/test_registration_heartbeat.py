@@ -13,7 +13,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from supervisor.config.target import IpcConfig, RegistrationConfig
 from supervisor.ipc.registration import RegistrationHeartbeat
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 EXAMPLES = pathlib.Path(__file__).parent / "contract_examples"
 

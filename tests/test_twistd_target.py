@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.waiting import wait_until
 
 VENV_BIN = pathlib.Path(sys.executable).parent
 TWISTD = str(VENV_BIN / "twistd")

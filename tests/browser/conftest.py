@@ -20,14 +20,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from supervisor.certs import DemoCerts, write_demo_certs
+from tests.demo_configs import free_port
+from tests.waiting import wait_until as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
@@ -44,24 +45,6 @@ GRANTED = ["restart_child", "pause_child", "resume_child", "remove_child", "add_
 
 expect.set_options(timeout=15_000)
 LOGS = pytest.StashKey[list]()  # processes whose logs a failing test report shows
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll a real condition until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int) -> bool:

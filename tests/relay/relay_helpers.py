@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -17,6 +16,7 @@ from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClie
 
 from relay_faketarget import FakeTarget, registration_payload
 from supervisor import certs
+from tests.waiting import eventually
 from supervisor.config.relay import RelayConfig, parse_relay_config
 from supervisor.relay.service import RelayService
 
@@ -25,18 +25,6 @@ ORIGIN = "https://localhost:9443"
 OPERATOR = (("CN", "demo operator"),)
 ORDERED_OPERATOR = (("O", "Example Ops"), ("CN", "demo operator"))
 VIEWER = (("O", "Example Ops"), ("CN", "viewer"))
-
-
-async def eventually(predicate: Any, timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` on the running reactor until truthy, failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
-        await task.deferLater(reactor, 0.005, lambda: None)
 
 
 async def within(d: Deferred[Any], timeout: float, what: str = "") -> Any:

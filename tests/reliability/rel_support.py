@@ -17,8 +17,7 @@ import ssl
 import struct
 import subprocess
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -27,6 +26,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "relay"))
 
 from relay_helpers import ORIGIN, PKI, config_dict  # noqa: E402
+
+from tests.demo_configs import free_port  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -51,30 +53,11 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.02) -> Any:
-    """Poll a real condition until it holds (blocking; for code outside the reactor)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
 def short_dir(prefix: str) -> str:
     """A fresh folder directly under /tmp (AF_UNIX paths must stay under 108 bytes)."""
     import tempfile
 
     return os.path.realpath(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fd_count(pid: int) -> int:
