@@ -3,7 +3,7 @@
 Everyone runs the same children (``child_prog.py`` under one bare ``python -S``), captures
 their stdout the way it normally does (ours: log ring; supervisord: a log file per program;
 circus: ``FileStream`` per watcher; procmon: its logger), and is configured for its fastest
-restart, as the issue asks.
+restart.
 """
 
 from __future__ import annotations

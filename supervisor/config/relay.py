@@ -1,4 +1,4 @@
-"""The relay's YAML configuration (issue 4): attrs models, loading and key-named validation."""
+"""The relay's YAML configuration: attrs models, loading and key-named validation."""
 
 from __future__ import annotations
 
