@@ -279,20 +279,19 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             self._push_log(record)
         self._unsubscribe.append(logs.subscribe(self._push_log))
 
-    def _push(self, obj: dict[str, Any], tag: str) -> None:
+    def _push(self, line: bytes, tag: str) -> None:
         if self.out is not None and not self.transport.disconnecting:
-            self.out.send(encode(obj), tag)
+            self.out.send(line, tag)
 
     def _push_event(self, record: EventRecord) -> None:
-        if self.out is not None and not self.transport.disconnecting:
-            self.out.send(self.server.push_line("event", record), "event")
+        self._push(self.server.push_line("event", record), "event")
 
     def _push_log(self, record: LogRecord) -> None:
-        if self.out is not None and not self.transport.disconnecting:
-            self.out.send(self.server.push_line("log", record), "log")
+        self._push(self.server.push_line("log", record), "log")
 
     def _push_delta(self, delta: dict[str, Any]) -> None:
-        self._push({"type": "state_delta", "target_id": self.server.target_id, "delta": delta}, "event")
+        line = encode({"type": "state_delta", "target_id": self.server.target_id, "delta": delta})
+        self._push(line, "event")
 
     def _dropped(self, tag: str) -> None:
         if tag == "log":

@@ -442,7 +442,7 @@ class SupervisorNode:
         return [
             c
             for c in siblings
-            if c is child or c.state in ACTIVE or c.state in (L.RESTARTING,) or c.waiting
+            if c is child or c.state in ACTIVE or c.state is L.RESTARTING or c.waiting
         ]
 
     def _schedule_restart(self, child: ChildRuntime) -> None:
