@@ -92,9 +92,9 @@ class Fuzzed:
         return {"fds": fd_count(self.relay.pid), "rss_growth_kb": grown}
 
 
-@pytest.fixture(scope="module")
-def fuzzed_relay(pki: Any) -> Any:
-    sockdir = short_dir("rfz")
+def fuzzed_process(pki: Any, prefix: str) -> Any:
+    """A relay process for one module of fuzz tests, stopped and cleaned up afterwards."""
+    sockdir = short_dir(prefix)
     relay = RelayProcess(sockdir, pki, **SECTIONS)
     try:
         relay.start_and_wait()
@@ -102,6 +102,11 @@ def fuzzed_relay(pki: Any) -> Any:
     finally:
         relay.stop()
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_relay(pki: Any) -> Any:
+    yield from fuzzed_process(pki, "rfz")
 
 
 # strategies ----------------------------------------------------------------------------------
@@ -502,11 +507,4 @@ def test_fuzz_wss_frames_and_handshakes(fuzzed_wss: Fuzzed, pki: Any) -> None:
 
 @pytest.fixture(scope="module")
 def fuzzed_wss(pki: Any) -> Any:
-    sockdir = short_dir("rfw")
-    relay = RelayProcess(sockdir, pki, **SECTIONS)
-    try:
-        relay.start_and_wait()
-        yield Fuzzed(relay)
-    finally:
-        relay.stop()
-        shutil.rmtree(sockdir, ignore_errors=True)
+    yield from fuzzed_process(pki, "rfw")
