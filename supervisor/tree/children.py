@@ -169,8 +169,6 @@ class TaskRunner:
 class ServiceRunner:
     """An ``IService`` built by ``factory(ctx)``; stopping it is ``stopService``."""
 
-    _log = Logger()
-
     def __init__(self, spec: ChildSpec, ctx: ChildContext, hooks: RunnerHooks) -> None:
         self._spec = spec
         self._ctx = ctx
@@ -226,11 +224,8 @@ class ServiceRunner:
             self._stop_service(Outcome(False, reason))
 
 
-def _setsid() -> str | None:
-    return shutil.which("setsid")
-
-
-_SETSID = _setsid()
+#: util-linux ``setsid`` puts each process child in its own session (and process group).
+_SETSID = shutil.which("setsid")
 
 
 def signal_number(name: str) -> int:
