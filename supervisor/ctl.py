@@ -21,7 +21,7 @@ import sys
 import uuid
 from typing import Any, Iterable, Iterator, TextIO
 
-from supervisor.wire.commands import DANGEROUS_COMMANDS
+from supervisor.wire.vocabulary import DANGEROUS_COMMANDS
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 CHILD_COMMANDS = {

@@ -17,7 +17,7 @@ from supervisor.config._common import (
     load_yaml_mapping,
     resolve_path,
 )
-from supervisor.wire.commands import COMMANDS
+from supervisor.wire.vocabulary import COMMANDS
 
 __all__ = [
     "ConfigError",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 
 from supervisor.tree.runtime import CommandOutcome, CommandRequest
-from supervisor.wire.commands import DANGEROUS_COMMANDS
+from supervisor.wire.vocabulary import DANGEROUS_COMMANDS
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339
 

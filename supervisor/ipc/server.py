@@ -23,7 +23,7 @@ from supervisor.config.target import IpcConfig
 from supervisor.ipc.commands import run_command
 from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
-from supervisor.wire.commands import COMMANDS
+from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, encode
 from supervisor.wire.unixsocket import peer_uid

@@ -20,7 +20,7 @@ from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer
 from supervisor.relay.session import Session
 from supervisor.wire.client import RemoteError
-from supervisor.wire.commands import COMMANDS, DANGEROUS_COMMANDS, ipc_method
+from supervisor.wire.vocabulary import COMMANDS, DANGEROUS_COMMANDS, ipc_method
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339, unix_nanos
 

@@ -16,31 +16,13 @@ from typing import Any
 import attrs
 
 from supervisor.wire.errors import WireError
+from supervisor.wire.vocabulary import EVENT_LIFECYCLE
 
-__all__ = ["FilterConditions", "EVENT_LIFECYCLE"]
+__all__ = ["FilterConditions"]
 
 MAX_FILTER_ITEMS = 1000
 _LIST_KEYS = ("target_ids", "child_paths", "lifecycle_states", "event_types", "severities")
 FILTER_KEYS = frozenset(_LIST_KEYS + ("sequence_min", "correlation_id"))
-
-EVENT_LIFECYCLE: dict[str, str] = {
-    "child_started": "starting",
-    "child_running": "running",
-    "child_ready": "running",
-    "child_exited": "stopped",
-    "child_failed": "failed",
-    "child_restarting": "restarting",
-    "child_restarted": "starting",
-    "backoff_scheduled": "restarting",
-    "restart_intensity_exceeded": "failed",
-    "child_paused": "paused",
-    "child_resumed": "running",
-    "child_quarantined": "quarantined",
-    "child_removed": "stopped",
-    "child_added": "starting",
-    "supervisor_escalated": "failed",
-    "tree_stopped": "stopped",
-}
 
 
 def _schema(message: str) -> WireError:

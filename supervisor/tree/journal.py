@@ -16,26 +16,6 @@ from twisted.logger import Logger
 
 from supervisor.wire.timestamps import rfc3339, unix_nanos
 
-ERROR_EVENTS = frozenset({"child_failed", "supervisor_escalated", "restart_intensity_exceeded"})
-WARNING_EVENTS = frozenset(
-    {
-        "child_restarting",
-        "child_restarted",
-        "backoff_scheduled",
-        "child_quarantined",
-        "child_heartbeat_stale",
-    }
-)
-
-
-def event_severity(event_type: str) -> str:
-    """The contract's fixed severity for an event type."""
-    if event_type in ERROR_EVENTS:
-        return "error"
-    if event_type in WARNING_EVENTS:
-        return "warning"
-    return "info"
-
 
 @attrs.frozen
 class EventRecord:

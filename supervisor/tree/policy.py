@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import random as _random
 
+from supervisor.backoff import backoff_delay
+
 
 class Backoff:
     """Exponential delay from ``initial`` to ``maximum`` seconds, ± ``jitter_ratio``."""
@@ -24,11 +26,10 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next restart; each call doubles the base, up to the cap."""
-        base = min(self._maximum, self._initial * (2 ** min(self.attempt, 62)))
+        delay = backoff_delay(self.attempt, self._initial, self._maximum, self._jitter,
+                              self._rng.random)
         self.attempt += 1
-        if self._jitter and base:
-            base *= 1 + self._rng.uniform(-self._jitter, self._jitter)
-        return max(0.0, min(base, self._maximum * (1 + self._jitter)))
+        return delay
 
     def reset(self) -> None:
         """Forget past failures, after a child ran stably."""

@@ -19,12 +19,12 @@ from twisted.logger import (
 )
 from zope.interface import provider
 
-from supervisor.tree.journal import EventRecord, LogRecord, Ring, event_severity
+from supervisor.tree.journal import EventRecord, LogRecord, Ring
 from supervisor.tree.lifecycle import IllegalTransition, Lifecycle
 from supervisor.tree.node import ROOT_PATH, ChildRuntime, SupervisorNode, child_id_of
 from supervisor.tree.spec import ChildSpec, SupervisorSpec
 from supervisor.tree.state import dashboard_state, runtime_row, topology, walk
-from supervisor.wire.commands import COMMANDS
+from supervisor.wire.vocabulary import COMMANDS, event_severity
 from supervisor.wire.errors import WireError
 
 _LEVELS = {

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.protocol import Factory
 from twisted.internet.defer import Deferred
 
-from supervisor.wire.commands import COMMANDS
+from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339, unix_nanos

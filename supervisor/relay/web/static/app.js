@@ -12,6 +12,7 @@ import { Timeline, shortTime } from './timeline.js';
 import { PositionMemory, TopologyView } from './topology.js';
 import { language, preferredLanguage, setLanguage, t, translateDom, tv } from './i18n.js';
 import { $, h } from './dom.js';
+import { EVENT_TYPES } from './vocabulary.js';
 
 const KEY = 'supervisor-dashboard.';
 const storage = (() => {
@@ -527,13 +528,6 @@ function buildStaticControls() {
   $('event-types').replaceChildren(...EVENT_TYPES.map((e) => h('option', { value: e })));
   refreshFilterTargets();
 }
-
-const EVENT_TYPES = [
-  'child_started', 'child_running', 'child_ready', 'child_exited', 'child_failed', 'child_restarting',
-  'child_restarted', 'backoff_scheduled', 'restart_intensity_exceeded', 'child_paused', 'child_resumed',
-  'child_quarantined', 'child_removed', 'child_added', 'child_heartbeat_stale', 'supervisor_escalated',
-  'shutdown_phase_changed', 'tree_stopped', 'command_received', 'command_completed',
-];
 
 // ---------- audit and diagnostics panes ----------
 

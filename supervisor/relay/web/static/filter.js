@@ -7,26 +7,9 @@
 // Row kinds shown and free-text search are local-only additions.
 
 import { normalizeFilter } from './protocol.js';
+import { EVENT_LIFECYCLE } from './vocabulary.js';
 
-// Lifecycle state implied by an event type when the payload does not name one.
-export const EVENT_LIFECYCLE = Object.freeze({
-  child_started: 'starting',
-  child_running: 'running',
-  child_ready: 'running',
-  child_exited: 'stopped',
-  child_failed: 'failed',
-  child_restarting: 'restarting',
-  child_restarted: 'starting',
-  backoff_scheduled: 'restarting',
-  restart_intensity_exceeded: 'failed',
-  child_paused: 'paused',
-  child_resumed: 'running',
-  child_quarantined: 'quarantined',
-  child_removed: 'stopped',
-  child_added: 'starting',
-  supervisor_escalated: 'failed',
-  tree_stopped: 'stopped',
-});
+export { EVENT_LIFECYCLE };
 
 export function eventLifecycle(row) {
   const payload = row.raw && row.raw.payload;

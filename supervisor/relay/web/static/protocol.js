@@ -1,20 +1,13 @@
 // Dashboard session protocol (CONTRACTS.md §3): message builders, validation and the
 // reconnecting WebSocket session. Pure except RelayConnection, whose I/O is injected.
 
-export const COMMANDS = [
-  'restart_child', 'pause_child', 'resume_child', 'quarantine_child',
-  'remove_child', 'add_child', 'shutdown_tree',
-];
+import {
+  COMMANDS, CONNECTION_STATES, DANGEROUS_COMMANDS, LIFECYCLE_STATES, SEVERITIES,
+} from './vocabulary.js';
+
+export { COMMANDS, CONNECTION_STATES, LIFECYCLE_STATES, SEVERITIES };
 // Commands that must carry confirmed: true (§4).
-export const DANGEROUS = new Set(['remove_child', 'add_child', 'shutdown_tree']);
-export const SEVERITIES = ['trace', 'debug', 'info', 'warning', 'error'];
-export const LIFECYCLE_STATES = [
-  'starting', 'running', 'paused', 'quarantined', 'failed',
-  'restarting', 'stopping', 'stopped', 'completed',
-];
-export const CONNECTION_STATES = [
-  'registered', 'connecting', 'connected', 'reconnecting', 'unavailable', 'expired',
-];
+export const DANGEROUS = new Set(DANGEROUS_COMMANDS);
 // Message types the relay may send; anything else is reported as a diagnostic.
 export const SERVER_TYPES = new Set([
   'server_hello', 'target_list', 'state', 'event', 'log', 'state_delta', 'dropped_count',
