@@ -1,9 +1,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  GEOMETRY, PositionMemory, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree,
-  rowsForLeaves, zoomAt,
-} from '../../supervisor/relay/web/static/topology.js';
+  GEOMETRY, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, rowsForLeaves, zoomAt,
+} from '../../supervisor/relay/web/static/topology-layout.js';
+import { PositionMemory } from '../../supervisor/relay/web/static/storage.js';
 import { fixture, syntheticTopology } from './helpers.mjs';
 
 function overlaps(positions) {

@@ -23,4 +23,17 @@ function appendAll(el, children) {
   }
 }
 
-export const $ = (id) => document.getElementById(id);
+const camel = (id) => id.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+
+// The elements a panel works with, by id under `root` (a document or an element), named in
+// camelCase ('cmd-path' -> cmdPath). A missing id throws: the page and the panel disagree.
+export function elements(root, ids) {
+  const find = root.getElementById ? (id) => root.getElementById(id) : (id) => root.querySelector(`#${id}`);
+  const out = {};
+  for (const id of ids) {
+    const el = find(id);
+    if (!el) throw new Error(`the page has no #${id}`);
+    out[camel(id)] = el;
+  }
+  return out;
+}

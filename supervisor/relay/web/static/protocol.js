@@ -31,6 +31,16 @@ export function clientHello(clientStoreId) {
   return { type: 'client_hello', client_store_id: clientStoreId, resume_cursor: {} };
 }
 
+// A random (version 4) UUID for command and client store ids.
+export function uuid(cryptoImpl = globalThis.crypto) {
+  if (cryptoImpl.randomUUID) return cryptoImpl.randomUUID();
+  const b = cryptoImpl.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const x = [...b].map((v) => v.toString(16).padStart(2, '0')).join('');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
 export class CommandInputError extends Error {
   constructor(code, message) {
     super(message);

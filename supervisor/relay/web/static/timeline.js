@@ -38,9 +38,9 @@ export class Timeline {
     this.following = true;
     this.active = -1;
     this.pool = [];
-    this.spacer = document.createElement('div');
+    this.spacer = host.ownerDocument.createElement('div');
     this.spacer.className = 'tl-spacer';
-    this.layer = document.createElement('div');
+    this.layer = host.ownerDocument.createElement('div');
     this.layer.className = 'tl-layer';
     this.spacer.appendChild(this.layer);
     host.appendChild(this.spacer);
@@ -88,11 +88,12 @@ export class Timeline {
   }
 
   _makeRow() {
-    const el = document.createElement('div');
+    const doc = this.host.ownerDocument;
+    const el = doc.createElement('div');
     el.className = 'tl-row';
     el.setAttribute('role', 'row');
     el.cells = COLUMNS.map((c) => {
-      const cell = document.createElement('span');
+      const cell = doc.createElement('span');
       cell.className = `tl-c tl-${c}`;
       cell.setAttribute('role', 'gridcell');
       el.appendChild(cell);

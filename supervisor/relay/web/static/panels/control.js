@@ -1,0 +1,126 @@
+// Control form: the commands the selected target supports, validation, the confirmation
+// dialog for dangerous commands, and sending.
+
+import { elements, h } from '../dom.js';
+import { t } from '../i18n.js';
+import {
+  COMMANDS, CommandInputError, buildCommand, isDangerous, parseManifest,
+} from '../protocol.js';
+
+// Form hint for each CommandInputError code the form can cause.
+const ERROR_HINTS = { empty_reason: 'cmd_need_reason', target_not_bound: 'cmd_no_target', invalid_message_schema: 'cmd_need_path' };
+
+export class ControlPanel {
+  // session() gives the relay session ({established, send(msg) -> bool}) or null;
+  // notify(text, level) shows a toast; newId() makes a command id.
+  constructor(root, { store, selection, session, notify, newId }) {
+    this.store = store;
+    this.selection = selection;
+    this.session = session;
+    this.notify = notify;
+    this.newId = newId;
+    this.el = elements(root, [
+      'command-form', 'cmd-command', 'cmd-path', 'manifest-field', 'cmd-manifest', 'cmd-reason', 'cmd-hint',
+      'cmd-send', 'confirm-dialog', 'confirm-command', 'confirm-target', 'confirm-path', 'confirm-reason',
+      'confirm-cancel',
+    ]);
+    this.el.cmdCommand.addEventListener('change', () => this.updateHint());
+    this.el.commandForm.addEventListener('submit', (ev) => this._onSubmit(ev));
+  }
+
+  // Offers the commands the selected target supports, keeping the current choice if offered.
+  renderOptions() {
+    const select = this.el.cmdCommand;
+    const tg = this.store.targets.get(this.selection.targetId);
+    const supported = tg ? COMMANDS.filter((c) => tg.supportedCommands.includes(c)) : [];
+    const previous = select.value;
+    select.replaceChildren(...supported.map((c) => h('option', { value: c },
+      isDangerous(c) ? t('cmd_dangerous', { name: t(`cmd_${c}`) }) : t(`cmd_${c}`))));
+    if (supported.includes(previous)) select.value = previous;
+    select.disabled = supported.length === 0;
+    this.updateHint();
+  }
+
+  // A node picked in the tree becomes the command's child path.
+  setPath(path) {
+    if (path) this.el.cmdPath.value = path;
+  }
+
+  updateHint() {
+    const { el } = this;
+    const command = el.cmdCommand.value;
+    const tg = this.store.targets.get(this.selection.targetId);
+    el.manifestField.hidden = command !== 'add_child';
+    el.cmdPath.disabled = command === 'shutdown_tree';
+    let hint = '';
+    if (!tg) hint = t('cmd_no_target');
+    else if (!tg.supportedCommands.length) hint = t('cmd_none_supported');
+    else if (isDangerous(command)) hint = t('cmd_danger_hint');
+    el.cmdHint.textContent = hint;
+  }
+
+  // Validates the form; returns a command message or null after showing why.
+  _commandFromForm(confirmed) {
+    const { el } = this;
+    const command = el.cmdCommand.value;
+    const childPath = command === 'shutdown_tree' ? null : (el.cmdPath.value.trim() || null);
+    const manifest = command === 'add_child' ? parseManifest(el.cmdManifest.value) : undefined;
+    try {
+      const msg = buildCommand({
+        commandId: this.newId(), targetId: this.selection.targetId, command, childPath, childManifest: manifest,
+        reason: el.cmdReason.value, confirmed,
+      });
+      if (command === 'add_child' && childPath) msg.target.child_id = childPath.slice(childPath.lastIndexOf('/') + 1);
+      return msg;
+    } catch (err) {
+      if (!(err instanceof CommandInputError)) throw err;
+      const key = ERROR_HINTS[err.code];
+      el.cmdHint.textContent = key ? t(key) : err.message;
+      el.cmdHint.classList.add('bad');
+      (err.code === 'empty_reason' ? el.cmdReason : el.cmdPath).focus();
+      return null;
+    }
+  }
+
+  _send(msg) {
+    const session = this.session();
+    if (!session || !session.established) {
+      this.notify(t('cmd_not_connected'), 'error');
+      return;
+    }
+    this.store.trackCommand(msg);
+    if (!session.send(msg)) {
+      this.store.pending.delete(msg.command_id);
+      this.notify(t('cmd_not_connected'), 'error');
+      return;
+    }
+    this.notify(t('cmd_sent', { command: t(`cmd_${msg.command}`), id: msg.command_id.slice(0, 8) }), 'info');
+  }
+
+  _onSubmit(ev) {
+    ev.preventDefault();
+    const { el } = this;
+    el.cmdHint.classList.remove('bad');
+    const command = el.cmdCommand.value;
+    if (!isDangerous(command)) {
+      const msg = this._commandFromForm(false);
+      if (msg) this._send(msg);
+      return;
+    }
+    const preview = this._commandFromForm(true); // validates before asking
+    if (!preview) return;
+    const dialog = el.confirmDialog;
+    el.confirmCommand.textContent = `${t(`cmd_${command}`)} (${command})`;
+    const tg = this.store.targets.get(preview.target_id);
+    el.confirmTarget.textContent = tg ? `${tg.displayName} (${tg.targetId})` : preview.target_id;
+    el.confirmPath.textContent = preview.target.child_path || t('d_none');
+    el.confirmReason.textContent = preview.reason;
+    dialog.returnValue = '';
+    dialog.onclose = () => {
+      if (dialog.returnValue === 'confirm') this._send(preview);
+      el.cmdSend.focus();
+    };
+    dialog.showModal();
+    el.confirmCancel.focus();
+  }
+}

@@ -1,0 +1,78 @@
+// Timeline pane: the filtered rows of every target in a virtualised grid, live follow and
+// its paused count, the row count and the detail of an opened row.
+
+import { elements } from '../dom.js';
+import { TimelineView } from '../filter.js';
+import { t } from '../i18n.js';
+import { Timeline } from '../timeline.js';
+
+export class TimelinePanel {
+  constructor(root, { store }) {
+    this.store = store;
+    this.el = elements(root, ['timeline', 'follow-state', 'follow-resume', 'row-count', 'row-detail', 'row-detail-body', 'row-detail-close']);
+    this.view = new TimelineView(store); // the filtered rows
+    this.pausedNew = 0; // rows arrived while follow is paused
+    this.grid = new Timeline(this.el.timeline, {
+      labels: { kind: (k) => t(`kind_${k}`), severity: (s) => t(`sev_${s}`) },
+      targetName: (id) => (store.targets.get(id) || {}).displayName || id,
+      onFollowChange: (on) => {
+        if (on) this.pausedNew = 0;
+        this.renderFollow();
+      },
+      onOpen: (row) => this._openRow(row),
+    });
+    this.el.followResume.addEventListener('click', () => {
+      this.grid.setFollowing(true);
+      this.el.timeline.focus();
+    });
+    this.el.rowDetailClose.addEventListener('click', () => {
+      this.el.rowDetail.hidden = true;
+      this.el.timeline.focus();
+    });
+  }
+
+  // Applies one frame of store changes.
+  update(changes) {
+    if (!this.view.update(changes)) return;
+    if (!this.grid.following) this.pausedNew += changes.rows.length;
+    this.grid.setRows(this.view.rows);
+    this.renderRowCount();
+  }
+
+  // A view filter from filter.js's makeViewFilter.
+  setFilter(filter) {
+    this.view.setFilter(filter);
+    this.grid.setRows(this.view.rows);
+    this.renderRowCount();
+  }
+
+  render() {
+    this.grid.render();
+  }
+
+  // Redraws every text after a language change.
+  relabel() {
+    this.grid.relabel();
+    this.renderRowCount();
+    this.renderFollow();
+  }
+
+  renderFollow() {
+    const { el, grid } = this;
+    el.followState.textContent = grid.following ? t('following') : t('paused_follow', { n: this.pausedNew });
+    el.followState.className = grid.following ? 'live' : 'paused';
+    el.followResume.hidden = grid.following;
+  }
+
+  renderRowCount() {
+    let total = 0;
+    for (const tg of this.store.targets.values()) total += tg.events.length + tg.logs.length + tg.audit.length + tg.results.length;
+    this.el.rowCount.textContent = t('rows', { shown: this.view.rows.length, total });
+    if (!this.grid.following) this.renderFollow();
+  }
+
+  _openRow(row) {
+    this.el.rowDetail.hidden = false;
+    this.el.rowDetailBody.textContent = JSON.stringify(row.raw, null, 2);
+  }
+}
