@@ -1,10 +1,28 @@
-// Shared test helpers: contract fixtures and small synthetic trees.
+// Shared test helpers: contract fixtures, small synthetic trees, fake timers and sockets.
 import { readFileSync } from 'node:fs';
+import { Store } from '../../supervisor/relay/web/static/store.js';
+import { Preferences, memoryStorage } from '../../supervisor/relay/web/static/storage.js';
 
 export const STATIC = new URL('../../supervisor/relay/web/static/', import.meta.url);
 
 export function fixture(name) {
   return JSON.parse(readFileSync(new URL(`./fixtures/${name}.json`, import.meta.url), 'utf8'));
+}
+
+export const TARGET = 'payments-worker-a';
+
+// A store after the contract's session sequence: server_hello, target_list, state.
+export function contractStore() {
+  const store = new Store({ now: () => new Date('2026-11-28T13:00:00Z') });
+  for (const name of ['server_hello', 'target_list', 'state']) store.apply(fixture(`session.${name}`));
+  return store;
+}
+
+// Preferences over storage kept in memory, optionally with stored values (name -> value).
+export function memoryPrefs(values = {}) {
+  const prefs = new Preferences(memoryStorage());
+  for (const [name, value] of Object.entries(values)) prefs.set(name, value);
+  return prefs;
 }
 
 export function clone(value) {

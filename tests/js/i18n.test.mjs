@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { DICTIONARIES, preferredLanguage, setLanguage, t } from '../../supervisor/relay/web/static/i18n.js';
 import { LIFECYCLE_STATES, COMMANDS, CONNECTION_STATES, SEVERITIES } from '../../supervisor/relay/web/static/protocol.js';
 import { ROW_KINDS } from '../../supervisor/relay/web/static/filter.js';
@@ -10,20 +10,24 @@ test('English and Chinese have the same keys', () => {
   assert.deepEqual(Object.keys(DICTIONARIES.zh).sort(), Object.keys(DICTIONARIES.en).sort());
 });
 
-test('every key used by the page and the app exists', () => {
+test('every key used by the page and its modules exists', () => {
   const html = readFileSync(new URL('index.html', STATIC), 'utf8');
-  const app = readFileSync(new URL('app.js', STATIC), 'utf8');
+  const modules = readdirSync(STATIC, { recursive: true }).filter((f) => f.endsWith('.js'));
+  assert.ok(modules.includes('app.js') && modules.some((f) => f.startsWith('panels')), modules);
   const keys = new Set();
   for (const m of html.matchAll(/data-i18n="([^"]+)"/g)) keys.add(m[1]);
   for (const m of html.matchAll(/data-i18n-attr="([^"]+)"/g)) for (const pair of m[1].split(';')) keys.add(pair.split(':')[1]);
-  for (const m of app.matchAll(/\bt\('([a-z_]+)'/g)) keys.add(m[1]);
+  for (const file of modules) {
+    const source = readFileSync(new URL(file, STATIC), 'utf8');
+    for (const m of source.matchAll(/\bt\('([a-z_]+)'/g)) keys.add(m[1]);
+  }
   const dynamic = [
     ...LIFECYCLE_STATES.map((s) => `lc_${s}`), ...COMMANDS.map((c) => `cmd_${c}`),
     ...CONNECTION_STATES.map((s) => `cs_${s}`), ...SEVERITIES.map((s) => `sev_${s}`), ...ROW_KINDS.map((k) => `kind_${k}`),
     ...['offline', 'connecting', 'handshaking', 'established'].map((s) => `relay_${s}`),
   ];
   for (const k of dynamic) keys.add(k);
-  assert.ok(keys.size > 60);
+  assert.ok(keys.size > 60, keys.size);
   const missing = [...keys].filter((k) => !(k in DICTIONARIES.en));
   assert.deepEqual(missing, []);
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import {
   COMMANDS, DANGEROUS, RelayConnection, backoffDelay, buildCommand, clientHello, emptyFilter,
   filterMessage, filtersEqual, normalizeFilter, parseFrame, parseManifest, shortIdentity, splitList,
-  websocketUrl,
+  uuid, websocketUrl,
 } from '../../supervisor/relay/web/static/protocol.js';
 import { FakeSocket, FakeTimers, fixture } from './helpers.mjs';
 
@@ -176,4 +176,11 @@ test('unreadable frames are reported, not thrown', () => {
   const ws = FakeSocket.instances[0];
   ws.receive('{oops');
   assert.deepEqual(calls, [[null, 'invalid_json']]);
+});
+
+test('ids are version 4 UUIDs, from randomUUID or from random bytes', () => {
+  assert.equal(uuid({ randomUUID: () => 'from-randomUUID' }), 'from-randomUUID');
+  const bytes = { getRandomValues: (b) => b.fill(0xff) };
+  assert.equal(uuid(bytes), 'ffffffff-ffff-4fff-bfff-ffffffffffff');
+  assert.match(uuid({ getRandomValues: (b) => b.fill(0) }), /^00000000-0000-4000-8000-000000000000$/);
 });

@@ -1,15 +1,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { LIMITS, Ring, Store, nodeEvents } from '../../supervisor/relay/web/static/store.js';
-import { clone, eventMsg, fixture, logMsg, runtimeRow, syntheticTopology } from './helpers.mjs';
-
-const T = 'payments-worker-a';
-
-function sessionStore() {
-  const store = new Store({ now: () => new Date('2026-11-28T13:00:00Z') });
-  for (const name of ['server_hello', 'target_list', 'state']) store.apply(fixture(`session.${name}`));
-  return store;
-}
+import {
+  TARGET as T, clone, contractStore as sessionStore, eventMsg, fixture, logMsg, runtimeRow, syntheticTopology,
+} from './helpers.mjs';
 
 test('Ring keeps the newest `capacity` items and reports evictions', () => {
   const ring = new Ring(3);

@@ -1,9 +1,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  GEOMETRY, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, rowsForLeaves, zoomAt,
+  GEOMETRY, boundingBox, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, revealTransform,
+  rowsForLeaves, zoomAt,
 } from '../../supervisor/relay/web/static/topology-layout.js';
-import { PositionMemory } from '../../supervisor/relay/web/static/storage.js';
 import { fixture, syntheticTopology } from './helpers.mjs';
 
 function overlaps(positions) {
@@ -108,15 +108,28 @@ test('zooming keeps the point under the cursor fixed and is clamped', () => {
   assert.equal(zoomAt({ k: 0.1, x: 0, y: 0 }, 0.01, 0, 0).k, 0.05);
 });
 
-test('hand-placed positions are remembered per target', () => {
-  const data = new Map();
-  const storage = { getItem: (k) => data.get(k) ?? null, setItem: (k, v) => data.set(k, v), removeItem: (k) => data.delete(k) };
-  const mem = new PositionMemory(storage);
-  mem.save('t1', new Map([['/root/a', { x: 10.4, y: 20.6 }]]));
-  assert.deepEqual([...mem.load('t1')], [['/root/a', { x: 10, y: 21 }]]);
-  assert.equal(mem.load('t2').size, 0);
-  mem.save('t1', new Map());
-  assert.equal(data.size, 0, 'relayout forgets the target entry');
-  storage.setItem('supervisor-dashboard.positions.bad', '{not json');
-  assert.equal(mem.load('bad').size, 0);
+test('the bounding box covers every node and leaves room for dependency arcs', () => {
+  const topo = syntheticTopology(4);
+  const { positions } = layoutTree(topo);
+  const box = boundingBox(positions, topo);
+  const xs = [...positions.values()].map((p) => p.x);
+  const ys = [...positions.values()].map((p) => p.y);
+  assert.equal(box.x, Math.min(...xs));
+  assert.equal(box.y, Math.min(...ys));
+  assert.equal(box.height, Math.max(...ys) + GEOMETRY.nodeH - box.y);
+  const plain = boundingBox(positions, { ...topo, edges: topo.edges.filter((e) => e.kind !== 'dependency') });
+  assert.equal(box.width, plain.width + 90);
+  assert.equal(plain.width, Math.max(...xs) + GEOMETRY.nodeW - box.x);
+  assert.deepEqual(boundingBox(new Map(), topo), { x: 0, y: 0, width: 0, height: 0 });
+});
+
+test('revealing a node off screen centres it; one in view stays put', () => {
+  const t = { k: 2, x: 0, y: 0 };
+  assert.equal(revealTransform(t, { x: 10, y: 10 }, 800, 600), null);
+  const moved = revealTransform(t, { x: 1000, y: 500 }, 800, 600);
+  assert.equal(moved.k, 2);
+  assert.equal(moved.x + (1000 + GEOMETRY.nodeW / 2) * 2, 400, 'node centre at the viewport centre');
+  assert.equal(moved.y + (500 + GEOMETRY.nodeH / 2) * 2, 300);
+  assert.notEqual(revealTransform({ k: 1, x: 50, y: 0 }, { x: -60, y: 0 }, 800, 600), null, 'partly left of the view');
+  assert.equal(revealTransform({ k: 1, x: 50, y: 0 }, { x: -50, y: 0 }, 800, 600), null, 'touching the left edge');
 });

@@ -1,0 +1,44 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { setLanguage } from '../../supervisor/relay/web/static/i18n.js';
+import { HeaderPanel } from '../../supervisor/relay/web/static/panels/header.js';
+import { loadPage } from './dom-shim.mjs';
+import { TARGET, contractStore, fixture, runtimeRow } from './helpers.mjs';
+
+setLanguage('en');
+
+test('the header shows the relay status, our fingerprint and the totals', () => {
+  const doc = loadPage();
+  const store = contractStore();
+  const header = new HeaderPanel(doc, { store });
+  header.render();
+  const $ = (id) => doc.getElementById(id);
+  assert.equal($('relay-status').className, 'status st-offline');
+  assert.equal($('relay-status-text').textContent, 'Offline');
+  assert.equal($('identity-fingerprint').textContent, 'sha256:3f3f3f3f3f3f…');
+  assert.equal($('identity').title, fixture('session.server_hello').client_identity);
+  assert.equal($('identity-principal').hidden, true, 'no principal known yet');
+  assert.equal($('count-targets').textContent, '1');
+  assert.equal($('count-events').textContent, '1');
+  assert.equal($('count-failed').textContent, '0');
+  assert.equal($('count-failed').parentElement.classList.contains('alert'), false);
+
+  store.apply({ type: 'state_delta', target_id: TARGET, delta: { runtime_state: [runtimeRow('/root/invoice_writer', 'failed')] } });
+  store.apply(fixture('session.audit_event')); // our own audit record names our principal
+  header.render();
+  assert.equal($('count-failed').textContent, '1');
+  assert.equal($('count-failed').parentElement.classList.contains('alert'), true);
+  assert.equal($('identity-principal').hidden, false);
+  assert.equal($('identity-principal').textContent, 'O=Example Ops, CN=demo operator');
+});
+
+test('a relay status change is shown at once, with the retry delay while waiting', () => {
+  const doc = loadPage();
+  const header = new HeaderPanel(doc, { store: contractStore() });
+  header.setRelayStatus('waiting', { attempt: 3, delay: 2400, reason: 'closed (1006)' });
+  assert.equal(header.status, 'waiting');
+  assert.equal(doc.getElementById('relay-status').className, 'status st-waiting');
+  assert.equal(doc.getElementById('relay-status-text').textContent, 'Relay unreachable, retrying in 2s (attempt 3)');
+  header.setRelayStatus('established', { attempt: 0 });
+  assert.equal(doc.getElementById('relay-status-text').textContent, 'Connected to relay');
+});

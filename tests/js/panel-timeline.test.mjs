@@ -1,0 +1,81 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { makeViewFilter } from '../../supervisor/relay/web/static/filter.js';
+import { setLanguage } from '../../supervisor/relay/web/static/i18n.js';
+import { TimelinePanel } from '../../supervisor/relay/web/static/panels/timeline.js';
+import { ROW_HEIGHT } from '../../supervisor/relay/web/static/timeline.js';
+import { fire, key, loadPage } from './dom-shim.mjs';
+import { TARGET, contractStore, eventMsg, logMsg } from './helpers.mjs';
+
+setLanguage('en');
+
+function setup() {
+  const doc = loadPage();
+  const store = contractStore();
+  const panel = new TimelinePanel(doc, { store });
+  panel.update(store.takeChanges());
+  return { doc, store, panel, $: (id) => doc.getElementById(id) };
+}
+
+const cells = (doc, cls) => doc.querySelectorAll(`#timeline .tl-row .tl-${cls}`).map((c) => c.textContent);
+
+test('rows of the store appear in the grid with their kind, severity and target name', () => {
+  const { doc, $ } = setup();
+  assert.deepEqual(cells(doc, 'seq'), ['1042', '5120']);
+  assert.deepEqual(cells(doc, 'kind'), ['event', 'log']);
+  assert.deepEqual(cells(doc, 'target'), ['payments worker a', 'payments worker a']);
+  assert.equal(doc.querySelector('#timeline .tl-row').className, 'tl-row sev-info kind-event');
+  assert.equal($('row-count').textContent, '2 of 2 rows');
+  assert.equal($('timeline').getAttribute('aria-rowcount'), '2');
+});
+
+test('a filter narrows the rows; the count shows shown of total', () => {
+  const { doc, panel, $ } = setup();
+  panel.setFilter(makeViewFilter({ kinds: ['log'] }));
+  assert.deepEqual(cells(doc, 'kind'), ['log']);
+  assert.equal($('row-count').textContent, '1 of 2 rows');
+});
+
+test('while follow is paused new rows are counted; resuming clears the count', () => {
+  const { doc, store, panel, $ } = setup();
+  panel.relabel();
+  assert.equal($('follow-state').textContent, 'Live: following new rows');
+  assert.equal($('follow-resume').hidden, true);
+  panel.grid.setFollowing(false);
+  assert.equal($('follow-resume').hidden, false);
+  for (let s = 1043; s < 1046; s += 1) store.apply(eventMsg(TARGET, s));
+  store.apply(logMsg(TARGET, 5121));
+  panel.update(store.takeChanges());
+  assert.equal($('follow-state').textContent, 'Paused: 4 new rows below');
+  assert.equal($('follow-state').className, 'paused');
+  $('follow-resume').click();
+  assert.equal($('follow-state').textContent, 'Live: following new rows');
+  assert.equal($('follow-state').className, 'live');
+  assert.equal(doc.activeElement, $('timeline'));
+  assert.equal(panel.pausedNew, 0);
+});
+
+test('following keeps the newest row in view as rows arrive', () => {
+  const { store, panel, $ } = setup();
+  $('timeline').clientHeight = 10 * ROW_HEIGHT;
+  for (let s = 1043; s < 1143; s += 1) store.apply(eventMsg(TARGET, s));
+  panel.update(store.takeChanges());
+  assert.equal($('timeline').scrollTop, 102 * ROW_HEIGHT - 10 * ROW_HEIGHT);
+  const seqs = $('timeline').querySelectorAll('.tl-seq').map((c) => c.textContent);
+  assert.ok(seqs.includes('1142'));
+  assert.ok(seqs.length < 30, 'only the visible window is in the DOM');
+});
+
+test('an opened row shows its raw message until closed', () => {
+  const { doc, $ } = setup();
+  const timeline = $('timeline');
+  key(timeline, 'ArrowUp');
+  key(timeline, 'Enter');
+  assert.equal($('row-detail').hidden, false);
+  assert.equal(JSON.parse($('row-detail-body').textContent).sequence, 5120, 'the last row (the log line)');
+  $('row-detail-close').click();
+  assert.equal($('row-detail').hidden, true);
+  fire(doc.querySelector('#timeline .tl-row .tl-summary'), 'click');
+  assert.equal($('row-detail').hidden, false);
+  assert.equal(JSON.parse($('row-detail-body').textContent).event_type, 'child_paused');
+});
