@@ -1,6 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { EVENT_LIFECYCLE, TimelineView, allRows, eventLifecycle, makeViewFilter, matchRow, pathMatches } from '../../supervisor/relay/web/static/filter.js';
+import { TimelineView, allRows, eventLifecycle, makeViewFilter, matchRow, pathMatches } from '../../supervisor/relay/web/static/filter.js';
+import { EVENT_LIFECYCLE } from '../../supervisor/relay/web/static/vocabulary.js';
 import { LIMITS, Store } from '../../supervisor/relay/web/static/store.js';
 import { eventMsg, fixture, logMsg } from './helpers.mjs';
 

@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { DICTIONARIES, preferredLanguage, setLanguage, t } from '../../supervisor/relay/web/static/i18n.js';
-import { LIFECYCLE_STATES, COMMANDS, CONNECTION_STATES, SEVERITIES } from '../../supervisor/relay/web/static/protocol.js';
+import { LIFECYCLE_STATES, COMMANDS, CONNECTION_STATES, SEVERITIES } from '../../supervisor/relay/web/static/vocabulary.js';
 import { ROW_KINDS } from '../../supervisor/relay/web/static/filter.js';
 import { STATIC } from './helpers.mjs';
 

@@ -1,10 +1,11 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  COMMANDS, DANGEROUS, RelayConnection, backoffDelay, buildCommand, clientHello, emptyFilter,
+  DANGEROUS, RelayConnection, backoffDelay, buildCommand, clientHello, emptyFilter,
   filterMessage, filtersEqual, normalizeFilter, parseFrame, parseManifest, shortIdentity, splitList,
   uuid, websocketUrl,
 } from '../../supervisor/relay/web/static/protocol.js';
+import { COMMANDS } from '../../supervisor/relay/web/static/vocabulary.js';
 import { FakeSocket, FakeTimers, fixture } from './helpers.mjs';
 
 test('the WebSocket URL is the page origin with path /supervisor', () => {

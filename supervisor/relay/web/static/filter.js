@@ -9,8 +9,6 @@
 import { normalizeFilter } from './protocol.js';
 import { EVENT_LIFECYCLE } from './vocabulary.js';
 
-export { EVENT_LIFECYCLE };
-
 export function eventLifecycle(row) {
   const payload = row.raw && row.raw.payload;
   if (payload && typeof payload.lifecycle_state === 'string') return payload.lifecycle_state;

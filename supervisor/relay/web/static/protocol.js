@@ -1,11 +1,8 @@
 // Dashboard session protocol (CONTRACTS.md §3): message builders, validation and the
 // reconnecting WebSocket session. Pure except RelayConnection, whose I/O is injected.
 
-import {
-  COMMANDS, CONNECTION_STATES, DANGEROUS_COMMANDS, LIFECYCLE_STATES, SEVERITIES,
-} from './vocabulary.js';
+import { COMMANDS, DANGEROUS_COMMANDS } from './vocabulary.js';
 
-export { COMMANDS, CONNECTION_STATES, LIFECYCLE_STATES, SEVERITIES };
 // Commands that must carry confirmed: true (§4).
 export const DANGEROUS = new Set(DANGEROUS_COMMANDS);
 // Message types the relay may send; anything else is reported as a diagnostic.

@@ -3,9 +3,8 @@
 
 import { elements, h } from '../dom.js';
 import { t } from '../i18n.js';
-import {
-  COMMANDS, CommandInputError, buildCommand, isDangerous, parseManifest,
-} from '../protocol.js';
+import { CommandInputError, buildCommand, isDangerous, parseManifest } from '../protocol.js';
+import { COMMANDS } from '../vocabulary.js';
 
 // Form hint for each CommandInputError code the form can cause.
 const ERROR_HINTS = { empty_reason: 'cmd_need_reason', target_not_bound: 'cmd_no_target', invalid_message_schema: 'cmd_need_path' };
