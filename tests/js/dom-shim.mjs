@@ -24,16 +24,11 @@ export class ShimEvent {
     this.defaultPrevented = false;
     this.target = null;
     this.currentTarget = null;
-    this._stopped = false;
     Object.assign(this, props);
   }
 
   preventDefault() {
     if (this.cancelable) this.defaultPrevented = true;
-  }
-
-  stopPropagation() {
-    this._stopped = true;
   }
 }
 
@@ -47,10 +42,6 @@ export class ShimNode {
 
   get firstChild() {
     return this.childNodes[0] ?? null;
-  }
-
-  get lastChild() {
-    return this.childNodes[this.childNodes.length - 1] ?? null;
   }
 
   get parentElement() {
@@ -89,11 +80,6 @@ export class ShimNode {
     return n;
   }
 
-  append(...nodes) {
-    for (const n of nodes) this.childNodes.push(this._adopt(n));
-    this._childrenChanged();
-  }
-
   removeChild(node) {
     const i = this.childNodes.indexOf(node);
     if (i < 0) throw new Error('not a child');
@@ -114,22 +100,11 @@ export class ShimNode {
     this._childrenChanged();
   }
 
-  contains(node) {
-    for (let n = node; n; n = n.parentNode) if (n === this) return true;
-    return false;
-  }
-
   _childrenChanged() {}
 
   addEventListener(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, []);
     this._listeners.get(type).push(fn);
-  }
-
-  removeEventListener(type, fn) {
-    const list = this._listeners.get(type) || [];
-    const i = list.indexOf(fn);
-    if (i >= 0) list.splice(i, 1);
   }
 
   dispatchEvent(ev) {
@@ -141,7 +116,6 @@ export class ShimNode {
       for (const fn of [...(node._listeners.get(ev.type) || [])]) fn.call(node, ev);
       const handler = node[`on${ev.type}`];
       if (typeof handler === 'function') handler.call(node, ev);
-      if (ev._stopped) break;
     }
     ev.currentTarget = null;
     return !ev.defaultPrevented;
@@ -336,8 +310,6 @@ export class ShimElement extends ShimNode {
 
   focus() { this.ownerDocument.activeElement = this; }
 
-  blur() { if (this.ownerDocument.activeElement === this) this.ownerDocument.activeElement = this.ownerDocument.body; }
-
   getBoundingClientRect() {
     return { x: 0, y: 0, left: 0, top: 0, ...this.rect, right: this.rect.width, bottom: this.rect.height };
   }
@@ -351,10 +323,6 @@ export class ShimElement extends ShimNode {
   hasPointerCapture() { return false; }
 
   releasePointerCapture() {}
-
-  matches(selector) {
-    return matchesSelector(this, parseSelector(selector));
-  }
 
   closest(selector) {
     const sel = parseSelector(selector);
