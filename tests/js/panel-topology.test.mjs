@@ -129,3 +129,13 @@ test('zoom buttons scale the view around its centre; the legend lists every life
   assert.deepEqual(legend.map((li) => li.querySelector('.swatch').className), LIFECYCLE_STATES.map((s) => `swatch st-${s}`));
   assert.equal(legend[0].textContent, 'starting');
 });
+
+test('names and paths from the target are drawn as text, never as markup', () => {
+  const topology = syntheticTopology(2);
+  topology.nodes[1].name = '<img src=x onerror="alert(1)">';
+  const { doc, panel } = setup({ topology });
+  panel.render();
+  const g = node(doc, '/root/w0');
+  assert.equal(g.querySelector('text.name').textContent, '<img src=x onerror=…');
+  assert.equal(doc.querySelector('#topology-svg img'), null);
+});
