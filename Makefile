@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 # Browser tests drive Debian's chromium (Chinese labels need a CJK font to render);
