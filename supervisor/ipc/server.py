@@ -23,15 +23,14 @@ from supervisor.config.target import IpcConfig
 from supervisor.ipc.commands import run_command
 from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
-from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, encode
 from supervisor.wire.unixsocket import peer_uid
+from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, ipc_method
 
-PROTOCOL_VERSION = "dashboard-ipc.v1"
 INVALID_REQUEST_ID = "invalid-request"
 METHODS = frozenset(
-    {"hello", "state", "events.subscribe", "logs.tail"} | {f"command.{c}" for c in COMMANDS}
+    {"hello", "state", "events.subscribe", "logs.tail"} | {ipc_method(c) for c in COMMANDS}
 )
 #: Request lines read but not yet answered while a slow command runs; beyond this the
 #: connection stops reading until the backlog drains.
