@@ -16,6 +16,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from supervisor.config.relay import RelayConfig
 from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.registry import Registry
@@ -97,6 +98,9 @@ class CommandHub(Protocol):
     """What command handling needs from the session hub."""
 
     @property
+    def config(self) -> RelayConfig: ...
+
+    @property
     def registry(self) -> Registry: ...
 
     @property
@@ -109,7 +113,6 @@ class CommandProcessor:
     """Validates, audits and forwards commands on behalf of sessions."""
 
     log = Logger()
-    max_in_flight_per_session = 32
 
     def __init__(self, hub: CommandHub, audit: AuditStore, authorizer: Authorizer,
                  clock: Any) -> None:
@@ -159,10 +162,11 @@ class CommandProcessor:
         if not self._authorizer.permits(session.identity, command):
             return _refusal("command_not_permitted",
                             f"{session.identity.principal} may not run {command}", target_id)
-        if session.commands_in_flight >= self.max_in_flight_per_session:
+        limit = self._hub.config.limits.max_commands_in_flight
+        if session.commands_in_flight >= limit:
             return _refusal("too_many_commands",
-                            f"at most {self.max_in_flight_per_session} commands may be in "
-                            "flight per session", target_id, True)
+                            f"at most {limit} commands may be in flight per session",
+                            target_id, True)
         return None
 
     # entry points

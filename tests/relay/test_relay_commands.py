@@ -196,6 +196,32 @@ async def test_command_timeout_uses_registration_timeout(relay):
 
 
 @pytest_twisted.ensureDeferred
+async def test_commands_in_flight_per_session_are_capped(relay):
+    relay.start(limits={"max_commands_in_flight": 2})
+    target = relay.target()
+    body = registration_payload(target.target_id, target.path)
+    for spec in body["supported_commands"]:
+        spec["timeout_seconds"] = 1
+    await register(relay.registration_path, body)
+    ws = await relay.session()
+    await ws.hello()
+    await ws.next("state")
+    await eventually(lambda: "logs.tail" in target.methods())
+    target.hang = True
+    for index in range(3):
+        ws.send(command(command_id=f"c{index}"))
+    error = (await ws.next("error"))["error"]
+    assert (error["code"], error["retryable"]) == ("too_many_commands", True)
+    assert "at most 2 commands" in error["message"]
+    results = [(await ws.next("command_result", timeout=5))["result"] for _ in range(2)]
+    assert sorted(r["command_id"] for r in results) == ["c0", "c1"]
+    assert {r["error"]["code"] for r in results} == {"command_timeout"}
+    stored = sorted((r.command_id, r.result) for r in await records(relay))
+    assert stored == [("c0", "accepted"), ("c0", "failed"), ("c1", "accepted"),
+                      ("c1", "failed"), ("c2", "rejected")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_audit_write_failure_refuses_the_command(relay):
     relay.start(audit={"busy_timeout_ms": 100})
     target, ws = await ready(relay)
