@@ -32,7 +32,6 @@ MIN_RETRY_SECONDS = 1.0
 
 def registration_payload(config: IpcConfig) -> dict[str, Any]:
     """The §2 payload: every command of §4, each with the configured command timeout."""
-    assert config.path is not None, "only an enabled IPC socket registers"
     return Registration(
         target_id=config.target_id,
         display_name=config.registration.display_name or config.target_id,

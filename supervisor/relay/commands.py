@@ -67,7 +67,7 @@ def _schema_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
-class CommandSession(Protocol):
+class Session(Protocol):
     """What command handling needs from a dashboard session."""
 
     session_id: str
@@ -84,7 +84,7 @@ class CommandSession(Protocol):
     def deliver_state(self, target_id: str, state: dict[str, Any]) -> None: ...
 
 
-class CommandLink(Protocol):
+class Link(Protocol):
     """What command handling needs from a target's IPC link."""
 
     state: str
@@ -94,7 +94,7 @@ class CommandLink(Protocol):
     def fetch_state(self) -> Deferred[dict[str, Any]]: ...
 
 
-class CommandHub(Protocol):
+class Hub(Protocol):
     """What command handling needs from the session hub."""
 
     @property
@@ -104,7 +104,7 @@ class CommandHub(Protocol):
     def registry(self) -> Registry: ...
 
     @property
-    def links(self) -> Mapping[str, CommandLink]: ...
+    def links(self) -> Mapping[str, Link]: ...
 
     def publish_audit(self, record: AuditRecord) -> None: ...
 
@@ -114,7 +114,7 @@ class CommandProcessor:
 
     log = Logger()
 
-    def __init__(self, hub: CommandHub, audit: AuditStore, authorizer: Authorizer,
+    def __init__(self, hub: Hub, audit: AuditStore, authorizer: Authorizer,
                  clock: Any) -> None:
         self._hub = hub
         self._audit = audit
@@ -122,7 +122,7 @@ class CommandProcessor:
         self._clock = clock
 
     # validation
-    def check(self, session: CommandSession, message: dict[str, Any]) -> WireError | None:
+    def check(self, session: Session, message: dict[str, Any]) -> WireError | None:
         """The §4 checks in order; None when the command may go ahead."""
         target_id = message.get("target_id")
         if not session.established:
@@ -170,13 +170,13 @@ class CommandProcessor:
         return None
 
     # entry points
-    def refuse_unestablished(self, session: CommandSession, message: dict[str, Any]) -> None:
+    def refuse_unestablished(self, session: Session, message: dict[str, Any]) -> None:
         """A command before client_hello: one error, audited as rejected."""
         error = self.check(session, message)
         assert error is not None
         self._refuse(session, message, error)
 
-    def handle(self, session: CommandSession, message: dict[str, Any]) -> Deferred[None]:
+    def handle(self, session: Session, message: dict[str, Any]) -> Deferred[None]:
         """Process one command message from an established session."""
         error = self.check(session, message)
         if error is not None:
@@ -196,7 +196,7 @@ class CommandProcessor:
         return d
 
     # helpers
-    def _record(self, session: CommandSession, message: dict[str, Any], result: str,
+    def _record(self, session: Session, message: dict[str, Any], result: str,
                 detail: str) -> AuditRecord:
         def text(key: str) -> str | None:
             value = message.get(key)
@@ -217,8 +217,7 @@ class CommandProcessor:
             occurred_at=self._clock.seconds(),
         )
 
-    def _refuse(self, session: CommandSession, message: dict[str, Any],
-                error: WireError) -> None:
+    def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
         session.send_error(error)
         record = self._record(session, message, "rejected", f"{error.code}: {error.message}")
         d = self._audit.append(record)
@@ -227,7 +226,7 @@ class CommandProcessor:
                                                 "{error}", command_id=record.command_id,
                                                 error=f.getErrorMessage()))
 
-    async def _run(self, session: CommandSession, message: dict[str, Any]) -> None:
+    async def _run(self, session: Session, message: dict[str, Any]) -> None:
         target_id: str = message["target_id"]
         command: str = message["command"]
         command_id: str = message["command_id"]
@@ -285,7 +284,7 @@ class CommandProcessor:
             self._hub.publish_audit(stored)
         await self._refresh(session, target_id, result)
 
-    async def _forward(self, link: CommandLink | None, command: str, params: dict[str, Any],
+    async def _forward(self, link: Link | None, command: str, params: dict[str, Any],
                        timeout: float) -> CommandResult:
         """Send the command; the target's answer read against what the relay would report
         itself (see :class:`CommandResult`), or that report when there is no usable answer."""
@@ -322,8 +321,7 @@ class CommandProcessor:
                                  "target answered without a command_result", target_id, False))
         return CommandResult.from_json(result, own(None))
 
-    async def _refresh(self, session: CommandSession, target_id: str,
-                       result: CommandResult) -> None:
+    async def _refresh(self, session: Session, target_id: str, result: CommandResult) -> None:
         """After ``command_result``: the result's delta, else a freshly fetched state."""
         if session.closed or target_id not in session.bound:
             return
