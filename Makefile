@@ -33,7 +33,7 @@ test: venv browser
 
 # Certificates under .local/certs, then the relay, then the demo target; Ctrl-C stops both.
 demo: venv
-	$(PY) -m supervisor.launch_demo --relay-config etc/demo-relay.yaml \
+	$(PY) -m supervisor._launch_demo --relay-config etc/demo-relay.yaml \
 		--target-config etc/demo-target.yaml --certs .local/certs
 
 bench: venv browser

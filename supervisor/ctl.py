@@ -6,8 +6,8 @@
     python -m supervisor.ctl --socket PATH restart /root/worker --reason "stuck"
     python -m supervisor.ctl --socket PATH add /root --manifest child.yaml --reason "scale" --yes
 
-Human-readable tables by default, one JSON document per line with ``--json``. Blocking
-sockets with a timeout on every read; ``--follow`` streams until interrupted.
+Human-readable tables by default, one JSON document per line with ``--json``. Every answer
+has a deadline (``--timeout``); ``--follow`` streams until interrupted.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ import argparse
 import json
 import os
 import pwd
-import socket
 import sys
 import uuid
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, NoReturn, TextIO
 
-from supervisor.wire.vocabulary import DANGEROUS_COMMANDS
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.task import react
+
+from supervisor.wire.client import NDJSONClientProtocol, RemoteError, connect_unix
+from supervisor.wire.errors import WireError
+from supervisor.wire.vocabulary import DANGEROUS_COMMANDS, ipc_method
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 CHILD_COMMANDS = {
@@ -31,61 +36,58 @@ CHILD_COMMANDS = {
     "quarantine": "quarantine_child",
     "remove": "remove_child",
 }
+#: What the operator reads for the client's own failures (the target's are code: message).
+_EXPLAINED = {
+    "connection_lost": "the target closed the connection",
+    "ipc_timeout": "the target did not answer in time",
+    "ipc_response_too_large": "the target sent an overlong line",
+}
 
 
 class CtlError(Exception):
     """Something the operator should read; printed without a traceback."""
 
 
-class Connection:
-    """One blocking NDJSON connection to a target."""
+def _explain(error: WireError) -> CtlError:
+    """The one line the operator reads for ``error``."""
+    if not isinstance(error, RemoteError):
+        if error.code in _EXPLAINED:
+            return CtlError(_EXPLAINED[error.code])
+        if error.code == "ipc_connect_failed":
+            return CtlError(error.message)  # "cannot connect to PATH: why"
+    return CtlError(f"{error.code}: {error.message}")
 
-    def __init__(self, path: str, timeout: float) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
+
+class Connection:
+    """One NDJSON connection to a target (the wire client), failing with :class:`CtlError`."""
+
+    def __init__(self, client: NDJSONClientProtocol) -> None:
+        self._client = client
+
+    @classmethod
+    async def open(cls, reactor: Any, path: str, timeout: float,
+                   on_push: Callable[[dict[str, Any]], None]) -> "Connection":
+        def build() -> NDJSONClientProtocol:
+            return NDJSONClientProtocol(reactor, default_timeout=timeout,
+                                        max_line_bytes=MAX_LINE_BYTES, on_push=on_push)
+
         try:
-            self._sock.connect(path)
-        except OSError as e:
-            raise CtlError(f"cannot connect to {path}: {e.strerror or e}") from None
-        self._buffer = b""
-        self._ids = 0
+            return cls(await connect_unix(reactor, path, build, timeout=timeout))
+        except WireError as e:
+            raise _explain(e) from None
 
     def close(self) -> None:
-        self._sock.close()
+        self._client.close()
 
-    def read(self, timeout: float | None = -1.0) -> dict[str, Any]:
-        if timeout != -1.0:
-            self._sock.settimeout(timeout)
-        while b"\n" not in self._buffer:
-            try:
-                chunk = self._sock.recv(65536)
-            except socket.timeout:
-                raise CtlError("the target did not answer in time") from None
-            if not chunk:
-                raise CtlError("the target closed the connection")
-            self._buffer += chunk
-            if len(self._buffer) > MAX_LINE_BYTES:
-                raise CtlError("the target sent an overlong line")
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+    async def call(self, method: str, params: Any) -> dict[str, Any]:
+        try:
+            return await self._client.request(method, params)
+        except WireError as e:
+            raise _explain(e) from None
 
-    def call(self, method: str, params: Any) -> dict[str, Any]:
-        self._ids += 1
-        request_id = f"ctl-{self._ids}"
-        payload = {"request_id": request_id, "method": method, "params": params}
-        self._sock.sendall(json.dumps(payload).encode() + b"\n")
-        while True:
-            reply = self.read()
-            if reply.get("request_id") in (request_id, "invalid-request"):
-                break
-        if not reply.get("ok"):
-            error = reply.get("error") or {}
-            raise CtlError(f"{error.get('code')}: {error.get('message')}")
-        return reply["result"]
-
-    def pushes(self) -> Iterator[dict[str, Any]]:
-        while True:
-            yield self.read(timeout=None)
+    async def until_closed(self) -> NoReturn:
+        """Wait while pushes stream in; a followed stream ends only with its connection."""
+        raise _explain(await self._client.closed)
 
 
 def _operator() -> str:
@@ -140,7 +142,7 @@ def _show(pushes: Iterable[dict[str, Any]], args: argparse.Namespace, out: TextI
             _print_push(push, out)
 
 
-def run(argv: list[str], out: TextIO = sys.stdout) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m supervisor.ctl", description=__doc__.split("\n\n")[0])
     parser.add_argument("--socket", required=True, help="the target's ipc.path")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -167,31 +169,48 @@ def run(argv: list[str], out: TextIO = sys.stdout) -> int:
     shutdown = sub.add_parser("shutdown", help="shutdown_tree")
     shutdown.add_argument("--reason", required=True)
     shutdown.add_argument("--yes", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run(argv: list[str], out: TextIO = sys.stdout) -> NoReturn:
+    """Run one ctl command line and exit with its status (130 when interrupted)."""
+    react(_main, (_parser().parse_args(argv), out))
+
+
+async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) -> NoReturn:
+    work = Deferred.fromCoroutine(_session(reactor, args, out))
+    # Ctrl-C stops the reactor; stop the command with it rather than leave it half-read
+    reactor.addSystemEventTrigger("before", "shutdown", work.cancel)
     try:
-        conn = Connection(args.socket, args.timeout)
-        try:
-            return _dispatch(conn, args, out)
-        finally:
-            conn.close()
+        status = await work
     except CtlError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        status = 1
+    except CancelledError:
+        status = 130
+    raise SystemExit(status)
 
 
-def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
-    target_id = conn.call("hello", None)["target_id"]
+async def _session(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
+    # pushes come only after events.subscribe or logs.tail, i.e. with --follow
+    conn = await Connection.open(reactor, args.socket, args.timeout,
+                                 lambda push: _show([push], args, out))
+    try:
+        return await _dispatch(conn, args, out)
+    finally:
+        conn.close()
+
+
+async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
+    target_id = (await conn.call("hello", None))["target_id"]
     scope = {"target_id": target_id}
     if args.action == "status":
-        state = conn.call("state", scope)["state"]
+        state = (await conn.call("state", scope))["state"]
         out.write(json.dumps(state) + "\n") if args.json else _print_status(state, out)
         return 0
     if args.action in ("events", "logs") and not args.follow:
         # what the target still holds, as a snapshot: no subscription needed
-        state = conn.call("state", scope)["state"]
+        state = (await conn.call("state", scope))["state"]
         if args.action == "events":
             records = [{"type": "event", "target_id": target_id, "event": e}
                        for e in state["recent_events"] if e["sequence"] > args.since]
@@ -201,13 +220,12 @@ def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
         _show(records, args, out)
         return 0
     if args.action == "events":
-        conn.call("events.subscribe", {**scope, "session_established": True, "since_sequence": args.since})
-        _show(conn.pushes(), args, out)
-        return 0
+        await conn.call("events.subscribe", {**scope, "session_established": True,
+                                             "since_sequence": args.since})
+        await conn.until_closed()
     if args.action == "logs":
-        conn.call("logs.tail", {**scope, "session_established": True, "lines": args.lines})
-        _show(conn.pushes(), args, out)
-        return 0
+        await conn.call("logs.tail", {**scope, "session_established": True, "lines": args.lines})
+        await conn.until_closed()
     target: dict[str, Any] = {"child_path": None, "child_manifest": None}
     if args.action in CHILD_COMMANDS:
         command = CHILD_COMMANDS[args.action]
@@ -230,7 +248,7 @@ def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
         "command": command, "target": target, "reason": args.reason,
         "requested_by": args.requested_by, "confirmed": bool(getattr(args, "yes", False)),
     }
-    result = conn.call(f"command.{command}", params)["result"]
+    result = (await conn.call(ipc_method(command), params))["result"]
     if args.json:
         out.write(json.dumps(result) + "\n")
     else:
@@ -240,8 +258,8 @@ def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
     return 0 if result["accepted"] else 2
 
 
-def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+def main() -> NoReturn:
+    run(sys.argv[1:])
 
 
 if __name__ == "__main__":

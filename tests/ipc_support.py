@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
 
 from supervisor.config.target import IpcConfig, RegistrationConfig, TargetConfig
 from supervisor.ipc.service import ipc_services
@@ -19,6 +21,22 @@ from supervisor.tree.spec import ChildKind, ChildSpec, Policy, SupervisorSpec
 from tests.waiting import eventually
 
 TARGET_ID = "payments-worker-a"
+
+
+class SocketBackedTransport(StringTransport):
+    """An in-memory transport whose handle is a real socketpair end, so SO_PEERCRED works."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pair = socket.socketpair()
+
+    def getHandle(self):
+        return self._pair[0]
+
+    def loseConnection(self):
+        super().loseConnection()
+        for s in self._pair:
+            s.close()
 
 
 class LineClient(Protocol):

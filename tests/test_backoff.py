@@ -1,6 +1,6 @@
 """The one backoff function: doubling, cap, jitter bounds, and the ClientService policy."""
 
-from supervisor.backoff import backoff_delay, retry_policy
+from supervisor._backoff import backoff_delay, retry_policy
 
 
 def test_doubles_from_initial_up_to_the_cap_without_jitter():

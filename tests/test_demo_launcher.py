@@ -24,7 +24,7 @@ def test_demo_launcher_starts_both_ends_and_ctrl_c_stops_them():
         certs = write_demo_certs(str(certs_dir))
         relay_config, target_config, port = write_demo_configs(run_dir, certs)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.launch_demo", "--relay-config", str(relay_config),
+            [sys.executable, "-m", "supervisor._launch_demo", "--relay-config", str(relay_config),
              "--target-config", str(target_config), "--certs", str(certs_dir)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )

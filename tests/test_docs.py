@@ -46,6 +46,37 @@ def test_documented_defaults_match_the_models(heading, model):
         assert documented[field.name] == str(field.default).lower(), field.name
 
 
+def doc_form(value) -> str:
+    """How the reference writes a default in its table."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value == ():
+        return "`[]`"
+    return f"`{value}`"
+
+
+MODE_0600 = '`"0600"`'
+
+
+@pytest.mark.parametrize("part, heading, model, phrases", [
+    ("target", "ipc", target.IpcConfig, {"permissions": MODE_0600, "registration": "disabled"}),
+    ("target", "ipc.registration", target.RegistrationConfig, {"display_name": "the target id"}),
+    ("relay", "registration", relay.RegistrationConfig, {"permissions": MODE_0600}),
+    ("relay", "audit", relay.AuditConfig, {}),
+    ("relay", "trusted_proxy", relay.TrustedProxyConfig, {}),
+])
+def test_documented_settings_defaults_match_the_models(part, heading, model, phrases):
+    documented = table(heading) if part == "target" else relay_table(heading)
+    for field in attrs.fields(model):
+        if documented[field.name] != "required":
+            want = phrases.get(field.name) or doc_form(field.default)
+            assert documented[field.name] == want, field.name
+
+
 RELAY_SECTIONS = {
     "listen": {"bind", "public_url"},
     "tls": {f.name for f in attrs.fields(relay.TLSConfig)},

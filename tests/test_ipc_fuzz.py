@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,25 +14,10 @@ from supervisor.config.target import IpcConfig
 from supervisor.ipc.server import IpcServer
 from supervisor.testing import ManualTask, TreeHarness
 from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
+from tests.ipc_support import SocketBackedTransport
 
 ERROR_KEYS = {"code", "stage", "target_id", "message", "retryable"}
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 300))  # `make fuzz` runs many more
-
-
-class SocketBackedTransport(StringTransport):
-    """An in-memory transport whose handle is a real socketpair end, so SO_PEERCRED works."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pair = socket.socketpair()
-
-    def getHandle(self):
-        return self._pair[0]
-
-    def loseConnection(self):
-        super().loseConnection()
-        for s in self._pair:
-            s.close()
 
 
 def make_connection(max_request_bytes: int = 4096):

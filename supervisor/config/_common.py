@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from typing import Any, Iterable, Mapping
 
+import attrs
 import yaml
 
 _MISSING = object()
@@ -34,6 +36,19 @@ def load_yaml_mapping(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("", f"config file {path} must contain a mapping at the top level")
     return data
+
+
+def defaults(model: type) -> Any:
+    """The attrs defaults of ``model`` by field name (``defaults(IpcConfig).max_request_bytes``):
+    parsers take every default from the model, so each is written once, beside its field."""
+    values = {}
+    for field in attrs.fields(model):
+        default = field.default
+        if isinstance(default, attrs.Factory):
+            default = default.factory()
+        if default is not attrs.NOTHING:
+            values[field.name] = default
+    return types.SimpleNamespace(**values)
 
 
 def join_key(parent: str, key: str | int) -> str:
@@ -120,7 +135,7 @@ class Section:
         """A filesystem path; relative values are resolved against ``base_dir``."""
         return resolve_path(join_key(self.key, name), self.string(name, default), base_dir)
 
-    def permissions(self, name: str, default: str) -> int:
+    def permissions(self, name: str, default: int) -> int:
         """A Unix mode written as an octal string such as ``"0600"``."""
         value = self._get(name, default)
         key = join_key(self.key, name)

@@ -13,6 +13,7 @@ from supervisor.config._common import (
     ConfigError,
     Section,
     check_unix_socket_path,
+    defaults,
     join_key,
     load_yaml_mapping,
     resolve_path,
@@ -74,8 +75,8 @@ class RegistrationConfig:
     """The registration socket and the rules applied to every registration."""
 
     listen_path: str
-    permissions: int
     allowed_ipc_path_prefixes: tuple[str, ...]
+    permissions: int = 0o600
     default_lease_seconds: int = 30
     max_lease_seconds: int = 120
 
@@ -114,6 +115,7 @@ class LimitsConfig:
     max_registration_connections: int = 128
     max_ipc_line_bytes: int = 16 * 1024 * 1024
     max_ipc_in_flight: int = 256
+    max_commands_in_flight: int = 32
     audit_replay: int = 200
 
 
@@ -186,8 +188,9 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
     audit_section = top.section("audit", ["path", "busy_timeout_ms"])
     audit = AuditConfig(
         path=audit_section.path("path", base_dir),
-        busy_timeout_ms=audit_section.integer("busy_timeout_ms", 2000, minimum=1,
-                                              maximum=600_000),
+        busy_timeout_ms=audit_section.integer("busy_timeout_ms",
+                                              defaults(AuditConfig).busy_timeout_ms,
+                                              minimum=1, maximum=600_000),
     )
     return RelayConfig(
         listen=listen,
@@ -234,8 +237,9 @@ def _tls(s: Section, base_dir: str, *, mtls: bool) -> TLSConfig:
 
 
 def _proxy(s: Section) -> TrustedProxyConfig:
-    enabled = s.boolean("enabled", False)
-    addrs = s.string_list("allowed_remote_addrs", [])
+    d = defaults(TrustedProxyConfig)
+    enabled = s.boolean("enabled", d.enabled)
+    addrs = s.string_list("allowed_remote_addrs", list(d.allowed_remote_addrs))
     for index, addr in enumerate(addrs):
         try:
             ipaddress.ip_address(addr)
@@ -245,7 +249,7 @@ def _proxy(s: Section) -> TrustedProxyConfig:
     if enabled and not addrs:
         raise ConfigError(join_key(s.key, "allowed_remote_addrs"),
                           "must list at least one address when the trusted proxy is enabled")
-    header = s.string("identity_header", "x-verified-client-subject").strip().lower()
+    header = s.string("identity_header", d.identity_header).strip().lower()
     return TrustedProxyConfig(enabled=enabled, allowed_remote_addrs=tuple(addrs),
                               identity_header=header)
 
@@ -261,14 +265,15 @@ def _registration(s: Section, base_dir: str) -> RegistrationConfig:
     for index, raw in enumerate(raw_prefixes):
         prefixes.append(resolve_path(join_key(prefixes_key, index), raw, base_dir).rstrip("/")
                         or "/")
-    max_lease = s.integer("max_lease_seconds", 120, minimum=1)
-    default_lease = s.integer("default_lease_seconds", 30, minimum=1)
+    d = defaults(RegistrationConfig)
+    max_lease = s.integer("max_lease_seconds", d.max_lease_seconds, minimum=1)
+    default_lease = s.integer("default_lease_seconds", d.default_lease_seconds, minimum=1)
     if default_lease > max_lease:
         raise ConfigError(join_key(s.key, "default_lease_seconds"),
                           "must not exceed registration.max_lease_seconds")
     return RegistrationConfig(
         listen_path=listen_path,
-        permissions=s.permissions("permissions", "0600"),
+        permissions=s.permissions("permissions", d.permissions),
         allowed_ipc_path_prefixes=tuple(prefixes),
         default_lease_seconds=default_lease,
         max_lease_seconds=max_lease,
@@ -302,7 +307,7 @@ def _authorization(s: Section) -> AuthorizationConfig:
 
 
 def _limits(s: Section) -> LimitsConfig:
-    d = LimitsConfig()
+    d = defaults(LimitsConfig)
     return LimitsConfig(
         max_sessions=s.integer("max_sessions", d.max_sessions, minimum=1),
         max_message_bytes=s.integer("max_message_bytes", d.max_message_bytes, minimum=1024),
@@ -313,12 +318,14 @@ def _limits(s: Section) -> LimitsConfig:
         max_ipc_line_bytes=s.integer("max_ipc_line_bytes", d.max_ipc_line_bytes,
                                      minimum=65536),
         max_ipc_in_flight=s.integer("max_ipc_in_flight", d.max_ipc_in_flight, minimum=1),
+        max_commands_in_flight=s.integer("max_commands_in_flight", d.max_commands_in_flight,
+                                         minimum=1),
         audit_replay=s.integer("audit_replay", d.audit_replay, minimum=0, maximum=10000),
     )
 
 
 def _timeouts(s: Section) -> TimeoutsConfig:
-    d = TimeoutsConfig()
+    d = defaults(TimeoutsConfig)
     seconds = {}
     for name in ("registration_read_seconds", "ipc_connect_seconds", "ipc_request_seconds",
                  "ipc_keepalive_seconds",

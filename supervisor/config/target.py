@@ -18,6 +18,7 @@ from supervisor.config._common import (
     ConfigError,
     Section,
     check_unix_socket_path,
+    defaults,
     join_key,
     load_yaml_mapping,
     resolve_path,
@@ -50,7 +51,7 @@ CHILD_KEYS = (
 )
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
-    "max_request_bytes", "idle_timeout_seconds", "max_pending_pushes",
+    "max_request_bytes", "max_backlog_lines", "idle_timeout_seconds", "max_pending_pushes",
     "command_timeout_seconds", "registration",
 )
 REGISTRATION_KEYS = (
@@ -83,6 +84,7 @@ class IpcConfig:
     bind_mode: str = "create_new"
     allowed_uids: tuple[int, ...] = ()
     max_request_bytes: int = 65536
+    max_backlog_lines: int = 64
     idle_timeout_seconds: float = 60.0
     max_pending_pushes: int = 4096
     command_timeout_seconds: int = 30
@@ -115,11 +117,14 @@ def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
     policy = _policy(top.data.get("policy"), "policy", Policy())
     shutdown = _shutdown(top.data.get("shutdown"), "shutdown", ShutdownPolicy())
     obs = top.section("observability", OBSERVABILITY_KEYS)
+    o = defaults(Observability)
     observability = Observability(
-        event_journal_capacity=obs.integer("event_journal_capacity", 256, minimum=1, maximum=1_000_000),
-        log_journal_capacity=obs.integer("log_journal_capacity", 1024, minimum=1, maximum=1_000_000),
-        metrics_enabled=obs.boolean("metrics_enabled", True),
-        audit_enabled=obs.boolean("audit_enabled", True),
+        event_journal_capacity=obs.integer("event_journal_capacity", o.event_journal_capacity,
+                                           minimum=1, maximum=1_000_000),
+        log_journal_capacity=obs.integer("log_journal_capacity", o.log_journal_capacity,
+                                         minimum=1, maximum=1_000_000),
+        metrics_enabled=obs.boolean("metrics_enabled", o.metrics_enabled),
+        audit_enabled=obs.boolean("audit_enabled", o.audit_enabled),
     )
     children = _children(top.data.get("children"), "children", policy, shutdown, base_dir)
     spec = SupervisorSpec(
@@ -128,7 +133,7 @@ def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
         policy=policy,
         shutdown=shutdown,
         observability=observability,
-        name=sup.string("name", "root supervisor"),
+        name=sup.string("name", defaults(SupervisorSpec).name),
     )
     ipc = _ipc(top.data.get("ipc"), base_dir)
     return TargetConfig(spec=spec, ipc=ipc, base_dir=base_dir)
@@ -149,7 +154,7 @@ def parse_manifest(
 
 
 def _strategy(section: Section, name: str) -> Strategy:
-    raw = section.string(name, "one_for_one")
+    raw = section.string(name, defaults(SupervisorSpec).strategy.value)
     try:
         return parse_strategy(raw)
     except ValueError:
@@ -237,16 +242,17 @@ def _child(
         if section.has("shutdown")
         else None
     )
+    d = defaults(ChildSpec)
     fields: dict[str, Any] = {
         "name": name,
         "kind": kind,
-        "restart_policy": _enum(section, "restart_policy", RestartPolicy, "permanent"),
-        "criticality": _enum(section, "criticality", Criticality, "standard"),
-        "tags": section.string_list("tags", []),
-        "dependencies": section.string_list("dependencies", []),
+        "restart_policy": _enum(section, "restart_policy", RestartPolicy, d.restart_policy.value),
+        "criticality": _enum(section, "criticality", Criticality, d.criticality.value),
+        "tags": section.string_list("tags", list(d.tags)),
+        "dependencies": section.string_list("dependencies", list(d.dependencies)),
         "display_name": section.string("display_name", None) if section.has("display_name") else None,
-        "wait_ready": section.boolean("wait_ready", False),
-        "stale_is_failure": section.boolean("stale_is_failure", False),
+        "wait_ready": section.boolean("wait_ready", d.wait_ready),
+        "stale_is_failure": section.boolean("stale_is_failure", d.stale_is_failure),
         "hold": section.string("hold", None) if section.has("hold") else None,
         "policy": own_policy,
         "shutdown": own_shutdown,
@@ -272,7 +278,7 @@ def _child(
         if section.has("cwd"):
             fields["cwd"] = section.path("cwd", base_dir)
         fields["environment"] = _environment(section, join_key(key, "environment"))
-        stop_signal = section.string("stop_signal", "SIGTERM")
+        stop_signal = section.string("stop_signal", d.stop_signal)
         try:
             signal_number(stop_signal)
         except ValueError as e:
@@ -324,8 +330,8 @@ def _import(key: str, ref: str) -> Callable[..., Any]:
 
 def _ipc(data: Any, base_dir: str) -> IpcConfig:
     section = Section("ipc", data, IPC_KEYS)
-    enabled = section.boolean("enabled", False)
-    if not enabled:
+    d = defaults(IpcConfig)
+    if not section.boolean("enabled", d.enabled):
         return IpcConfig()
     target_id = section.string("target_id")
     raw_path = section.string("path")
@@ -333,7 +339,7 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
         raise ConfigError("ipc.path", f"must be an absolute path (got {raw_path!r})")
     path = resolve_path("ipc.path", raw_path, base_dir)
     check_unix_socket_path("ipc.path", path)
-    bind_mode = section.string("bind_mode", "create_new")
+    bind_mode = section.string("bind_mode", d.bind_mode)
     if bind_mode not in BIND_MODES:
         raise ConfigError("ipc.bind_mode", f"must be one of {', '.join(BIND_MODES)} (got {bind_mode!r})")
     uids = section.data.get("allowed_uids") or []
@@ -341,7 +347,8 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
         raise ConfigError("ipc.allowed_uids", "must be a list of non-negative integers")
     reg = section.section("registration", REGISTRATION_KEYS)
     registration = RegistrationConfig()
-    if reg.boolean("enabled", False):
+    r = defaults(RegistrationConfig)
+    if reg.boolean("enabled", r.enabled):
         relay_path = reg.string("relay_registration_path")
         if not os.path.isabs(relay_path):
             raise ConfigError(
@@ -349,8 +356,9 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
                 f"must be an absolute path (got {relay_path!r})",
             )
         check_unix_socket_path("ipc.registration.relay_registration_path", relay_path)
-        lease = reg.integer("lease_seconds", 30, minimum=1)
-        interval = reg.integer("registration_heartbeat_interval_seconds", 15, minimum=1)
+        lease = reg.integer("lease_seconds", r.lease_seconds, minimum=1)
+        interval = reg.integer("registration_heartbeat_interval_seconds",
+                               r.registration_heartbeat_interval_seconds, minimum=1)
         if interval >= lease:
             raise ConfigError(
                 "ipc.registration.registration_heartbeat_interval_seconds",
@@ -362,18 +370,23 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
             display_name=reg.string("display_name", target_id),
             lease_seconds=lease,
             registration_heartbeat_interval_seconds=interval,
-            timeout_seconds=reg.number("timeout_seconds", 5.0, minimum=0.1, maximum=60),
+            timeout_seconds=reg.number("timeout_seconds", r.timeout_seconds, minimum=0.1,
+                                       maximum=60),
         )
     return IpcConfig(
         enabled=True,
         target_id=target_id,
         path=path,
-        permissions=section.permissions("permissions", "0600"),
+        permissions=section.permissions("permissions", d.permissions),
         bind_mode=bind_mode,
         allowed_uids=tuple(uids),
-        max_request_bytes=section.integer("max_request_bytes", 65536, minimum=1024, maximum=16 * 1024 * 1024),
-        idle_timeout_seconds=section.number("idle_timeout_seconds", 60, minimum=0.1),
-        max_pending_pushes=section.integer("max_pending_pushes", 4096, minimum=1),
-        command_timeout_seconds=section.integer("command_timeout_seconds", 30, minimum=1),
+        max_request_bytes=section.integer("max_request_bytes", d.max_request_bytes,
+                                          minimum=1024, maximum=16 * 1024 * 1024),
+        max_backlog_lines=section.integer("max_backlog_lines", d.max_backlog_lines, minimum=1),
+        idle_timeout_seconds=section.number("idle_timeout_seconds", d.idle_timeout_seconds,
+                                            minimum=0.1),
+        max_pending_pushes=section.integer("max_pending_pushes", d.max_pending_pushes, minimum=1),
+        command_timeout_seconds=section.integer("command_timeout_seconds",
+                                                d.command_timeout_seconds, minimum=1),
         registration=registration,
     )

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
-from supervisor.tree.runtime import CommandOutcome, CommandRequest
-from supervisor.wire.vocabulary import DANGEROUS_COMMANDS
+from supervisor.config.target import IpcConfig
+from supervisor.tree.runtime import CommandOutcome, CommandRequest, Supervisor
+from supervisor.wire.commands import CommandResult
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339
+from supervisor.wire.vocabulary import DANGEROUS_COMMANDS, ipc_method
 
-if TYPE_CHECKING:
-    from supervisor.ipc.server import IpcServer
+
+class CommandHost(Protocol):
+    """What running a command needs from the IPC server."""
+
+    target_id: str
+    display_name: str
+    supervisor: Supervisor
+    config: IpcConfig
+    clock: IReactorTime
+
 
 REQUIRED = ("command_id", "target_id", "command", "target", "reason", "requested_by", "confirmed")
 TOPOLOGY_COMMANDS = frozenset({"add_child", "remove_child", "shutdown_tree"})
@@ -28,7 +39,7 @@ def parse_request(method: str, params: dict[str, Any], target_id: str) -> Comman
     if missing:
         raise _invalid(f"missing params: {', '.join(missing)}", target_id)
     command = params["command"]
-    if method != f"command.{command}":
+    if method != ipc_method(str(command)):
         raise _invalid(f"method {method} does not match command {str(command)[:64]}", target_id)
     if params["target_id"] != target_id:
         raise WireError("validation_failed", "command_validate",
@@ -59,7 +70,8 @@ def parse_request(method: str, params: dict[str, Any], target_id: str) -> Comman
     )
 
 
-def run_command(server: "IpcServer", method: str, params: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+def run_command(server: CommandHost, method: str, params: dict[str, Any]
+                ) -> defer.Deferred[dict[str, Any]]:
     """Fires with the ``command_result`` body; structural errors raise WireError at once."""
     target_id = server.target_id
     request = parse_request(method, params, target_id)
@@ -98,7 +110,7 @@ def _refused(request: CommandRequest, code: str, message: str, target_id: str) -
                           WireError(code, "command_validate", message, target_id))
 
 
-def _body(server: "IpcServer", request: CommandRequest, correlation: str,
+def _body(server: CommandHost, request: CommandRequest, correlation: str,
           outcome: CommandOutcome) -> dict[str, Any]:
     sup = server.supervisor
     delta = None
@@ -110,18 +122,14 @@ def _body(server: "IpcServer", request: CommandRequest, correlation: str,
             delta["runtime_state"] = state["runtime_state"]
         else:
             delta["runtime_state"] = sup.rows(outcome.affected)
-    return {
-        "type": "command_result",
-        "target_id": server.target_id,
-        "result": {
-            "command_id": request.command_id,
-            "correlation_id": correlation,
-            "target_id": server.target_id,
-            "accepted": outcome.accepted,
-            "status": outcome.status,
-            "requested_by": request.requested_by,
-            "error": outcome.error.to_json() if outcome.error else None,
-            "state_delta": delta,
-            "completed_at": rfc3339(server.clock.seconds()),
-        },
-    }
+    return CommandResult(
+        command_id=request.command_id,
+        correlation_id=correlation,
+        target_id=server.target_id,
+        accepted=outcome.accepted,
+        status=outcome.status,
+        requested_by=request.requested_by,
+        error=outcome.error,
+        state_delta=delta,
+        completed_at=rfc3339(server.clock.seconds()),
+    ).to_message()

@@ -24,23 +24,22 @@ from supervisor.config.target import IpcConfig
 from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
+from supervisor.wire.registration import CommandSpec, Registration
 
 MAX_ACK_BYTES = 65536
 MIN_RETRY_SECONDS = 1.0
 
 
 def registration_payload(config: IpcConfig) -> dict[str, Any]:
-    """The §2 payload, exactly its keys."""
-    return {
-        "target_id": config.target_id,
-        "display_name": config.registration.display_name or config.target_id,
-        "ipc_path": config.path,
-        "lease_seconds": config.registration.lease_seconds,
-        "supported_commands": [
-            {"name": name, "idempotent": False, "timeout_seconds": config.command_timeout_seconds}
-            for name in COMMANDS
-        ],
-    }
+    """The §2 payload: every command of §4, each with the configured command timeout."""
+    return Registration(
+        target_id=config.target_id,
+        display_name=config.registration.display_name or config.target_id,
+        ipc_path=config.path,
+        lease_seconds=config.registration.lease_seconds,
+        supported_commands=tuple(CommandSpec(name, False, config.command_timeout_seconds)
+                                 for name in COMMANDS),
+    ).to_json()
 
 
 class _AckReader(NDJSONReceiver):

@@ -23,19 +23,15 @@ from supervisor.config.target import IpcConfig
 from supervisor.ipc.commands import run_command
 from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
-from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, encode
 from supervisor.wire.unixsocket import peer_uid
+from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, ipc_method
 
-PROTOCOL_VERSION = "dashboard-ipc.v1"
 INVALID_REQUEST_ID = "invalid-request"
 METHODS = frozenset(
-    {"hello", "state", "events.subscribe", "logs.tail"} | {f"command.{c}" for c in COMMANDS}
+    {"hello", "state", "events.subscribe", "logs.tail"} | {ipc_method(c) for c in COMMANDS}
 )
-#: Request lines read but not yet answered while a slow command runs; beyond this the
-#: connection stops reading until the backlog drains.
-MAX_BACKLOG_LINES = 64
 
 
 def _error(code: str, stage: str, message: str, target_id: str | None = None) -> WireError:
@@ -113,7 +109,8 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         if not self.subscriptions:
             self.resetTimeout()
         self._backlog.append(line)
-        if len(self._backlog) > MAX_BACKLOG_LINES and not self._reading_paused:
+        backlog_full = len(self._backlog) > self.server.config.max_backlog_lines
+        if backlog_full and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
         self._next()
@@ -125,7 +122,8 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             d = defer.maybeDeferred(self._handle, line)
             d.addErrback(self._internal_error)
             d.addCallback(self._finished)
-        if self._reading_paused and len(self._backlog) <= MAX_BACKLOG_LINES // 2:
+        drained = len(self._backlog) <= self.server.config.max_backlog_lines // 2
+        if self._reading_paused and drained:
             self._reading_paused = False
             self.transport.resumeProducing()
 

@@ -10,22 +10,21 @@ if that write fails the command is refused (``audit_unavailable``). The outcome 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from supervisor.config.relay import RelayConfig
 from supervisor.relay.audit import AuditRecord, AuditStore
-from supervisor.relay.auth import Authorizer
-from supervisor.relay.session import Session
+from supervisor.relay.auth import Authorizer, Identity
+from supervisor.relay.registry import Registry
 from supervisor.wire.client import RemoteError
+from supervisor.wire.commands import CommandResult
 from supervisor.wire.vocabulary import COMMANDS, DANGEROUS_COMMANDS, ipc_method
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339, unix_nanos
-
-if TYPE_CHECKING:
-    from supervisor.relay.hub import RelayHub
 
 __all__ = ["CommandProcessor", "COMMAND_KEYS"]
 
@@ -68,13 +67,54 @@ def _schema_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
+class Session(Protocol):
+    """What command handling needs from a dashboard session."""
+
+    session_id: str
+    identity: Identity
+    established: bool
+    closed: bool
+    bound: set[str]
+    commands_in_flight: int
+
+    def send(self, obj: dict[str, Any], target_id: str | None = None) -> None: ...
+
+    def send_error(self, error: WireError) -> None: ...
+
+    def deliver_state(self, target_id: str, state: dict[str, Any]) -> None: ...
+
+
+class Link(Protocol):
+    """What command handling needs from a target's IPC link."""
+
+    state: str
+
+    def request(self, method: str, params: Any, timeout: float) -> Deferred[dict[str, Any]]: ...
+
+    def fetch_state(self) -> Deferred[dict[str, Any]]: ...
+
+
+class Hub(Protocol):
+    """What command handling needs from the session hub."""
+
+    @property
+    def config(self) -> RelayConfig: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def links(self) -> Mapping[str, Link]: ...
+
+    def publish_audit(self, record: AuditRecord) -> None: ...
+
+
 class CommandProcessor:
     """Validates, audits and forwards commands on behalf of sessions."""
 
     log = Logger()
-    max_in_flight_per_session = 32
 
-    def __init__(self, hub: "RelayHub", audit: AuditStore, authorizer: Authorizer,
+    def __init__(self, hub: Hub, audit: AuditStore, authorizer: Authorizer,
                  clock: Any) -> None:
         self._hub = hub
         self._audit = audit
@@ -122,10 +162,11 @@ class CommandProcessor:
         if not self._authorizer.permits(session.identity, command):
             return _refusal("command_not_permitted",
                             f"{session.identity.principal} may not run {command}", target_id)
-        if session.commands_in_flight >= self.max_in_flight_per_session:
+        limit = self._hub.config.limits.max_commands_in_flight
+        if session.commands_in_flight >= limit:
             return _refusal("too_many_commands",
-                            f"at most {self.max_in_flight_per_session} commands may be in "
-                            "flight per session", target_id, True)
+                            f"at most {limit} commands may be in flight per session",
+                            target_id, True)
         return None
 
     # entry points
@@ -225,12 +266,11 @@ class CommandProcessor:
         timeout = float(spec.timeout_seconds) if spec is not None else 30.0
         result = await self._forward(link, command, params, timeout)
 
-        audit_result = ("completed" if result["accepted"] is not False
-                        and result["status"] in ("completed", "accepted") else "failed")
-        error = result.get("error")
-        detail = (result["status"] if not isinstance(error, dict)
-                  else f"{result['status']}: {error.get('code')}: {error.get('message')}")
-        final = attrs.evolve(accepted, audit_id=None, result=audit_result, detail=str(detail),
+        audit_result = "completed" if result.succeeded else "failed"
+        error = result.error
+        detail = (result.status if error is None
+                  else f"{result.status}: {error.code}: {error.message}")
+        final = attrs.evolve(accepted, audit_id=None, result=audit_result, detail=detail,
                              occurred_at=self._clock.seconds())
         stored: AuditRecord | None
         try:
@@ -239,67 +279,54 @@ class CommandProcessor:
             stored = None
             self.log.error("cannot audit outcome of {command_id}: {error}",
                            command_id=command_id, error=str(e))
-        session.send({"type": "command_result", "target_id": target_id, "result": result},
-                     target_id)
+        session.send(result.to_message(), target_id)
         if stored is not None:
             self._hub.publish_audit(stored)
         await self._refresh(session, target_id, result)
 
-    async def _forward(self, link: Any, command: str, params: dict[str, Any],
-                       timeout: float) -> dict[str, Any]:
-        """Send the command; always returns a ControlCommandResult-shaped dict."""
+    async def _forward(self, link: Link | None, command: str, params: dict[str, Any],
+                       timeout: float) -> CommandResult:
+        """Send the command; the target's answer read against what the relay would report
+        itself (see :class:`CommandResult`), or that report when there is no usable answer."""
         target_id = params["target_id"]
 
-        def synthetic(status: str, error: WireError) -> dict[str, Any]:
-            return {
-                "command_id": params["command_id"],
-                "correlation_id": params["correlation_id"],
-                "target_id": target_id,
-                "accepted": False,
-                "status": status,
-                "requested_by": params["requested_by"],
-                "error": error.to_json(),
-                "state_delta": None,
-                "completed_at": rfc3339(self._clock.seconds()),
-            }
+        def own(error: WireError | None, status: str = "failed") -> CommandResult:
+            return CommandResult(
+                command_id=params["command_id"],
+                correlation_id=params["correlation_id"],
+                target_id=target_id,
+                accepted=False,
+                status=status,
+                requested_by=params["requested_by"],
+                error=error,
+                state_delta=None,
+                completed_at=rfc3339(self._clock.seconds()),
+            )
 
         if link is None:
-            return synthetic("failed", WireError("target_unavailable", "command_forward",
-                                                 f"target {target_id} is not connected",
-                                                 target_id, True))
+            return own(WireError("target_unavailable", "command_forward",
+                                 f"target {target_id} is not connected", target_id, True))
         try:
             answer = await link.request(ipc_method(command), params, timeout)
         except RemoteError as e:
-            return synthetic("rejected", e)
+            return own(e, "rejected")
         except WireError as e:
             if e.code == "ipc_timeout":
                 e = WireError("command_timeout", "command_forward",
                               f"no result from target within {timeout:g} s", target_id, True)
-            return synthetic("failed", e)
+            return own(e)
         result = answer.get("result")
         if answer.get("type") != "command_result" or not isinstance(result, dict):
-            return synthetic("failed", WireError("invalid_ipc_response", "command_forward",
-                                                 "target answered without a command_result",
-                                                 target_id, False))
-        result = dict(result)
-        for key, value in (("command_id", params["command_id"]),
-                           ("correlation_id", params["correlation_id"]),
-                           ("target_id", target_id), ("requested_by", params["requested_by"]),
-                           ("error", None), ("state_delta", None),
-                           ("completed_at", rfc3339(self._clock.seconds()))):
-            result.setdefault(key, value)
-        if result.get("status") not in ("accepted", "rejected", "completed", "failed"):
-            result["status"] = "failed"
-        if not isinstance(result.get("accepted"), bool):
-            result["accepted"] = result["status"] in ("accepted", "completed")
-        return result
+            return own(WireError("invalid_ipc_response", "command_forward",
+                                 "target answered without a command_result", target_id, False))
+        return CommandResult.from_json(result, own(None))
 
-    async def _refresh(self, session: Session, target_id: str, result: dict[str, Any]) -> None:
+    async def _refresh(self, session: Session, target_id: str, result: CommandResult) -> None:
         """After ``command_result``: the result's delta, else a freshly fetched state."""
         if session.closed or target_id not in session.bound:
             return
-        delta = result.get("state_delta")
-        if isinstance(delta, dict):
+        delta = result.state_delta
+        if delta is not None:
             session.send({"type": "state_delta", "target_id": target_id, "delta": delta},
                          target_id)
             return

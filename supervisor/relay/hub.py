@@ -19,9 +19,11 @@ from supervisor.config.relay import RelayConfig
 from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.commands import CommandProcessor
-from supervisor.relay.registry import Registration, Registry, TargetEntry
-from supervisor.relay.session import Session, SessionTransport, dumps
+from supervisor.relay.registry import Registry, TargetEntry
+from supervisor.relay.session import Session, SessionTransport
 from supervisor.relay.targetlink import EXPIRED, REGISTERED, TargetLink
+from supervisor.wire.ndjson import dumps
+from supervisor.wire.registration import Registration
 
 __all__ = ["RelayHub"]
 

@@ -12,6 +12,7 @@ import os
 import stat
 from typing import Any, Callable
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -23,14 +24,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.config.relay import RegistrationConfig
-from supervisor.relay.registry import (
-    CommandSpec,
-    Registration,
-    RegistrationRefused,
-    Registry,
-)
+from supervisor.relay.registry import Registry
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
 from supervisor.wire.errors import WireError
+from supervisor.wire.registration import Registration, RegistrationRefused
 from supervisor.wire.unixsocket import SocketPathInUse, clear_stale_socket, peer_uid
 
 __all__ = [
@@ -42,31 +39,9 @@ __all__ = [
     "RegistrationListener",
 ]
 
-_KEYS = frozenset({"target_id", "display_name", "ipc_path", "lease_seconds",
-                   "supported_commands"})
-_COMMAND_KEYS = frozenset({"name", "idempotent", "timeout_seconds"})
-MAX_TARGET_ID_CHARS = 256
-MAX_SUPPORTED_COMMANDS = 64
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _malformed(message: str) -> RegistrationRefused:
     return RegistrationRefused("invalid_registration_json", message, False)
-
-
-def _is_text(value: Any) -> bool:
-    """A str that is valid Unicode: JSON escapes can smuggle in lone surrogates (``\\ud800``),
-    which no UTF-8 wire, log file or path can carry later."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def normalise_ipc_path(path: str, realpath: Callable[[str], str] = os.path.realpath) -> str:
@@ -84,77 +59,43 @@ def path_under_prefix(path: str, prefix: str) -> bool:
     return len(parts) > len(prefix_parts) and parts[: len(prefix_parts)] == prefix_parts
 
 
+@attrs.frozen
+class _RelayRules:
+    """The §2 checks that take the relay's configuration (a ``RegistrationPolicy``)."""
+
+    config: RegistrationConfig
+
+    def ipc_path(self, path: str) -> str:
+        resolved = normalise_ipc_path(path)
+        allowed = [os.path.realpath(p) for p in self.config.allowed_ipc_path_prefixes]
+        if not any(path_under_prefix(resolved, prefix) for prefix in allowed):
+            raise RegistrationRefused(
+                "ipc_path_not_allowed",
+                f"ipc_path {resolved} is not under an allowed prefix ({', '.join(allowed)})",
+                False,
+            )
+        return resolved
+
+    def lease_seconds(self, requested: int | None) -> int:
+        lease = self.config.default_lease_seconds if requested is None else requested
+        if lease <= 0 or lease > self.config.max_lease_seconds:
+            raise RegistrationRefused(
+                "invalid_lease_seconds",
+                f"lease_seconds must be between 1 and {self.config.max_lease_seconds}", False)
+        return lease
+
+
 def parse_registration(line: bytes, config: RegistrationConfig) -> Registration:
     """Validate one registration line with every §2 check up to (not incl.) the registry's."""
     try:
         payload = decode(line, stage="registration")
     except WireError as e:
         raise _malformed(e.message) from None
-    if not isinstance(payload, dict):
-        raise _malformed("registration must be a JSON object")
-    unknown = sorted(set(payload) - _KEYS)
-    if unknown:
-        raise _malformed(f"unknown key {unknown[0]!r}")
-    missing = sorted(_KEYS - set(payload) - {"lease_seconds"})
-    if missing:
-        raise _malformed(f"missing key {missing[0]!r}")
-    target_id, display_name, ipc_path = (payload["target_id"], payload["display_name"],
-                                         payload["ipc_path"])
-    lease, commands = payload.get("lease_seconds"), payload["supported_commands"]
-    if not _is_text(target_id) or len(target_id) > MAX_TARGET_ID_CHARS:
-        raise _malformed(f"target_id must be a string of at most {MAX_TARGET_ID_CHARS} chars")
-    if display_name is not None and not _is_text(display_name):
-        raise _malformed("display_name must be a string")
-    if not _is_text(ipc_path) or "\x00" in ipc_path:
-        raise _malformed("ipc_path must be a string")
-    if lease is not None and not _is_int(lease):
-        raise _malformed("lease_seconds must be an integer")
-    if not isinstance(commands, list) or len(commands) > MAX_SUPPORTED_COMMANDS:
-        raise _malformed(f"supported_commands must be a list of at most "
-                         f"{MAX_SUPPORTED_COMMANDS} objects")
-    for item in commands:
-        if not isinstance(item, dict) or set(item) != _COMMAND_KEYS:
-            raise _malformed("each supported command must have exactly name, idempotent, "
-                             "timeout_seconds")
-        if (not _is_text(item["name"]) or not isinstance(item["idempotent"], bool)
-                or not _is_int(item["timeout_seconds"])):
-            raise _malformed("supported command fields have the wrong types")
-
-    if not target_id.strip():
-        raise RegistrationRefused("empty_target_id", "target_id must not be blank", False)
-    if not os.path.isabs(ipc_path):
-        raise RegistrationRefused("relative_ipc_path",
-                                  f"ipc_path {ipc_path!r} is not absolute", False)
-    resolved = normalise_ipc_path(ipc_path)
-    allowed = [os.path.realpath(p) for p in config.allowed_ipc_path_prefixes]
-    if not any(path_under_prefix(resolved, prefix) for prefix in allowed):
-        raise RegistrationRefused(
-            "ipc_path_not_allowed",
-            f"ipc_path {resolved} is not under an allowed prefix ({', '.join(allowed)})",
-            False,
-        )
-    lease_seconds = config.default_lease_seconds if lease is None else lease
-    if lease_seconds <= 0 or lease_seconds > config.max_lease_seconds:
-        raise RegistrationRefused(
-            "invalid_lease_seconds",
-            f"lease_seconds must be between 1 and {config.max_lease_seconds}", False)
-    specs = []
-    for item in commands:
-        if not item["name"].strip() or item["timeout_seconds"] <= 0:
-            raise RegistrationRefused(
-                "unsupported_command_schema",
-                "supported commands need a non-blank name and timeout_seconds > 0", False)
-        specs.append(CommandSpec(item["name"], item["idempotent"], item["timeout_seconds"]))
-    if os.path.islink(resolved):
+    registration = Registration.from_json(payload, _RelayRules(config))
+    if os.path.islink(registration.ipc_path):
         raise RegistrationRefused("invalid_ipc_path",
-                                  f"ipc_path {resolved} is a symbolic link", False)
-    return Registration(
-        target_id=target_id,
-        display_name=display_name if display_name else target_id,
-        ipc_path=resolved,
-        lease_seconds=lease_seconds,
-        supported_commands=tuple(specs),
-    )
+                                  f"ipc_path {registration.ipc_path} is a symbolic link", False)
+    return registration
 
 
 class RegistrationProtocol(NDJSONReceiver):

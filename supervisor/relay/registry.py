@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from twisted.application.service import Service
@@ -10,55 +10,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from supervisor.wire.registration import Registration, RegistrationRefused
+
 __all__ = [
-    "CommandSpec",
-    "Registration",
     "TargetEntry",
-    "RegistrationRefused",
     "RegistryObserver",
     "Registry",
     "LeaseSweeper",
 ]
-
-
-@attrs.frozen
-class CommandSpec:
-    """One entry of a registration's ``supported_commands``."""
-
-    name: str
-    idempotent: bool
-    timeout_seconds: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "idempotent": self.idempotent,
-                "timeout_seconds": self.timeout_seconds}
-
-
-@attrs.frozen
-class Registration:
-    """A validated §2 payload; ``ipc_path`` is the normalised (symlink-resolved) path."""
-
-    target_id: str
-    display_name: str
-    ipc_path: str
-    lease_seconds: int
-    supported_commands: tuple[CommandSpec, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "target_id": self.target_id,
-            "display_name": self.display_name,
-            "ipc_path": self.ipc_path,
-            "lease_seconds": self.lease_seconds,
-            "supported_commands": [c.to_json() for c in self.supported_commands],
-        }
-
-    def command(self, name: str) -> CommandSpec | None:
-        """The registered spec of ``name``, if the target supports it."""
-        for spec in self.supported_commands:
-            if spec.name == name:
-                return spec
-        return None
 
 
 @attrs.define
@@ -74,19 +33,6 @@ class TargetEntry:
     @property
     def target_id(self) -> str:
         return self.registration.target_id
-
-
-@attrs.define(auto_exc=True, eq=False)
-class RegistrationRefused(Exception):
-    """A failed registration; becomes the §2 failure ack."""
-
-    code: str
-    message: str
-    retryable: bool = False
-
-    def to_ack(self) -> dict[str, Any]:
-        return {"ok": False, "error": {"code": self.code, "message": self.message},
-                "retryable": self.retryable}
 
 
 class RegistryObserver(Protocol):

@@ -19,11 +19,12 @@ from supervisor.relay.auth import Identity
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.outbox import Outbox
 from supervisor.wire.errors import WireError
+from supervisor.wire.ndjson import dumps
 
 if TYPE_CHECKING:
     from supervisor.relay.hub import RelayHub
 
-__all__ = ["SessionTransport", "Session", "dumps", "CLOSE_SLOW_CONSUMER",
+__all__ = ["SessionTransport", "Session", "CLOSE_SLOW_CONSUMER",
            "CLOSE_PROTOCOL_ERROR"]
 
 CLOSE_PROTOCOL_ERROR = 4002
@@ -47,15 +48,10 @@ def _finite_float(text: str) -> float:
 
 def _encodable(message: Any) -> bool:
     try:
-        json.dumps(message, ensure_ascii=False).encode("utf-8")
+        dumps(message).encode("utf-8")
     except (UnicodeEncodeError, RecursionError, ValueError):
         return False
     return True
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON text for one WebSocket message."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class SessionTransport(Protocol):

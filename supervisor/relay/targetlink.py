@@ -12,7 +12,6 @@ When the last session leaves, the connection (and so the subscriptions) is close
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any, Callable, Protocol
 
@@ -25,10 +24,11 @@ from supervisor.config.relay import LimitsConfig, TimeoutsConfig
 from supervisor.relay.registry import TargetEntry
 from supervisor.wire.client import NDJSONClientProtocol, connect_unix
 from supervisor.wire.errors import WireError
+from supervisor.wire.ndjson import dumps
+from supervisor.wire.vocabulary import PROTOCOL_VERSION
 
-__all__ = ["LinkSubscriber", "LinkObserver", "TargetLink", "Backoff", "PROTOCOL_VERSION"]
+__all__ = ["LinkSubscriber", "LinkObserver", "TargetLink", "Backoff"]
 
-PROTOCOL_VERSION = "dashboard-ipc.v1"
 # logs replayed on subscribe: as many as a DashboardState carries; older ones are de-duplicated
 RECENT_LOG_LINES = 128
 
@@ -438,7 +438,7 @@ class TargetLink:
             return
         if not self.attached:
             return
-        text = json.dumps(push, separators=(",", ":"), ensure_ascii=False)  # once, not per session
+        text = dumps(push)  # once, not per session
         for session in list(self.attached):
             session.deliver_push(self.target_id, push, text)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import random as _random
 
-from supervisor.backoff import backoff_delay
+from supervisor._backoff import backoff_delay
 
 
 class Backoff:

@@ -10,10 +10,12 @@ an answer is capped (``too_many_requests``), and a lost connection fails everyth
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, CancelledError
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -58,7 +60,8 @@ class NDJSONClientProtocol(NDJSONReceiver):
         self._ids = itertools.count(1)
         self._pending: dict[str, tuple[Deferred[dict[str, Any]], IDelayedCall]] = {}
         self._lost_reason: WireError | None = None
-        self.closed: Deferred[None] = Deferred()
+        #: fires with the error that ended the connection (``connection_lost`` for a close)
+        self.closed: Deferred[WireError] = Deferred()
         self.connected = False
 
     # connection lifecycle
@@ -76,7 +79,7 @@ class NDJSONClientProtocol(NDJSONReceiver):
                 call.cancel()
             d.errback(error)
         if not self.closed.called:
-            self.closed.callback(None)
+            self.closed.callback(error)
 
     def close(self, error: WireError | None = None) -> None:
         """Close the connection, failing pending requests with ``error`` if given."""
@@ -205,8 +208,10 @@ def connect_unix(
     def failed(f: Failure) -> Failure:
         if f.check(CancelledError, WireError):
             return f
-        raise WireError("ipc_connect_failed", "ipc_connect",
-                        f"cannot connect to {path}: {f.getErrorMessage()}", None, True)
+        errno = f.value.osError if isinstance(f.value, ConnectError) else None
+        why = os.strerror(errno) if isinstance(errno, int) else f.getErrorMessage()
+        raise WireError("ipc_connect_failed", "ipc_connect", f"cannot connect to {path}: {why}",
+                        None, True)
 
     d.addErrback(failed)
     return d

@@ -1,4 +1,9 @@
-"""Newline-delimited JSON framing shared by every Unix-socket listener and client.
+"""The one JSON encoding of every wire, and the newline-delimited framing of the Unix sockets.
+
+:func:`dumps` is the JSON text of every message (WebSocket frames included): compact, UTF-8
+rather than ``\\u`` escapes, and never ``NaN``/``Infinity``, which JSON does not have.
+:func:`encode` is the same text as one NDJSON line; :func:`decode` refuses those constants
+and numbers beyond a float's range (``1e999``), which would decode as infinities.
 
 One object per line, ``\\n`` terminated, a ``\\r`` before it tolerated. Lines longer than the
 receiver's ``max_line_bytes`` are never buffered past that size: the receiver is told through
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer, ITransport
@@ -25,14 +31,14 @@ from supervisor.wire.errors import WireError
 DEFAULT_MAX_LINE_BYTES = 65536
 
 
+def dumps(obj: Any) -> str:
+    """Compact JSON text; ``ValueError`` for NaN and infinities."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode(obj: Any) -> bytes:
-    """One compact JSON line, UTF-8, newline terminated."""
-    return (
-        json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-            "utf-8"
-        )
-        + b"\n"
-    )
+    """:func:`dumps` as one UTF-8 line, newline terminated."""
+    return dumps(obj).encode("utf-8") + b"\n"
 
 
 def decode(line: bytes, stage: str = "protocol_parse") -> Any:
@@ -41,13 +47,20 @@ def decode(line: bytes, stage: str = "protocol_parse") -> Any:
         raise WireError("invalid_json", stage, "request line is blank")
     try:
         text = line.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}") from None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 def _short(e: BaseException) -> str:

@@ -11,6 +11,9 @@ import json
 import os
 import sys
 
+#: The ``protocol_version`` a target answers ``hello`` with (CONTRACTS.md §1).
+PROTOCOL_VERSION = "dashboard-ipc.v1"
+
 #: The control commands of CONTRACTS.md §4, in the order of §2's ``supported_commands``.
 COMMANDS: tuple[str, ...] = (
     "restart_child",

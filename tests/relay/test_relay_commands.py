@@ -176,9 +176,10 @@ async def test_command_before_hello_is_refused_audited_and_closed(relay):
     assert [(r.result, r.command_id) for r in stored] == [("rejected", "cmd-7f3a")]
 
 
-@pytest_twisted.ensureDeferred
-async def test_command_timeout_uses_registration_timeout(relay):
-    relay.start()
+async def hanging(relay, **sections):
+    """A bound session and a target registered with 1 s command timeouts that stopped
+    answering."""
+    relay.start(**sections)
     target = relay.target()
     body = registration_payload(target.target_id, target.path)
     for spec in body["supported_commands"]:
@@ -189,10 +190,32 @@ async def test_command_timeout_uses_registration_timeout(relay):
     await ws.next("state")
     await eventually(lambda: "logs.tail" in target.methods())
     target.hang = True
+    return ws
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_timeout_uses_registration_timeout(relay):
+    ws = await hanging(relay)
     ws.send(command())
     result = (await ws.next("command_result", timeout=3))["result"]
     assert result["status"] == "failed" and result["error"]["code"] == "command_timeout"
     assert [r.result for r in await records(relay)] == ["accepted", "failed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_in_flight_per_session_are_capped(relay):
+    ws = await hanging(relay, limits={"max_commands_in_flight": 2})
+    for index in range(3):
+        ws.send(command(command_id=f"c{index}"))
+    error = (await ws.next("error"))["error"]
+    assert (error["code"], error["retryable"]) == ("too_many_commands", True)
+    assert "at most 2 commands" in error["message"]
+    results = [(await ws.next("command_result", timeout=5))["result"] for _ in range(2)]
+    assert sorted(r["command_id"] for r in results) == ["c0", "c1"]
+    assert {r["error"]["code"] for r in results} == {"command_timeout"}
+    stored = sorted((r.command_id, r.result) for r in await records(relay))
+    assert stored == [("c0", "accepted"), ("c0", "failed"), ("c1", "accepted"),
+                      ("c1", "failed"), ("c2", "rejected")]
 
 
 @pytest_twisted.ensureDeferred

@@ -20,11 +20,11 @@ from supervisor.relay.auth import identity_from_certificate
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.outbox import Outbox
 from supervisor.relay.registration import normalise_ipc_path, path_under_prefix
-from supervisor.relay.registry import (CommandSpec, LeaseSweeper, Registration,
-                                       RegistrationRefused, Registry)
+from supervisor.relay.registry import LeaseSweeper, Registry
 from supervisor.relay.targetlink import Backoff
 from supervisor.wire.client import NDJSONClientProtocol, RemoteError
 from supervisor.wire.errors import WireError
+from supervisor.wire.registration import CommandSpec, Registration, RegistrationRefused
 
 from relay_helpers import config_dict
 

@@ -1,6 +1,6 @@
 """``make demo``: certificates, then the relay, then the demo target; Ctrl-C stops both.
 
-    python -m supervisor.launch_demo [--relay-config etc/demo-relay.yaml]
+    python -m supervisor._launch_demo [--relay-config etc/demo-relay.yaml]
                                      [--target-config etc/demo-target.yaml] [--certs .local/certs]
 """
 
@@ -71,7 +71,7 @@ Ctrl-C stops the target and the relay.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m supervisor.launch_demo")
+    parser = argparse.ArgumentParser(prog="python -m supervisor._launch_demo")
     parser.add_argument("--relay-config", default="etc/demo-relay.yaml")
     parser.add_argument("--target-config", default="etc/demo-target.yaml")
     parser.add_argument("--certs", default=".local/certs")

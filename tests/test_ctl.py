@@ -1,0 +1,185 @@
+"""``python -m supervisor.ctl`` against scripted peers on real Unix sockets: what the operator
+reads when the target is missing, silent, closes, refuses, floods, or is interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Iterator
+
+import pytest
+
+TIMEOUT = 30
+
+
+@pytest.fixture
+def sockpath() -> Iterator[str]:
+    folder = tempfile.mkdtemp(prefix="ctl", dir="/tmp")
+    yield os.path.join(folder, "t.sock")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def listener(sockpath: str) -> Iterator[socket.socket]:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sockpath)
+    server.listen(4)
+    server.settimeout(TIMEOUT)
+    yield server
+    server.close()
+
+
+def ctl(sockpath: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "supervisor.ctl", "--socket", sockpath, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Peer:
+    """The accepted end of one ctl connection, driven line by line from the test."""
+
+    def __init__(self, server: socket.socket) -> None:
+        self.sock, _ = server.accept()
+        self.sock.settimeout(TIMEOUT)
+        self.buffer = b""
+
+    def request(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, "ctl closed the connection"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def send(self, obj: Any) -> None:
+        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+
+    def answer(self, result: dict[str, Any]) -> dict[str, Any]:
+        request = self.request()
+        self.send({"request_id": request["request_id"], "ok": True, "result": result})
+        return request
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    return proc.returncode, out, err
+
+
+def hello(peer: Peer) -> dict[str, Any]:
+    return peer.answer({"type": "hello", "protocol_version": "dashboard-ipc.v1",
+                        "target_id": "t1", "registration": None})
+
+
+def test_a_missing_socket_is_one_line_naming_the_path(sockpath):
+    assert finish(ctl(sockpath, "status")) == (
+        1, "", f"error: cannot connect to {sockpath}: No such file or directory\n")
+
+
+def test_a_target_that_never_answers_times_out(sockpath, listener):
+    # the listener accepts nothing: the connection is queued and the request never read
+    assert finish(ctl(sockpath, "--timeout", "0.5", "status")) == (
+        1, "", "error: the target did not answer in time\n")
+
+
+def test_a_target_that_closes_mid_call(sockpath, listener):
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    assert peer.request()["method"] == "hello"
+    peer.sock.close()
+    assert finish(proc) == (1, "", "error: the target closed the connection\n")
+
+
+def test_a_refusal_is_shown_as_code_and_message(sockpath, listener):
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    request = peer.request()
+    peer.send({"request_id": request["request_id"], "ok": False,
+               "error": {"code": "peer_cred_uid_mismatch", "stage": "peer_check",
+                         "target_id": None, "message": "uid 7 may not use this socket",
+                         "retryable": False}})
+    assert finish(proc) == (1, "", "error: peer_cred_uid_mismatch: uid 7 may not use this "
+                                   "socket\n")
+
+
+def test_an_overlong_line_is_refused(sockpath, listener):
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    peer.request()
+    try:
+        peer.sock.sendall(b"x" * (16 * 1024 * 1024 + 65536))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # ctl stopped reading once the line was too long
+    assert finish(proc) == (1, "", "error: the target sent an overlong line\n")
+
+
+def test_follow_prints_pushes_until_interrupted(sockpath, listener):
+    proc = ctl(sockpath, "events", "--follow", "--since", "4")
+    peer = Peer(listener)
+    hello(peer)
+    subscribe = peer.answer({"type": "subscription", "target_id": "t1",
+                             "subscription": "events"})
+    assert subscribe["method"] == "events.subscribe"
+    assert subscribe["params"] == {"target_id": "t1", "session_established": True,
+                                   "since_sequence": 4}
+    event = {"target_id": "t1", "sequence": 5, "correlation_id": "c", "event_type":
+             "child_paused", "severity": "info", "target_path": "/root/w", "child_id": "w",
+             "occurred_at": "2026-11-28T13:05:15.123456Z",
+             "occurred_at_unix_nanos": 1795871115123456000, "config_version": "v",
+             "payload": {"b": 1, "a": 2}}
+    peer.send({"type": "state_delta", "target_id": "t1", "delta": {"state_generation": 2}})
+    peer.send({"type": "event", "target_id": "t1", "event": event})
+    peer.send({"type": "dropped_count", "target_id": "t1", "dropped_event_count": 3,
+               "dropped_log_count": 1})
+    expected = ("2026-11-28T13:05:15.123456Z #5 info    child_paused               /root/w "
+                '{"a": 2, "b": 1}\n'
+                "!! dropped 3 events, 1 log lines\n")
+    assert read_stdout(proc, len(expected)) == expected
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert (code, out) == (130, "")
+    assert "Traceback" not in err
+
+
+def test_a_command_result_is_one_line_and_the_exit_status(sockpath, listener):
+    proc = ctl(sockpath, "--as", "ops", "pause", "/root/w", "--reason", "window")
+    peer = Peer(listener)
+    hello(peer)
+    request = peer.request()
+    assert request["method"] == "command.pause_child"
+    params = request["params"]
+    assert {k: params[k] for k in ("target_id", "command", "target", "reason", "requested_by",
+                                   "confirmed")} == {
+        "target_id": "t1", "command": "pause_child",
+        "target": {"child_path": "/root/w", "child_manifest": None}, "reason": "window",
+        "requested_by": "ops", "confirmed": False}
+    assert params["correlation_id"] == params["command_id"]
+    peer.send({"request_id": request["request_id"], "ok": True, "result": {
+        "type": "command_result", "target_id": "t1", "result": {
+            "command_id": params["command_id"], "correlation_id": params["command_id"],
+            "target_id": "t1", "accepted": False, "status": "failed", "requested_by": "ops",
+            "error": {"code": "illegal_transition", "stage": "command_execute",
+                      "target_id": "t1", "message": "already paused", "retryable": False},
+            "state_delta": None, "completed_at": "2026-11-28T13:05:15.123456Z"}}})
+    assert finish(proc) == (
+        2, "pause_child /root/w: failed (illegal_transition: already paused)\n", "")
+
+
+def read_stdout(proc: subprocess.Popen, size: int) -> str:
+    """Exactly ``size`` characters of ``proc``'s stdout, waiting at most TIMEOUT seconds."""
+    deadline = time.monotonic() + TIMEOUT
+    data = ""
+    fd = proc.stdout.fileno()
+    while len(data) < size:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"ctl printed only {data!r}"
+        chunk = os.read(fd, size - len(data)).decode()
+        assert chunk, f"ctl exited after printing {data!r}"
+        data += chunk
+    return data
