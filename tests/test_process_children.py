@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
@@ -123,8 +124,9 @@ async def test_a_polite_process_stops_within_the_graceful_phase():
 
 @pytest_twisted.ensureDeferred
 async def test_overlong_output_lines_are_cut_and_marked():
-    from supervisor.tree.children import MAX_OUTPUT_LINE_BYTES
+    from supervisor import Observability
 
+    MAX_OUTPUT_LINE_BYTES = Observability().max_output_line_bytes
     size = MAX_OUTPUT_LINE_BYTES * 2 + 10
     sup = supervise(ChildSpec("loud", ChildKind.PROCESS,
                               command=[PY, "-c", f"print('x' * {size}, flush=True)"],
@@ -147,3 +149,30 @@ async def test_a_missing_executable_is_a_failure_not_a_crash_of_the_tree():
         assert sup.status == "running"
     finally:
         await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_line_limit_is_the_configured_one():
+    from supervisor import Observability
+
+    sup = supervise(ChildSpec("loud", ChildKind.PROCESS,
+                              command=[PY, "-c", "print('y' * 600, flush=True)"],
+                              restart_policy="temporary"),
+                    observability=Observability(max_output_line_bytes=256))
+    try:
+        await eventually(lambda: sup.child("/root/loud").state.value == "completed")
+        assert [len(r.message) for r in sup.logs] == [256, 256, 88]
+    finally:
+        await sup.stopService()
+
+
+def test_the_line_limit_is_read_from_yaml_within_bounds():
+    from supervisor import ConfigError, Observability
+    from supervisor.config.target import parse_target_config
+
+    config = parse_target_config({"observability": {"max_output_line_bytes": 4096}}, ".")
+    assert config.spec.observability.max_output_line_bytes == 4096
+    assert parse_target_config({}, ".").spec.observability == Observability()
+    for wrong in (255, 1024 * 1024 + 1, "big"):
+        with pytest.raises(ConfigError, match="observability.max_output_line_bytes"):
+            parse_target_config({"observability": {"max_output_line_bytes": wrong}}, ".")

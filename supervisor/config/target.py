@@ -25,6 +25,7 @@ from supervisor.config._common import (
 )
 from supervisor.tree.spec import (
     CHILD_ID,
+    OUTPUT_LINE_BYTES_RANGE,
     ChildKind,
     ChildSpec,
     Criticality,
@@ -125,6 +126,9 @@ def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
                                          minimum=1, maximum=1_000_000),
         metrics_enabled=obs.boolean("metrics_enabled", o.metrics_enabled),
         audit_enabled=obs.boolean("audit_enabled", o.audit_enabled),
+        max_output_line_bytes=obs.integer("max_output_line_bytes", o.max_output_line_bytes,
+                                          minimum=OUTPUT_LINE_BYTES_RANGE[0],
+                                          maximum=OUTPUT_LINE_BYTES_RANGE[1]),
     )
     children = _children(top.data.get("children"), "children", policy, shutdown, base_dir)
     spec = SupervisorSpec(

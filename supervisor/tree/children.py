@@ -23,9 +23,6 @@ from twisted.python.failure import Failure
 
 from supervisor.tree.spec import ChildSpec
 
-#: Longest stdout/stderr line kept whole; longer lines are cut into pieces of this size.
-MAX_OUTPUT_LINE_BYTES = 8192
-
 
 @attrs.frozen
 class Outcome:
@@ -240,10 +237,15 @@ def signal_number(name: str) -> int:
 
 
 class _LineSplitter:
-    """Bounded line assembly for one output stream of a process child."""
+    """Bounded line assembly for one output stream of a process child.
 
-    def __init__(self, emit: Callable[[str, bool], None]) -> None:
+    Lines longer than ``limit`` bytes are cut into pieces of ``limit`` bytes, each but the
+    last emitted as truncated; at most ``limit`` bytes of an unfinished line are buffered.
+    """
+
+    def __init__(self, emit: Callable[[str, bool], None], limit: int) -> None:
         self._emit = emit
+        self._limit = limit
         self._pending = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -254,14 +256,16 @@ class _LineSplitter:
                 break
             self._cut(bytes(self._pending[:end]))
             del self._pending[: end + 1]
-        while len(self._pending) > MAX_OUTPUT_LINE_BYTES:
-            self._emit(self._text(bytes(self._pending[:MAX_OUTPUT_LINE_BYTES])), True)
-            del self._pending[:MAX_OUTPUT_LINE_BYTES]
+        limit = self._limit
+        while len(self._pending) > limit:
+            self._emit(self._text(bytes(self._pending[:limit])), True)
+            del self._pending[:limit]
 
     def _cut(self, line: bytes) -> None:
-        while len(line) > MAX_OUTPUT_LINE_BYTES:
-            self._emit(self._text(line[:MAX_OUTPUT_LINE_BYTES]), True)
-            line = line[MAX_OUTPUT_LINE_BYTES:]
+        limit = self._limit
+        while len(line) > limit:
+            self._emit(self._text(line[:limit]), True)
+            line = line[limit:]
         self._emit(self._text(line), False)
 
     def flush(self) -> None:
@@ -275,10 +279,13 @@ class _LineSplitter:
 
 
 class ProcessRunner(ProcessProtocol):
-    """An OS process in its own session, so that stopping it stops its whole group."""
+    """An OS process in its own session, so that stopping it stops its whole group.
+
+    Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes.
+    """
 
     def __init__(
-        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any
+        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int
     ) -> None:
         self._spec = spec
         self._path = path
@@ -289,8 +296,8 @@ class ProcessRunner(ProcessProtocol):
         self._injected: str | None = None
         self._pgid: int | None = None
         self._streams = {
-            1: _LineSplitter(lambda text, cut: self._line("stdout", text, cut)),
-            2: _LineSplitter(lambda text, cut: self._line("stderr", text, cut)),
+            1: _LineSplitter(lambda text, cut: self._line("stdout", text, cut), max_line_bytes),
+            2: _LineSplitter(lambda text, cut: self._line("stderr", text, cut), max_line_bytes),
         }
         self.pid: int | None = None
 

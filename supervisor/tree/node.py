@@ -297,7 +297,10 @@ class SupervisorNode:
     def _make_runner(self, child: ChildRuntime, hooks: RunnerHooks) -> Runner:
         kind = child.spec.kind
         if kind is ChildKind.PROCESS:
-            return ProcessRunner(child.spec, child.path, hooks, self.tree.reactor)
+            return ProcessRunner(
+                child.spec, child.path, hooks, self.tree.reactor,
+                self.tree.observability.max_output_line_bytes,
+            )
         if kind is ChildKind.SUPERVISOR:
             assert child.subtree is not None
             return SubtreeRunner(child.subtree, hooks)

@@ -117,19 +117,27 @@ class ShutdownPolicy:
                 raise ValueError(f"{name}: must be ≥ 0")
 
 
+#: Bounds of ``Observability.max_output_line_bytes``.
+OUTPUT_LINE_BYTES_RANGE = (256, 1024 * 1024)
+
+
 @attrs.frozen
 class Observability:
-    """Journal sizes and what is recorded."""
+    """Journal sizes, what is recorded, and the longest process output line kept whole."""
 
     event_journal_capacity: int = 256
     log_journal_capacity: int = 1024
     metrics_enabled: bool = True
     audit_enabled: bool = True
+    max_output_line_bytes: int = 8192
 
     def __attrs_post_init__(self) -> None:
         for name in ("event_journal_capacity", "log_journal_capacity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be ≥ 1")
+        low, high = OUTPUT_LINE_BYTES_RANGE
+        if not low <= self.max_output_line_bytes <= high:
+            raise ValueError(f"max_output_line_bytes: must be between {low} and {high}")
 
 
 def _tuple(value: Any) -> tuple[Any, ...]:
