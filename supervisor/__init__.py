@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # the same names and modules as _EXPORTS
     from supervisor.target.service import supervisor_from_config
     from supervisor.tree.children import ChildContext
     from supervisor.tree.lifecycle import Health, IllegalTransition, Lifecycle, Readiness
-    from supervisor.tree.runtime import CommandOutcome, CommandRequest, Supervisor
+    from supervisor.tree.commands import CommandOutcome, CommandRequest
+    from supervisor.tree.runtime import Supervisor
     from supervisor.tree.spec import (
         ChildKind,
         ChildSpec,
@@ -44,7 +45,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "supervisor.target.service": ("supervisor_from_config",),
     "supervisor.tree.children": ("ChildContext",),
     "supervisor.tree.lifecycle": ("Health", "IllegalTransition", "Lifecycle", "Readiness"),
-    "supervisor.tree.runtime": ("CommandOutcome", "CommandRequest", "Supervisor"),
+    "supervisor.tree.commands": ("CommandOutcome", "CommandRequest"),
+    "supervisor.tree.runtime": ("Supervisor",),
     "supervisor.tree.spec": (
         "ChildKind",
         "ChildSpec",

@@ -27,7 +27,8 @@ from twisted.python.failure import Failure
 from supervisor.config.target import parse_target_config
 from supervisor.tree.children import ChildContext
 from supervisor.tree.journal import EventRecord
-from supervisor.tree.runtime import CommandOutcome, Supervisor
+from supervisor.tree.commands import CommandOutcome
+from supervisor.tree.runtime import Supervisor
 from supervisor.tree.spec import SupervisorSpec
 
 

@@ -8,7 +8,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from supervisor.config.target import IpcConfig
-from supervisor.tree.runtime import CommandOutcome, CommandRequest, Supervisor
+from supervisor.tree.commands import CommandOutcome, CommandRequest
+from supervisor.tree.runtime import Supervisor
 from supervisor.wire.commands import CommandResult
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339

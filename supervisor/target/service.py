@@ -9,7 +9,8 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from supervisor.config.target import TargetConfig
-from supervisor.tree.runtime import RECORDED_KEY, Supervisor, severity_of
+from supervisor.tree.context import RECORDED_KEY, severity_of
+from supervisor.tree.runtime import Supervisor
 
 
 @implementer(ILogObserver)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
+from supervisor.tree.model import ChildRuntime, SupervisorNode, runtime_row, walk
 from supervisor.tree.spec import ChildKind
 from supervisor.wire.timestamps import rfc3339, stamp
-
-if TYPE_CHECKING:
-    from supervisor.tree.node import ChildRuntime, SupervisorNode
-    from supervisor.tree.runtime import Supervisor
 
 RECENT_LIMIT = 128
 
@@ -21,15 +18,7 @@ _KIND = {
 }
 
 
-def walk(node: "SupervisorNode") -> Iterator["ChildRuntime"]:
-    """Every child below ``node`` in declaration order, depth first."""
-    for child in node.children.values():
-        yield child
-        if child.subtree is not None:
-            yield from walk(child.subtree)
-
-
-def _walk_ordered(node: "SupervisorNode") -> Iterator[tuple["ChildRuntime", int]]:
+def _walk_ordered(node: SupervisorNode) -> Iterator[tuple[ChildRuntime, int]]:
     """Like :func:`walk`, with each child's position among its siblings."""
     for order, child in enumerate(node.children.values()):
         yield child, order
@@ -37,22 +26,12 @@ def _walk_ordered(node: "SupervisorNode") -> Iterator[tuple["ChildRuntime", int]
             yield from _walk_ordered(child.subtree)
 
 
-def runtime_row(child: "ChildRuntime") -> dict[str, Any]:
-    return {
-        "child_path": child.path,
-        "lifecycle_state": child.state.value,
-        "health": child.health.value,
-        "readiness": child.readiness.value,
-        "generation": child.generation,
-        "attempt": child.attempt,
-        "restart_count": child.restart_count,
-        "last_failure": child.last_failure,
-        "last_policy_decision": child.last_policy_decision,
-        "shutdown_state": child.shutdown_state.value,
-    }
+def rows(root: SupervisorNode) -> list[dict[str, Any]]:
+    """Every child's RuntimeState, in declaration order, depth first."""
+    return [runtime_row(c) for c in walk(root)]
 
 
-def _child_node(child: "ChildRuntime") -> dict[str, Any]:
+def _child_node(child: ChildRuntime) -> dict[str, Any]:
     return {
         "node_id": child.path,
         "child_id": child.name,
@@ -61,7 +40,7 @@ def _child_node(child: "ChildRuntime") -> dict[str, Any]:
         "kind": _KIND[child.spec.kind],
         "tags": list(child.spec.tags),
         "criticality": child.spec.criticality.value,
-        "state_summary": child.state.value,
+        "state_summary": child.phase.wire.value,
         "diagnostics": {
             "message": child.message,
             "since": rfc3339(child.since),
@@ -70,22 +49,23 @@ def _child_node(child: "ChildRuntime") -> dict[str, Any]:
     }
 
 
-def topology(sup: "Supervisor") -> dict[str, Any]:
-    root_path = sup.root.path
-    root = {
-        "node_id": root_path,
+def topology(root: SupervisorNode) -> dict[str, Any]:
+    """The tree's nodes (the root first) and its parent/child and dependency edges."""
+    tree = root.tree
+    root_node = {
+        "node_id": root.path,
         "child_id": None,
-        "path": root_path,
-        "name": sup.spec.name,
+        "path": root.path,
+        "name": tree.name,
         "kind": "root_supervisor",
         "tags": [],
         "criticality": "critical",
-        "state_summary": sup.status,
+        "state_summary": tree.status,
         "diagnostics": {},
     }
-    nodes = [root]
+    nodes = [root_node]
     edges = []
-    for child, order in _walk_ordered(sup.root):
+    for child, order in _walk_ordered(root):
         nodes.append(_child_node(child))
         parent = child.node.path
         edges.append(
@@ -109,16 +89,21 @@ def topology(sup: "Supervisor") -> dict[str, Any]:
                 }
             )
     return {
-        "root": root,
+        "root": root_node,
         "nodes": nodes,
         "edges": edges,
         "declaration_order": [n["path"] for n in nodes],
     }
 
 
-def dashboard_state(sup: "Supervisor", display_name: str) -> dict[str, Any]:
-    """The full §1 DashboardState of ``sup`` as it is right now."""
-    tree = sup.tree
+def publish_topology(root: SupervisorNode) -> None:
+    """Count a topology change (a child added or removed, the tree's status) and publish it."""
+    root.tree.state_changed(lambda: {"topology": topology(root), "runtime_state": rows(root)})
+
+
+def dashboard_state(root: SupervisorNode, display_name: str) -> dict[str, Any]:
+    """The full §1 DashboardState of the tree under ``root`` as it is right now."""
+    tree = root.tree
     return {
         "target": {
             "target_id": tree.target_id,
@@ -126,8 +111,8 @@ def dashboard_state(sup: "Supervisor", display_name: str) -> dict[str, Any]:
             "registration_state": "active",
             "connection_state": "connected",
         },
-        "topology": topology(sup),
-        "runtime_state": [runtime_row(c) for c in walk(sup.root)],
+        "topology": topology(root),
+        "runtime_state": rows(root),
         "recent_events": [e.to_json() for e in tree.events.last(RECENT_LIMIT)],
         "recent_logs": [r.to_json() for r in tree.logs.last(RECENT_LIMIT)],
         "dropped_event_count": tree.events.evicted,

@@ -1,0 +1,167 @@
+"""What every level of one tree shares: time, the journals, correlation ids, the state generation.
+
+:class:`Tree` knows nothing about children: whoever changes the state model hands it a
+function that builds the delta (rows, topology), built only when somebody listens.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import ILogObserver, LogLevel, Logger, formatEvent, globalLogPublisher
+from zope.interface import provider
+
+from supervisor.tree.journal import EventRecord, LogRecord, Ring
+from supervisor.tree.lifecycle import ShutdownPhase
+from supervisor.tree.spec import SupervisorSpec
+from supervisor.wire.vocabulary import event_severity
+
+_LEVELS = {
+    LogLevel.debug: "debug",
+    LogLevel.info: "info",
+    LogLevel.warn: "warning",
+    LogLevel.error: "error",
+    LogLevel.critical: "error",
+}
+
+#: Marks log events that were already put in a tree's log ring by a child logger.
+RECORDED_KEY = "supervisor_log_recorded"
+
+
+def severity_of(level: LogLevel | None) -> str:
+    """The log record severity of a twisted.logger level."""
+    return _LEVELS.get(level, "info") if level is not None else "info"
+
+
+def config_version(spec: SupervisorSpec) -> str:
+    """A short, human-readable digest of the settings that shape the tree's behaviour."""
+    return (
+        f"supervisor-{spec.strategy.value}"
+        f"-policy-{spec.policy.child_restart_limit}-{spec.policy.supervisor_failure_limit}"
+        f"-shutdown-{spec.shutdown.graceful_timeout_ms}"
+        f"-observe-{spec.observability.event_journal_capacity}"
+    )
+
+
+class Tree:
+    """The context of one tree: clock and reactor, journals, ids, status and state publication."""
+
+    def __init__(
+        self,
+        spec: SupervisorSpec,
+        clock: IReactorTime,
+        reactor: Any,
+        target_id: str,
+        rng: random.Random,
+    ) -> None:
+        self.clock = clock
+        self.reactor = reactor
+        self.target_id = target_id
+        self.rng = rng
+        #: the root supervisor's display name (the topology's root node)
+        self.name = spec.name
+        self.observability = spec.observability
+        self.config_version = config_version(spec)
+        self.events: Ring[EventRecord] = Ring(spec.observability.event_journal_capacity)
+        self.logs: Ring[LogRecord] = Ring(spec.observability.log_journal_capacity)
+        self.state_generation = 0
+        self.metrics: dict[str, int] = {}
+        #: ``running`` | ``stopping`` | ``stopped``: the root node's state_summary
+        self.status = "stopped"
+        self.stop_reason: str | None = None
+        #: set once the tree's shutdown began; nothing starts or restarts afterwards
+        self.shutting_down = False
+        #: how far the tree's shutdown got, and the correlation id its events share
+        self.shutdown_phase = ShutdownPhase.IDLE
+        self.shutdown_correlation = ""
+        self._state_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._correlations = itertools.count(1)
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def new_correlation(self) -> str:
+        return f"incident-{next(self._correlations)}"
+
+    def emit(
+        self,
+        event_type: str,
+        path: str,
+        child_id: str | None,
+        correlation: str,
+        payload: dict[str, Any],
+    ) -> EventRecord:
+        """Append one event to the journal (and count it when metrics are on)."""
+        if self.observability.metrics_enabled:
+            self.metrics[event_type] = self.metrics.get(event_type, 0) + 1
+        now = self.now()
+        return self.events.append(
+            lambda sequence: EventRecord(
+                target_id=self.target_id,
+                sequence=sequence,
+                correlation_id=correlation or self.new_correlation(),
+                event_type=event_type,
+                severity=event_severity(event_type),
+                target_path=path,
+                child_id=child_id,
+                occurred_at=now,
+                config_version=self.config_version,
+                payload=payload,
+            )
+        )
+
+    def log(
+        self,
+        severity: str,
+        message: str,
+        fields: dict[str, Any],
+        correlation: str | None = None,
+    ) -> LogRecord:
+        """Append one record to the log ring."""
+        now = self.now()
+        return self.logs.append(
+            lambda sequence: LogRecord(
+                target_id=self.target_id,
+                sequence=sequence,
+                correlation_id=correlation,
+                severity=severity,
+                message=message,
+                fields=fields,
+                occurred_at=now,
+            )
+        )
+
+    def child_logger(self, path: str) -> Logger:
+        """A logger whose events land in this tree's log ring and then in the global log."""
+
+        @provider(ILogObserver)
+        def observe(event: dict[str, Any]) -> None:
+            fields = {
+                k: v
+                for k, v in event.items()
+                if not k.startswith("log_") and isinstance(v, (str, int, float, bool, type(None)))
+            }
+            fields["child_path"] = path
+            self.log(severity_of(event.get("log_level")), formatEvent(event), fields)
+            event[RECORDED_KEY] = True
+            globalLogPublisher(event)
+
+        return Logger(namespace=f"supervisor.child{path.replace('/', '.')}", observer=observe)
+
+    # state publication
+
+    def subscribe_state(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``listener(delta)`` after every change; returns the unsubscribe function."""
+        self._state_listeners.append(listener)
+        return lambda: self._state_listeners.remove(listener) if listener in self._state_listeners else None
+
+    def state_changed(self, delta: Callable[[], dict[str, Any]]) -> None:
+        """Count one change of the state model and send listeners ``delta()`` (built only for them)."""
+        self.state_generation += 1
+        if self._state_listeners:
+            published = {"state_generation": self.state_generation, **delta()}
+            for listener in list(self._state_listeners):
+                listener(published)
