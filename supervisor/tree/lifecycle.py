@@ -65,6 +65,8 @@ class Phase(enum.Enum):
     """Where a child is in its lifecycle; ``wire`` is the lifecycle_state it shows."""
 
     wire: Lifecycle
+    # members are singletons: identity hashing keeps table lookups cheap on the restart path
+    __hash__ = object.__hash__
 
     def __new__(cls, value: str, wire: Lifecycle) -> "Phase":
         member = object.__new__(cls)
@@ -127,8 +129,10 @@ DUE_RESTART = frozenset({P.RESTARTING, P.PENDING_RESTART})
 IDLE = frozenset(Phase) - LIVE - STOPPING - HELD
 
 
-class Trigger(str, enum.Enum):
+class Trigger(enum.Enum):
     """Everything that can happen to a child; the value is how refusals name it."""
+
+    __hash__ = object.__hash__
 
     START = "starting"  # launch the first generation, or one after a resume
     DEFER_START = "waiting to start"  # a start meets dependencies that are not ready
@@ -311,8 +315,3 @@ def move_for(path: str, phase: Phase, trigger: Trigger) -> Move:
     if move is None:
         raise IllegalTransition(path, phase, trigger)
     return move
-
-
-def allows(phase: Phase, trigger: Trigger) -> bool:
-    """Whether ``trigger`` may happen in ``phase`` (reports that may arrive late ask first)."""
-    return (phase, trigger) in TABLE

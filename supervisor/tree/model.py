@@ -21,13 +21,14 @@ from supervisor.tree.context import Tree
 from supervisor.tree.lifecycle import (
     EVENT_PAYLOADS,
     PENDING,
+    TABLE,
     Health,
+    IllegalTransition,
     Lifecycle,
     Phase,
     Readiness,
     ShutdownPhase,
     Trigger,
-    move_for,
 )
 from supervisor.tree.policy import IntensityWindow
 from supervisor.tree.spec import ChildSpec, Policy, ShutdownPolicy, Strategy
@@ -155,7 +156,9 @@ def fire(child: ChildRuntime, trigger: Trigger, facts: Mapping[str, Any] | None 
     is woken, and the move's ``after`` events follow.
     """
     source = child.phase
-    move = move_for(child.path, source, trigger)
+    move = TABLE.get((source, trigger))
+    if move is None:
+        raise IllegalTransition(child.path, source, trigger)
     tree = child.node.tree
     if "correlation" in fields:
         child.correlation = fields.pop("correlation")
@@ -170,8 +173,8 @@ def fire(child: ChildRuntime, trigger: Trigger, facts: Mapping[str, Any] | None 
         setattr(child, name, value)
     if (target in PENDING) is not (source in PENDING):
         (child.node.pending.add if target in PENDING else child.node.pending.discard)(child)
-    if moved or any(name not in _UNSHOWN for name in fields):
-        publish_row(child)
+    if moved or not _UNSHOWN.issuperset(fields):
+        tree.state_changed(lambda: {"runtime_state": [runtime_row(child)]})
     if moved and child.state_waiters:
         _wake(child)
     for event in move.after:
@@ -188,11 +191,10 @@ def enter_shutdown_phase(child: ChildRuntime, phase: ShutdownPhase) -> None:
 
 
 def _emit(tree: Tree, child: ChildRuntime, event: str, facts: Mapping[str, Any] | None) -> None:
-    payload = {
-        key: getattr(child, key) if from_child else facts[key]  # type: ignore[index]
-        for key, from_child in _PAYLOADS[event]
-    }
-    tree.emit(event, child.path, child.name, child.correlation, payload)
+    payload = {}
+    for key, from_child in _PAYLOADS[event]:
+        payload[key] = getattr(child, key) if from_child else facts[key]  # type: ignore[index]
+    tree.emit(event, child.path, child.spec.name, child.correlation, payload)
 
 
 def _wake(child: ChildRuntime) -> None:

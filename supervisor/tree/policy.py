@@ -19,20 +19,18 @@ class IntensityWindow:
 
     def record(self, now: float) -> None:
         """Record one occurrence at ``now``."""
-        self._times.append(now)
-        self._forget(now)
-        # never keep more than the limit needs to decide
-        while len(self._times) > self.limit + 1:
-            self._times.popleft()
+        times = self._times
+        times.append(now)
+        # never keep more than the limit needs to decide (old ones go in :meth:`count`)
+        while len(times) > self.limit + 1:
+            times.popleft()
 
     def count(self, now: float) -> int:
         """Occurrences within the window that ends at ``now``."""
-        self._forget(now)
-        return len(self._times)
-
-    def _forget(self, now: float) -> None:
-        while self._times and self._times[0] <= now - self.window:
-            self._times.popleft()
+        times, oldest = self._times, now - self.window
+        while times and times[0] <= oldest:
+            times.popleft()
+        return len(times)
 
     def fresh(self) -> "IntensityWindow":
         """An empty window with the same limit and length."""

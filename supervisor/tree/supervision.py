@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from supervisor.tree.children import (
@@ -40,12 +41,12 @@ from supervisor.tree.lifecycle import (
     HELD,
     PENDING,
     STOPPING,
+    TABLE,
     Health,
     Phase,
     Readiness,
     ShutdownPhase,
     Trigger,
-    allows,
 )
 from supervisor.tree.model import (
     ChildRuntime,
@@ -197,7 +198,7 @@ class Supervision:
             return
         waits = child.spec.wait_ready and not child.marked_ready
         trigger = Trigger.UP_UNREADY if waits else Trigger.UP
-        if not allows(child.phase, trigger):
+        if (child.phase, trigger) not in TABLE:
             return  # reported after a stop was requested
         fire(
             child,
@@ -215,10 +216,10 @@ class Supervision:
     def _on_ready(self, child: ChildRuntime, token: object) -> None:
         if token is not child.token:
             return
-        if allows(child.phase, Trigger.READY):
+        if (child.phase, Trigger.READY) in TABLE:
             fire(child, Trigger.READY, readiness=Readiness.READY)
             self._dependencies_changed(child.node)
-        elif allows(child.phase, Trigger.READY_EARLY):
+        elif (child.phase, Trigger.READY_EARLY) in TABLE:
             fire(child, Trigger.READY_EARLY, marked_ready=True)  # applied once it runs
 
     def _on_heartbeat(self, child: ChildRuntime, token: object) -> None:
@@ -299,19 +300,23 @@ class Supervision:
         strategy = node.strategy
         group = restart_group(strategy, node.children.values(), child)
         others = [c for c in group if c is not child]
+        delay_ms = decision.delay_ms
         fire(
             child,
             Trigger.SCHEDULE_RESTART,
-            {"delay_ms": decision.delay_ms, "attempt": decision.backoff_attempt, "strategy": strategy.value},
-            last_policy_decision=restart_note(decision.delay_ms, len(others), strategy),
+            {"delay_ms": delay_ms, "attempt": decision.backoff_attempt, "strategy": strategy.value},
+            last_policy_decision=restart_note(delay_ms, len(others), strategy),
             backoff_attempt=decision.backoff_attempt,
             **forget,
         )
-        stopped = stop_in_order(
-            reversed(others),
-            Trigger.STOP_FOR_RESTART,
-            fields={"correlation": child.correlation, "last_policy_decision": group_note(child.path, strategy)},
-        )
+        if others:
+            stopped = stop_in_order(
+                reversed(others),
+                Trigger.STOP_FOR_RESTART,
+                fields={"correlation": child.correlation, "last_policy_decision": group_note(child.path, strategy)},
+            )
+        else:
+            stopped = defer.succeed([])
 
         def after_stop(_: object) -> None:
             if node.stopping_all or self._tree.shutting_down:
