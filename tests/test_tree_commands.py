@@ -138,3 +138,44 @@ def test_commands_are_audited_only_when_audit_is_enabled():
     harness.command("pause_child", "/root/a")
     assert harness.events("command_received") == []
     assert harness.events("child_paused")
+
+
+def test_a_refused_command_emits_nothing_about_the_child_and_leaves_its_correlation(harness):
+    before = harness.supervisor.child("/root/b").correlation
+    outcome = harness.command("resume_child", "/root/b", command_id="cmd-r")
+    assert outcome.error.code == "illegal_transition"
+    assert [e.event_type for e in harness.supervisor.events if e.correlation_id == "cmd-r"] == [
+        "command_received", "command_completed"]
+    assert harness.supervisor.child("/root/b").correlation == before
+
+
+def test_a_pause_overtaken_by_a_group_restart_fails_instead_of_reporting_a_pause():
+    from supervisor import ShutdownPolicy, Strategy
+
+    slow = ManualTask(cooperative=False)
+    spec = SupervisorSpec(
+        strategy=Strategy.ONE_FOR_ALL, policy=FAST,
+        shutdown=ShutdownPolicy(graceful_timeout_ms=1000, abort_wait_ms=100),
+        children=[ChildSpec("slow", ChildKind.TASK, factory=slow),
+                  ChildSpec("other", ChildKind.TASK, factory=ManualTask())],
+    )
+    harness = TreeHarness(spec).start()
+    pausing = harness.supervisor.command("pause_child", "/root/slow", requested_by="op", reason="r")
+    harness.advance(0.2)
+    harness.crash("/root/other")  # the group restart takes over the stop of /root/slow
+    outcome = harness.resolve(pausing)
+    assert outcome.error.code == "illegal_transition"
+    assert outcome.error.message == "/root/slow cannot go from restarting to held"
+    harness.advance(1)
+    assert harness.lifecycle("/root/slow") == "running" and len(slow.runs) == 2
+    assert harness.events("child_paused") == []
+
+
+def test_a_child_added_with_a_hold_stays_held(harness):
+    manifest = "{name: held, kind: task, callable: 'supervisor.demo:steady_worker', hold: quarantined}"
+    outcome = harness.command("add_child", None, child_manifest=manifest)
+    assert outcome.status == "completed", outcome.error
+    assert harness.lifecycle("/root/held") == "quarantined"
+    assert harness.events("child_started", path="/root/held") == []
+    assert harness.command("resume_child", "/root/held").status == "completed"
+    assert harness.lifecycle("/root/held") == "running"
