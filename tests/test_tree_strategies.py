@@ -188,3 +188,22 @@ def test_nested_supervisor_escalation_restarts_the_subtree_under_the_parent():
     assert harness.row("/root/inner")["restart_count"] == 1
     assert len(sibling.runs) == 1  # one_for_one at the root: the sibling is untouched
     assert harness.supervisor.status == "running"
+
+
+def test_a_group_restart_leaves_a_child_waiting_for_its_dependencies_waiting():
+    db, api, other = ManualTask(ready=False), ManualTask(), ManualTask()
+    spec = SupervisorSpec(strategy=Strategy.ONE_FOR_ALL, policy=FAST, children=[
+        ChildSpec("db", ChildKind.TASK, factory=db, wait_ready=True),
+        ChildSpec("api", ChildKind.TASK, factory=api, dependencies=["db"]),
+        ChildSpec("other", ChildKind.TASK, factory=other),
+    ])
+    harness = TreeHarness(spec).start()
+    assert harness.row("/root/api")["last_policy_decision"] == "waiting for db"
+    harness.crash("/root/other")
+    harness.advance(1)
+    assert [len(t.runs) for t in (db, api, other)] == [2, 0, 2]
+    assert harness.lifecycle("/root/api") == "stopped"
+    assert harness.row("/root/api")["last_policy_decision"] == "waiting for db"
+    db.current.ctx.mark_ready()
+    assert harness.lifecycle("/root/api") == "running" and len(api.runs) == 1
+    assert harness.event_types("/root/api") == ["child_started", "child_running", "child_ready"]

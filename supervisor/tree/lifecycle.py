@@ -121,8 +121,12 @@ PENDING = frozenset({
 })
 #: An operator hold: strategies and restarts leave such children alone.
 HELD = frozenset({P.PAUSED, P.QUARANTINED})
-#: Children a ``one_for_all`` / ``rest_for_one`` restart takes along with the failed one.
-RESTART_GROUP = LIVE | STOPPING | PENDING | {P.RESTARTING}
+#: Children a ``one_for_all`` / ``rest_for_one`` restart takes along with the failed one
+#: (one that is only waiting to start has nothing to restart: it keeps waiting).
+RESTART_GROUP = (
+    LIVE | STOPPING | {P.RESTARTING, P.PENDING_RESTART, P.FAILED_PENDING_RESTART,
+                       P.COMPLETED_PENDING_RESTART}
+)
 #: Children a scheduled group restart still applies to when its timer fires.
 DUE_RESTART = frozenset({P.RESTARTING, P.PENDING_RESTART})
 #: No runner, not held: what pause, quarantine and the restart command start from.
@@ -245,12 +249,10 @@ _ROWS: list[Move] = [
     *_moves(T.QUARANTINE, IDLE | {P.PAUSED}, P.QUARANTINED),
     # a restart group is stopped one member after the other, so a member may have ended or
     # been held meanwhile: one that ended restarts with the group, a held one stays held,
-    # one that was only waiting to start has no restart to take part in
+    # one that is stopped or only waiting to start has no restart to take part in
     *_moves(T.STOP_FOR_RESTART, IDLE - {P.STOPPED, P.PENDING_START, P.STOPPED_PENDING_RESTART},
             P.RESTARTING),
-    *_moves(T.STOP_FOR_RESTART, {P.STOPPED, P.PENDING_START, P.STOPPED_PENDING_RESTART},
-            P.STOPPED),
-    *_moves(T.STOP_FOR_RESTART, HELD),
+    *_moves(T.STOP_FOR_RESTART, HELD | {P.STOPPED, P.PENDING_START, P.STOPPED_PENDING_RESTART}),
     *[Move(p, T.SETTLE, _STOP_SETTLES[t]) for t, p in _STOP_PHASE.items()],
     # operator commands
     Move(P.PAUSED, T.CONFIRM_HOLD, P.PAUSED, after=("child_paused",)),
