@@ -175,7 +175,7 @@ class Move:
     """One allowed move: from ``source`` on ``trigger`` to ``target``, and its events.
 
     ``before`` events are emitted before the child's fields change, ``after`` events once
-    its new row is published.
+    its new row is published and whoever waited for its new state has been told.
     """
 
     source: Phase

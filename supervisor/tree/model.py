@@ -69,7 +69,9 @@ class ChildRuntime:
     node: "SupervisorNode"
     policy: Policy
     shutdown: ShutdownPolicy
+    #: its restarts in the child_restart_window_ms
     intensity: IntensityWindow
+    #: the nested level, for a supervisor child
     subtree: "SupervisorNode | None" = None
     phase: Phase = Phase.STOPPED
     health: Health = Health.UNKNOWN
@@ -77,19 +79,27 @@ class ChildRuntime:
     generation: int = 0
     attempt: int = 0
     restart_count: int = 0
+    #: restarts since the last stable run: the next backoff delay is computed from it
     backoff_attempt: int = 0
     last_failure: str | None = None
     last_policy_decision: str | None = None
     shutdown_state: ShutdownPhase = ShutdownPhase.IDLE
+    #: the diagnostics message of the topology node
     message: str | None = None
+    #: when the wire state last changed
     since: float = 0.0
+    #: the correlation id of the incident or command the child's events belong to
     correlation: str = ""
+    #: the current generation's runner and the token its reports must carry
     runner: Runner | None = None
     token: object | None = None
+    #: the generation reported readiness before it reported running
     marked_ready: bool = False
     started_at: float | None = None
     last_heartbeat: float | None = None
+    #: the stop procedure waiting for the runner to end
     exit_waiters: list[defer.Deferred[Outcome]] = attrs.Factory(list)
+    #: callers waiting for the child to reach one of some wire states
     state_waiters: list[tuple[frozenset[Lifecycle], defer.Deferred[Lifecycle]]] = attrs.Factory(
         list
     )
@@ -184,8 +194,9 @@ def fire(child: ChildRuntime, trigger: Trigger, facts: Mapping[str, Any] | None 
 def enter_shutdown_phase(child: ChildRuntime, phase: ShutdownPhase) -> None:
     """Record how far the child's stop got, publish it and emit ``shutdown_phase_changed``."""
     child.shutdown_state = phase
-    publish_row(child)
-    child.node.tree.emit(
+    tree = child.node.tree
+    tree.state_changed(lambda: {"runtime_state": [runtime_row(child)]})
+    tree.emit(
         "shutdown_phase_changed", child.path, child.name, child.correlation, {"phase": phase.value}
     )
 
@@ -205,10 +216,6 @@ def _wake(child: ChildRuntime) -> None:
             d.callback(state)
         else:
             child.state_waiters.append((wanted, d))
-
-
-def publish_row(child: ChildRuntime) -> None:
-    child.node.tree.state_changed(lambda: {"runtime_state": [runtime_row(child)]})
 
 
 def wait_for(child: ChildRuntime, states: frozenset[Lifecycle]) -> defer.Deferred[Lifecycle]:

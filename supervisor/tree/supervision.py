@@ -141,6 +141,7 @@ class Supervision:
         self._launch(child, Trigger.RESTART if restart else Trigger.START, fields)
 
     def _dependencies_changed(self, node: SupervisorNode) -> None:
+        """A child of ``node`` became running and ready: launch the pending ones it unblocked."""
         if not node.pending:
             return
         for child in [c for c in node.children.values() if c in node.pending]:
