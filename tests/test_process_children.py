@@ -126,15 +126,15 @@ async def test_a_polite_process_stops_within_the_graceful_phase():
 async def test_overlong_output_lines_are_cut_and_marked():
     from supervisor import Observability
 
-    MAX_OUTPUT_LINE_BYTES = Observability().max_output_line_bytes
-    size = MAX_OUTPUT_LINE_BYTES * 2 + 10
+    limit = Observability().max_output_line_bytes
+    size = limit * 2 + 10
     sup = supervise(ChildSpec("loud", ChildKind.PROCESS,
                               command=[PY, "-c", f"print('x' * {size}, flush=True)"],
                               restart_policy="temporary"))
     try:
         await eventually(lambda: sup.child("/root/loud").state.value == "completed")
         pieces = list(sup.logs)
-        assert [len(r.message) for r in pieces] == [MAX_OUTPUT_LINE_BYTES, MAX_OUTPUT_LINE_BYTES, 10]
+        assert [len(r.message) for r in pieces] == [limit, limit, 10]
         assert [r.fields.get("truncated", False) for r in pieces] == [True, True, False]
     finally:
         await sup.stopService()
