@@ -50,7 +50,7 @@ async def test_socket_mode_is_in_force_and_registration_opens_no_ipc(relay):
     assert mode == 0o660
     target = relay.target()
     assert (await relay.register(target))["ok"] is True
-    assert target.connections == [] and target.requests == []
+    assert target.connections == [] and not target.requests
     assert relay.service.registry.get(target.target_id) is not None
 
 
