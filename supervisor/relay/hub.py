@@ -21,7 +21,7 @@ from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.commands import CommandProcessor
 from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session, SessionTransport
-from supervisor.relay.targetlink import EXPIRED, REGISTERED, TargetLink
+from supervisor.relay.targetlink import EXPIRED, REGISTERED, Connector, TargetLink
 from supervisor.wire.ndjson import dumps
 from supervisor.wire.registration import Registration
 
@@ -34,11 +34,12 @@ class RelayHub:
     log = Logger()
 
     def __init__(self, config: RelayConfig, registry: Registry, audit: AuditStore, *,
-                 reactor: Any) -> None:
+                 reactor: Any, connector: Connector | None = None) -> None:
         self.config = config
         self.registry = registry
         self.audit = audit
         self._reactor = reactor
+        self._connector = connector  # how links reach targets (Unix sockets by default)
         self.sessions: dict[str, Session] = {}
         self.links: dict[str, TargetLink] = {}
         self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor)
@@ -93,7 +94,8 @@ class RelayHub:
         link = self.links.get(target_id)
         if link is None:
             link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
-                              limits=self.config.limits, observer=self)
+                              limits=self.config.limits, observer=self,
+                              connector=self._connector)
             self.links[target_id] = link
         self._replay_audit(session, target_id)
         link.bind(session)
@@ -146,14 +148,14 @@ class RelayHub:
     def target_updated(self, entry: TargetEntry, previous: Registration) -> None:
         link = self.links.get(entry.target_id)
         if link is not None:
-            link.update(entry)
+            link.update(entry, previous)
         self._schedule_target_list()
 
     def target_expired(self, entry: TargetEntry) -> None:
         target_id = entry.target_id
         link = self.links.pop(target_id, None)
         if link is not None:
-            link.close(EXPIRED)
+            link.expire()
         for session in list(self.sessions.values()):
             if target_id in session.bound:
                 session.deliver_connection_state(target_id, EXPIRED, force=True)
@@ -223,5 +225,5 @@ class RelayHub:
             session.transport.close(1000, "relay shutting down")
             session.lost()
         for link in list(self.links.values()):
-            link.close(REGISTERED)
+            link.close()
         self.links.clear()

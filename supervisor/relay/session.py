@@ -4,6 +4,11 @@ Order rule: ``server_hello`` on open; nothing else until a valid ``client_hello`
 message of another type gets one ``error`` and a close); then ``target_list`` and one
 ``state`` per bound target, then live traffic. Every outgoing message goes through the
 session's bounded :class:`~supervisor.relay.outbox.Outbox`.
+
+Its lifecycle is an Automat machine: ``awaiting_hello`` → ``established`` (a valid
+``client_hello``) → ``closed`` (the transport went away); ``closed`` is final. A move the
+machine does not list raises ``NoTransition``; one asked for while another is under way (a
+session closed while its ``client_hello`` is being handled) runs after it.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import collections
 import json
 import re
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Callable, Protocol
 
+from automat import TypeMachineBuilder
 from twisted.logger import Logger
 
 from supervisor.relay.auth import Identity
@@ -21,15 +27,17 @@ from supervisor.relay.outbox import Outbox
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import dumps
 
-if TYPE_CHECKING:
-    from supervisor.relay.hub import RelayHub
-
-__all__ = ["SessionTransport", "Session", "CLOSE_SLOW_CONSUMER",
-           "CLOSE_PROTOCOL_ERROR"]
+__all__ = ["SessionTransport", "SessionHost", "Session", "CLOSE_SLOW_CONSUMER",
+           "CLOSE_PROTOCOL_ERROR", "AWAITING_HELLO", "ESTABLISHED", "CLOSED"]
 
 CLOSE_PROTOCOL_ERROR = 4002
 CLOSE_SLOW_CONSUMER = 4008
 CLIENT_HELLO_KEYS = frozenset({"type", "client_store_id", "resume_cursor"})
+
+# the phases of a session
+AWAITING_HELLO = "awaiting_hello"
+ESTABLISHED = "established"
+CLOSED = "closed"
 
 
 _LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -62,19 +70,38 @@ class SessionTransport(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
+class SessionCommands(Protocol):
+    """Where a session's commands go (the relay's CommandProcessor)."""
+
+    def handle(self, session: "Session", message: dict[str, Any]) -> Any: ...
+
+    def refuse_unestablished(self, session: "Session", message: dict[str, Any]) -> None: ...
+
+
+class SessionHost(Protocol):
+    """What a session needs from the relay (the hub): binding, commands and audit."""
+
+    commands: SessionCommands
+
+    def session_established(self, session: "Session") -> None: ...
+
+    def session_closed(self, session: "Session") -> None: ...
+
+    def filter_changed(self, session: "Session") -> None: ...
+
+
 class Session:
     """Session state and message handling; the hub does binding, commands and audit."""
 
     log = Logger()
 
-    def __init__(self, hub: "RelayHub", identity: Identity, transport: SessionTransport,
+    def __init__(self, hub: SessionHost, identity: Identity, transport: SessionTransport,
                  *, session_id: str, queue_limit: int, pre_state_cap: int = 200) -> None:
         self.hub = hub
         self.identity = identity
         self.transport = transport
         self.session_id = session_id
-        self.established = False
-        self.closed = False
+        self.phase = AWAITING_HELLO  # the machine's state, kept by its transitions
         self.client_store_id: str | None = None
         self.filter = FilterConditions()
         self.filter_version = 0
@@ -90,6 +117,16 @@ class Session:
         self.outbox = Outbox(transport.send_text, queue_limit,
                              render_dropped=self._render_dropped,
                              on_overflow=self._overflowed)
+        self._machine = _SESSION_MACHINE(self)
+
+    @property
+    def established(self) -> bool:
+        """A valid ``client_hello`` arrived and the session is not closed."""
+        return self.phase == ESTABLISHED
+
+    @property
+    def closed(self) -> bool:
+        return self.phase == CLOSED
 
     # outgoing
     def send(self, obj: dict[str, Any], target_id: str | None = None) -> None:
@@ -132,11 +169,8 @@ class Session:
         })
 
     def lost(self) -> None:
-        """The WebSocket closed: unbind everything."""
-        if not self.closed:
-            self.closed = True
-            self.outbox.stopProducing()
-            self.hub.session_closed(self)
+        """The WebSocket closed (or the relay closes the session): unbind everything."""
+        self._machine.lost()
 
     # incoming
     def receive(self, payload: bytes, is_binary: bool) -> None:
@@ -200,8 +234,7 @@ class Session:
             raise WireError("invalid_message_schema", "session",
                             "resume_cursor must be an object")
         self.client_store_id = store_id
-        self.established = True
-        self.hub.session_established(self)
+        self._machine.hello()
 
     def _filter(self, message: dict[str, Any]) -> None:
         conditions = FilterConditions.from_message(message)
@@ -258,3 +291,39 @@ class Session:
             return
         self.send({"type": "connection_state", "target_id": target_id, "state": state},
                   target_id)
+
+
+class _SessionInputs(Protocol):
+    """What can happen to a session (the inputs of its machine)."""
+
+    def hello(self) -> None:
+        """A valid ``client_hello`` arrived."""
+
+    def lost(self) -> None:
+        """The transport closed, or the relay closes the session."""
+
+
+def _build_session_machine() -> Callable[[Session], _SessionInputs]:
+    m = TypeMachineBuilder(_SessionInputs, Session)
+    awaiting_hello = m.state(AWAITING_HELLO)
+    established = m.state(ESTABLISHED)
+    closed = m.state(CLOSED)
+
+    @awaiting_hello.upon(_SessionInputs.hello).to(established)
+    def establish(machine: _SessionInputs, session: Session) -> None:
+        session.phase = ESTABLISHED
+        session.hub.session_established(session)
+
+    @awaiting_hello.upon(_SessionInputs.lost).to(closed)
+    @established.upon(_SessionInputs.lost).to(closed)
+    def close(machine: _SessionInputs, session: Session) -> None:
+        session.phase = CLOSED
+        session.outbox.stopProducing()
+        session.hub.session_closed(session)
+
+    # the relay closing a session hears from its transport again afterwards
+    closed.upon(_SessionInputs.lost).loop().returns(None)
+    return m.build()
+
+
+_SESSION_MACHINE = _build_session_machine()

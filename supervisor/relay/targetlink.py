@@ -8,6 +8,13 @@ arrives, so everything it sees afterwards is newer than its state. Losing the co
 any IPC call missing its deadline) reports ``unavailable`` at once and reconnects with
 capped, jittered exponential backoff; after reconnecting a fresh ``state`` precedes new events.
 When the last session leaves, the connection (and so the subscriptions) is closed.
+
+How: a ``twisted.application.internet.ClientService`` keeps the connection, retrying with
+:func:`supervisor._backoff.retry_policy` over ``timeouts.reconnect_*``. Its endpoint
+(:class:`_TargetEndpoint`) hands a connection over only once ``hello`` and the first ``state``
+were answered, so a target that accepts but does not answer, or answers as someone else, is
+a failed attempt and the delays grow. The link's own lifecycle is an Automat machine whose
+states are the ``connection_state`` values of CONTRACTS.md §3 (see :data:`TargetLink.state`).
 """
 
 from __future__ import annotations
@@ -15,19 +22,29 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Protocol
 
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IDelayedCall
+from automat import TypeMachineBuilder
+from twisted.application.internet import ClientService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from supervisor._backoff import retry_policy
 from supervisor.config.relay import LimitsConfig, TimeoutsConfig
 from supervisor.relay.registry import TargetEntry
-from supervisor.wire.client import NDJSONClientProtocol, connect_unix
+from supervisor.wire.client import NDJSONClientProtocol
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import dumps
+from supervisor.wire.registration import Registration
 from supervisor.wire.vocabulary import PROTOCOL_VERSION
 
-__all__ = ["LinkSubscriber", "LinkObserver", "TargetLink", "Backoff"]
+__all__ = ["LinkSubscriber", "LinkObserver", "TargetLink"]
 
 # logs replayed on subscribe: as many as a DashboardState carries; older ones are de-duplicated
 RECENT_LOG_LINES = 128
@@ -38,6 +55,9 @@ CONNECTING = "connecting"
 CONNECTED = "connected"
 UNAVAILABLE = "unavailable"
 EXPIRED = "expired"
+
+#: ``connector(ipc_path)`` → the endpoint a link connects through (Unix sockets by default)
+Connector = Callable[[str], IStreamClientEndpoint]
 
 
 class LinkSubscriber(Protocol):
@@ -56,29 +76,232 @@ class LinkObserver(Protocol):
     def link_state_changed(self, link: "TargetLink", state: str) -> None: ...
 
 
-class Backoff:
-    """Capped exponential backoff with symmetric jitter; ``reset()`` after a success."""
+class _Sequences:
+    """What sessions have seen of a target's event and log streams, across reconnects.
 
-    def __init__(self, initial: float, maximum: float, jitter_ratio: float,
-                 rng: Callable[[], float] = random.random) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._jitter = jitter_ratio
-        self._rng = rng
-        self.attempt = 0
+    Pushes at or below the last delivered sequence are duplicates (already in the state the
+    sessions got, or replayed twice). After a reconnect, records newer than the last one
+    delivered but older than the oldest the fresh state holds can no longer be seen: they are
+    counted into the dropped counts. A restarted target starts its sequences again at 1, so its
+    state overlaps and no gap is counted.
+    """
 
-    def next_delay(self) -> float:
-        base = min(self._maximum, self._initial * (2 ** min(self.attempt, 32)))
-        self.attempt += 1
-        jittered = base * (1 + self._jitter * (2 * self._rng() - 1))
-        return max(0.0, min(self._maximum, jittered))
+    def __init__(self) -> None:
+        self.last_event = 0
+        self.last_log = 0
+        self._had_state = False  # a first state is the baseline; later ones may leave gaps
+        self._dropped_base = (0, 0)  # gaps and the counts of earlier connections
+        self._dropped_current = (0, 0)  # what this connection's target reported
 
-    def reset(self) -> None:
-        self.attempt = 0
+    @property
+    def dropped(self) -> tuple[int, int]:
+        """(events, logs) dropped on the way from the target, cumulative."""
+        return (self._dropped_base[0] + self._dropped_current[0],
+                self._dropped_base[1] + self._dropped_current[1])
+
+    def baseline(self, state: dict[str, Any]) -> tuple[int, int]:
+        """Take a connection's first state as the new baseline; returns the gap it leaves."""
+        def missing(last: int, records: Any) -> int:
+            oldest = _min_sequence(records)
+            return oldest - last - 1 if oldest is not None and oldest > last + 1 else 0
+
+        gap = ((missing(self.last_event, state.get("recent_events")),
+                missing(self.last_log, state.get("recent_logs")))
+               if self._had_state else (0, 0))
+        self._had_state = True
+        self.last_event = _max_sequence(state.get("recent_events"))
+        self.last_log = _max_sequence(state.get("recent_logs"))
+        events, logs = self.dropped
+        self._dropped_base = (events + gap[0], logs + gap[1])
+        self._dropped_current = (0, 0)
+        return gap
+
+    def admit(self, kind: str, record: Any) -> bool:
+        """Whether an ``event``/``log`` push is new (and remember it)."""
+        seq = _sequence(record)
+        if seq is None:
+            return True
+        if kind == "event":
+            if seq <= self.last_event:
+                return False
+            self.last_event = seq
+        else:
+            if seq <= self.last_log:
+                return False
+            self.last_log = seq
+        return True
+
+    def reported(self, events: Any, logs: Any) -> None:
+        """The connected target's own ``dropped_count`` totals."""
+        if isinstance(events, int) and isinstance(logs, int):
+            self._dropped_current = (events, logs)
+
+
+class _Connection:
+    """One IPC connection that answered ``hello`` and a first ``state``.
+
+    Pushes and the loss of the connection go to the link only while it is attached; a
+    connection the link let go of says nothing more. Every request has a deadline; a missed
+    one (or a failed subscription or keepalive) ends the connection.
+    """
+
+    log = Logger()
+
+    def __init__(self, client: NDJSONClientProtocol, first_state: dict[str, Any], *,
+                 target_id: str, clock: Any, timeouts: TimeoutsConfig) -> None:
+        self.client = client
+        self.first_state = first_state
+        self._target_id = target_id
+        self._timeouts = timeouts
+        self._on_push: Callable[[dict[str, Any]], None] | None = None
+        self._on_lost: Callable[[], None] | None = None
+        self.fetching = False
+        self._keepalive = LoopingCall(self._ping)
+        self._keepalive.clock = clock
+        client.on_push = self._pushed
+        client.closed.addCallback(lambda _: self._report_lost("IPC connection lost"))
+
+    def attach(self, on_push: Callable[[dict[str, Any]], None],
+               on_lost: Callable[[], None]) -> None:
+        self._on_push, self._on_lost = on_push, on_lost
+
+    def detach(self) -> None:
+        """Let go: no more pushes or loss reports; the connection is closed."""
+        self._on_push = self._on_lost = None
+        if self._keepalive.running:
+            self._keepalive.stop()
+        self.client.abort()
+
+    def fail(self, why: str) -> None:
+        """End the connection because a request failed; the link hears of it now."""
+        self._report_lost(why)
+        self.client.abort()
+
+    def request(self, method: str, params: Any, timeout: float) -> Deferred[dict[str, Any]]:
+        return self.client.request(method, params, timeout)
+
+    def subscribe(self, since_event: int, since_log: int) -> None:
+        """Subscribe to events and logs after the given sequences, then keep alive."""
+        request = self._timeouts.ipc_request_seconds
+        common = {"target_id": self._target_id, "session_established": True}
+        events = self.request("events.subscribe", {**common, "since_sequence": since_event},
+                              request)
+        logs = self.request("logs.tail", {**common, "lines": RECENT_LOG_LINES,
+                                          "since_sequence": since_log}, request)
+        logs.addCallback(lambda _: self._keep_alive())
+        for d in (events, logs):
+            d.addErrback(lambda f: self.fail(f"subscription failed: {f.getErrorMessage()}"))
+
+    def _keep_alive(self) -> None:
+        """A frozen target (SIGSTOP, a blocked reactor) keeps its socket open and answers
+        nothing; with no request pending the link would look connected forever. Every
+        ``timeouts.ipc_keepalive_seconds`` a ``hello`` must be answered within the request
+        deadline, or the connection ends."""
+        if self._on_lost is not None:
+            self._keepalive.start(self._timeouts.ipc_keepalive_seconds, now=False).addErrback(
+                lambda f: self.fail(f"no answer to the keepalive: {f.getErrorMessage()}"))
+
+    def _ping(self) -> Deferred[dict[str, Any]]:
+        return self.request("hello", None, self._timeouts.ipc_request_seconds)
+
+    def _pushed(self, push: dict[str, Any]) -> None:
+        if self._on_push is not None:
+            self._on_push(push)
+
+    def _report_lost(self, why: str) -> None:
+        on_lost, self._on_lost = self._on_lost, None
+        if on_lost is not None:
+            self.log.info("IPC link to {target_id} ended: {why}", target_id=self._target_id,
+                          why=why)
+            self._on_push = None
+            on_lost()
+
+
+@implementer(IStreamClientEndpoint)
+class _TargetEndpoint:
+    """The link's endpoint for its ClientService: connect to the target's current socket
+    path, say ``hello`` (protocol version and target id must match) and read a first
+    ``state``; only then is the connection handed over.
+
+    The ClientService sees a plain protocol of the ``factory`` it passes; it is made when the
+    handshake is done and lost when the IPC connection is, so failures during the handshake
+    are failed attempts (they back off) and never a lost connection.
+    """
+
+    def __init__(self, link: "TargetLink") -> None:
+        self._link = link
+
+    def __repr__(self) -> str:
+        return f"<IPC endpoint of target {self._link.target_id}>"
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        handshake = Deferred.fromCoroutine(self._handshake())
+        stopped: list[bool] = []  # the ClientService cancelled this attempt (it stops)
+
+        def stop(_: Deferred[IProtocol]) -> None:
+            stopped.append(True)
+            handshake.cancel()
+
+        result: Deferred[IProtocol] = Deferred(stop)
+
+        def done(connection: _Connection) -> None:
+            transport = connection.client.transport
+            stand_in = factory.buildProtocol(transport.getPeer())
+            assert stand_in is not None
+            stand_in.makeConnection(transport)
+            connection.client.closed.addCallback(
+                lambda _: stand_in.connectionLost(Failure(ConnectionDone())))
+            result.callback(stand_in)  # the ClientService is connected ...
+            self._link._ready(connection)  # ... before the link acts on it
+
+        def failed(f: Failure) -> None:
+            if not result.called:
+                result.errback(f)
+            if not stopped:
+                self._link._attempt_failed(f)
+
+        handshake.addCallbacks(done, failed)
+        return result
+
+    async def _handshake(self) -> _Connection:
+        link = self._link
+        timeouts, target_id = link._timeouts, link.target_id
+        path = link.entry.registration.ipc_path
+
+        def build() -> NDJSONClientProtocol:
+            return NDJSONClientProtocol(
+                link._reactor, default_timeout=timeouts.ipc_request_seconds,
+                max_line_bytes=link._limits.max_ipc_line_bytes,
+                max_in_flight=link._limits.max_ipc_in_flight, target_id=target_id)
+
+        connecting = link._connector(path).connect(Factory.forProtocol(build))
+        connecting.addTimeout(timeouts.ipc_connect_seconds, link._reactor)
+        client = await connecting
+        try:
+            hello = await client.request("hello", None, timeouts.ipc_request_seconds)
+            if hello.get("protocol_version") != PROTOCOL_VERSION:
+                raise WireError("protocol_mismatch", "hello",
+                                f"target speaks {hello.get('protocol_version')!r}", target_id)
+            if hello.get("target_id") != target_id:
+                raise WireError("target_id_mismatch", "hello",
+                                f"socket {path} answers as {hello.get('target_id')!r}",
+                                target_id)
+            state = _state_of(await client.request("state", {"target_id": target_id},
+                                                   timeouts.ipc_request_seconds), target_id)
+        except BaseException:
+            client.abort()
+            raise
+        return _Connection(client, state, target_id=target_id, clock=link._reactor,
+                           timeouts=timeouts)
 
 
 class TargetLink:
-    """The relay's single IPC connection to one target (see module docstring)."""
+    """The relay's single IPC connection to one target (see module docstring).
+
+    ``state`` is the link's ``connection_state``: ``registered`` (no session), ``connecting``
+    (first attempts), ``connected``, ``unavailable`` (lost or failing; retrying) or
+    ``expired`` (the registration ended; the link is done).
+    """
 
     log = Logger()
 
@@ -91,33 +314,27 @@ class TargetLink:
         limits: LimitsConfig,
         observer: LinkObserver,
         rng: Callable[[], float] = random.random,
-        connector: Callable[..., Deferred[NDJSONClientProtocol]] = connect_unix,
+        connector: Connector | None = None,
     ) -> None:
         self.entry = entry
         self._reactor = reactor
         self._timeouts = timeouts
         self._limits = limits
         self._observer = observer
-        self._connector = connector
-        self._backoff = Backoff(timeouts.reconnect_initial_ms / 1000.0,
-                                timeouts.reconnect_max_ms / 1000.0,
-                                timeouts.reconnect_jitter_ratio, rng)
+        self._connector: Connector = connector or (
+            lambda path: UNIXClientEndpoint(reactor, path, timeout=timeouts.ipc_connect_seconds))
+        self._service = ClientService(
+            _TargetEndpoint(self), Factory.forProtocol(TwistedProtocol),
+            retryPolicy=retry_policy(timeouts.reconnect_initial_ms / 1000.0,
+                                     timeouts.reconnect_max_ms / 1000.0,
+                                     timeouts.reconnect_jitter_ratio, rand=rng),
+            clock=reactor)
         self.state = REGISTERED
         self.attached: set[LinkSubscriber] = set()
         self.waiting: set[LinkSubscriber] = set()
-        self._client: NDJSONClientProtocol | None = None
-        self._connecting: Deferred[Any] | None = None
-        self._retry: IDelayedCall | None = None
-        self._state_fetch: Deferred[Any] | None = None
-        self._epoch = 0
-        self._last_event_seq = 0
-        self._last_log_seq = 0
-        # dropped counts reported by the target, cumulative over reconnects
-        self._dropped_base = (0, 0)
-        self._dropped_current = (0, 0)
-        self._keepalive: IDelayedCall | None = None
-        self._had_state = False  # a first state is the baseline; later ones may leave gaps
-        self.closed = False
+        self._sequences = _Sequences()
+        self._connection: _Connection | None = None  # set exactly while connected
+        self._machine = _LINK_MACHINE(self)
 
     @property
     def target_id(self) -> str:
@@ -126,8 +343,7 @@ class TargetLink:
     @property
     def dropped(self) -> tuple[int, int]:
         """(events, logs) the target reported dropping towards this relay, cumulative."""
-        return (self._dropped_base[0] + self._dropped_current[0],
-                self._dropped_base[1] + self._dropped_current[1])
+        return self._sequences.dropped
 
     @property
     def sessions(self) -> set[LinkSubscriber]:
@@ -139,206 +355,98 @@ class TargetLink:
         if session in self.attached or session in self.waiting:
             return
         self.waiting.add(session)
-        if self.state == CONNECTED:
-            self._fetch_state_for_waiting()
-        elif self._connecting is None and self._retry is None:
-            self._start_connect()
+        self._machine.bind()
 
     def unbind(self, session: LinkSubscriber) -> bool:
         """Unbind a session; returns True when no session is left (the link closed)."""
         self.attached.discard(session)
         self.waiting.discard(session)
         if not self.sessions:
-            self.close(REGISTERED)
+            self._machine.idle()
             return True
         return False
 
-    def update(self, entry: TargetEntry) -> None:
+    def update(self, entry: TargetEntry, previous: Registration) -> None:
         """A re-registration changed the target: reconnect if its socket path moved."""
-        moved = entry.registration.ipc_path != self.entry.registration.ipc_path
         self.entry = entry
-        if moved and self.sessions:
+        if entry.registration.ipc_path != previous.ipc_path:
             self.log.info("target {target_id} moved to {path}; reconnecting",
                           target_id=self.target_id, path=entry.registration.ipc_path)
-            self._drop_connection()
-            self._backoff.reset()
-            self._cancel_retry()
-            self._start_connect()
+            self._machine.moved()
 
-    def close(self, final_state: str = REGISTERED) -> None:
-        """Close the connection and stop reconnecting (last session gone, or expired)."""
-        self._cancel_retry()
-        self._drop_connection()
-        self.closed = final_state == EXPIRED
-        self._set_state(final_state)
+    def close(self) -> None:
+        """Close the connection and stop reconnecting (relay shutdown)."""
+        self._machine.idle()
+
+    def expire(self) -> None:
+        """The registration expired: close for good."""
+        self._machine.expire()
 
     # commands and state
     def request(self, method: str, params: Any, timeout: float) -> Deferred[dict[str, Any]]:
         """Send one IPC request on the shared connection (fails fast when not connected)."""
-        client = self._client
-        if self.state != CONNECTED or client is None:
+        if self._connection is None:
             d: Deferred[dict[str, Any]] = Deferred()
             d.errback(WireError("target_unavailable", "command_forward",
                                 f"target {self.target_id} is {self.state}", self.target_id,
                                 True))
             return d
-        return client.request(method, params, timeout)
+        return self._connection.request(method, params, timeout)
 
     def fetch_state(self) -> Deferred[dict[str, Any]]:
         """A fresh ``state`` of the target (the DashboardState object)."""
         d = self.request("state", {"target_id": self.target_id},
                          self._timeouts.ipc_request_seconds)
-        d.addCallback(self._check_state)
+        d.addCallback(_state_of, self.target_id)
         return d
 
-    def _check_state(self, result: dict[str, Any]) -> dict[str, Any]:
-        state = result.get("state")
-        if result.get("type") != "state" or not isinstance(state, dict):
-            raise WireError("invalid_ipc_response", "state", "state answer has no state object",
-                            self.target_id, True)
-        return state
+    # from the endpoint
+    def _ready(self, connection: _Connection) -> None:
+        self._machine.ready(connection)
 
-    # connection management
-    def _set_state(self, state: str) -> None:
+    def _attempt_failed(self, failure: Failure) -> None:
+        self.log.info("IPC link to {target_id} failed: {error}", target_id=self.target_id,
+                      error=failure.getErrorMessage())
+        self._machine.attempt_failed()
+
+    # outputs of the machine
+    def _enter(self, state: str) -> None:
         if state != self.state:
             self.state = state
             self._observer.link_state_changed(self, state)
 
-    def _start_connect(self) -> None:
-        self._retry = None
-        self._epoch += 1
-        epoch = self._epoch
-        if self.state != UNAVAILABLE:
-            self._set_state(CONNECTING)
-        d = self._connect(epoch)
-        self._connecting = d
-
-        def done(result: Any) -> None:
-            if self._epoch == epoch:
-                self._connecting = None
-
-        def failed(f: Failure) -> None:
-            if self._epoch != epoch:
-                return
-            error = f.value if isinstance(f.value, WireError) else None
-            self.log.info("IPC link to {target_id} failed: {error}", target_id=self.target_id,
-                          error=str(error) if error else f.getErrorMessage())
-            self._connection_failed(epoch)
-
-        d.addCallbacks(done, failed)
-        d.addErrback(lambda f: self.log.failure("link bookkeeping failed", f))
-
-    @inlineCallbacks
-    def _connect(self, epoch: int) -> Any:
-        path = self.entry.registration.ipc_path
-        timeouts = self._timeouts
-
-        def build() -> NDJSONClientProtocol:
-            return NDJSONClientProtocol(
-                self._reactor,
-                default_timeout=timeouts.ipc_request_seconds,
-                max_line_bytes=self._limits.max_ipc_line_bytes,
-                max_in_flight=self._limits.max_ipc_in_flight,
-                on_push=lambda push: self._on_push(epoch, push),
-                target_id=self.target_id,
-            )
-
-        client = yield self._connector(self._reactor, path, build,
-                                       timeout=timeouts.ipc_connect_seconds)
-        if self._epoch != epoch:
-            client.close()
-            return
-        self._client = client
-        client.closed.addCallback(lambda _: self._connection_lost(epoch))
-        hello = yield client.request("hello", None, timeouts.ipc_request_seconds)
-        if hello.get("protocol_version") != PROTOCOL_VERSION:
-            raise WireError("protocol_mismatch", "hello",
-                            f"target speaks {hello.get('protocol_version')!r}", self.target_id,
-                            False)
-        if hello.get("target_id") != self.target_id:
-            raise WireError("target_id_mismatch", "hello",
-                            f"socket {path} answers as {hello.get('target_id')!r}",
-                            self.target_id, False)
-        state = yield client.request("state", {"target_id": self.target_id},
-                                     timeouts.ipc_request_seconds)
-        state = self._check_state(state)
-        if self._epoch != epoch:
-            return
-        gap = self._gap(state) if self._had_state else (0, 0)
-        self._had_state = True
-        self._reset_sequences(state)
-        base = self.dropped
-        self._dropped_base = (base[0] + gap[0], base[1] + gap[1])
-        self._dropped_current = (0, 0)
-        self._backoff.reset()
-        self._set_state(CONNECTED)
+    def _use(self, connection: _Connection) -> None:
+        """A new connection: its state to every session, then the live stream."""
+        self._connection = connection
+        connection.attach(self._on_push, self._machine.lost)
+        state = connection.first_state
+        gap = self._sequences.baseline(state)
+        self._enter(CONNECTED)
         self._hand_out_state(state)
         if gap != (0, 0):
             self.log.info("{target_id}: {events} events and {logs} logs happened while the "
                           "link was down and are not in the fresh state; counted as dropped",
                           target_id=self.target_id, events=gap[0], logs=gap[1])
-            total_events, total_logs = self.dropped
-            for session in list(self.attached):
-                session.deliver_dropped(self.target_id, total_events, total_logs)
-        yield client.request("events.subscribe", {
-            "target_id": self.target_id, "session_established": True,
-            "since_sequence": self._last_event_seq,
-        }, timeouts.ipc_request_seconds)
-        yield client.request("logs.tail", {
-            "target_id": self.target_id, "session_established": True,
-            "lines": RECENT_LOG_LINES,
-            "since_sequence": self._last_log_seq,
-        }, timeouts.ipc_request_seconds)
-        if self._epoch == epoch:
-            self._schedule_keepalive(epoch)
+            self._tell_dropped()
+        connection.subscribe(self._sequences.last_event, self._sequences.last_log)
 
-    def _schedule_keepalive(self, epoch: int) -> None:
-        """A frozen target (SIGSTOP, a blocked reactor) keeps its socket open and answers
-        nothing; with no request pending the link would look connected forever. Every
-        ``timeouts.ipc_keepalive_seconds`` a ``hello`` must be answered within the request
-        deadline, or the link is reported unavailable and reconnected."""
-        self._cancel_keepalive()
-        self._keepalive = self._reactor.callLater(self._timeouts.ipc_keepalive_seconds,
-                                                  self._ping, epoch)
+    def _let_go(self) -> None:
+        """Leave the connection (lost, moved, closing); bound sessions wait for the next."""
+        connection, self._connection = self._connection, None
+        assert connection is not None
+        connection.detach()
+        self.waiting |= self.attached
+        self.attached.clear()
 
-    def _ping(self, epoch: int) -> None:
-        self._keepalive = None
-        client = self._client
-        if self._epoch != epoch or client is None:
-            return
-        d = client.request("hello", None, self._timeouts.ipc_request_seconds)
+    def _stop(self, final: str) -> None:
+        """Stop connecting (and retrying)."""
+        self._service.stopService()
+        self._enter(final)
 
-        def answered(_: Any) -> None:
-            if self._epoch == epoch:
-                self._schedule_keepalive(epoch)
-
-        def failed(f: Failure) -> None:
-            if self._epoch == epoch:
-                self.log.info("{target_id} did not answer the keepalive: {error}",
-                              target_id=self.target_id, error=f.getErrorMessage())
-                self._connection_failed(epoch)
-
-        d.addCallbacks(answered, failed)
-
-    def _cancel_keepalive(self) -> None:
-        call, self._keepalive = self._keepalive, None
-        if call is not None and call.active():
-            call.cancel()
-
-    def _gap(self, state: dict[str, Any]) -> tuple[int, int]:
-        """Records sessions can no longer see after a reconnect: newer than the last one
-        delivered, older than the oldest the fresh state holds. A restarted target starts
-        its sequences again at 1, so its state overlaps and no gap is counted."""
-        def missing(last: int, records: Any) -> int:
-            oldest = _min_sequence(records)
-            return oldest - last - 1 if oldest is not None and oldest > last + 1 else 0
-
-        return (missing(self._last_event_seq, state.get("recent_events")),
-                missing(self._last_log_seq, state.get("recent_logs")))
-
-    def _reset_sequences(self, state: dict[str, Any]) -> None:
-        self._last_event_seq = _max_sequence(state.get("recent_events"))
-        self._last_log_seq = _max_sequence(state.get("recent_logs"))
+    def _restart(self) -> None:
+        """Reconnect now (to a new path), without waiting for a backoff delay."""
+        self._service.stopService()
+        self._service.startService()
 
     def _hand_out_state(self, state: dict[str, Any]) -> None:
         for session in list(self.waiting) + list(self.attached):
@@ -347,92 +455,46 @@ class TargetLink:
         self.waiting.clear()
 
     def _fetch_state_for_waiting(self) -> None:
-        if self._state_fetch is not None:
+        connection = self._connection
+        assert connection is not None
+        if connection.fetching:
             return  # the answer in flight serves every session waiting when it arrives
-        epoch = self._epoch
-        d = self.fetch_state()
-        self._state_fetch = d
+        connection.fetching = True
 
         def got(state: dict[str, Any]) -> None:
-            self._state_fetch = None
-            if self._epoch != epoch:
-                return
-            for session in list(self.waiting):
-                session.deliver_state(self.target_id, state)
-            self.attached |= self.waiting
-            self.waiting.clear()
+            connection.fetching = False
+            if self._connection is connection:
+                self._hand_out_state_to_waiting(state)
 
         def failed(f: Failure) -> None:
-            self._state_fetch = None
-            if self._epoch == epoch and self.state == CONNECTED:
-                self.log.info("state fetch from {target_id} failed: {error}",
-                              target_id=self.target_id, error=f.getErrorMessage())
-                self._connection_failed(epoch)
+            connection.fetching = False
+            connection.fail(f"state fetch failed: {f.getErrorMessage()}")
 
-        d.addCallbacks(got, failed)
+        connection.request("state", {"target_id": self.target_id},
+                           self._timeouts.ipc_request_seconds).addCallback(
+            _state_of, self.target_id).addCallbacks(got, failed)
 
-    def _connection_lost(self, epoch: int) -> None:
-        if self._epoch == epoch:
-            self.log.info("IPC connection to {target_id} lost", target_id=self.target_id)
-            self._connection_failed(epoch)
+    def _hand_out_state_to_waiting(self, state: dict[str, Any]) -> None:
+        for session in list(self.waiting):
+            session.deliver_state(self.target_id, state)
+        self.attached |= self.waiting
+        self.waiting.clear()
 
-    def _connection_failed(self, epoch: int) -> None:
-        """Report unavailable now and schedule a reconnect (if anyone still cares)."""
-        if self._epoch != epoch:
-            return
-        self._epoch += 1  # late callbacks of the failed attempt are ignored from now on
-        self._connecting = None
-        self._drop_connection()
-        self.waiting |= self.attached
-        self.attached.clear()
-        if not self.sessions or self.state in (EXPIRED,):
-            return
-        self._set_state(UNAVAILABLE)
-        self._cancel_retry()
-        delay = self._backoff.next_delay()
-        self._retry = self._reactor.callLater(delay, self._start_connect)
+    def _tell_dropped(self) -> None:
+        events, logs = self.dropped
+        for session in list(self.attached):
+            session.deliver_dropped(self.target_id, events, logs)
 
-    def _drop_connection(self) -> None:
-        self._cancel_keepalive()
-        client, self._client = self._client, None
-        self._epoch += 1
-        self._state_fetch = None
-        if self._connecting is not None:
-            connecting, self._connecting = self._connecting, None
-            connecting.cancel()
-        if client is not None:
-            client.abort()
-
-    def _cancel_retry(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-
-    # pushes
-    def _on_push(self, epoch: int, push: dict[str, Any]) -> None:
-        if self._epoch != epoch:
-            return
+    def _on_push(self, push: dict[str, Any]) -> None:
         kind = push.get("type")
-        if kind == "event":
-            seq = _sequence(push.get("event"))
-            if seq is not None:
-                if seq <= self._last_event_seq:
-                    return  # already in the state the sessions got, or replayed twice
-                self._last_event_seq = seq
-        elif kind == "log":
-            seq = _sequence(push.get("log"))
-            if seq is not None:
-                if seq <= self._last_log_seq:
-                    return
-                self._last_log_seq = seq
-        elif kind == "dropped_count":
-            events, logs = push.get("dropped_event_count"), push.get("dropped_log_count")
-            if isinstance(events, int) and isinstance(logs, int):
-                self._dropped_current = (events, logs)
-            total_events, total_logs = self.dropped
-            for session in list(self.attached):
-                session.deliver_dropped(self.target_id, total_events, total_logs)
+        if kind == "dropped_count":
+            self._sequences.reported(push.get("dropped_event_count"),
+                                     push.get("dropped_log_count"))
+            self._tell_dropped()
             return
+        if kind in ("event", "log"):
+            if not self._sequences.admit(kind, push.get(kind)):
+                return
         elif kind != "state_delta":
             self.log.debug("ignoring push of type {kind}", kind=kind)
             return
@@ -441,6 +503,121 @@ class TargetLink:
         text = dumps(push)  # once, not per session
         for session in list(self.attached):
             session.deliver_push(self.target_id, push, text)
+
+
+class _LinkInputs(Protocol):
+    """What can happen to a link (the inputs of its machine)."""
+
+    def bind(self) -> None:
+        """A session was bound (the first one opens the link)."""
+
+    def ready(self, connection: _Connection) -> None:
+        """A connection answered ``hello`` and a first ``state``."""
+
+    def attempt_failed(self) -> None:
+        """A connection attempt failed; the ClientService tries again after its backoff."""
+
+    def lost(self) -> None:
+        """The connection ended (closed by the target, or a request missed its deadline)."""
+
+    def moved(self) -> None:
+        """A re-registration moved the target's socket."""
+
+    def idle(self) -> None:
+        """The last session left (or the relay stops)."""
+
+    def expire(self) -> None:
+        """The registration expired."""
+
+
+def _build_link_machine() -> Callable[[TargetLink], _LinkInputs]:
+    """The link's lifecycle; an input a state does not list raises ``NoTransition``."""
+    m = TypeMachineBuilder(_LinkInputs, TargetLink)
+    registered = m.state(REGISTERED)
+    connecting = m.state(CONNECTING)
+    connected = m.state(CONNECTED)
+    unavailable = m.state(UNAVAILABLE)
+    expired = m.state(EXPIRED)  # final: every input raises NoTransition
+
+    @registered.upon(_LinkInputs.bind).to(connecting)
+    def open_link(machine: _LinkInputs, link: TargetLink) -> None:
+        link._enter(CONNECTING)
+        link._service.startService()
+
+    # sessions bound while no connection is usable get the next connection's first state
+    connecting.upon(_LinkInputs.bind).loop().returns(None)
+    unavailable.upon(_LinkInputs.bind).loop().returns(None)
+
+    @connected.upon(_LinkInputs.bind).loop()
+    def serve_waiting(machine: _LinkInputs, link: TargetLink) -> None:
+        link._fetch_state_for_waiting()
+
+    @connecting.upon(_LinkInputs.ready).to(connected)
+    @unavailable.upon(_LinkInputs.ready).to(connected)
+    def use(machine: _LinkInputs, link: TargetLink, connection: _Connection) -> None:
+        link._use(connection)
+
+    @connecting.upon(_LinkInputs.attempt_failed).to(unavailable)
+    def first_attempt_failed(machine: _LinkInputs, link: TargetLink) -> None:
+        link._enter(UNAVAILABLE)
+
+    unavailable.upon(_LinkInputs.attempt_failed).loop().returns(None)
+
+    @connected.upon(_LinkInputs.lost).to(unavailable)
+    def lose(machine: _LinkInputs, link: TargetLink) -> None:
+        link._let_go()
+        link._enter(UNAVAILABLE)
+
+    registered.upon(_LinkInputs.moved).loop().returns(None)  # nothing to reconnect
+
+    @connecting.upon(_LinkInputs.moved).loop()
+    @unavailable.upon(_LinkInputs.moved).loop()
+    def reconnect(machine: _LinkInputs, link: TargetLink) -> None:
+        link._restart()
+
+    @connected.upon(_LinkInputs.moved).to(connecting)
+    def reconnect_elsewhere(machine: _LinkInputs, link: TargetLink) -> None:
+        link._let_go()
+        link._enter(CONNECTING)
+        link._restart()
+
+    @connecting.upon(_LinkInputs.idle).to(registered)
+    @unavailable.upon(_LinkInputs.idle).to(registered)
+    def stop_trying(machine: _LinkInputs, link: TargetLink) -> None:
+        link._stop(REGISTERED)
+
+    @connected.upon(_LinkInputs.idle).to(registered)
+    def close_connection(machine: _LinkInputs, link: TargetLink) -> None:
+        link._let_go()
+        link._stop(REGISTERED)
+
+    @connecting.upon(_LinkInputs.expire).to(expired)
+    @unavailable.upon(_LinkInputs.expire).to(expired)
+    def expire_trying(machine: _LinkInputs, link: TargetLink) -> None:
+        link._stop(EXPIRED)
+
+    @connected.upon(_LinkInputs.expire).to(expired)
+    def expire_connected(machine: _LinkInputs, link: TargetLink) -> None:
+        link._let_go()
+        link._stop(EXPIRED)
+
+    @registered.upon(_LinkInputs.expire).to(expired)
+    def expire_unused(machine: _LinkInputs, link: TargetLink) -> None:
+        link._enter(EXPIRED)
+
+    return m.build()
+
+
+_LINK_MACHINE = _build_link_machine()
+
+
+def _state_of(answer: dict[str, Any], target_id: str) -> dict[str, Any]:
+    """The DashboardState object of a ``state`` answer."""
+    state = answer.get("state")
+    if answer.get("type") != "state" or not isinstance(state, dict):
+        raise WireError("invalid_ipc_response", "state", "state answer has no state object",
+                        target_id, True)
+    return state
 
 
 def _sequence(record: Any) -> int | None:

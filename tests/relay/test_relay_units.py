@@ -1,4 +1,4 @@
-"""Unit tests of relay logic with fakes: registry leases, backoff, outbox, IPC client, filters,
+"""Unit tests of relay logic with fakes: registry leases, outbox, IPC client, filters,
 config validation and certificates."""
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from supervisor.relay.auth import identity_from_certificate
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.outbox import Outbox
 from supervisor.relay.registration import normalise_ipc_path, path_under_prefix
-from supervisor.relay.registry import LeaseSweeper, Registry
-from supervisor.relay.targetlink import Backoff
+from supervisor.relay.registry import Registry
 from supervisor.wire.client import NDJSONClientProtocol, RemoteError
 from supervisor.wire.errors import WireError
 from supervisor.wire.registration import CommandSpec, Registration, RegistrationRefused
@@ -88,22 +87,6 @@ def test_registry_owner_and_path_exclusivity():
     assert e.value.code == "registry_full" and e.value.retryable
 
 
-def test_lease_sweeper_runs_on_the_clock():
-    clock = Clock()
-    registry = Registry(clock, max_targets=10)
-    seen = Recorder()
-    registry.add_observer(seen)
-    sweeper = LeaseSweeper(registry, clock, 0.5)
-    sweeper.startService()
-    registry.register(registration(lease=1), "unix_uid:1")
-    clock.advance(0.5)
-    assert ("expired", "a") not in seen.calls
-    clock.advance(0.5)
-    assert ("expired", "a") in seen.calls
-    sweeper.stopService()
-    assert clock.getDelayedCalls() == []
-
-
 def test_path_rules():
     assert path_under_prefix("/tmp/demo/a.sock", "/tmp/demo")
     assert not path_under_prefix("/tmp/demo-evil/a.sock", "/tmp/demo")
@@ -112,18 +95,6 @@ def test_path_rules():
     fake = {"/tmp/demo/..": "/tmp", "/tmp/demo/x/..": "/tmp/demo"}
     assert normalise_ipc_path("/tmp/demo/x/../a.sock", lambda p: fake.get(p, p)) == \
         "/tmp/demo/a.sock"
-
-
-# backoff ------------------------------------------------------------------------------------
-
-def test_backoff_is_capped_exponential_with_jitter_and_resets():
-    backoff = Backoff(0.25, 5.0, 0.0)
-    assert [backoff.next_delay() for _ in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
-    backoff.reset()
-    assert backoff.next_delay() == 0.25
-    low = Backoff(1.0, 10.0, 0.2, rng=lambda: 0.0)
-    high = Backoff(1.0, 10.0, 0.2, rng=lambda: 1.0)
-    assert low.next_delay() == pytest.approx(0.8) and high.next_delay() == pytest.approx(1.2)
 
 
 # outbox -------------------------------------------------------------------------------------
