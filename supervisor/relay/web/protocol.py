@@ -3,6 +3,10 @@
 Identity is settled in the opening handshake: in mTLS mode from the verified peer
 certificate, in trusted-proxy mode from the configured header, accepted only when the TCP
 peer is a listed proxy address. Refusals are HTTP 403/503 answers to the handshake.
+
+A message fanned out to many sessions is prepared once (``factory.prepareMessage``) and sent
+to each with ``sendPreparedMessage``: server frames are not masked, so its bytes are the same
+for every session.
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.auth import Identity, identity_from_certificate, identity_from_proxy_header
 from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, Session
-from supervisor.relay.web.frames import SharedFrames
 from supervisor.wire.errors import WireError
 
 __all__ = ["DashboardServerProtocol", "DashboardServerFactory"]
@@ -41,7 +45,8 @@ class DashboardServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         assert self._relay_identity is not None
-        session = self.factory.hub.open_session(self._relay_identity, _WSTransport(self))
+        session = self.factory.hub.open_session(self._relay_identity,
+                                                _WSTransport(self, self.factory))
         self._relay_session = session
         # a peer that opens the WebSocket but never says client_hello would hold a session
         # slot (limits.max_sessions) for as long as it answers pings: bound it
@@ -78,25 +83,18 @@ class DashboardServerProtocol(WebSocketServerProtocol):
             session.lost()
 
 
-#: One frame cache for all connections: the fan-out loop hands every session the same str.
-_SHARED_FRAMES = SharedFrames()
-
-
 class _WSTransport:
     """The SessionTransport of one WebSocket connection."""
 
-    def __init__(self, protocol: WebSocketServerProtocol) -> None:
+    def __init__(self, protocol: WebSocketServerProtocol,
+                 factory: "DashboardServerFactory") -> None:
         self._protocol = protocol
+        self._factory = factory
 
     def send_text(self, text: str) -> None:
         protocol = self._protocol
-        if protocol.state != WebSocketServerProtocol.STATE_OPEN:
-            return
-        if protocol._perMessageCompress is None and not protocol.send_queue:
-            # the same bytes autobahn would write, framed once per message for all sessions
-            protocol.transport.write(_SHARED_FRAMES.frame(text))
-        else:
-            protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+        if protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            protocol.sendPreparedMessage(self._factory.prepared(text))
 
     def close(self, code: int, reason: str) -> None:
         if self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
@@ -113,6 +111,8 @@ class DashboardServerFactory(WebSocketServerFactory):
         super().__init__(url=config.listen.public_url, reactor=reactor)
         self.hub = hub
         self.relay_config = config
+        self._prepared_text: str | None = None
+        self._prepared = self.prepareMessage(b"")
         t = config.timeouts
         max_bytes = config.limits.max_message_bytes
         self.setProtocolOptions(
@@ -125,6 +125,14 @@ class DashboardServerFactory(WebSocketServerFactory):
             openHandshakeTimeout=t.websocket_open_handshake_seconds,
             closeHandshakeTimeout=t.websocket_close_handshake_seconds,
         )
+
+    def prepared(self, text: str) -> PreparedMessage:
+        """``text`` as a prepared WebSocket message. A fan-out hands every session the same
+        str object, so remembering the last one prepares each message once."""
+        if text is not self._prepared_text:
+            self._prepared = self.prepareMessage(text.encode("utf-8"))
+            self._prepared_text = text
+        return self._prepared
 
     def identify(self, protocol: WebSocketServerProtocol, request: ConnectionRequest
                  ) -> Identity:

@@ -97,21 +97,27 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     byte at a time would hold a connection (and its TLS state) for hours; autobahn's opening
     handshake timeout only starts once the upgrade request is complete. The time before the
     first byte (TCP accept, TLS handshake) is bounded by the idle timeout, which no TLS
-    handshake byte resets.
+    handshake byte resets. The deadline starts again with the next request's first byte.
     """
 
     log = Logger()
     headers_deadline: float = 10.0
     _deadline_call: IDelayedCall | None = None
+    _in_request = False  # headers of the current request are complete; it is being handled
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline_call is None and not self._handlingRequest and data:
+        if self._deadline_call is None and not self._in_request and data:
             self._deadline_call = self.callLater(self.headers_deadline, self._headersTooSlow)
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         self._cancelDeadline()
+        self._in_request = True
         super().allHeadersReceived()
+
+    def requestDone(self, request: Request) -> None:
+        self._in_request = False
+        super().requestDone(request)
 
     def _headersTooSlow(self) -> None:
         self._deadline_call = None
@@ -132,19 +138,19 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
 
 class RelaySite(Site):
-    """``Site`` whose channels enforce the request-headers deadline (see above)."""
+    """``Site`` whose channels enforce the request-headers deadline (see above); HTTP/1.1
+    only (the WebSocket upgrade needs nothing else)."""
+
+    protocol = _HeaderDeadlineChannel
 
     def __init__(self, root: resource.Resource, *, headers_deadline: float, **kw: Any) -> None:
         super().__init__(root, **kw)
         self.headers_deadline = headers_deadline
 
     def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        channel = getattr(protocol, "_channel", protocol)  # Twisted wraps HTTPChannel (h2)
-        if isinstance(channel, http.HTTPChannel):
-            channel.__class__ = _HeaderDeadlineChannel
-            channel.headers_deadline = self.headers_deadline
-        return protocol
+        channel = super().buildProtocol(addr)
+        channel.headers_deadline = self.headers_deadline
+        return channel
 
 
 def build_site(config: RelayConfig, hub: Any, *, reactor: Any,

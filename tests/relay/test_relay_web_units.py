@@ -1,0 +1,82 @@
+"""The WebSocket and HTTP layer's own logic: messages prepared once for a fan-out, and the
+request-headers deadline, on in-memory transports and a fake clock."""
+
+from __future__ import annotations
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web import resource
+
+from relay_memory import MemoryRelay
+from supervisor.relay.web.protocol import DashboardServerFactory, _WSTransport
+from supervisor.relay.web.site import RelaySite
+
+
+def factory() -> DashboardServerFactory:
+    relay = MemoryRelay()
+    return DashboardServerFactory(relay.config, relay.hub, reactor=relay.clock)
+
+
+class Peer:
+    """A WebSocket connection as the session transport uses it."""
+
+    def __init__(self, state=WebSocketServerProtocol.STATE_OPEN):
+        self.state = state
+        self.prepared = []
+
+    def sendPreparedMessage(self, message):
+        self.prepared.append(message)
+
+
+def test_a_message_fanned_out_is_prepared_once_and_framed_as_autobahn_frames_it():
+    ws = factory()
+    text = '{"type":"event","note":"é"}'
+    peers = [Peer() for _ in range(3)]
+    for peer in peers:
+        _WSTransport(peer, ws).send_text(text)
+    (message,) = {id(p.prepared[0]): p.prepared[0] for p in peers}.values()
+    assert message.payloadHybi == ws.prepareMessage(text.encode("utf-8")).payloadHybi
+    assert message.payloadHybi[0] == 0x81 and message.payloadHybi[1] & 0x80 == 0  # unmasked
+    other = "".join(['{"type":', '"log"}'])
+    _WSTransport(peers[0], ws).send_text(other)
+    assert peers[0].prepared[1] is not message
+    assert peers[0].prepared[1].payloadHybi.endswith(other.encode())
+
+
+def test_nothing_is_sent_on_a_connection_that_is_not_open():
+    ws = factory()
+    closing = Peer(WebSocketServerProtocol.STATE_CLOSING)
+    _WSTransport(closing, ws).send_text("{}")
+    assert closing.prepared == []
+
+
+def channel(clock, deadline=0.6):
+    site = RelaySite(resource.Resource(), headers_deadline=deadline, reactor=clock, timeout=30)
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_request_headers_must_be_complete_before_their_deadline():
+    clock = Clock()
+    protocol, transport = channel(clock)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    clock.advance(0.599)
+    protocol.dataReceived(b"X-Slow: 1\r\n")  # bytes keep coming: the deadline does not move
+    assert not transport.disconnecting
+    clock.advance(0.001)
+    assert transport.disconnected  # aborted
+
+
+def test_each_request_gets_its_own_headers_deadline():
+    clock = Clock()
+    protocol, transport = channel(clock)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # complete in time
+    clock.advance(10)
+    assert not transport.disconnecting and b"404" in transport.value()
+    transport.clear()
+    protocol.dataReceived(b"GET / HTTP/1.1\r\n")  # the next request starts its own
+    clock.advance(0.6)
+    assert transport.disconnected
