@@ -9,15 +9,13 @@ peer sends can stop the listener. Registration never opens the target's IPC sock
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any, Callable
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -28,7 +26,8 @@ from supervisor.relay.registry import Registry
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
 from supervisor.wire.errors import WireError
 from supervisor.wire.registration import Registration, RegistrationRefused
-from supervisor.wire.unixsocket import SocketPathInUse, clear_stale_socket, peer_uid
+from supervisor.wire.unixsocket import (SocketPathInUse, clear_stale_socket, listen_unix,
+                                        peer_uid)
 
 __all__ = [
     "parse_registration",
@@ -208,52 +207,20 @@ class RegistrationFactory(Factory):
         self.active = 0
 
 
-class _OwnedUnixPort(unix.Port):
-    """A Unix listening port that, when it stops, removes its socket file only if that file
-    is still the one it bound (same inode): never a socket someone else put at the path,
-    and no error when the file is already gone."""
-
-    inode: int | None = None
-
-    def __init__(self, path: str, *args: Any, **kw: Any) -> None:
-        super().__init__(path, *args, **kw)
-        self.path = path
-
-    def startListening(self) -> None:
-        super().startListening()
-        self.inode = os.lstat(self.path).st_ino
-
-    def connectionLost(self, reason: Any) -> None:
-        try:
-            st = os.lstat(self.path)
-        except OSError:
-            st = None
-        if st is not None and st.st_ino == self.inode and stat.S_ISSOCK(st.st_mode):
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-        if self.lockFile is not None:
-            self.lockFile.unlock()
-        tcp.Port.connectionLost(self, reason)
-
-
-def _listen_owned(reactor: Any, path: str, factory: Factory, mode: int,
-                  backlog: int = 128) -> _OwnedUnixPort:
-    """Like :func:`supervisor.wire.unixsocket.listen_unix` (mode in force at bind time,
-    stale sockets cleared, live ones refused), with an :class:`_OwnedUnixPort`."""
-    clear_stale_socket(path)
-    old = os.umask(0o777 & ~mode)
-    try:
-        port = _OwnedUnixPort(path, factory, backlog, mode, reactor)
-        port.startListening()
-        return port
-    finally:
-        os.umask(old)
+def _private_name(path: str) -> str:
+    """Where the listening port binds: beside ``path``, hidden (see RegistrationListener)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, "." + tail)
 
 
 class RegistrationListener(Service):
     """Listens on ``registration.listen_path`` with its mode in force at bind time.
+
+    Twisted's Unix port removes the path it bound when it stops, whatever file is there by
+    then. So the port binds a private name beside the path (``.<name>``), and the path itself
+    is a second (hard) link to that socket: stopping removes the private name, and the path
+    is removed only while it still is this socket (same inode), never a file someone else
+    put there.
 
     A watchdog (every ``check_interval`` seconds, the lease-sweep cadence) checks that the
     socket file is still the one we bound. When it was deleted or replaced, that is logged
@@ -269,7 +236,8 @@ class RegistrationListener(Service):
                  check_interval: float | None = None) -> None:
         self._reactor = reactor
         self.factory = factory
-        self.port: _OwnedUnixPort | None = None
+        self.port: IListeningPort | None = None
+        self.inode: int | None = None
         self.rebinds = 0
         self.rebind_error: str | None = None
         self._rebinding = False
@@ -279,34 +247,64 @@ class RegistrationListener(Service):
             self._watchdog.clock = reactor
             self._check_interval = check_interval
 
+    @property
+    def _path(self) -> str:
+        return self.factory.config.listen_path
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._listen()
+        self._listen_or_exit()
 
     def startService(self) -> None:
         super().startService()
-        self._listen()
+        self._listen_or_exit()
         if self._watchdog is not None and not self._watchdog.running:
             self._watchdog.start(self._check_interval, now=False)
+
+    def _listen_or_exit(self) -> None:
+        """At start-up a path we cannot use ends start-up with a clear message."""
+        try:
+            self._listen()
+        except (SocketPathInUse, OSError, CannotListenError) as e:
+            raise SystemExit(f"cannot listen for registrations on {self._path}: {e}") from None
 
     def _listen(self) -> None:
         if self.port is not None:
             return
-        config = self.factory.config
-        os.makedirs(os.path.dirname(config.listen_path), mode=0o700, exist_ok=True)
-        self.port = _listen_owned(self._reactor, config.listen_path, self.factory,
-                                  config.permissions)
-        self.log.info("registration listening on {path}", path=config.listen_path)
+        path, private = self._path, _private_name(self._path)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        clear_stale_socket(path)
+        port = listen_unix(self._reactor, private, self.factory,
+                           self.factory.config.permissions)
+        try:
+            os.link(private, path)
+        except OSError:
+            port.stopListening()
+            raise
+        self.port, self.inode = port, os.lstat(private).st_ino
+        self.log.info("registration listening on {path}", path=path)
 
     def socket_intact(self) -> bool:
         """True when the path still holds the socket this listener bound."""
-        port = self.port
-        if port is None:
+        if self.port is None:
             return False
         try:
-            return os.lstat(self.factory.config.listen_path).st_ino == port.inode
+            return os.lstat(self._path).st_ino == self.inode
         except OSError:
             return False
+
+    def _unlisten(self) -> Deferred[None]:
+        """Stop listening; the path goes too if it still is our socket."""
+        port, intact = self.port, self.socket_intact()
+        self.port = self.inode = None
+        if port is None:
+            return succeed(None)
+        if intact:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
+        return maybeDeferred(port.stopListening)
 
     def check_socket(self) -> Deferred[None] | None:
         """The watchdog's check; re-binds when the socket file is gone or not ours."""
@@ -314,15 +312,14 @@ class RegistrationListener(Service):
             return None
         if self.port is not None and self.socket_intact():
             return None
-        path = self.factory.config.listen_path
-        old, self.port = self.port, None
-        if old is not None:
+        path = self._path
+        if self.port is not None:
             what = "was replaced by something else" if os.path.lexists(path) else \
                 "was deleted"
             self.log.critical("registration socket {path} {what}; targets cannot register "
                               "until it is re-bound; re-binding", path=path, what=what)
         self._rebinding = True
-        d = maybeDeferred(old.stopListening) if old is not None else succeed(None)
+        d = self._unlisten()
 
         def rebind(_: Any) -> None:
             self._rebinding = False
@@ -331,7 +328,6 @@ class RegistrationListener(Service):
             try:
                 self._listen()
             except (SocketPathInUse, OSError, CannotListenError) as e:
-                self.port = None
                 message = str(e)
                 if message != self.rebind_error:
                     self.log.critical("cannot re-bind registration socket {path}: {error}; "
@@ -351,7 +347,4 @@ class RegistrationListener(Service):
         super().stopService()
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        return self._unlisten()

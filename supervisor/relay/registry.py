@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import attrs
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from supervisor.wire.registration import Registration, RegistrationRefused
@@ -16,7 +14,6 @@ __all__ = [
     "TargetEntry",
     "RegistryObserver",
     "Registry",
-    "LeaseSweeper",
 ]
 
 
@@ -132,23 +129,3 @@ class Registry:
             for observer in list(self._observers):
                 observer.target_expired(entry)
         return expired
-
-
-class LeaseSweeper(Service):
-    """Runs :meth:`Registry.sweep` every ``interval`` seconds on the given clock."""
-
-    def __init__(self, registry: Registry, clock: IReactorTime, interval: float) -> None:
-        self._registry = registry
-        self._loop = LoopingCall(registry.sweep)
-        self._loop.clock = clock
-        self._interval = interval
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-

@@ -5,64 +5,52 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.audit import AuditStore
 from supervisor.relay.hub import RelayHub
 from supervisor.relay.registration import RegistrationFactory, RegistrationListener
-from supervisor.relay.registry import LeaseSweeper, Registry
+from supervisor.relay.registry import Registry
 from supervisor.relay.tls import ReloadableServerTLS
 from supervisor.relay.web.site import STATIC_DIR, build_site
 
 __all__ = ["RelayService"]
 
 
-class _HTTPSListener(Service):
-    """Listens for HTTPS/WSS on ``listen.bind`` (binding in privilegedStartService)."""
+@implementer(IStreamServerEndpoint)
+class _ListenNow:
+    """Wraps an endpoint whose ``listen`` completes at once (TCP, TLS): a bind error ends
+    start-up (under twistd: with the message, no traceback) instead of being logged while
+    the relay runs without its listener; the listening port is kept for ``port``."""
 
     log = Logger()
 
-    def __init__(self, endpoint: SSL4ServerEndpoint, site: Site) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, what: str) -> None:
         self._endpoint = endpoint
-        self._site = site
+        self._what = what
         self.port: IListeningPort | None = None
-        self._listening: Deferred[IListeningPort] | None = None
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def _listen(self) -> Deferred[IListeningPort]:
-        if self._listening is None:
-            failures: list[Any] = []
-            d = self._endpoint.listen(self._site)
-            d.addCallbacks(self._bound, failures.append)
-            if failures:  # TCP listening is synchronous: surface errors to twistd at once
-                failures[0].raiseException()
-            self._listening = d
-        return self._listening
-
-    def _bound(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        self.log.info("HTTPS/WSS listening on {address}", address=port.getHost())
-        return port
-
-    def startService(self) -> None:
-        super().startService()
-        self._listen()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        port, self.port, self._listening = self.port, None, None
-        if port is not None:
-            return port.stopListening()
-        return None
+    def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+        outcome: list[Any] = []
+        d = self._endpoint.listen(factory)
+        d.addBoth(outcome.append)
+        if outcome and isinstance(outcome[0], Failure):
+            raise SystemExit(f"cannot listen for {self._what}: {outcome[0].getErrorMessage()}")
+        if not outcome:
+            raise SystemExit(f"listening for {self._what} did not complete at once")
+        self.port = outcome[0]
+        self.log.info("{what} listening on {address}", what=self._what,
+                      address=self.port.getHost())
+        return succeed(self.port)
 
 
 class RelayService(MultiService):
@@ -96,21 +84,31 @@ class RelayService(MultiService):
         self.registration = RegistrationListener(reactor, registration,
                                                  check_interval=sweep_interval)
         self.registration.setServiceParent(self)
-        LeaseSweeper(self.registry, reactor, sweep_interval).setServiceParent(self)
+        sweeper = TimerService(sweep_interval, self._sweep)
+        sweeper.clock = reactor
+        sweeper.setServiceParent(self)
 
         self.tls = ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
         endpoint = SSL4ServerEndpoint(reactor, config.listen.port, self.tls,
                                       interface=config.listen.host)
         self.site = build_site(config, self.hub, reactor=reactor, static_dir=static_dir)
-        self.https = _HTTPSListener(endpoint, self.site)
-        self.https.setServiceParent(self)
+        self._https = _ListenNow(endpoint, f"HTTPS/WSS on {config.listen.host}:"
+                                           f"{config.listen.port}")
+        StreamServerEndpointService(self._https, self.site).setServiceParent(self)
         self.audit_ready: Deferred[None] = succeed(None)
 
     @property
     def https_port(self) -> int:
         """The TCP port actually listened on (useful with ``bind: 127.0.0.1:0``)."""
-        assert self.https.port is not None, "relay is not listening"
-        return self.https.port.getHost().port
+        assert self._https.port is not None, "relay is not listening"
+        return self._https.port.getHost().port
+
+    def _sweep(self) -> None:
+        """Expire registrations whose lease ended (a failure is logged; sweeping goes on)."""
+        try:
+            self.registry.sweep()
+        except Exception:
+            self.log.failure("lease sweep failed")
 
     def reload_tls(self) -> str | None:
         """Re-read the TLS certificate, key and client CA for new connections (``SIGHUP``).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
 
 from supervisor.config._common import ConfigError
@@ -42,10 +43,13 @@ def makeService(options: Options) -> IService:
     from supervisor.target.service import target_service
 
     top, supervisor = target_service(options.loaded, reactor)
+    shutting_down: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down.append, True)
 
     def tree_stopped(report: dict[str, Any]) -> None:
-        # A tree that stopped on its own (escalation, shutdown_tree) ends the process.
-        if reactor.running and not getattr(reactor, "_stopped", False):
+        # A tree that stopped on its own (escalation, shutdown_tree) ends the process; one
+        # stopped by the process shutting down needs nothing more.
+        if reactor.running and not shutting_down:
             reactor.callLater(0, _stop_reactor, reactor)
 
     supervisor.on_tree_stopped(tree_stopped)
@@ -55,5 +59,5 @@ def makeService(options: Options) -> IService:
 def _stop_reactor(reactor: Any) -> None:
     try:
         reactor.stop()
-    except Exception:
-        pass
+    except ReactorNotRunning:
+        pass  # it was stopping already
