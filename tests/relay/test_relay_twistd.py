@@ -118,6 +118,34 @@ def test_normal_start_with_bad_config_exits_nonzero_without_traceback(sockdir, p
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_listener_that_cannot_bind_ends_start_up_with_its_message(sockdir, pki):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = write_config(sockdir, pki, listen={"bind": f"127.0.0.1:{port}"})
+        result = subprocess.run([TWISTD, "-n", "--pidfile=", "--logfile=-", "supervisor-relay",
+                                 "--config", config], cwd=sockdir, env=env(),
+                                capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"cannot listen for HTTPS/WSS on 127.0.0.1:{port}" in output, output[-2000:]
+    assert "Traceback" not in output
+    # the registration path held by something that is not a socket: the same
+    registration = os.path.join(sockdir, "reg.sock")
+    if os.path.lexists(registration):
+        os.unlink(registration)  # left by the run that could not bind (stale: cleared at start)
+    with open(registration, "w") as f:
+        f.write("not a socket")
+    config = write_config(sockdir, pki, listen={"bind": f"127.0.0.1:{free_port()}"})
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "--logfile=-", "supervisor-relay",
+                             "--config", config], cwd=sockdir, env=env(),
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "cannot listen for registrations on" in output and "not a socket" in output
+
+
 def test_demo_config_checks_with_demo_certs(tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()
