@@ -3,6 +3,8 @@ request-headers deadline, on in-memory transports and a fake clock."""
 
 from __future__ import annotations
 
+import json
+
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -80,3 +82,49 @@ def test_each_request_gets_its_own_headers_deadline():
     protocol.dataReceived(b"GET / HTTP/1.1\r\n")  # the next request starts its own
     clock.advance(0.6)
     assert transport.disconnected
+
+
+UPGRADE = (b"GET /supervisor HTTP/1.1\r\nHost: localhost:9443\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\nOrigin: https://localhost:9443\r\n"
+           b"X-Client-Identity: alice\r\n\r\n")
+
+
+def frames(data: bytes) -> list[bytes]:
+    """The payloads of the unmasked text frames in ``data``."""
+    out = []
+    while data:
+        assert data[0] == 0x81 and data[1] & 0x80 == 0, data[:2]
+        length, start = data[1], 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        out.append(data[start:start + length])
+        data = data[start + length:]
+    return out
+
+
+def test_a_session_on_an_in_memory_websocket_gets_whole_frames_written_through():
+    relay = MemoryRelay(trusted_proxy={"enabled": True, "allowed_remote_addrs": ["192.168.1.1"],
+                                       "identity_header": "x-client-identity"})
+    target = relay.target()
+    relay.register(target)
+    ws = DashboardServerFactory(relay.config, relay.hub, reactor=relay.clock)
+    protocol = ws.buildProtocol(None)
+    transport = StringTransport()  # its peer is 192.168.1.1, the listed proxy
+    protocol.makeConnection(transport)
+    protocol.dataReceived(UPGRADE)
+    response, rest = transport.value().split(b"\r\n\r\n", 1)
+    assert b" 101 " in response.split(b"\r\n")[0]
+    (hello,) = frames(rest)
+    assert json.loads(hello)["type"] == "server_hello"
+    (session,) = relay.hub.sessions.values()
+    assert session.identity.principal == "alice"
+    transport.clear()
+    session.receive(json.dumps({"type": "client_hello", "client_store_id": "s",
+                                "resume_cursor": {}}).encode(), False)
+    relay.settle()
+    event = target.emit_event()
+    relay.settle()
+    messages = [json.loads(f) for f in frames(transport.value())]
+    assert messages[-1] == {"type": "event", "target_id": target.target_id, "event": event}
+    assert "state" in [m["type"] for m in messages]
