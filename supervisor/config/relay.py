@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import attrs
 
 from supervisor.config._common import (
+    MAX_UNIX_SOCKET_PATH_BYTES,
     ConfigError,
     Section,
-    check_unix_socket_path,
     defaults,
     join_key,
     load_yaml_mapping,
@@ -256,7 +256,10 @@ def _proxy(s: Section) -> TrustedProxyConfig:
 
 def _registration(s: Section, base_dir: str) -> RegistrationConfig:
     listen_path = s.path("listen_path", base_dir)
-    check_unix_socket_path(join_key(s.key, "listen_path"), listen_path)
+    if len(os.fsencode(listen_path)) >= MAX_UNIX_SOCKET_PATH_BYTES:
+        # the relay binds ``.<name>`` beside the path (one byte longer) and links the path
+        raise ConfigError(join_key(s.key, "listen_path"),
+                          f"socket path is longer than {MAX_UNIX_SOCKET_PATH_BYTES - 1} bytes")
     prefixes_key = join_key(s.key, "allowed_ipc_path_prefixes")
     raw_prefixes = s.string_list("allowed_ipc_path_prefixes")
     if not raw_prefixes:

@@ -147,10 +147,9 @@ class _Connection:
 
     log = Logger()
 
-    def __init__(self, client: NDJSONClientProtocol, first_state: dict[str, Any], *,
-                 target_id: str, clock: Any, timeouts: TimeoutsConfig) -> None:
+    def __init__(self, client: NDJSONClientProtocol, *, target_id: str, clock: Any,
+                 timeouts: TimeoutsConfig) -> None:
         self.client = client
-        self.first_state = first_state
         self._target_id = target_id
         self._timeouts = timeouts
         self._on_push: Callable[[dict[str, Any]], None] | None = None
@@ -244,7 +243,8 @@ class _TargetEndpoint:
 
         result: Deferred[IProtocol] = Deferred(stop)
 
-        def done(connection: _Connection) -> None:
+        def done(outcome: tuple[_Connection, dict[str, Any]]) -> None:
+            connection, state = outcome
             transport = connection.client.transport
             stand_in = factory.buildProtocol(transport.getPeer())
             assert stand_in is not None
@@ -252,7 +252,7 @@ class _TargetEndpoint:
             connection.client.closed.addCallback(
                 lambda _: stand_in.connectionLost(Failure(ConnectionDone())))
             result.callback(stand_in)  # the ClientService is connected ...
-            self._link._ready(connection)  # ... before the link acts on it
+            self._link._ready(connection, state)  # ... before the link acts on it
 
         def failed(f: Failure) -> None:
             if not result.called:
@@ -263,7 +263,7 @@ class _TargetEndpoint:
         handshake.addCallbacks(done, failed)
         return result
 
-    async def _handshake(self) -> _Connection:
+    async def _handshake(self) -> tuple[_Connection, dict[str, Any]]:
         link = self._link
         timeouts, target_id = link._timeouts, link.target_id
         path = link.entry.registration.ipc_path
@@ -291,8 +291,8 @@ class _TargetEndpoint:
         except BaseException:
             client.abort()
             raise
-        return _Connection(client, state, target_id=target_id, clock=link._reactor,
-                           timeouts=timeouts)
+        return _Connection(client, target_id=target_id, clock=link._reactor,
+                           timeouts=timeouts), state
 
 
 class TargetLink:
@@ -401,8 +401,8 @@ class TargetLink:
         return d
 
     # from the endpoint
-    def _ready(self, connection: _Connection) -> None:
-        self._machine.ready(connection)
+    def _ready(self, connection: _Connection, state: dict[str, Any]) -> None:
+        self._machine.ready(connection, state)
 
     def _attempt_failed(self, failure: Failure) -> None:
         self.log.info("IPC link to {target_id} failed: {error}", target_id=self.target_id,
@@ -415,11 +415,10 @@ class TargetLink:
             self.state = state
             self._observer.link_state_changed(self, state)
 
-    def _use(self, connection: _Connection) -> None:
-        """A new connection: its state to every session, then the live stream."""
+    def _use(self, connection: _Connection, state: dict[str, Any]) -> None:
+        """A new connection: its first state to every session, then the live stream."""
         self._connection = connection
         connection.attach(self._on_push, self._machine.lost)
-        state = connection.first_state
         gap = self._sequences.baseline(state)
         self._enter(CONNECTED)
         self._hand_out_state(state)
@@ -449,7 +448,8 @@ class TargetLink:
         self._service.startService()
 
     def _hand_out_state(self, state: dict[str, Any]) -> None:
-        for session in list(self.waiting) + list(self.attached):
+        """The sessions waiting for a state get this one and then the live stream."""
+        for session in list(self.waiting):
             session.deliver_state(self.target_id, state)
         self.attached |= self.waiting
         self.waiting.clear()
@@ -464,7 +464,7 @@ class TargetLink:
         def got(state: dict[str, Any]) -> None:
             connection.fetching = False
             if self._connection is connection:
-                self._hand_out_state_to_waiting(state)
+                self._hand_out_state(state)
 
         def failed(f: Failure) -> None:
             connection.fetching = False
@@ -473,12 +473,6 @@ class TargetLink:
         connection.request("state", {"target_id": self.target_id},
                            self._timeouts.ipc_request_seconds).addCallback(
             _state_of, self.target_id).addCallbacks(got, failed)
-
-    def _hand_out_state_to_waiting(self, state: dict[str, Any]) -> None:
-        for session in list(self.waiting):
-            session.deliver_state(self.target_id, state)
-        self.attached |= self.waiting
-        self.waiting.clear()
 
     def _tell_dropped(self) -> None:
         events, logs = self.dropped
@@ -511,7 +505,7 @@ class _LinkInputs(Protocol):
     def bind(self) -> None:
         """A session was bound (the first one opens the link)."""
 
-    def ready(self, connection: _Connection) -> None:
+    def ready(self, connection: _Connection, state: dict[str, Any]) -> None:
         """A connection answered ``hello`` and a first ``state``."""
 
     def attempt_failed(self) -> None:
@@ -554,8 +548,9 @@ def _build_link_machine() -> Callable[[TargetLink], _LinkInputs]:
 
     @connecting.upon(_LinkInputs.ready).to(connected)
     @unavailable.upon(_LinkInputs.ready).to(connected)
-    def use(machine: _LinkInputs, link: TargetLink, connection: _Connection) -> None:
-        link._use(connection)
+    def use(machine: _LinkInputs, link: TargetLink, connection: _Connection,
+            state: dict[str, Any]) -> None:
+        link._use(connection, state)
 
     @connecting.upon(_LinkInputs.attempt_failed).to(unavailable)
     def first_attempt_failed(machine: _LinkInputs, link: TargetLink) -> None:
