@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.config.target import parse_target_config
+from supervisor.ipc.server import PROTOCOL_VERSION
 from supervisor.tree.children import ChildContext
 from supervisor.tree.journal import EventRecord
 from supervisor.tree.commands import CommandOutcome
@@ -190,7 +191,6 @@ class TreeHarness:
 
 # an in-memory target ------------------------------------------------------------------------
 
-PROTOCOL_VERSION = "dashboard-ipc.v1"
 _COMMAND_OUTCOMES = {"restart_child": ("running", "child_restarted"),
                      "pause_child": ("paused", "child_paused"),
                      "resume_child": ("running", "child_resumed"),
@@ -477,7 +477,8 @@ class _TargetConnection(NDJSONReceiver):
         super().__init__()
         self.target = target
         self.subscribed: set[str] = set()
-        self._waiting: collections.deque[bytes] = collections.deque()
+        # requests a frozen target has not read yet (bounded like a socket's buffer)
+        self._waiting: collections.deque[bytes] = collections.deque(maxlen=1024)
 
     def connectionMade(self) -> None:
         self.target.connections.append(self)
