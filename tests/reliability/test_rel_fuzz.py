@@ -71,9 +71,22 @@ class Fuzzed:
         self.rss = 0
 
     def baseline(self) -> None:
+        # the relay is up once its reactor runs and the audit store is open (the last files
+        # it opens at start, from a thread); only then are its fds a baseline
+        wait_until(self.audit_open, 10, "relay audit store open")
         wait_until(lambda: self.settled_fds() is not None, 10, "relay fds settle")
         self.fds = fd_count(self.relay.pid)
         self.rss = rss_kb(self.relay.pid)
+
+    def audit_open(self) -> bool:
+        folder = f"/proc/{self.relay.pid}/fd"
+        targets = []
+        for name in os.listdir(folder):
+            try:
+                targets.append(os.readlink(os.path.join(folder, name)))
+            except OSError:
+                pass  # closed meanwhile
+        return any(t.endswith("-shm") for t in targets)
 
     def settled_fds(self) -> int | None:
         first = fd_count(self.relay.pid)
