@@ -495,8 +495,9 @@ class TargetLink:
         if not self.attached:
             return
         text = dumps(push)  # once, not per session
+        target_id = self.target_id
         for session in list(self.attached):
-            session.deliver_push(self.target_id, push, text)
+            session.deliver_push(target_id, push, text)
 
 
 class _LinkInputs(Protocol):

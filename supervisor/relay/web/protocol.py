@@ -93,21 +93,24 @@ class DashboardServerProtocol(WebSocketServerProtocol):
             session.lost()
 
 
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
 class _WSTransport:
     """The SessionTransport of one WebSocket connection."""
 
     def __init__(self, protocol: WebSocketServerProtocol,
                  factory: "DashboardServerFactory") -> None:
         self._protocol = protocol
-        self._factory = factory
+        self._prepared = factory.prepared
 
     def send_text(self, text: str) -> None:
         protocol = self._protocol
-        if protocol.state == WebSocketServerProtocol.STATE_OPEN:
-            protocol.sendPreparedMessage(self._factory.prepared(text))
+        if protocol.state == _OPEN:
+            protocol.sendPreparedMessage(self._prepared(text))
 
     def close(self, code: int, reason: str) -> None:
-        if self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
+        if self._protocol.state == _OPEN:
             self._protocol.sendClose(code, reason)
 
 
