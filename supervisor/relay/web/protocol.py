@@ -6,7 +6,8 @@ peer is a listed proxy address. Refusals are HTTP 403/503 answers to the handsha
 
 A message fanned out to many sessions is prepared once (``factory.prepareMessage``) and sent
 to each with ``sendPreparedMessage``: server frames are not masked, so its bytes are the same
-for every session.
+for every session. Writes then reach the transport without autobahn's per-write debug
+formatting (see :meth:`DashboardServerProtocol.sendData`).
 """
 
 from __future__ import annotations
