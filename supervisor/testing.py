@@ -33,7 +33,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.config.target import parse_target_config
-from supervisor.ipc.server import PROTOCOL_VERSION
 from supervisor.tree.children import ChildContext
 from supervisor.tree.journal import EventRecord
 from supervisor.tree.commands import CommandOutcome
@@ -42,7 +41,7 @@ from supervisor.tree.spec import SupervisorSpec
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
 from supervisor.wire.timestamps import rfc3339, unix_nanos
-from supervisor.wire.vocabulary import COMMANDS, event_severity
+from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, event_severity
 
 
 class TaskRun:

@@ -21,9 +21,10 @@ from supervisor.relay.audit import AuditRecord
 from supervisor.relay.auth import Identity
 from supervisor.relay.hub import RelayHub
 from supervisor.relay.registration import parse_registration
-from supervisor.relay.registry import Registration, Registry, TargetEntry
+from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session
 from supervisor.testing import MemoryTarget
+from supervisor.wire.registration import Registration
 
 OPERATOR = Identity("mtls_cert_fingerprint:" + "a" * 64, "CN=demo operator", "mtls")
 ORDERED_OPERATOR = Identity("mtls_cert_fingerprint:" + "b" * 64,

@@ -192,15 +192,25 @@ def test_the_registered_command_timeout_bounds_the_wait_for_a_result():
     assert relay.audit.results() == [("cmd-7f3a", "accepted"), ("cmd-7f3a", "failed")]
 
 
-def test_commands_in_flight_per_session_are_bounded():
-    relay, target, session, ws = ready()
+def test_commands_in_flight_per_session_are_capped():
+    relay = MemoryRelay(limits={"max_commands_in_flight": 2})
+    target = relay.target()
+    relay.register(target, supported_commands=[{**c, "timeout_seconds": 3} for c in
+                                               target.registration()["supported_commands"]])
+    session, ws = relay.session()
     target.freeze()
-    limit = relay.hub.commands.max_in_flight_per_session
-    for index in range(limit + 1):
+    for index in range(3):
         relay.send(session, command(command_id=f"c{index}"))
     error = ws.last("error")["error"]
-    assert error["code"] == "too_many_commands" and error["retryable"] is True
-    assert len(ws.of_type("error")) == 1
+    assert (error["code"], error["retryable"]) == ("too_many_commands", True)
+    assert "at most 2 commands" in error["message"]
+    relay.settle(3.0)  # the registered command timeout
+    results = [m["result"] for m in ws.of_type("command_result")]
+    assert sorted(r["command_id"] for r in results) == ["c0", "c1"]
+    assert {r["error"]["code"] for r in results} == {"command_timeout"}
+    assert sorted(relay.audit.results()) == [("c0", "accepted"), ("c0", "failed"),
+                                             ("c1", "accepted"), ("c1", "failed"),
+                                             ("c2", "rejected")]
 
 
 def test_binding_replays_the_audit_after_the_state_and_merges_live_records():
