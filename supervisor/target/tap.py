@@ -40,7 +40,9 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from supervisor.target.service import target_service
+    from supervisor.tree.spawn import seal_inherited_fds
 
+    seal_inherited_fds()  # process children get only the descriptors they are given
     top, supervisor = target_service(options.loaded, reactor)
 
     def tree_stopped(report: dict[str, Any]) -> None:
