@@ -84,8 +84,9 @@ async def test_exit_status_is_the_failure_and_zero_is_a_normal_exit():
         await sup.stopService()
 
 
+@pytest.mark.parametrize("placed", [False, True], ids=["posix_spawn", "popen_cwd"])
 @pytest_twisted.ensureDeferred
-async def test_stop_sends_the_stop_signal_then_kills_the_whole_group(tmp_path):
+async def test_stop_sends_the_stop_signal_then_kills_the_whole_group(tmp_path, placed):
     pidfile = tmp_path / "grandchild.pid"
     # The child ignores SIGTERM and starts a grandchild that would outlive it.
     script = (
@@ -97,7 +98,8 @@ async def test_stop_sends_the_stop_signal_then_kills_the_whole_group(tmp_path):
         "time.sleep(60)\n"
     )
     sup = supervise(
-        ChildSpec("stubborn", ChildKind.PROCESS, command=[PY, "-c", script], stop_signal="SIGTERM"),
+        ChildSpec("stubborn", ChildKind.PROCESS, command=[PY, "-c", script], stop_signal="SIGTERM",
+                  cwd=str(tmp_path) if placed else None),
         shutdown=ShutdownPolicy(graceful_timeout_ms=300, abort_wait_ms=2000),
     )
     await eventually(lambda: any(r.message == "ready" for r in sup.logs))
@@ -141,12 +143,22 @@ async def test_overlong_output_lines_are_cut_and_marked():
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_missing_executable_is_a_failure_not_a_crash_of_the_tree():
-    sup = supervise(ChildSpec("ghost", ChildKind.PROCESS, command=["/nonexistent/binary"],
-                              restart_policy="temporary"))
+async def test_a_child_that_cannot_start_is_a_failure_not_a_crash_of_the_tree(tmp_path):
+    sup = supervise(
+        ChildSpec("ghost", ChildKind.PROCESS, command=["/nonexistent/binary"],
+                  restart_policy="temporary"),
+        ChildSpec("nameless", ChildKind.PROCESS, command=["no-such-command-here"],
+                  restart_policy="temporary"),
+        ChildSpec("lost", ChildKind.PROCESS, command=[PY, "-c", "pass"],
+                  cwd=str(tmp_path / "missing"), restart_policy="temporary"),
+    )
     try:
-        await eventually(lambda: sup.child("/root/ghost").state.value == "failed")
+        for name in ("ghost", "nameless", "lost"):
+            await eventually(lambda: sup.child(f"/root/{name}").state.value == "failed")
         assert sup.status == "running"
+        assert sup.child("/root/ghost").last_failure.startswith("spawn failed: FileNotFoundError")
+        assert sup.child("/root/nameless").last_failure == "executable not found: no-such-command-here"
+        assert str(tmp_path / "missing") in sup.child("/root/lost").last_failure
     finally:
         await sup.stopService()
 

@@ -41,7 +41,9 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from supervisor.target.service import target_service
+    from supervisor.tree.spawn import seal_inherited_fds
 
+    seal_inherited_fds()  # process children get only the descriptors they are given
     top, supervisor = target_service(options.loaded, reactor)
     shutting_down: list[bool] = []
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down.append, True)

@@ -21,6 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from supervisor.tree.spawn import spawn_child
 from supervisor.tree.spec import ChildSpec
 
 
@@ -221,10 +222,6 @@ class ServiceRunner:
             self._stop_service(Outcome(False, reason))
 
 
-#: util-linux ``setsid`` puts each process child in its own session (and process group).
-_SETSID = shutil.which("setsid")
-
-
 def signal_number(name: str) -> int:
     """``"SIGTERM"`` or ``"TERM"`` → its number; unknown names raise ValueError."""
     upper = name.upper()
@@ -279,7 +276,9 @@ class _LineSplitter:
 
 
 class ProcessRunner(ProcessProtocol):
-    """An OS process in its own session, so that stopping it stops its whole group.
+    """An OS process leading its own session, so that stopping it stops its whole group.
+
+    It is started by :func:`supervisor.tree.spawn.spawn_child` (no fork, no extra exec).
 
     Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes.
     """
@@ -305,29 +304,20 @@ class ProcessRunner(ProcessProtocol):
         command = list(self._spec.command)
         env = dict(os.environ)
         env.update(self._spec.environment or {})
-        if _SETSID is not None:
-            executable, argv = _SETSID, [_SETSID, *command]
-        else:
-            found = shutil.which(command[0], path=env.get("PATH"))
-            if found is None:
-                self._exit(Outcome(False, f"executable not found: {command[0]}"))
-                return
-            executable, argv = found, command
+        name = command[0]
+        # a bare name is looked up on the child's PATH; a path (``./run``) is taken as it is,
+        # relative to the child's cwd when it has one
+        executable = name if "/" in name else shutil.which(name, path=env.get("PATH"))
+        if executable is None:
+            self._exit(Outcome(False, f"executable not found: {name}"))
+            return
         try:
-            transport = self._reactor.spawnProcess(
-                self,
-                executable,
-                argv,
-                env=env,
-                path=self._spec.cwd,
-                childFDs={0: "w", 1: "r", 2: "r"},
-            )
+            child = spawn_child(self._reactor, self, executable, command, env, cwd=self._spec.cwd)
         except Exception:
             self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
             return
-        self.pid = transport.pid
-        self._pgid = transport.pid if _SETSID is not None else None
-        transport.closeStdin()
+        self.pid = child.pid
+        self._pgid = child.pid  # the child leads its own session and process group
         self._hooks.running()
 
     def _line(self, stream: str, text: str, cut: bool) -> None:
@@ -357,6 +347,8 @@ class ProcessRunner(ProcessProtocol):
         sig = getattr(value, "signal", None)
         if sig is not None:
             text = f"killed by signal {sig} ({_signal_name(sig)})"
+        elif code is None and reason.check(error.ProcessTerminated):
+            text = "exit status unknown"  # reaped by someone else
         else:
             text = f"exit status {code if code is not None else 0}"
         if self._injected is not None:
@@ -367,12 +359,6 @@ class ProcessRunner(ProcessProtocol):
 
     def _signal_group(self, signum: int) -> bool:
         if self._pgid is None:
-            if self.transport is not None and self.pid is not None and not self._exit.done:
-                try:
-                    self.transport.signalProcess(signum)
-                    return True
-                except error.ProcessExitedAlready:
-                    return False
             return False
         try:
             os.killpg(self._pgid, signum)

@@ -1,0 +1,317 @@
+"""Starting OS processes: each child leads a new session, made without ``fork()`` in the target.
+
+Twisted's ``spawnProcess`` has no option for a new session or process group, lists every open
+descriptor of the daemon on each spawn, and falls back to ``fork()`` (running Python code in
+the forked child) whenever a working directory is set. A target with threads must never fork
+(DESIGN.md), and a child that does not lead its own group could not be stopped as a group. So
+children are started here, with the standard library, and watched with public reactor API:
+
+- **Backend.** ``os.posix_spawn(setsid=True)`` when the child needs nothing that call cannot
+  express. A child that needs a step between fork and exec that ``os.posix_spawn`` lacks (today
+  a working directory; the same rule covers a user, group, supplementary groups or umask)
+  goes through ``subprocess.Popen(start_new_session=True, close_fds=True)``, whose C code
+  (vfork, or a C-level fork when it must change ids) does that step and execs: no Python runs
+  in the child. ``os.fork`` and ``preexec_fn`` are never used.
+- **Descriptors.** The child gets ``/dev/null`` as stdin, a pipe as stdout and one as stderr.
+  Nothing is listed or closed per spawn: every descriptor Python opens is close-on-exec
+  (PEP 446), and :func:`seal_inherited_fds` marks the ones the process inherited, once, at
+  start-up. A program that embeds a supervisor and marks a descriptor inheritable on purpose
+  passes it to its process children.
+- **Signals.** A posix_spawn child starts with every signal at its default disposition and
+  an empty mask; a Popen child gets Popen's ``restore_signals`` (SIGPIPE and SIGXFSZ back to
+  default; other signals the daemon ignores stay ignored).
+- **Exit.** A pidfd (``os.pidfd_open``, Linux 5.3+) is watched by the reactor, so the exit is
+  seen without SIGCHLD and the child is reaped by its own ``waitpid``: no sweep over every
+  child on each SIGCHLD, and no reliance on Twisted's process internals.
+
+The protocol is a ``ProcessProtocol``: ``childDataReceived(fd, data)`` for output,
+``processExited`` when the child is reaped, ``processEnded`` once it is reaped and both output
+pipes are closed, with the same reasons Twisted gives (``ProcessDone``, ``ProcessTerminated``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+from typing import Any, Mapping, Sequence
+
+from twisted.internet import error
+from twisted.internet.interfaces import IProcessProtocol, IReactorFDSet, IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: Default dispositions for every signal in a posix_spawn child (the interpreter ignores
+#: SIGPIPE and SIGXFSZ, and exec keeps ignored signals ignored).
+_ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
+#: The child's stdin, opened by posix_spawn in the child itself.
+_STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+_READ_SIZE = 8192
+
+
+def seal_inherited_fds(first: int = 3) -> int:
+    """Mark every open descriptor ``>= first`` close-on-exec; return how many were not.
+
+    Run once when a daemon starts: descriptors it inherited from whatever started it are the
+    only ones Python did not open close-on-exec.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(first, 1024)]
+    sealed = 0
+    for name in names:
+        fd = int(name)
+        if fd < first:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+                sealed += 1
+        except OSError:
+            pass  # the descriptor listdir itself used, or one closed meanwhile
+    return sealed
+
+
+def needs_popen(cwd: str | None) -> bool:
+    """Whether a child needs ``subprocess.Popen`` (a step ``os.posix_spawn`` cannot do)."""
+    return cwd is not None
+
+
+def spawn_child(
+    reactor: IReactorFDSet,
+    protocol: IProcessProtocol,
+    executable: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None = None,
+) -> "ChildProcess":
+    """Start ``executable`` (a path, not looked up) as the leader of a new session.
+
+    ``protocol.makeConnection`` is called with the returned :class:`ChildProcess` before
+    this returns. Failures to start (a missing or non-executable file, a bad ``cwd``) raise
+    ``OSError`` here; no child exists then.
+    """
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    popen: subprocess.Popen[bytes] | None = None
+    try:
+        if needs_popen(cwd):
+            popen = subprocess.Popen(
+                list(argv), executable=executable, env=dict(env), cwd=cwd,
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                close_fds=True, start_new_session=True, restore_signals=True,
+            )
+            pid = popen.pid
+        else:
+            pid = _posix_spawn(executable, argv, env, out_w, err_w)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # out of descriptors: a child we could not watch must not run
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            if popen is not None:
+                popen.returncode = -signal.SIGKILL
+            raise
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    child = ChildProcess(reactor, protocol, pid, pidfd, {1: out_r, 2: err_r}, popen)
+    protocol.makeConnection(child)
+    child._watch()
+    return child
+
+
+def _posix_spawn(executable: str, argv: Sequence[str], env: Mapping[str, str],
+                 out_w: int, err_w: int) -> int:
+    moved = []
+    actions: list[tuple[Any, ...]] = [_STDIN]
+    for child_fd, parent_fd in ((1, out_w), (2, err_w)):
+        if parent_fd <= 2:
+            # the daemon's own 0-2 were closed, so a pipe end landed on a number the child's
+            # stdio needs: copy it above them (close-on-exec) before the dup2 actions run
+            parent_fd = fcntl.fcntl(parent_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            moved.append(parent_fd)
+        actions.append((os.POSIX_SPAWN_DUP2, parent_fd, child_fd))
+    try:
+        return os.posix_spawn(
+            executable, list(argv), env, file_actions=actions,
+            setsid=True, setsigdef=_ALL_SIGNALS, setsigmask=(),
+        )
+    finally:
+        for fd in moved:
+            os.close(fd)
+
+
+def _reason(status: int | None) -> Failure:
+    """Twisted's reason for a wait status: ``ProcessDone`` for exit 0, else ``ProcessTerminated``."""
+    if status is None:
+        return Failure(error.ProcessTerminated(None, None, None))
+    if os.WIFEXITED(status):
+        code, sig = os.WEXITSTATUS(status), None
+    else:
+        code, sig = None, os.WTERMSIG(status)
+    if code or sig:
+        return Failure(error.ProcessTerminated(code, sig, status))
+    return Failure(error.ProcessDone(status))
+
+
+class ChildProcess:
+    """The daemon's side of one started child: its pid, its output pipes, its exit."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        protocol: IProcessProtocol,
+        pid: int,
+        pidfd: int,
+        pipes: dict[int, int],
+        popen: subprocess.Popen[bytes] | None,
+    ) -> None:
+        self._reactor = reactor
+        self._protocol: IProcessProtocol | None = protocol
+        #: the child's pid; it also names the child's session and process group
+        self.pid = pid
+        self._exit = _ExitWatch(self, pidfd)
+        self._pipes = {fd: _OutputPipe(self, fd, parent) for fd, parent in pipes.items()}
+        self._popen = popen  # kept so that subprocess never polls (and reaps) the pid itself
+        self._reason: Failure | None = None
+
+    def _watch(self) -> None:
+        for pipe in self._pipes.values():
+            self._reactor.addReader(pipe)
+        self._reactor.addReader(self._exit)
+
+    @property
+    def reaped(self) -> bool:
+        return self._reason is not None
+
+    def signalProcess(self, signum: int | str) -> None:
+        """Send ``signum`` (a number or a name such as ``"TERM"``) to the child alone."""
+        if isinstance(signum, str):
+            signum = getattr(signal, "SIG" + signum)
+        if self.reaped:
+            raise error.ProcessExitedAlready()
+        signal.pidfd_send_signal(self._exit.fileno(), signum)
+
+    def loseConnection(self) -> None:
+        """Stop reading the child's output (the child keeps running)."""
+        for pipe in list(self._pipes.values()):
+            pipe.close()
+
+    # what the readers report
+
+    def _call(self, method: str, *args: Any) -> None:
+        """Tell the protocol; a protocol that raises is logged and cannot stall the child."""
+        if self._protocol is None:
+            return
+        try:
+            getattr(self._protocol, method)(*args)
+        except Exception:
+            self._log.failure("process protocol {method} failed", method=method)
+
+    def _output(self, fd: int, data: bytes) -> None:
+        self._call("childDataReceived", fd, data)
+
+    def _pipe_closed(self, fd: int) -> None:
+        del self._pipes[fd]
+        self._call("childConnectionLost", fd)
+        self._maybe_ended()
+
+    def _exited(self, status: int | None) -> None:
+        self._reason = _reason(status)
+        if self._popen is not None:
+            self._popen.returncode = -1 if status is None else os.waitstatus_to_exitcode(status)
+            self._popen = None
+        self._call("processExited", self._reason)
+        self._maybe_ended()
+
+    def _maybe_ended(self) -> None:
+        if self._reason is not None and not self._pipes and self._protocol is not None:
+            self._call("processEnded", self._reason)
+            self._protocol = None
+
+
+@implementer(IReadDescriptor)
+class _OutputPipe:
+    """The read end of one output pipe, read by the reactor until end of file."""
+
+    def __init__(self, child: ChildProcess, child_fd: int, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._child = child
+        self._child_fd = child_fd
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return f"child {self._child.pid} fd {self._child_fd}"
+
+    def doRead(self) -> None:
+        try:
+            data = os.read(self._fd, _READ_SIZE)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EINTR):
+                return None
+            data = b""
+        if data:
+            self._child._output(self._child_fd, data)
+        else:
+            self.close()
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self._child._reactor.removeReader(self)
+        os.close(self._fd)
+        self._fd = -1
+        self._child._pipe_closed(self._child_fd)
+
+
+@implementer(IReadDescriptor)
+class _ExitWatch:
+    """The child's pidfd: readable once the child has exited; then it is reaped here."""
+
+    def __init__(self, child: ChildProcess, pidfd: int) -> None:
+        self._child = child
+        self._fd = pidfd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return f"child {self._child.pid} exit"
+
+    def doRead(self) -> None:
+        try:
+            pid, status = os.waitpid(self._child.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self._child.pid, None  # reaped by someone else: status unknown
+        if pid == 0:
+            return None  # not exited after all
+        self._close()
+        self._child._exited(status)
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            self._child._reactor.removeReader(self)
+            os.close(self._fd)
+            self._fd = -1
