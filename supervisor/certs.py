@@ -227,6 +227,7 @@ class DemoCerts:
     operator_cert: str
     operator_key: str
     operator_p12: str
+    p12_password_file: str
     p12_password: str
 
 
@@ -239,13 +240,13 @@ def write_demo_certs(out_dir: str, *, password: str | None = None,
         directory=out_dir, ca_cert=p("ca.pem"), ca_key=p("ca-key.pem"),
         relay_cert=p("relay.pem"), relay_key=p("relay-key.pem"),
         operator_cert=p("operator.pem"), operator_key=p("operator-key.pem"),
-        operator_p12=p("operator.p12"), p12_password="",
+        operator_p12=p("operator.p12"), p12_password_file=p("operator.p12.password"),
+        p12_password="",
     )
-    password_file = p("operator.p12.password")
     existing = [paths.ca_cert, paths.relay_cert, paths.relay_key, paths.operator_p12,
-                password_file]
+                paths.p12_password_file]
     if not force and all(os.path.exists(f) for f in existing):
-        with open(password_file, encoding="utf-8") as f:
+        with open(paths.p12_password_file, encoding="utf-8") as f:
             return attrs.evolve(paths, p12_password=f.read().strip())
     password = password or secrets.token_urlsafe(12)
     ca = generate_ca()
@@ -254,7 +255,7 @@ def write_demo_certs(out_dir: str, *, password: str | None = None,
     operator = issue_client_cert(ca)
     operator.write(paths.operator_cert, paths.operator_key)
     _write(paths.operator_p12, export_p12(operator, ca, password), 0o600)
-    _write(password_file, password.encode("utf-8") + b"\n", 0o600)
+    _write(paths.p12_password_file, password.encode("utf-8") + b"\n", 0o600)
     return attrs.evolve(paths, p12_password=password)
 
 

@@ -40,6 +40,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from supervisor._signals import StopOnce
     from supervisor.target.service import target_service
     from supervisor.tree.spawn import seal_inherited_fds
 
@@ -47,6 +48,10 @@ def makeService(options: Options) -> IService:
     top, supervisor = target_service(options.loaded, reactor)
     shutting_down: list[bool] = []
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down.append, True)
+    # Ctrl-C, a second Ctrl-C and a launcher's SIGTERM may all arrive: one staged shutdown.
+    signals = StopOnce(reactor)
+    signals.install()
+    supervisor.on_tree_stopped(lambda report: signals.stopping_now())
 
     def tree_stopped(report: dict[str, Any]) -> None:
         # A tree that stopped on its own (escalation, shutdown_tree) ends the process; one

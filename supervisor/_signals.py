@@ -1,0 +1,66 @@
+"""One stop per process: the first SIGINT or SIGTERM stops the reactor, later ones are noted.
+
+A terminal's Ctrl-C, a second Ctrl-C and a launcher's or service manager's SIGTERM can all
+reach a process whose staged shutdown is already under way. Twisted's handlers answer each
+with another ``reactor.stop()``, which raises ``ReactorNotRunning`` inside the reactor and is
+logged as a critical traceback. :class:`StopOnce` keeps the handler the reactor installed for
+the first signal (it logs the signal, records it as the exit signal and stops the reactor)
+and, once a shutdown has begun by any road, logs the later ones and lets the shutdown finish.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+Handler = Callable[[int, "FrameType | None"], Any]
+
+
+class StopOnce:
+    """Wraps the reactor's stop-signal handlers once it runs; see the module docstring.
+
+    ``on_repeat(signal_name)`` is told of each signal that arrives during the shutdown (by
+    default it is logged).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore,
+                 on_repeat: Callable[[str], None] | None = None) -> None:
+        self._reactor = reactor
+        self._on_repeat = on_repeat or self._log_repeat
+        #: True from the first stop signal, the start of a shutdown or :meth:`stopping_now`
+        self.stopping = False
+
+    def install(self) -> None:
+        """Take over the signal handlers after startup; call before ``reactor.run()``."""
+        self._reactor.addSystemEventTrigger("after", "startup", self._wrap_handlers)
+        self._reactor.addSystemEventTrigger("before", "shutdown", self.stopping_now)
+
+    def stopping_now(self) -> None:
+        """A shutdown has begun by another road (the program's own stop): signals only log."""
+        self.stopping = True
+
+    def _wrap_handlers(self) -> None:
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if callable(previous):  # left alone: ignored (SIG_IGN) or default dispositions
+                signal.signal(signum, self._handler(previous))
+
+    def _log_repeat(self, name: str) -> None:
+        self.log.info("Received {signal} while shutting down; the shutdown continues", signal=name)
+
+    def _handler(self, previous: Handler) -> Handler:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self.stopping:
+                self._on_repeat(signal.Signals(signum).name)
+                return
+            self.stopping = True
+            previous(signum, frame)
+
+        return handle
