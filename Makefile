@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench fuzz soak venv browser clean
+.PHONY: demo test screenshot bench fuzz soak venv browser clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,12 @@ browser:
 
 test: venv browser
 	$(PY) -m pytest -q
+
+# The README's picture, from the end-to-end flow (tests write their screenshots under test-output/).
+screenshot: venv browser
+	@rm -f test-output/dashboard.png
+	$(PY) -m pytest -q tests/browser/test_demo_end_to_end.py
+	cp test-output/dashboard.png docs/images/dashboard.png
 
 # Certificates under .local/certs, then the relay, then the demo target; Ctrl-C stops both.
 demo: venv

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from conftest import OPERATOR, ROOT, TWISTD, Proc, new_page, port_open, wait_for
+from conftest import OPERATOR, ROOT, TWISTD, Proc, new_page, port_open, screenshot, wait_for
 from tests.demo_configs import write_demo_configs
-README_SCREENSHOT = ROOT / "docs" / "images" / "dashboard.png"
+
+# `make screenshot` copies this picture to docs/images/dashboard.png for the README.
+SCREENSHOT = "dashboard.png"
+README_PICTURE = ROOT / "docs" / "images" / "dashboard.png"
 
 
 class DemoStack:
@@ -56,6 +59,7 @@ def node(page: Page, path: str):
 
 
 def test_the_demo_flow_end_to_end(browser, demo, certs):
+    readme_picture = README_PICTURE.read_bytes()
     context, page = new_page(browser, demo, certs)
     page.goto(demo.origin + "/")
     expect(page.locator("#relay-status")).to_have_class("status st-established")
@@ -82,7 +86,7 @@ def test_the_demo_flow_end_to_end(browser, demo, certs):
     expect(detail).to_contain_text("/root/flaky_exporter")
     expect(detail).to_contain_text("RuntimeError: simulated failure")
     expect(detail).to_contain_text("backoff")
-    page.screenshot(path=str(README_SCREENSHOT))
+    screenshot(page, SCREENSHOT)
 
     # an error filter narrows the timeline
     expect(page.locator(".tl-row.sev-info").first).to_be_visible()
@@ -106,3 +110,4 @@ def test_the_demo_flow_end_to_end(browser, demo, certs):
     expect(page.locator("#identity-principal")).to_have_text(OPERATOR)
     assert page.page_errors == [], page.page_errors
     context.close()
+    assert README_PICTURE.read_bytes() == readme_picture, "tests leave the tree clean"
