@@ -1,13 +1,9 @@
 """Operator command line for a target's IPC socket, in the spirit of ``supervisorctl``.
 
-    python -m supervisor.ctl --socket PATH status
-    python -m supervisor.ctl --socket PATH events --follow
-    python -m supervisor.ctl --socket PATH logs --follow --lines 50
-    python -m supervisor.ctl --socket PATH restart /root/worker --reason "stuck"
-    python -m supervisor.ctl --socket PATH add /root --manifest child.yaml --reason "scale" --yes
-
 Human-readable tables by default, one JSON document per line with ``--json``. Every answer
-has a deadline (``--timeout``); ``--follow`` streams until interrupted.
+has a deadline (``--timeout``); ``--follow`` streams until interrupted. The target is named
+by ``--socket PATH``, else by the ``ipc.path`` of ``--config FILE`` (its YAML), else by
+``$SUPERVISOR_SOCKET``. See :data:`EXAMPLES` for the command lines.
 """
 
 from __future__ import annotations
@@ -18,17 +14,37 @@ import os
 import pwd
 import sys
 import uuid
-from typing import Any, Callable, Iterable, NoReturn, TextIO
+from typing import Any, Callable, NoReturn, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 
+from supervisor.config._common import ConfigError
+from supervisor.config.target import load_ipc_config
 from supervisor.wire.client import NDJSONClientProtocol, RemoteError, connect_unix
 from supervisor.wire.errors import WireError
 from supervisor.wire.vocabulary import DANGEROUS_COMMANDS, ipc_method
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
+SOCKET_ENV = "SUPERVISOR_SOCKET"
+DESCRIPTION = "Operator command line for a target's IPC socket, in the spirit of supervisorctl."
+EXAMPLES = f"""\
+the target:
+  --socket PATH, else the ipc.path of --config FILE (the target's YAML),
+  else ${SOCKET_ENV}
+
+examples:
+  python -m supervisor.ctl --socket /run/app/target.sock status
+  python -m supervisor.ctl --config etc/demo-target.yaml events --follow
+  {SOCKET_ENV}=/run/app/target.sock python -m supervisor.ctl logs --follow --lines 50
+  python -m supervisor.ctl --config target.yaml restart /root/worker --reason "stuck"
+  python -m supervisor.ctl --config target.yaml add /root --manifest child.yaml --reason "scale" --yes
+
+events and logs print what the target still holds (all of its event journal after --since,
+the last --lines log records); --follow then keeps streaming. When older events were
+evicted from the journal, a line says so.
+"""
 CHILD_COMMANDS = {
     "restart": "restart_child",
     "pause": "pause_child",
@@ -103,6 +119,12 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
+def _status(state: dict[str, Any]) -> dict[str, Any]:
+    """What ``--json status`` prints: the target, its state generation and one row per child."""
+    return {"target": state["target"], "state_generation": state["state_generation"],
+            "runtime_state": state["runtime_state"]}
+
+
 def _print_status(state: dict[str, Any], out: TextIO) -> None:
     kinds = {n["path"]: n["kind"].replace("child_", "") for n in state["topology"]["nodes"]}
     rows = [["PATH", "KIND", "STATE", "HEALTH", "READY", "RESTARTS", "LAST FAILURE"]]
@@ -126,36 +148,75 @@ def _print_push(push: dict[str, Any], out: TextIO) -> None:
         r = push["log"]
         where = r["fields"].get("child_path", "")
         out.write(f"{r['occurred_at']} {r['severity']:<7} {where} {r['message']}\n")
-    elif kind == "dropped_count":
-        out.write(f"!! dropped {push['dropped_event_count']} events, {push['dropped_log_count']} log lines\n")
-    out.flush()
 
 
-def _show(pushes: Iterable[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
-    for push in pushes:
-        if push.get("type") == "state_delta":
-            continue
-        if args.json:
-            out.write(json.dumps(push) + "\n")
-            out.flush()
+class Pushes:
+    """Prints what a subscription streams (state deltas are left out).
+
+    In tables, a replay that starts after the events asked for (``--since``) begins with a
+    line naming the events the journal no longer holds; ``dropped_count`` lines say what this
+    reader lost beyond that cut. ``--json`` prints every push as it came.
+    """
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self._json = args.json
+        self._out = out
+        self._since = getattr(args, "since", 0)
+        self._first = True  # no event or log line yet
+        self._cut = 0  # events already evicted when the subscription began
+        self._held: dict[str, Any] | None = None  # a dropped_count ahead of the first line
+
+    def __call__(self, push: dict[str, Any]) -> None:
+        kind = push.get("type")
+        if kind == "state_delta":
+            return
+        if self._json:
+            self._out.write(json.dumps(push) + "\n")
+        elif kind == "dropped_count":
+            if self._first:
+                self._held = push  # the subscription's own gap comes first; see the first event
+            else:
+                self._dropped(push)
         else:
-            _print_push(push, out)
+            if self._first:
+                self._begin(push)
+            _print_push(push, self._out)
+        self._out.flush()
+
+    def _begin(self, push: dict[str, Any]) -> None:
+        self._first = False
+        if push.get("type") == "event":
+            self._cut = max(0, push["event"]["sequence"] - self._since - 1)
+        if self._cut:
+            self._out.write(f"-- events #{self._since + 1}–#{self._since + self._cut} are no longer "
+                            "held by the target (evicted from its journal)\n")
+        if self._held is not None:
+            self._dropped(self._held)
+
+    def _dropped(self, push: dict[str, Any]) -> None:
+        events, logs = push["dropped_event_count"] - self._cut, push["dropped_log_count"]
+        if events or logs:
+            self._out.write(f"!! dropped {events} events, {logs} log lines\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m supervisor.ctl", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--socket", required=True, help="the target's ipc.path")
+    parser = argparse.ArgumentParser(prog="python -m supervisor.ctl", description=DESCRIPTION,
+                                     epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="the target's IPC socket (its ipc.path)")
+    where.add_argument("--config", metavar="FILE", help="the target's YAML file, to read ipc.path from")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--timeout", type=float, default=35.0, help="seconds to wait for an answer")
     parser.add_argument("--as", dest="requested_by", default=_operator(), help="operator identity")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("status", help="one line per child")
-    events = sub.add_parser("events", help="recent events (and live ones with --follow)")
-    events.add_argument("--follow", action="store_true")
+    events = sub.add_parser("events", help="the events the target holds (and live ones with --follow)")
+    events.add_argument("--follow", action="store_true", help="keep streaming new events")
     events.add_argument("--since", type=int, default=0, help="only events after this sequence")
-    logs = sub.add_parser("logs", help="recent log records (and live ones with --follow)")
-    logs.add_argument("--follow", action="store_true")
-    logs.add_argument("--lines", type=int, default=50)
+    logs = sub.add_parser("logs", help="the last log records (and live ones with --follow)")
+    logs.add_argument("--follow", action="store_true", help="keep streaming new records")
+    logs.add_argument("--lines", type=int, default=50, help="how many of the last records")
     for name in CHILD_COMMANDS:
         p = sub.add_parser(name, help=f"{CHILD_COMMANDS[name]} on one child")
         p.add_argument("child", help="child path, e.g. /root/worker")
@@ -174,7 +235,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str], out: TextIO = sys.stdout) -> NoReturn:
     """Run one ctl command line and exit with its status (130 when interrupted)."""
-    react(_main, (_parser().parse_args(argv), out))
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not (args.socket or args.config or os.environ.get(SOCKET_ENV)):
+        parser.error(f"which target? give --socket PATH or --config FILE, or set {SOCKET_ENV}")
+    react(_main, (args, out))
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    """``--socket``, else ``ipc.path`` of ``--config``, else ``$SUPERVISOR_SOCKET``."""
+    if args.socket:
+        return args.socket
+    if args.config:
+        try:
+            ipc = load_ipc_config(args.config)
+        except ConfigError as e:
+            raise CtlError(f"{args.config}: {e}") from None
+        if not ipc.path:
+            raise CtlError(f"{args.config} gives the target no IPC socket (ipc.enabled is false)")
+        return ipc.path
+    return os.environ[SOCKET_ENV]
 
 
 async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) -> NoReturn:
@@ -192,9 +272,8 @@ async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) ->
 
 
 async def _session(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
-    # pushes come only after events.subscribe or logs.tail, i.e. with --follow
-    conn = await Connection.open(reactor, args.socket, args.timeout,
-                                 lambda push: _show([push], args, out))
+    # pushes come only after events.subscribe or logs.tail
+    conn = await Connection.open(reactor, _socket_path(args), args.timeout, Pushes(args, out))
     try:
         return await _dispatch(conn, args, out)
     finally:
@@ -206,26 +285,21 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
     scope = {"target_id": target_id}
     if args.action == "status":
         state = (await conn.call("state", scope))["state"]
-        out.write(json.dumps(state) + "\n") if args.json else _print_status(state, out)
+        out.write(json.dumps(_status(state)) + "\n") if args.json else _print_status(state, out)
         return 0
-    if args.action in ("events", "logs") and not args.follow:
-        # what the target still holds, as a snapshot: no subscription needed
-        state = (await conn.call("state", scope))["state"]
+    if args.action in ("events", "logs"):
+        # one rule with and without --follow: the subscription replays what the target holds
+        subscribe = {**scope, "session_established": True}
         if args.action == "events":
-            records = [{"type": "event", "target_id": target_id, "event": e}
-                       for e in state["recent_events"] if e["sequence"] > args.since]
+            await conn.call("events.subscribe", {**subscribe, "since_sequence": args.since})
         else:
-            records = [{"type": "log", "target_id": target_id, "log": r}
-                       for r in state["recent_logs"][-args.lines:]] if args.lines else []
-        _show(records, args, out)
+            await conn.call("logs.tail", {**subscribe, "lines": args.lines})
+        if args.follow:
+            await conn.until_closed()
+        # answers come in request order, after the pushes queued before them: once this one
+        # is in, the replay has been printed
+        await conn.call("hello", None)
         return 0
-    if args.action == "events":
-        await conn.call("events.subscribe", {**scope, "session_established": True,
-                                             "since_sequence": args.since})
-        await conn.until_closed()
-    if args.action == "logs":
-        await conn.call("logs.tail", {**scope, "session_established": True, "lines": args.lines})
-        await conn.until_closed()
     target: dict[str, Any] = {"child_path": None, "child_manifest": None}
     if args.action in CHILD_COMMANDS:
         command = CHILD_COMMANDS[args.action]

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 TIMEOUT = 30
+CONTRACT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contract_examples")
 
 
 @pytest.fixture
@@ -37,9 +38,11 @@ def listener(sockpath: str) -> Iterator[socket.socket]:
     server.close()
 
 
-def ctl(sockpath: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "supervisor.ctl", "--socket", sockpath, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def ctl(sockpath: str | None, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    where = ["--socket", sockpath] if sockpath else []
+    return subprocess.Popen([sys.executable, "-m", "supervisor.ctl", *where, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 class Peer:
@@ -169,6 +172,133 @@ def test_a_command_result_is_one_line_and_the_exit_status(sockpath, listener):
             "state_delta": None, "completed_at": "2026-11-28T13:05:15.123456Z"}}})
     assert finish(proc) == (
         2, "pause_child /root/w: failed (illegal_transition: already paused)\n", "")
+
+
+def event(sequence: int, event_type: str = "child_paused") -> dict[str, Any]:
+    return {"target_id": "t1", "sequence": sequence, "correlation_id": "c", "event_type": event_type,
+            "severity": "info", "target_path": "/root/w", "child_id": "w",
+            "occurred_at": "2026-11-28T13:05:15.123456Z",
+            "occurred_at_unix_nanos": 1795871115123456000, "config_version": "v", "payload": {}}
+
+
+def event_line(sequence: int) -> str:
+    return (f"2026-11-28T13:05:15.123456Z #{sequence} info    child_paused               "
+            "/root/w {}\n")
+
+
+CUT = "-- events #1–#10 are no longer held by the target (evicted from its journal)\n"
+
+
+def replay_with_a_cut(peer: Peer) -> None:
+    """What a target whose journal starts at #11 sends for events.subscribe from 0."""
+    hello(peer)
+    subscribe = peer.answer({"type": "subscription", "target_id": "t1", "subscription": "events"})
+    assert subscribe["params"] == {"target_id": "t1", "session_established": True, "since_sequence": 0}
+    peer.send({"type": "dropped_count", "target_id": "t1", "dropped_event_count": 10,
+               "dropped_log_count": 0})
+    peer.send({"type": "event", "target_id": "t1", "event": event(11)})
+    peer.send({"type": "event", "target_id": "t1", "event": event(12)})
+
+
+def test_events_and_events_follow_start_from_the_same_history_and_say_it_was_cut(sockpath, listener):
+    proc = ctl(sockpath, "events")
+    peer = Peer(listener)
+    replay_with_a_cut(peer)
+    assert hello(peer)["method"] == "hello", "the replay ends with the answer that follows it"
+    assert finish(proc) == (0, CUT + event_line(11) + event_line(12), "")
+
+    proc = ctl(sockpath, "events", "--follow")
+    peer = Peer(listener)
+    replay_with_a_cut(peer)
+    peer.send({"type": "dropped_count", "target_id": "t1", "dropped_event_count": 13,
+               "dropped_log_count": 2})
+    expected = CUT + event_line(11) + event_line(12) + "!! dropped 3 events, 2 log lines\n"
+    assert read_stdout(proc, len(expected)) == expected
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc)[0] == 130
+
+
+def test_logs_without_follow_print_the_tail_the_subscription_replays(sockpath, listener):
+    proc = ctl(sockpath, "logs", "--lines", "2")
+    peer = Peer(listener)
+    hello(peer)
+    tail = peer.answer({"type": "subscription", "target_id": "t1", "subscription": "logs"})
+    assert (tail["method"], tail["params"]["lines"]) == ("logs.tail", 2)
+    for n in (1, 2):
+        peer.send({"type": "log", "target_id": "t1", "log": {
+            "target_id": "t1", "sequence": n, "correlation_id": None, "severity": "info",
+            "message": f"tick {n}", "fields": {"child_path": "/root/p", "stream": "stdout"},
+            "occurred_at": "2026-11-28T13:05:15.123456Z"}})
+    hello(peer)
+    assert finish(proc) == (0, "".join(f"2026-11-28T13:05:15.123456Z info    /root/p tick {n}\n"
+                                       for n in (1, 2)), "")
+
+
+def state_answer(peer: Peer) -> dict[str, Any]:
+    with open(os.path.join(CONTRACT, "ipc.state.response.json")) as f:
+        result = json.load(f)["result"]
+    request = peer.answer({**result, "target_id": "t1"})
+    assert request["method"] == "state"
+    return result["state"]
+
+
+def test_json_status_prints_the_status_rows_and_status_a_table(sockpath, listener):
+    proc = ctl(sockpath, "--json", "status")
+    peer = Peer(listener)
+    hello(peer)
+    state = state_answer(peer)
+    code, out, err = finish(proc)
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"target": state["target"], "state_generation": state["state_generation"],
+                               "runtime_state": state["runtime_state"]}
+
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    hello(peer)
+    state_answer(peer)
+    assert finish(proc) == (0, (
+        "payments worker a (payments-worker-a), generation 57\n"
+        "PATH                  KIND     STATE   HEALTH   READY      RESTARTS  LAST FAILURE\n"
+        "/root/invoice_writer  process  paused  unknown  not_ready  2         exit status 3\n"), "")
+
+
+def test_the_socket_comes_from_the_config_file_or_the_environment(sockpath, listener):
+    folder = os.path.dirname(sockpath)
+    config = os.path.join(folder, "target.yaml")
+    with open(config, "w") as f:  # a callable ctl cannot import: only ipc.path is read
+        f.write(f"children:\n  - {{name: w, kind: task, callable: 'not_installed.anywhere:main'}}\n"
+                f"ipc: {{enabled: true, target_id: t1, path: {sockpath}}}\n")
+    for where, env in (([None, "--config", config], {}), ([None], {"SUPERVISOR_SOCKET": sockpath}),
+                       ([sockpath], {"SUPERVISOR_SOCKET": "/nonexistent/elsewhere.sock"})):
+        proc = ctl(*where, "events", env=env)
+        peer = Peer(listener)
+        hello(peer)
+        peer.answer({"type": "subscription", "target_id": "t1", "subscription": "events"})
+        hello(peer)
+        assert finish(proc) == (0, "", "")
+
+
+def test_a_missing_target_says_how_to_name_one(sockpath):
+    code, out, err = finish(ctl(None, "status", env={"SUPERVISOR_SOCKET": ""}))
+    assert (code, out) == (2, "")
+    assert err.endswith("error: which target? give --socket PATH or --config FILE, or set "
+                        "SUPERVISOR_SOCKET\n")
+    config = os.path.join(os.path.dirname(sockpath), "off.yaml")
+    with open(config, "w") as f:
+        f.write("ipc: {enabled: false}\n")
+    assert finish(ctl(None, "--config", config, "status")) == (
+        1, "", f"error: {config} gives the target no IPC socket (ipc.enabled is false)\n")
+    assert finish(ctl(None, "--config", config + ".missing", "status")) == (
+        1, "", f"error: {config}.missing: cannot read config file {config}.missing: "
+               "No such file or directory\n")
+
+
+def test_help_is_plain_text_with_examples():
+    code, out, err = finish(ctl(None, "--help"))
+    assert (code, err) == (0, "")
+    assert "``" not in out and ":data:" not in out
+    assert "--config FILE" in out and "SUPERVISOR_SOCKET" in out
+    assert "python -m supervisor.ctl --config etc/demo-target.yaml events --follow" in out
 
 
 def read_stdout(proc: subprocess.Popen, size: int) -> str:

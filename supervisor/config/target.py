@@ -112,6 +112,13 @@ def load_target_config(path: str) -> TargetConfig:
     return parse_target_config(data, os.path.dirname(os.path.abspath(path)))
 
 
+def load_ipc_config(path: str) -> IpcConfig:
+    """Only the ``ipc`` section of a target YAML file: what a client needs to reach the
+    target, read without importing the callables its children name."""
+    data = load_yaml_mapping(path)
+    return _ipc(data.get("ipc"), os.path.dirname(os.path.abspath(path)))
+
+
 def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
     top = Section("", data, TOP_KEYS)
     sup = top.section("supervisor", ("strategy", "name"))
