@@ -80,6 +80,16 @@ export class ShimNode {
     return n;
   }
 
+  insertBefore(node, before) {
+    if (before === null || before === undefined) return this.appendChild(node);
+    const n = this._adopt(node);
+    const i = this.childNodes.indexOf(before);
+    if (i < 0) throw new Error('not a child');
+    this.childNodes.splice(i, 0, n);
+    this._childrenChanged();
+    return n;
+  }
+
   removeChild(node) {
     const i = this.childNodes.indexOf(node);
     if (i < 0) throw new Error('not a child');
@@ -102,9 +112,17 @@ export class ShimNode {
 
   _childrenChanged() {}
 
-  addEventListener(type, fn) {
+  addEventListener(type, fn, options = {}) {
     if (!this._listeners.has(type)) this._listeners.set(type, []);
-    this._listeners.get(type).push(fn);
+    const once = typeof options === 'object' && options.once;
+    const listener = once ? (...args) => { this.removeEventListener(type, listener); fn.apply(this, args); } : fn;
+    this._listeners.get(type).push(listener);
+  }
+
+  removeEventListener(type, fn) {
+    const list = this._listeners.get(type) || [];
+    const i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
   }
 
   dispatchEvent(ev) {
@@ -308,7 +326,21 @@ export class ShimElement extends ShimNode {
     this.replaceChildren(...parseHtml(this.ownerDocument, html));
   }
 
-  focus() { this.ownerDocument.activeElement = this; }
+  // Focus moves: the element that had it gets a (non-bubbling) blur event.
+  focus() {
+    const doc = this.ownerDocument;
+    const previous = doc.activeElement;
+    if (previous === this) return;
+    doc.activeElement = this;
+    if (previous && previous !== doc.body) previous.dispatchEvent(new ShimEvent('blur'));
+  }
+
+  blur() {
+    const doc = this.ownerDocument;
+    if (doc.activeElement !== this) return;
+    doc.activeElement = doc.body;
+    this.dispatchEvent(new ShimEvent('blur'));
+  }
 
   getBoundingClientRect() {
     return { x: 0, y: 0, left: 0, top: 0, ...this.rect, right: this.rect.width, bottom: this.rect.height };

@@ -11,9 +11,24 @@ export function fixture(name) {
 
 export const TARGET = 'payments-worker-a';
 
+// A clock the test moves: clock.now() for a Store, clock.advance(ms).
+export class TestClock {
+  constructor(iso = '2026-11-28T13:00:00Z') {
+    this.ms = Date.parse(iso);
+  }
+
+  now() {
+    return new Date(this.ms);
+  }
+
+  advance(ms) {
+    this.ms += ms;
+  }
+}
+
 // A store after the contract's session sequence: server_hello, target_list, state.
-export function contractStore() {
-  const store = new Store({ now: () => new Date('2026-11-28T13:00:00Z') });
+export function contractStore(clock = new TestClock()) {
+  const store = new Store({ now: () => clock.now() });
   for (const name of ['server_hello', 'target_list', 'state']) store.apply(fixture(`session.${name}`));
   return store;
 }

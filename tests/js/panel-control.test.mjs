@@ -143,3 +143,34 @@ test('without an established session nothing is sent or tracked', () => {
   none.$('cmd-send').click();
   assert.equal(none.toasts[0].level, 'error');
 });
+
+test('a live stream never rebuilds the command choice; a new offer waits until the operator leaves it', () => {
+  const { store, panel, $ } = setup({ commands: ['pause_child', 'resume_child'] });
+  const select = $('cmd-command');
+  choose(select, 'resume_child');
+  const options = select.options;
+  for (let i = 0; i < 3; i += 1) panel.renderOptions(); // frames with unrelated changes
+  assert.deepEqual(select.options, options, 'the same option elements');
+  assert.equal(select.value, 'resume_child');
+
+  select.focus(); // the operator is in the control when the target's commands change
+  store.apply({
+    type: 'target_list',
+    targets: [{ target_id: TARGET, display_name: 'payments worker a', connection_state: 'connected',
+      supported_commands: ['pause_child', 'resume_child', 'restart_child'].map((name) => ({ name })) }],
+  });
+  panel.renderOptions();
+  assert.deepEqual(select.options, options, 'untouched while in use');
+  select.blur();
+  assert.deepEqual(select.options.map((o) => o.value), ['restart_child', 'pause_child', 'resume_child']);
+  assert.equal(select.value, 'resume_child', 'the choice is kept');
+});
+
+test('a validation hint stays until the operator acts, whatever the stream brings', () => {
+  const { panel, $, fill } = setup({ commands: ['pause_child'] });
+  fill('pause_child', '/root/invoice_writer', '');
+  $('cmd-send').click();
+  assert.equal($('cmd-hint').textContent, 'A reason is required.');
+  panel.renderOptions();
+  assert.equal($('cmd-hint').textContent, 'A reason is required.');
+});

@@ -136,3 +136,14 @@ test('a target the store no longer has is dropped from the choice', () => {
   assert.equal($('f-target').value, '');
   assert.equal($('f-target').options.length, 1);
 });
+
+test('the target choice is kept and not rebuilt by frames that bring no new target', () => {
+  const { doc, panel, $ } = setup();
+  const select = $('f-target');
+  choose(select, TARGET);
+  const options = select.options;
+  panel.refreshTargets();
+  panel.refreshTargets();
+  assert.deepEqual(select.options, options);
+  assert.equal(select.value, TARGET);
+});

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { setLanguage } from '../../supervisor/relay/web/static/i18n.js';
 import { HeaderPanel } from '../../supervisor/relay/web/static/panels/header.js';
 import { loadPage } from './dom-shim.mjs';
-import { TARGET, contractStore, fixture, runtimeRow } from './helpers.mjs';
+import { STABLE_RUN_MS } from '../../supervisor/relay/web/static/failures.js';
+import { TARGET, TestClock, contractStore, fixture, runtimeRow } from './helpers.mjs';
 
 setLanguage('en');
 
@@ -21,12 +22,15 @@ test('the header shows the relay status, our fingerprint and the totals', () => 
   assert.equal($('count-targets').textContent, '1');
   assert.equal($('count-events').textContent, '1');
   assert.equal($('count-failed').textContent, '0');
+  assert.equal($('count-failures').textContent, '0 in 15 min');
   assert.equal($('count-failed').parentElement.classList.contains('alert'), false);
+  assert.match($('failed-counter').title, /have not run for 60 s since.*last 15 minutes/);
 
   store.apply({ type: 'state_delta', target_id: TARGET, delta: { runtime_state: [runtimeRow('/root/invoice_writer', 'failed')] } });
   store.apply(fixture('session.audit_event')); // our own audit record names our principal
   header.render();
   assert.equal($('count-failed').textContent, '1');
+  assert.equal($('count-failures').textContent, '1 in 15 min');
   assert.equal($('count-failed').parentElement.classList.contains('alert'), true);
   assert.equal($('identity-principal').hidden, false);
   assert.equal($('identity-principal').textContent, 'O=Example Ops, CN=demo operator');
@@ -41,4 +45,21 @@ test('a relay status change is shown at once, with the retry delay while waiting
   assert.equal(doc.getElementById('relay-status-text').textContent, 'Relay unreachable, retrying in 2s (attempt 3)');
   header.setRelayStatus('established', { attempt: 0 });
   assert.equal(doc.getElementById('relay-status-text').textContent, 'Connected to relay');
+});
+
+test('a failed child stays counted until it has run stably, then only as a recent failure', () => {
+  const doc = loadPage();
+  const clock = new TestClock();
+  const store = contractStore(clock);
+  const header = new HeaderPanel(doc, { store });
+  const row = (lifecycle) => ({ type: 'state_delta', target_id: TARGET, delta: { runtime_state: [runtimeRow('/root/invoice_writer', lifecycle)] } });
+  for (const lifecycle of ['failed', 'restarting', 'running']) store.apply(row(lifecycle));
+  header.render();
+  const $ = (id) => doc.getElementById(id);
+  assert.deepEqual([$('count-failed').textContent, $('count-failures').textContent], ['1', '1 in 15 min']);
+  clock.advance(STABLE_RUN_MS);
+  header.render(); // the app redraws the header every few seconds
+  assert.deepEqual([$('count-failed').textContent, $('count-failures').textContent], ['0', '1 in 15 min']);
+  assert.equal($('failed-counter').classList.contains('alert'), false);
+  assert.equal($('failed-counter').classList.contains('recent'), true);
 });

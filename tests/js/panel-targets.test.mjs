@@ -29,7 +29,8 @@ test('each listed target gets a button with its state; clicking selects it', () 
   assert.equal(button.getAttribute('aria-pressed'), 'true');
   assert.equal(button.querySelector('.name').textContent, 'payments worker a');
   assert.equal(button.querySelector('.badge.cs').textContent, 'connected');
-  assert.equal(button.querySelector('.badge.failed'), null);
+  assert.equal(button.querySelector('.badge.failed').hidden, true);
+  assert.equal(button.querySelector('.badge.dropped').hidden, true);
   button.click();
   assert.deepEqual(picked, [TARGET]);
 });
@@ -40,6 +41,7 @@ test('failed nodes and dropped counts show as badges and in the dropped total', 
   store.apply({ type: 'dropped_count', target_id: TARGET, dropped_event_count: 17, dropped_log_count: 3 });
   panel.render();
   const [button] = buttons(doc);
+  assert.equal(button.querySelector('.badge.failed').hidden, false);
   assert.equal(button.querySelector('.badge.failed').textContent, '1 failed');
   assert.equal(button.querySelector('.badge.dropped').textContent, 'dropped 17/3');
   assert.equal(doc.getElementById('dropped').hidden, false);
@@ -88,4 +90,35 @@ test('the selection forgets the node on a new target and remembers the target', 
   assert.equal(selection.path, null);
   assert.equal(prefs.get('selected_target'), 'b');
   assert.equal(new Selection(prefs).targetId, 'b');
+});
+
+test('a live stream updates the items in place: the button in use is neither moved nor rebuilt', () => {
+  const { doc, store, panel } = setup();
+  store.apply({
+    type: 'target_list',
+    targets: [{ target_id: TARGET, display_name: 'a', connection_state: 'connected', supported_commands: [] },
+      { target_id: 'other', display_name: 'b', connection_state: 'connected', supported_commands: [] }],
+  });
+  panel.render();
+  const [first, second] = buttons(doc);
+  const parts = second.querySelectorAll('span');
+  second.focus();
+  // every new frame of the stream: events, deltas, dropped counts
+  let moved = 0;
+  const list = doc.getElementById('target-list');
+  for (const method of ['insertBefore', 'appendChild']) {
+    const original = list[method].bind(list);
+    list[method] = (...args) => { moved += 1; return original(...args); };
+  }
+  for (let i = 0; i < 3; i += 1) {
+    store.apply({ type: 'state_delta', target_id: TARGET, delta: { runtime_state: [runtimeRow('/root/invoice_writer', i % 2 ? 'running' : 'failed')] } });
+    store.apply({ type: 'dropped_count', target_id: 'other', dropped_event_count: i, dropped_log_count: 0 });
+    panel.render();
+  }
+  assert.equal(moved, 0, 'items already in order are not moved (a moved element loses focus)');
+  assert.deepEqual(buttons(doc), [first, second]);
+  assert.deepEqual(second.querySelectorAll('span'), parts, 'the same elements, new text');
+  assert.equal(doc.activeElement, second);
+  assert.equal(second.querySelector('.badge.dropped').textContent, 'dropped 2/0');
+  assert.equal(first.querySelector('.badge.failed').textContent, '1 failed', 'it failed twice: still failing');
 });

@@ -21,6 +21,7 @@ import { ToastsPanel } from './panels/toasts.js';
 import { TopologyPanel } from './panels/topology.js';
 
 const SENT_KEPT = 100;
+const TICK_MS = 5000;
 
 const storage = openStorage(window);
 const prefs = new Preferences(storage);
@@ -76,29 +77,40 @@ function scheduleRender() {
   requestAnimationFrame(() => renderFrame());
 }
 
-// Applies everything accumulated since the last frame in one pass.
+// Applies everything accumulated since the last frame in one pass; each panel updates only
+// what changed (by key), so a live stream leaves the controls an operator is using alone.
 function renderFrame() {
   frameRequested = false;
   const changes = store.takeChanges();
-  if (changes.session) header.render();
-  if (changes.targets || changes.runtime.size || changes.topology.size) {
+  const runtimeChanged = changes.runtime.size > 0;
+  if (changes.targets || runtimeChanged || changes.topology.size) {
     const wanted = defaultTarget(store, selection.targetId);
-    if (wanted !== selection.targetId) selection.selectTarget(wanted);
-    renderTargets();
-    header.render();
+    if (wanted !== selection.targetId) selectTarget(wanted);
   }
+  if (changes.targets || runtimeChanged || changes.dropped) renderTargets();
+  if (changes.session || changes.targets || changes.counters || runtimeChanged) header.render();
   const { targetId, path } = selection;
   if (targetId && changes.topology.has(targetId)) topology.render();
   const rt = changes.runtime.get(targetId);
   if (rt) topology.refreshStates(rt);
   const newRowsForNode = changes.rows.some((r) => r.targetId === targetId && r.path === path);
   if (changes.topology.has(targetId) || (rt && rt.has(path)) || newRowsForNode) detail.render();
-  if (changes.targets) control.renderOptions();
+  if (changes.targets) {
+    control.renderOptions();
+    filters.refreshTargets();
+  }
   timeline.update(changes);
   audit.update(changes, tabs.active === 'audit');
   diagnostics.update(changes, tabs.active === 'diagnostics');
   for (const r of changes.results) toasts.showResult(r);
   while (frameWaiters.length) frameWaiters.shift()();
+}
+
+// Counts that depend on the time passing (failures.js) are redrawn now and then.
+function tick() {
+  header.render();
+  renderTargets();
+  if (topology.view.failedOnly) topology.refreshStates();
 }
 
 function renderTargets() {
@@ -158,13 +170,13 @@ function onRelayMessage(msg, parsed) {
 
 function ingest(msg) {
   store.apply(msg);
-  if (msg.type === 'target_list' || msg.type === 'state') filters.refreshTargets();
   scheduleRender();
 }
 
 function start() {
   preferences.initTheme(Boolean(window.matchMedia && window.matchMedia('(prefers-color-scheme: dark)').matches));
   window.addEventListener('resize', () => timeline.render());
+  window.setInterval(tick, TICK_MS);
   preferences.applyLanguage(preferredLanguage(prefs.get('lang'), navigator.languages || [navigator.language]));
   // ?offline=1 renders without a relay session (benchmarks and client-only tests).
   if (new URLSearchParams(window.location.search).get('offline') !== '1') {

@@ -37,3 +37,46 @@ export function elements(root, ids) {
   }
   return out;
 }
+
+// Sets an element's text or an attribute only when it differs, so that a frame which changes
+// nothing touches nothing (no lost focus or selection, no needless layout).
+export function setText(el, text) {
+  const value = String(text ?? '');
+  if (el.textContent !== value) el.textContent = value;
+}
+
+export function setAttr(el, name, value) {
+  const v = String(value);
+  if (el.getAttribute(name) !== v) el.setAttribute(name, v);
+}
+
+const offered = new WeakMap(); // <select> -> key of the options it shows
+const waiting = new WeakMap(); // <select> -> the latest offer waiting for the operator to leave
+
+// Gives a <select> the options build() makes, when `key` differs from the offer it shows;
+// the chosen value stays if it is still offered. While the operator is in the control, the
+// change waits until focus leaves it, so a live stream never rebuilds it under their hands.
+// onChanged() runs after each replacement. Returns true when the options were replaced now.
+export function offerOptions(select, key, build, onChanged = () => {}) {
+  if (offered.get(select) === key) {
+    waiting.delete(select);
+    return false;
+  }
+  if (select.ownerDocument.activeElement === select) {
+    if (!waiting.has(select)) {
+      select.addEventListener('blur', () => {
+        const next = waiting.get(select);
+        waiting.delete(select);
+        if (next) offerOptions(select, ...next);
+      }, { once: true });
+    }
+    waiting.set(select, [key, build, onChanged]);
+    return false;
+  }
+  const previous = select.value;
+  select.replaceChildren(...build());
+  if ([...select.options].some((o) => o.value === previous)) select.value = previous;
+  offered.set(select, key);
+  onChanged();
+  return true;
+}

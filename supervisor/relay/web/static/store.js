@@ -1,5 +1,8 @@
 // Client-side model: per-target state applied from §3 messages, bounded row buffers
-// (events, logs, audit, command results) and bounded diagnostics. No DOM access.
+// (events, logs, audit, command results), failures (failures.js) and bounded diagnostics.
+// No DOM access.
+
+import { FailureLedger } from './failures.js';
 
 // Buffer caps. Oldest entries are evicted first; every row buffer is per target, so the
 // timeline holds at most targets × (events + logs + audit + results) rows (21,500 for one
@@ -88,7 +91,8 @@ function newTarget(targetId) {
     lastEventSeq: 0,
     droppedEvents: 0,
     droppedLogs: 0,
-    failedCount: 0,
+    failures: new FailureLedger(),
+    clockOffset: 0, // browser ms minus the target's clock, from the last state's generated_at
     listed: false,
   };
 }
@@ -97,7 +101,9 @@ function newTarget(targetId) {
 export function emptyChanges() {
   return {
     session: false,
-    targets: false,
+    targets: false, // the target set or a target's name, connection state or commands
+    counters: false, // totals the header shows (events, failures)
+    dropped: false, // dropped counts
     topology: new Set(), // target ids whose topology was replaced
     runtime: new Map(), // target id -> Set of paths whose runtime changed
     rows: [], // new rows, ascending id
@@ -135,10 +141,30 @@ export class Store {
     return [...this.targets.values()].filter((t) => t.listed);
   }
 
-  failedTotal() {
-    let n = 0;
-    for (const t of this.targets.values()) n += t.failedCount;
-    return n;
+  // Paths of the target's children that count as failed (failures.js) at `now` (ms).
+  failingPaths(targetId, now = this.now().getTime()) {
+    const t = this.targets.get(targetId);
+    if (!t) return [];
+    const out = [];
+    for (const [path, rt] of t.runtime) if (t.failures.isFailing(path, rt.lifecycle_state, now)) out.push(path);
+    return out;
+  }
+
+  isFailing(targetId, path, now = this.now().getTime()) {
+    const t = this.targets.get(targetId);
+    const rt = t && t.runtime.get(path);
+    return Boolean(rt && t.failures.isFailing(path, rt.lifecycle_state, now));
+  }
+
+  // Failing children of every target, and failures in the recent window, at `now` (ms).
+  failureTotals(now = this.now().getTime()) {
+    let failing = 0;
+    let recent = 0;
+    for (const t of this.targets.values()) {
+      failing += this.failingPaths(t.targetId, now).length;
+      recent += t.failures.recent(now);
+    }
+    return { failing, recent };
   }
 
   runtimeOf(targetId, path) {
@@ -250,13 +276,43 @@ export class Store {
     });
   }
 
-  _applyRuntimeRows(t, rows) {
+  // Replaces or merges runtime rows. With `live`, each row is a change the target just made:
+  // entering `failed` (or a new last_failure, in case `failed` was skipped) is a failure,
+  // entering or leaving `running` starts or ends a run (failures.js).
+  _applyRuntimeRows(t, rows, { previous = t.runtime, live = true } = {}) {
+    const at = this.now().getTime();
     for (const row of rows || []) {
-      const before = t.runtime.get(row.child_path);
-      if (before && before.lifecycle_state === 'failed') t.failedCount -= 1;
-      if (row.lifecycle_state === 'failed') t.failedCount += 1;
-      t.runtime.set(row.child_path, row);
-      this._markRuntime(t.targetId, row.child_path);
+      const path = row.child_path;
+      const before = previous.get(path);
+      if (live) {
+        const was = before ? before.lifecycle_state : null;
+        const is = row.lifecycle_state;
+        const newFailure = Boolean(before && row.last_failure && row.last_failure !== before.last_failure);
+        if ((is === 'failed' && was !== 'failed') || newFailure) {
+          t.failures.failed(path, at);
+          this.changes.counters = true;
+        }
+        if (is === 'running' && was !== 'running') t.failures.running(path, at);
+        if (was === 'running' && is !== 'running') t.failures.left(path, at);
+      }
+      t.runtime.set(path, row);
+      this._markRuntime(t.targetId, path);
+    }
+  }
+
+  // Failures and runs told by replayed events, at their time on the browser's clock.
+  _replayFailures(t, rows) {
+    for (const row of rows) {
+      const at = Date.parse(row.time) + t.clockOffset;
+      if (!row.path || Number.isNaN(at)) continue;
+      if (row.type === 'child_failed') {
+        t.failures.left(row.path, at);
+        t.failures.failed(row.path, at);
+      } else if (row.type === 'child_running') {
+        t.failures.running(row.path, at);
+      } else if (row.type === 'child_exited') {
+        t.failures.left(row.path, at);
+      }
     }
   }
 
@@ -265,12 +321,6 @@ export class Store {
     if (topology.root && !t.nodes.has(topology.root.path)) t.nodes.set(topology.root.path, topology.root);
     t.topologyVersion += 1;
     this.changes.topology.add(t.targetId);
-  }
-
-  _recountFailed(t) {
-    let n = 0;
-    for (const rt of t.runtime.values()) if (rt.lifecycle_state === 'failed') n += 1;
-    t.failedCount = n;
   }
 
   applyDelta(targetId, delta) {
@@ -282,17 +332,26 @@ export class Store {
       this._applyTopology(t, topology);
       // With a new topology, runtime_state lists every row: replace instead of merge.
       if (delta.runtime_state) {
+        const previous = t.runtime;
         t.runtime = new Map();
-        this._applyRuntimeRows(t, delta.runtime_state);
-        this._recountFailed(t);
+        this._applyRuntimeRows(t, delta.runtime_state, { previous });
       }
     } else if (delta.runtime_state) {
       this._applyRuntimeRows(t, delta.runtime_state);
     }
     if (typeof delta.state_generation === 'number') t.stateGeneration = delta.state_generation;
-    if (typeof delta.dropped_event_count === 'number') t.droppedEvents = delta.dropped_event_count;
-    if (typeof delta.dropped_log_count === 'number') t.droppedLogs = delta.dropped_log_count;
-    this.changes.targets = true;
+    this._setDropped(t, delta.dropped_event_count, delta.dropped_log_count);
+  }
+
+  _setDropped(t, events, logs) {
+    if (typeof events === 'number' && events !== t.droppedEvents) {
+      t.droppedEvents = events;
+      this.changes.dropped = true;
+    }
+    if (typeof logs === 'number' && logs !== t.droppedLogs) {
+      t.droppedLogs = logs;
+      this.changes.dropped = true;
+    }
   }
 }
 
@@ -344,12 +403,12 @@ const HANDLERS = {
       if (st.target.connection_state) t.connectionState = st.target.connection_state;
     }
     if (st.topology) store._applyTopology(t, st.topology);
+    const generated = Date.parse(st.generated_at);
+    if (!Number.isNaN(generated)) t.clockOffset = store.now().getTime() - generated;
     t.runtime = new Map();
-    store._applyRuntimeRows(t, st.runtime_state);
-    store._recountFailed(t);
+    store._applyRuntimeRows(t, st.runtime_state, { live: false });
     t.stateGeneration = st.state_generation ?? null;
-    t.droppedEvents = st.dropped_event_count ?? t.droppedEvents;
-    t.droppedLogs = st.dropped_log_count ?? t.droppedLogs;
+    store._setDropped(t, st.dropped_event_count, st.dropped_log_count);
     // A restarted target numbers its journal from 1 again: forget the old sequence index.
     const maxSeq = events.reduce((m, e) => Math.max(m, e.sequence), 0);
     if (maxSeq && maxSeq < t.lastEventSeq) {
@@ -365,13 +424,22 @@ const HANDLERS = {
       ...logs.map((l) => ({ at: l.occurred_at || '', seq: l.sequence, add: () => store.addLog(t.targetId, l) })),
     ];
     replay.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.seq - b.seq));
-    for (const item of replay) item.add();
+    const added = replay.map((item) => item.add()).filter((row) => row && row.kind === 'event');
+    // What happened before this state (or while the session was away) comes from the events
+    // it replays; a child shown failed with no such event is failing since an unknown time.
+    store._replayFailures(t, added);
+    for (const [path, rt] of t.runtime) {
+      if (rt.lifecycle_state === 'failed' && !t.failures.knows(path)) {
+        t.failures.failed(path, store.now().getTime(), { counted: false });
+      }
+    }
     store.changes.targets = true;
+    store.changes.counters = true;
   },
 
   event(store, msg) {
     store.addEvent(msg.target_id, msg.event);
-    store.changes.targets = true;
+    store.changes.counters = true;
   },
 
   log(store, msg) {
@@ -383,10 +451,7 @@ const HANDLERS = {
   },
 
   dropped_count(store, msg) {
-    const t = store.target(msg.target_id);
-    t.droppedEvents = msg.dropped_event_count;
-    t.droppedLogs = msg.dropped_log_count;
-    store.changes.targets = true;
+    store._setDropped(store.target(msg.target_id), msg.dropped_event_count, msg.dropped_log_count);
   },
 
   connection_state(store, msg) {

@@ -41,13 +41,15 @@ export function treeMarkup(topology, layout, positions, manual) {
 }
 
 // The SVG view. Callbacks: onSelect(path); lifecycleOf(path) gives a node's colour;
+// isFailing(path) whether it counts as failed (failures.js) for "failed only";
 // memory (a PositionMemory) keeps hand-placed positions.
 export class TopologyView {
-  constructor(svg, { memory, onSelect, lifecycleOf }) {
+  constructor(svg, { memory, onSelect, lifecycleOf, isFailing }) {
     this.svg = svg;
     this.memory = memory;
     this.onSelect = onSelect;
     this.lifecycleOf = lifecycleOf;
+    this.isFailing = isFailing;
     this.targetId = null;
     this.topology = null;
     this.layout = null;
@@ -109,7 +111,7 @@ export class TopologyView {
       let cls = `node st-${state}`;
       if (path === this.selected) cls += ' selected';
       if (q) cls += this._matches(path) ? ' match' : ' dim';
-      else if (this.failedOnly && state !== 'failed') cls += ' dim';
+      else if (this.failedOnly && !this.isFailing(path)) cls += ' dim';
       el.setAttribute('class', cls);
     }
   }

@@ -1,8 +1,8 @@
 // Control form: the commands the selected target supports, validation, the confirmation
 // dialog for dangerous commands, and sending.
 
-import { elements, h } from '../dom.js';
-import { t } from '../i18n.js';
+import { elements, h, offerOptions } from '../dom.js';
+import { language, t } from '../i18n.js';
 import { CommandInputError, buildCommand, isDangerous, parseManifest } from '../protocol.js';
 import { COMMANDS } from '../vocabulary.js';
 
@@ -27,17 +27,18 @@ export class ControlPanel {
     this.el.commandForm.addEventListener('submit', (ev) => this._onSubmit(ev));
   }
 
-  // Offers the commands the selected target supports, keeping the current choice if offered.
+  // Offers the commands the selected target supports, keeping the current choice if offered
+  // (see offerOptions: nothing changes while the operator is in the control).
   renderOptions() {
     const select = this.el.cmdCommand;
     const tg = this.store.targets.get(this.selection.targetId);
     const supported = tg ? COMMANDS.filter((c) => tg.supportedCommands.includes(c)) : [];
-    const previous = select.value;
-    select.replaceChildren(...supported.map((c) => h('option', { value: c },
-      isDangerous(c) ? t('cmd_dangerous', { name: t(`cmd_${c}`) }) : t(`cmd_${c}`))));
-    if (supported.includes(previous)) select.value = previous;
-    select.disabled = supported.length === 0;
-    this.updateHint();
+    const key = `${language()}|${tg ? tg.targetId : ''}|${supported.join(' ')}`;
+    offerOptions(select, key, () => supported.map((c) => h('option', { value: c },
+      isDangerous(c) ? t('cmd_dangerous', { name: t(`cmd_${c}`) }) : t(`cmd_${c}`))), () => {
+      select.disabled = supported.length === 0;
+      this.updateHint();
+    });
   }
 
   // A node picked in the tree becomes the command's child path.

@@ -1,9 +1,9 @@
 // Timeline filter form: re-filters the local rows at once and sends the contract conditions
 // to the relay once typing settles (and only when they changed).
 
-import { elements, h } from '../dom.js';
+import { elements, h, offerOptions } from '../dom.js';
 import { ROW_KINDS, makeViewFilter } from '../filter.js';
-import { t } from '../i18n.js';
+import { language, t } from '../i18n.js';
 import { filterMessage, filtersEqual, normalizeFilter, splitList } from '../protocol.js';
 import { EVENT_TYPES, LIFECYCLE_STATES, SEVERITIES } from '../vocabulary.js';
 
@@ -69,14 +69,12 @@ export class FiltersPanel {
     this.lastSent = serverHello ? normalizeFilter(serverHello.log_event_filter_conditions || {}) : null;
   }
 
-  // The target choice follows the store's targets.
+  // The target choice follows the store's targets (see offerOptions: not while in use).
   refreshTargets() {
-    const select = this.el.fTarget;
-    const current = select.value;
-    const options = [h('option', { value: '' }, t('all'))];
-    for (const tg of this.store.targets.values()) options.push(h('option', { value: tg.targetId }, tg.displayName));
-    select.replaceChildren(...options);
-    select.value = [...select.options].some((o) => o.value === current) ? current : '';
+    const targets = [...this.store.targets.values()];
+    const key = [language(), ...targets.map((tg) => `${tg.targetId}=${tg.displayName}`)].join('|');
+    offerOptions(this.el.fTarget, key, () => [h('option', { value: '' }, t('all')),
+      ...targets.map((tg) => h('option', { value: tg.targetId }, tg.displayName))]);
   }
 
   // Controls whose labels depend on the language; choices made are kept.

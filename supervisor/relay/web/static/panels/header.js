@@ -1,7 +1,8 @@
-// Header: the relay session's status, our identity and the totals (targets, events, failed
-// nodes).
+// Header: the relay session's status, our identity and the totals (targets, events, failing
+// children and recent failures, as failures.js defines them).
 
-import { elements } from '../dom.js';
+import { elements, setAttr, setText } from '../dom.js';
+import { FAILURE_WINDOW_MS, STABLE_RUN_MS } from '../failures.js';
 import { t } from '../i18n.js';
 import { shortIdentity } from '../protocol.js';
 
@@ -10,7 +11,7 @@ export class HeaderPanel {
     this.store = store;
     this.el = elements(root, [
       'relay-status', 'relay-status-text', 'identity', 'identity-principal', 'identity-fingerprint',
-      'count-targets', 'count-events', 'count-failed',
+      'count-targets', 'count-events', 'count-failed', 'count-failures', 'failed-counter',
     ]);
     this.status = 'offline';
     this.detail = {};
@@ -25,22 +26,26 @@ export class HeaderPanel {
 
   render() {
     const { el, store } = this;
-    el.relayStatus.className = `status st-${this.status}`;
+    setAttr(el.relayStatus, 'class', `status st-${this.status}`);
     const d = this.detail;
-    el.relayStatusText.textContent = this.status === 'waiting'
+    setText(el.relayStatusText, this.status === 'waiting'
       ? t('relay_waiting', { s: Math.max(1, Math.round((d.delay || 0) / 1000)), n: d.attempt || 1 })
-      : t(`relay_${this.status}`);
+      : t(`relay_${this.status}`));
     const s = store.session;
     // The principal is learned from our own audit records or command results (server_hello
     // carries only the fingerprint unless the relay adds a `principal` field).
-    el.identityPrincipal.textContent = s.principal || '';
+    setText(el.identityPrincipal, s.principal || '');
     el.identityPrincipal.hidden = !s.principal;
-    el.identityFingerprint.textContent = shortIdentity(s.clientIdentity);
-    el.identity.title = s.clientIdentity || '';
-    el.countTargets.textContent = String(store.listedTargets().length);
-    el.countEvents.textContent = String(store.eventTotal);
-    const failed = store.failedTotal();
-    el.countFailed.textContent = String(failed);
-    el.countFailed.parentElement.classList.toggle('alert', failed > 0);
+    setText(el.identityFingerprint, shortIdentity(s.clientIdentity));
+    setAttr(el.identity, 'title', s.clientIdentity || '');
+    setText(el.countTargets, store.listedTargets().length);
+    setText(el.countEvents, store.eventTotal);
+    const { failing, recent } = store.failureTotals();
+    const minutes = FAILURE_WINDOW_MS / 60000;
+    setText(el.countFailed, failing);
+    setText(el.countFailures, t('recent_failures', { n: recent, minutes }));
+    setAttr(el.failedCounter, 'title', t('failed_help', { seconds: STABLE_RUN_MS / 1000, minutes }));
+    el.failedCounter.classList.toggle('alert', failing > 0);
+    el.failedCounter.classList.toggle('recent', recent > 0);
   }
 }

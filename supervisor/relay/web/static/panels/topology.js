@@ -19,6 +19,7 @@ export class TopologyPanel {
       memory,
       onSelect,
       lifecycleOf: (path) => store.lifecycleOf(selection.targetId, path),
+      isFailing: (path) => store.isFailing(selection.targetId, path),
     });
     this._bind();
   }
