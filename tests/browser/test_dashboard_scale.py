@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from playwright.sync_api import Page, expect
 
 import synthetic as syn
@@ -32,10 +34,10 @@ def test_timeline_renders_only_visible_rows(offline_dashboard: Page):
     rendered = page.locator("#timeline .tl-row").count()
     assert 0 < rendered < 60, rendered
     # Following: the newest row is on screen.
-    expect(page.locator("#timeline .tl-row .tl-seq", has_text=re.compile(r"^10099$"))).to_be_visible()
+    expect(page.locator("#timeline .tl-row .tl-seq", has_text=re.compile(r"^ev 10099$"))).to_be_visible()
     # Scrolling to the top renders the first rows instead, still a small window.
     page.locator("#timeline").evaluate("el => { el.scrollTop = 0; }")
-    expect(page.locator("#timeline .tl-row .tl-seq", has_text=re.compile(r"^100$"))).to_be_visible()
+    expect(page.locator("#timeline .tl-row .tl-seq", has_text=re.compile(r"^ev 100$"))).to_be_visible()
     assert page.locator("#timeline .tl-row").count() < 60
 
 
@@ -54,7 +56,7 @@ def test_live_follow_pauses_when_scrolled_up_and_resumes(offline_dashboard: Page
     assert timeline.evaluate("el => el.scrollTop") == top, "a paused timeline does not move"
     page.click("#follow-resume")
     expect(page.locator("#follow-resume")).to_be_hidden()
-    expect(page.locator("#timeline .tl-row .tl-seq", has_text=re.compile(r"^649$"))).to_be_visible()
+    expect(page.locator("#timeline .tl-row .tl-seq", has_text=re.compile(r"^ev 649$"))).to_be_visible()
 
 
 def test_dropped_counts_are_shown(offline_dashboard: Page):
@@ -160,3 +162,53 @@ def test_phone_width_has_no_horizontal_scroll(browser, static_relay, certs):
     OUT = screenshot(page, "dashboard-390-en-light.png")
     page.screenshot(path=str(OUT.with_name("dashboard-390-en-light-full.png")), full_page=True)
     context.close()
+
+
+@pytest.mark.parametrize("width,height", [(1024, 768), (1280, 720)])
+def test_the_layout_is_usable_from_1024x768(browser, static_relay, certs, width, height):
+    context, page = new_page(browser, static_relay, certs, width=width, height=height)
+    page.goto(static_relay.origin + "/?offline=1")
+    page.wait_for_function("window.__dashboard !== undefined")
+    session(page)
+    ingest(page, events(100, 200))
+    expect(page.locator("#topology-svg g.node")).to_have_count(11)
+    one_line = page.locator("#relay-status").bounding_box()["height"] + 24
+    assert page.locator(".topbar").bounding_box()["height"] <= one_line, "the header does not wrap"
+    head = page.locator(".topology .panel-head").bounding_box()["height"]
+    assert head < 1.6 * page.locator("#fit-view").bounding_box()["height"], "the tree's toolbar does not wrap"
+    rows = page.evaluate("() => Math.floor(document.getElementById('timeline').clientHeight / 26)")
+    assert rows >= 9, rows
+    scale = float(re.search(r"scale\(([\d.]+)\)", page.locator("#topology-svg g.viewport").get_attribute("transform")).group(1))
+    assert scale >= 0.7, "tree labels stay readable"
+    # the operator gives the timeline more room: the split moves with the keyboard and stays
+    page.focus("#split")
+    for _ in range(3):
+        page.keyboard.press("ArrowUp")
+    more = page.evaluate("() => Math.floor(document.getElementById('timeline').clientHeight / 26)")
+    assert more > rows, (rows, more)
+    screenshot(page, f"dashboard-{width}x{height}-en-light.png")
+    page.reload()
+    page.wait_for_function("window.__dashboard !== undefined")
+    expect(page.locator("#split")).to_have_attribute("aria-valuenow", "34")
+    context.close()
+
+
+def test_a_live_stream_leaves_the_control_form_alone(offline_dashboard: Page):
+    page = offline_dashboard
+    session(page)
+    page.locator('#topology-svg g.node[data-path="/root/invoice_writer"]').click()
+    page.select_option("#cmd-command", "pause_child")
+    page.focus("#cmd-command")
+    page.evaluate("() => { window.__options = [...document.querySelectorAll('#cmd-command option')]; }")
+    for n in range(5):  # events and state deltas, each rendered
+        ingest(page, events(1000 + 10 * n, 10) + [{"type": "state_delta", "target_id": T, "delta": {
+            "runtime_state": [{**syn.runtime("/root/flaky_fetcher", "failed" if n % 2 else "restarting")}]}}])
+    expect(page.locator("#cmd-command")).to_be_focused()
+    assert page.evaluate("() => [...document.querySelectorAll('#cmd-command option')]"
+                         ".every((o, i) => o === window.__options[i])"), "the options were rebuilt"
+    expect(page.locator("#cmd-command")).to_have_value("pause_child")
+    page.fill("#cmd-reason", "half typed")
+    ingest(page, events(2000, 10))
+    expect(page.locator("#cmd-reason")).to_be_focused()
+    expect(page.locator("#cmd-reason")).to_have_value("half typed")
+    expect(page.locator("#count-failed")).to_have_text("1")

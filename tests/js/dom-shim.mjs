@@ -184,7 +184,7 @@ export class ShimElement extends ShimNode {
     this.localName = tag.toLowerCase();
     this.tagName = this.localName.toUpperCase();
     this.attributes = new Map();
-    this.style = {};
+    this.style = { setProperty(name, value) { this[name] = String(value); }, getPropertyValue(name) { return this[name] ?? ''; } };
     this.scrollTop = 0;
     this.rect = { width: 0, height: 0 }; // what getBoundingClientRect reports
     this.clientHeight = 0;

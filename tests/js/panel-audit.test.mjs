@@ -59,3 +59,18 @@ test('only the newest records are shown', () => {
   assert.equal(shown[0][6], `r${AUDIT_ROWS_SHOWN + 19}`);
   assert.equal(shown.at(-1)[6], 'r20');
 });
+
+test('in Chinese the command and its result are translated; the peer\'s detail is kept', () => {
+  const doc = loadPage();
+  const store = contractStore();
+  store.apply(audit(1, { result: 'rejected', detail: 'command_not_permitted' }));
+  setLanguage('zh');
+  try {
+    new AuditPanel(doc, { store }).render();
+    const [row] = rows(doc);
+    assert.deepEqual([row[2], row[4]], ['暂停子节点', '已拒绝 (command_not_permitted)']);
+    assert.equal(doc.querySelector('#audit-body td').title, '2026-11-28T13:05:15.123456Z (UTC)');
+  } finally {
+    setLanguage('en');
+  }
+});

@@ -48,3 +48,18 @@ test('a shown pane is redrawn at once and shows the session facts', () => {
   assert.deepEqual(doc.querySelectorAll('#diag-body tr').map((tr) => tr.querySelectorAll('td')[4].textContent),
     ['closed (1006); retry in 500 ms']);
 });
+
+test('our own diagnostics and their levels follow the language; a peer\'s message is shown as sent', () => {
+  const { doc, store, panel } = setup();
+  store.apply(fixture('session.connection_state'));
+  store.apply(fixture('session.error'));
+  setLanguage('zh');
+  try {
+    panel.open();
+    const cells = doc.querySelectorAll('#diag-body tr').map((tr) => tr.querySelectorAll('td').map((td) => td.textContent));
+    assert.deepEqual([cells[1][1], cells[1][4]], ['警告', 'payments worker a 不可用']);
+    assert.deepEqual([cells[0][1], cells[0][4]], ['错误', fixture('session.error').error.message]);
+  } finally {
+    setLanguage('en');
+  }
+});

@@ -5,7 +5,7 @@ import { setLanguage } from '../../supervisor/relay/web/static/i18n.js';
 import { TimelinePanel } from '../../supervisor/relay/web/static/panels/timeline.js';
 import { ROW_HEIGHT } from '../../supervisor/relay/web/static/timeline.js';
 import { fire, key, loadPage } from './dom-shim.mjs';
-import { TARGET, contractStore, eventMsg, logMsg } from './helpers.mjs';
+import { TARGET, contractStore, eventMsg, fixture, logMsg } from './helpers.mjs';
 
 setLanguage('en');
 
@@ -21,7 +21,7 @@ const cells = (doc, cls) => doc.querySelectorAll(`#timeline .tl-row .tl-${cls}`)
 
 test('rows of the store appear in the grid with their kind, severity and target name', () => {
   const { doc, $ } = setup();
-  assert.deepEqual(cells(doc, 'seq'), ['1042', '5120']);
+  assert.deepEqual(cells(doc, 'seq'), ['ev 1042', 'log 5120'], 'each kind has its own numbering');
   assert.deepEqual(cells(doc, 'kind'), ['event', 'log']);
   assert.deepEqual(cells(doc, 'target'), ['payments worker a', 'payments worker a']);
   assert.equal(doc.querySelector('#timeline .tl-row').className, 'tl-row sev-info kind-event');
@@ -62,7 +62,7 @@ test('following keeps the newest row in view as rows arrive', () => {
   panel.update(store.takeChanges());
   assert.equal($('timeline').scrollTop, 102 * ROW_HEIGHT - 10 * ROW_HEIGHT);
   const seqs = $('timeline').querySelectorAll('.tl-seq').map((c) => c.textContent);
-  assert.ok(seqs.includes('1142'));
+  assert.ok(seqs.includes('ev 1142'));
   assert.ok(seqs.length < 30, 'only the visible window is in the DOM');
 });
 
@@ -78,4 +78,37 @@ test('an opened row shows its raw message until closed', () => {
   fire(doc.querySelector('#timeline .tl-row .tl-summary'), 'click');
   assert.equal($('row-detail').hidden, false);
   assert.equal(JSON.parse($('row-detail-body').textContent).event_type, 'child_paused');
+});
+
+test('the active row is exposed to screen readers', () => {
+  const { doc, $ } = setup();
+  const timeline = $('timeline');
+  assert.equal(timeline.getAttribute('aria-activedescendant'), null);
+  key(timeline, 'ArrowUp');
+  const active = doc.getElementById(timeline.getAttribute('aria-activedescendant'));
+  assert.equal(active.getAttribute('aria-selected'), 'true');
+  assert.equal(active.querySelector('.tl-seq').textContent, 'log 5120');
+  assert.deepEqual(doc.querySelectorAll('#timeline .tl-row').map((r) => r.getAttribute('aria-selected')), ['false', 'true']);
+  key(timeline, 'ArrowUp');
+  assert.equal(doc.getElementById(timeline.getAttribute('aria-activedescendant')).querySelector('.tl-seq').textContent, 'ev 1042');
+});
+
+test('times are local with the UTC time on hover; Chinese labels event types and outcomes', () => {
+  const tz = process.env.TZ;
+  process.env.TZ = 'Asia/Shanghai';
+  try {
+    const { doc, store, panel } = setup();
+    const time = doc.querySelector('#timeline .tl-row .tl-time');
+    assert.equal(time.textContent, '21:05:15.123', 'UTC+8');
+    assert.equal(time.title, '2026-11-28T13:05:15.123456Z (UTC)');
+    setLanguage('zh');
+    store.apply(fixture('session.audit_event'));
+    panel.update(store.takeChanges());
+    panel.relabel();
+    assert.deepEqual(cells(doc, 'summary'), ['子节点已暂停 /root/invoice_writer', 'flushed 12 invoices', '暂停子节点 /root/invoice_writer → 已完成']);
+    assert.deepEqual(cells(doc, 'seq'), ['事件 1042', '日志 5120', '']);
+  } finally {
+    setLanguage('en');
+    process.env.TZ = tz;
+  }
 });

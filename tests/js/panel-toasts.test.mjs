@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { setLanguage } from '../../supervisor/relay/web/static/i18n.js';
 import { MAX_TOASTS, TOAST_MS, ToastsPanel } from '../../supervisor/relay/web/static/panels/toasts.js';
-import { loadPage } from './dom-shim.mjs';
+import { fire, loadPage } from './dom-shim.mjs';
 import { FakeTimers, fixture } from './helpers.mjs';
 
 setLanguage('en');
@@ -31,11 +31,11 @@ test('toasts expire, errors later than others, and can be closed', () => {
   assert.deepEqual(shown(doc), []);
 });
 
-test('at most five toasts are shown, the oldest leave first', () => {
+test('at most four toasts are shown, the oldest leave first', () => {
   const { doc, panel } = setup();
   for (let i = 0; i < 8; i += 1) panel.show(`n${i}`);
-  assert.equal(MAX_TOASTS, 5);
-  assert.deepEqual(shown(doc).map(([, text]) => text), ['n3', 'n4', 'n5', 'n6', 'n7']);
+  assert.equal(MAX_TOASTS, 4);
+  assert.deepEqual(shown(doc).map(([, text]) => text), ['n4', 'n5', 'n6', 'n7']);
 });
 
 test('command outcomes: completed, refused, error', () => {
@@ -55,4 +55,15 @@ test('command outcomes: completed, refused, error', () => {
     ['toast error', 'Pause child refused: confirmation_required — dangerous command requires confirmed=true'],
     ['toast error', 'Error rate_limited: slow down'],
   ].slice(-MAX_TOASTS));
+});
+
+test('a toast stays while pointed at and leaves its full time after the pointer does', () => {
+  const { doc, timers, panel } = setup();
+  panel.show('read me', 'info');
+  const toast = doc.querySelector('#toasts .toast');
+  fire(toast, 'mouseenter');
+  assert.equal(timers.pending.length, 0, 'no removal pending while pointed at');
+  fire(toast, 'mouseleave');
+  assert.equal(timers.runNext(), TOAST_MS.other);
+  assert.deepEqual(shown(doc), []);
 });

@@ -139,3 +139,36 @@ test('names and paths from the target are drawn as text, never as markup', () =>
   assert.equal(g.querySelector('text.name').textContent, '<img src=x onerror=…');
   assert.equal(doc.querySelector('#topology-svg img'), null);
 });
+
+test('the selected node is exposed to screen readers as the tree\'s active item', () => {
+  const { doc, selection, panel } = setup({ topology: syntheticTopology(3) });
+  panel.render();
+  const svg = doc.getElementById('topology-svg');
+  assert.equal(svg.getAttribute('role'), 'tree');
+  assert.ok(doc.querySelectorAll('#topology-svg g.node').every((g) => g.getAttribute('role') === 'treeitem'
+    && g.getAttribute('aria-selected') === 'false'));
+  assert.equal(svg.getAttribute('aria-activedescendant'), null);
+  svg.focus();
+  key(svg, 'ArrowDown');
+  const active = doc.getElementById(svg.getAttribute('aria-activedescendant'));
+  assert.equal(active.getAttribute('data-path'), '/root');
+  assert.equal(active.getAttribute('aria-selected'), 'true');
+  key(svg, 'ArrowDown');
+  assert.equal(node(doc, '/root').getAttribute('aria-selected'), 'false');
+  assert.equal(doc.getElementById(svg.getAttribute('aria-activedescendant')).getAttribute('data-path'), '/root/w0');
+  selection.selectNode('/root/w1');
+  panel.render(); // a redraw keeps it
+  assert.equal(doc.getElementById(svg.getAttribute('aria-activedescendant')).getAttribute('data-path'), '/root/w1');
+});
+
+test('failed only keeps the children that are failing, also while they restart', () => {
+  const { doc, store, panel } = setup({ topology: syntheticTopology(3) });
+  panel.render();
+  for (const lifecycle of ['running', 'failed', 'restarting']) {
+    store.apply({ type: 'state_delta', target_id: TARGET, delta: { runtime_state: [runtimeRow('/root/w1', lifecycle)] } });
+  }
+  panel.refreshStates(new Set(['/root/w1']));
+  doc.getElementById('failed-only').click();
+  assert.equal(node(doc, '/root/w1').getAttribute('class'), 'node st-restarting');
+  assert.match(node(doc, '/root/w2').getAttribute('class'), /\bdim\b/);
+});

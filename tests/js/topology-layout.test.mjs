@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  GEOMETRY, boundingBox, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, revealTransform,
+  GEOMETRY, MIN_FIT_SCALE, boundingBox, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, revealTransform,
   rowsForLeaves, zoomAt,
 } from '../../supervisor/relay/web/static/topology-layout.js';
 import { fixture, syntheticTopology } from './helpers.mjs';
@@ -91,11 +91,19 @@ test('edges: comb for auto-placed children, curves for moved ones, dashed depend
 });
 
 test('fit scales a box into the viewport and centres it', () => {
-  const t = fitTransform({ x: 0, y: 0, width: 1000, height: 500 }, 500, 500, 0);
+  const t = fitTransform({ x: 0, y: 0, width: 1000, height: 500 }, 500, 500, 0, 0, 0.5);
   assert.equal(t.k, 0.5);
   assert.equal(t.x, 0);
   assert.equal(t.y, 125);
   assert.equal(fitTransform({ x: 0, y: 0, width: 10, height: 10 }, 500, 500).k, 1.25, 'small trees are not blown up');
+});
+
+test('fit keeps labels readable: a tree too large for the view is shown from its top left', () => {
+  const box = { x: 20, y: 10, width: 2000, height: 300 };
+  const t = fitTransform(box, 500, 400, 16);
+  assert.equal(t.k, MIN_FIT_SCALE, 'not shrunk to a quarter');
+  assert.equal(t.x, 16 - box.x * t.k, 'too wide: from the left edge');
+  assert.equal(t.y, (400 - box.height * t.k) / 2 - box.y * t.k, 'fits in height: centred');
 });
 
 test('zooming keeps the point under the cursor fixed and is clamped', () => {

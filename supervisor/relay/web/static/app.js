@@ -14,6 +14,7 @@ import { DiagnosticsPanel } from './panels/diagnostics.js';
 import { FiltersPanel } from './panels/filters.js';
 import { HeaderPanel } from './panels/header.js';
 import { PreferencesPanel } from './panels/preferences.js';
+import { SplitPanel } from './panels/split.js';
 import { TabsPanel } from './panels/tabs.js';
 import { TargetsPanel } from './panels/targets.js';
 import { TimelinePanel } from './panels/timeline.js';
@@ -63,6 +64,15 @@ const preferences = new PreferencesPanel(document, {
     filters.relabel();
     topology.relabel();
     renderAll();
+  },
+});
+
+// The split between tree and timeline: both re-measure when it moves.
+new SplitPanel(document, {
+  prefs,
+  onResize: () => {
+    timeline.render();
+    topology.view.refit();
   },
 });
 
@@ -150,7 +160,7 @@ function selectNode(path) {
 // ---------- relay session ----------
 
 function onRelayStatus(status, info) {
-  if (status === 'waiting') store.diag('warning', 'relay_connection', `${info.reason}; retry in ${info.delay} ms`);
+  if (status === 'waiting') store.diag('warning', 'relay_connection', { key: 'diag_retry', params: info });
   if (status === 'established') filters.sessionStarted();
   header.setRelayStatus(status, info);
   scheduleRender();
@@ -158,9 +168,9 @@ function onRelayStatus(status, info) {
 
 function onRelayMessage(msg, parsed) {
   if (!msg) {
-    store.diag('error', parsed.error, 'unreadable message from relay');
+    store.diag('error', parsed.error, { key: 'diag_unreadable' });
   } else if (parsed.error === 'unknown_type') {
-    store.diag('warning', 'unsupported_message_type', `relay sent unknown type ${msg.type}`);
+    store.diag('warning', 'unsupported_message_type', { key: 'diag_unknown_type', params: { type: msg.type } });
   } else {
     ingest(msg);
     if (msg.type === 'server_hello') filters.sessionStarted(msg);
@@ -175,7 +185,10 @@ function ingest(msg) {
 
 function start() {
   preferences.initTheme(Boolean(window.matchMedia && window.matchMedia('(prefers-color-scheme: dark)').matches));
-  window.addEventListener('resize', () => timeline.render());
+  window.addEventListener('resize', () => {
+    timeline.render();
+    topology.view.refit();
+  });
   window.setInterval(tick, TICK_MS);
   preferences.applyLanguage(preferredLanguage(prefs.get('lang'), navigator.languages || [navigator.language]));
   // ?offline=1 renders without a relay session (benchmarks and client-only tests).

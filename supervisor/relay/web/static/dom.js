@@ -80,3 +80,15 @@ export function offerOptions(select, key, build, onChanged = () => {}) {
   onChanged();
   return true;
 }
+
+// A path with a line-break opportunity after each "/", so that a long path wraps between its
+// parts, never inside a name.
+export function pathText(path) {
+  const parts = String(path ?? '').split(/(?<=\/)/);
+  const out = [];
+  parts.forEach((part, i) => {
+    if (i) out.push(document.createElement('wbr'));
+    out.push(part);
+  });
+  return out;
+}

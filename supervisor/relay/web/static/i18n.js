@@ -1,5 +1,9 @@
 // English and Chinese texts. t(key, params) formats {name} placeholders; unknown keys fall
 // back to English, then to the key itself, so a missing text is visible but harmless.
+// Wire names (event types, command and audit outcomes) stay as sent in English and are
+// translated in Chinese; so are the policy decisions a target writes (policyText).
+
+import { COMMANDS, EVENT_TYPES } from './vocabulary.js';
 
 const en = {
   title: 'Supervisor',
@@ -47,6 +51,10 @@ const en = {
   f_correlation: 'Correlation id',
   f_kinds: 'Show',
   f_text: 'Text',
+  f_text_placeholder: 'Search the timeline',
+  f_path_placeholder: 'Child path /root/…',
+  more_filters: 'More filters',
+  resize_split: 'Resize the tree and the timeline (arrow keys)',
   all: 'All',
   clear: 'Clear',
   col_seq: 'Seq',
@@ -108,14 +116,10 @@ const en = {
   cs_expired: 'expired',
   // node detail fields
   d_path: 'Path',
-  d_kind: 'Kind',
-  d_criticality: 'Criticality',
+  d_kind: 'Kind · criticality',
   d_tags: 'Tags',
-  d_lifecycle: 'Lifecycle',
-  d_health: 'Health',
-  d_readiness: 'Readiness',
-  d_generation: 'Generation',
-  d_attempt: 'Attempt',
+  d_health: 'Health · readiness',
+  d_generation: 'Generation · attempt',
   d_restart_count: 'Restart count',
   d_last_failure: 'Last failure',
   d_last_policy: 'Last policy decision',
@@ -171,7 +175,42 @@ const en = {
   k_child_task: 'task',
   k_child_process: 'process',
   k_child_service: 'service',
+  // timeline columns
+  seq_event: 'ev {n}',
+  seq_log: 'log {n}',
+  seq_help: 'Events and log lines are numbered separately (ev / log)',
+  time_help: 'Local time; hover a time for UTC',
+  // outcomes of commands (results and audit records)
+  res_accepted: 'accepted',
+  res_completed: 'completed',
+  res_rejected: 'rejected',
+  res_failed: 'failed',
+  res_refused: 'refused',
+  // diagnostics of ours
+  diag_unknown_type: 'the relay sent an unknown message type {type}',
+  diag_unreadable: 'unreadable message from the relay',
+  diag_gap: 'events {from}–{to} not received',
+  diag_journal_restarted: '{name}: the event sequence restarted (a new target process)',
+  diag_target_unavailable: '{name} is unavailable',
+  diag_target_expired: '{name} is expired',
+  diag_target_reconnecting: '{name} is reconnecting',
+  diag_retry: '{reason}; retrying in {delay} ms (attempt {attempt})',
+  diag_command_error: '{command}: {message}',
+  // policy decisions, as a target writes them (see policyText)
+  pol_waiting: 'waiting for {deps}',
+  pol_not_restarted_shutdown: 'not restarted (shutting down)',
+  pol_not_restarted: 'not restarted ({policy})',
+  pol_intensity: 'restart intensity exceeded ({limit} in {window} ms): escalate',
+  pol_supervisor_limit: 'supervisor failure limit exceeded: escalate',
+  pol_backoff: 'restart after {ms} ms (backoff)',
+  pol_with: 'restart with {path} ({strategy})',
+  pol_resumed: 'resumed',
+  pol_restarted_by_command: 'restarted by command',
+  pol_paused_by_command: 'paused by command',
+  pol_quarantined_by_command: 'quarantined by command',
 };
+// English shows event types as the wire names them.
+for (const type of EVENT_TYPES) en[`evt_${type}`] = type;
 
 const zh = {
   title: '监督树',
@@ -219,6 +258,10 @@ const zh = {
   f_correlation: '关联 ID',
   f_kinds: '显示',
   f_text: '文本',
+  f_text_placeholder: '搜索时间线',
+  f_path_placeholder: '子节点路径 /root/…',
+  more_filters: '更多过滤条件',
+  resize_split: '调整监督树与时间线的高度（方向键）',
   all: '全部',
   clear: '清除',
   col_seq: '序号',
@@ -276,14 +319,10 @@ const zh = {
   cs_unavailable: '不可用',
   cs_expired: '已过期',
   d_path: '路径',
-  d_kind: '类型',
-  d_criticality: '重要性',
+  d_kind: '类型 · 重要性',
   d_tags: '标签',
-  d_lifecycle: '生命周期',
-  d_health: '健康',
-  d_readiness: '就绪',
-  d_generation: '代数',
-  d_attempt: '尝试',
+  d_health: '健康 · 就绪',
+  d_generation: '代数 · 尝试',
   d_restart_count: '重启次数',
   d_last_failure: '最近失败',
   d_last_policy: '最近策略决定',
@@ -336,7 +375,63 @@ const zh = {
   k_child_task: '任务',
   k_child_process: '进程',
   k_child_service: '服务',
+  seq_event: '事件 {n}',
+  seq_log: '日志 {n}',
+  seq_help: '事件与日志分别编号（事件 / 日志）',
+  time_help: '本地时间；悬停可查看 UTC 时间',
+  res_accepted: '已接受',
+  res_completed: '已完成',
+  res_rejected: '已拒绝',
+  res_failed: '失败',
+  res_refused: '被拒绝',
+  diag_unknown_type: '中继发送了未知的消息类型 {type}',
+  diag_unreadable: '无法读取中继发来的消息',
+  diag_gap: '未收到事件 {from}–{to}',
+  diag_journal_restarted: '{name}：事件序号已重新开始（新的目标进程）',
+  diag_target_unavailable: '{name} 不可用',
+  diag_target_expired: '{name} 已过期',
+  diag_target_reconnecting: '{name} 正在重连',
+  diag_retry: '{reason}；{delay} 毫秒后重试（第 {attempt} 次）',
+  diag_command_error: '{command}：{message}',
+  pol_waiting: '等待 {deps}',
+  pol_not_restarted_shutdown: '未重启（正在关闭）',
+  pol_not_restarted: '未重启（{policy}）',
+  pol_intensity: '重启强度超限（{window} 毫秒内 {limit} 次）：上报',
+  pol_supervisor_limit: '监督者失败次数超限：上报',
+  pol_backoff: '{ms} 毫秒后重启（退避）',
+  pol_with: '随 {path} 一起重启（{strategy}）',
+  pol_resumed: '已恢复',
+  pol_restarted_by_command: '按命令重启',
+  pol_paused_by_command: '按命令暂停',
+  pol_quarantined_by_command: '按命令隔离',
+  evt_child_started: '子节点启动',
+  evt_child_running: '子节点运行',
+  evt_child_ready: '子节点就绪',
+  evt_child_exited: '子节点退出',
+  evt_child_failed: '子节点失败',
+  evt_child_restarting: '子节点重启中',
+  evt_child_restarted: '子节点已重启',
+  evt_backoff_scheduled: '退避已安排',
+  evt_restart_intensity_exceeded: '重启强度超限',
+  evt_child_paused: '子节点已暂停',
+  evt_child_resumed: '子节点已恢复',
+  evt_child_quarantined: '子节点已隔离',
+  evt_child_removed: '子节点已移除',
+  evt_child_added: '子节点已添加',
+  evt_child_heartbeat_stale: '心跳停滞',
+  evt_supervisor_escalated: '监督者上报',
+  evt_shutdown_phase_changed: '关闭阶段变化',
+  evt_tree_stopped: '监督树已停止',
+  evt_command_received: '收到命令',
+  evt_command_completed: '命令完成',
 };
+
+// A command as the timeline and the audit name it: its wire name in English, its label in
+// Chinese (tv('cmdw', name)).
+for (const command of COMMANDS) {
+  en[`cmdw_${command}`] = command;
+  zh[`cmdw_${command}`] = zh[`cmd_${command}`];
+}
 
 export const DICTIONARIES = { en, zh };
 export const LANGUAGES = ['en', 'zh'];
@@ -361,6 +456,31 @@ export function tv(prefix, value) {
   if (value === null || value === undefined) return value;
   const key = `${prefix}_${value}`;
   return (DICTIONARIES[current][key] ?? en[key]) === undefined ? String(value) : t(key);
+}
+
+// A target's policy decision (RuntimeState.last_policy_decision) in the current language;
+// text of another form is shown as sent.
+const DECISIONS = [
+  [/^waiting for (?<deps>.+)$/, 'pol_waiting'],
+  [/^not restarted \(shutting down\)$/, 'pol_not_restarted_shutdown'],
+  [/^not restarted \((?<policy>[^)]+)\)$/, 'pol_not_restarted'],
+  [/^restart intensity exceeded \((?<limit>\d+) in (?<window>\d+) ms\): escalate$/, 'pol_intensity'],
+  [/^supervisor failure limit exceeded: escalate$/, 'pol_supervisor_limit'],
+  [/^restart after (?<ms>\d+) ms \(backoff\)$/, 'pol_backoff'],
+  [/^restart with (?<path>\S+) \((?<strategy>[a-z_]+)\)$/, 'pol_with'],
+  [/^resumed$/, 'pol_resumed'],
+  [/^restarted by command$/, 'pol_restarted_by_command'],
+  [/^paused by command$/, 'pol_paused_by_command'],
+  [/^quarantined by command$/, 'pol_quarantined_by_command'],
+];
+
+export function policyText(text) {
+  if (typeof text !== 'string') return text;
+  for (const [pattern, key] of DECISIONS) {
+    const m = pattern.exec(text);
+    if (m) return t(key, m.groups || {});
+  }
+  return text;
 }
 
 // Default language: stored choice, else the browser's preference.

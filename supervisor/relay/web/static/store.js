@@ -54,6 +54,11 @@ export class Ring {
   }
 }
 
+// The diagnostic text for a target entering a connection state.
+function targetStateText(t, state) {
+  return { key: `diag_target_${state}`, params: { name: t.displayName } };
+}
+
 const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
 const RESULT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
 
@@ -188,8 +193,10 @@ export class Store {
     return c;
   }
 
-  diag(level, code, message, targetId = null) {
-    this.diagnostics.push({ at: this.now().toISOString(), level, code, message, targetId });
+  // A diagnostic. `text` is the relay's or target's own message (a string, shown as sent) or
+  // {key, params} of a text of ours, shown in the current language.
+  diag(level, code, text, targetId = null) {
+    this.diagnostics.push({ at: this.now().toISOString(), level, code, text, targetId });
     this.changes.diagnostics = true;
   }
 
@@ -203,7 +210,7 @@ export class Store {
   apply(msg) {
     const handler = HANDLERS[msg.type];
     if (!handler) {
-      this.diag('warning', 'unsupported_message_type', `unknown message type ${msg.type}`);
+      this.diag('warning', 'unsupported_message_type', { key: 'diag_unknown_type', params: { type: msg.type } });
       return;
     }
     handler(this, msg);
@@ -236,7 +243,7 @@ export class Store {
     const t = this.target(targetId);
     if (t.eventSeqs.has(ev.sequence)) return null;
     if (t.lastEventSeq && ev.sequence > t.lastEventSeq + 1) {
-      this.diag('info', 'sequence_gap', `events ${t.lastEventSeq + 1}–${ev.sequence - 1} not received`, targetId);
+      this.diag('info', 'sequence_gap', { key: 'diag_gap', params: { from: t.lastEventSeq + 1, to: ev.sequence - 1 } }, targetId);
     }
     t.lastEventSeq = Math.max(t.lastEventSeq, ev.sequence);
     t.eventSeqs.add(ev.sequence);
@@ -380,7 +387,7 @@ const HANDLERS = {
       t.supportedCommands = (info.supported_commands || []).map((c) => c.name);
       t.connectionState = info.connection_state;
       if (previous !== info.connection_state && ['unavailable', 'expired'].includes(info.connection_state)) {
-        store.diag('warning', `target_${info.connection_state}`, `${t.displayName} is ${info.connection_state}`, t.targetId);
+        store.diag('warning', `target_${info.connection_state}`, targetStateText(t, info.connection_state), t.targetId);
       }
     }
     // Targets gone from the list stay visible as expired until the buffers are no longer needed.
@@ -415,7 +422,7 @@ const HANDLERS = {
       t.eventSeqs.clear();
       t.logSeqs.clear();
       t.lastEventSeq = 0;
-      store.diag('info', 'journal_restarted', `${t.displayName}: event sequence restarted`, t.targetId);
+      store.diag('info', 'journal_restarted', { key: 'diag_journal_restarted', params: { name: t.displayName } }, t.targetId);
     }
     // Replayed events and logs join the timeline in time order (RFC 3339 UTC strings with a
     // fixed precision compare correctly as text); sequence breaks ties within a kind.
@@ -460,7 +467,7 @@ const HANDLERS = {
     t.connectionState = msg.state;
     if (previous !== msg.state && ['unavailable', 'expired', 'reconnecting'].includes(msg.state)) {
       store.diag(msg.state === 'reconnecting' ? 'info' : 'warning', `target_${msg.state}`,
-        `${t.displayName} is ${msg.state}`, t.targetId);
+        targetStateText(t, msg.state), t.targetId);
     }
     store.changes.targets = true;
   },
@@ -483,12 +490,15 @@ const HANDLERS = {
       path,
       correlationId: result.correlation_id ?? result.command_id ?? null,
       time: result.completed_at,
+      outcome: result.status,
       summary: `${command || 'command'} ${path || ''} → ${result.status}`.replace(/\s+/g, ' '),
       detail: result.error ? `${result.error.code}: ${result.error.message}` : '',
       raw: result,
     });
     if (result.error) {
-      store.diag('warning', result.error.code, `${command || result.command_id}: ${result.error.message}`, msg.target_id);
+      store.diag('warning', result.error.code, {
+        key: 'diag_command_error', params: { command: command || result.command_id, message: result.error.message },
+      }, msg.target_id);
     }
     store.changes.results.push({ kind: 'result', result, sent, row });
   },
@@ -510,6 +520,7 @@ const HANDLERS = {
       path,
       correlationId: a.command_id ?? null,
       time: a.occurred_at,
+      outcome: a.result,
       summary: `${a.command} ${path || ''} → ${a.result}`.replace(/\s+/g, ' '),
       detail: `${a.identity ? a.identity.principal : ''}: ${a.reason || ''}${a.detail ? ` (${a.detail})` : ''}`,
       raw: a,
@@ -541,6 +552,7 @@ const HANDLERS = {
         path: sent.target.child_path,
         correlationId: sent.command_id,
         time: store.now().toISOString(),
+        outcome: 'refused',
         summary: `${sent.command} ${sent.target.child_path || ''} → refused`.replace(/\s+/g, ' '),
         detail: `${err.code}: ${err.message}`,
         raw: err,

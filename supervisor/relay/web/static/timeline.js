@@ -16,18 +16,28 @@ export function isAtBottom(scrollTop, clientHeight, scrollHeight, slack = ROW_HE
   return scrollTop + clientHeight >= scrollHeight - slack;
 }
 
-// Time of day with milliseconds from an RFC 3339 timestamp (UTC, as sent).
+const pad = (n, width = 2) => String(n).padStart(width, '0');
+
+// Local time of day with milliseconds from an RFC 3339 timestamp (the wire's UTC); text
+// that is no timestamp is shown as it is. utcTime gives the UTC form for a hover title.
 export function shortTime(iso) {
   if (!iso || typeof iso !== 'string') return '';
-  const m = /T(\d{2}:\d{2}:\d{2})(\.\d{1,3})?/.exec(iso);
-  return m ? `${m[1]}${(m[2] || '.000').padEnd(4, '0')}` : iso;
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) return iso;
+  const d = new Date(ms);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+export function utcTime(iso) {
+  return typeof iso === 'string' && !Number.isNaN(Date.parse(iso)) ? `${iso} (UTC)` : '';
 }
 
 const COLUMNS = ['seq', 'kind', 'sev', 'target', 'summary', 'detail', 'time'];
 
 export class Timeline {
-  // host: scrollable element; labels: {kind(k), severity(s)} for translated cells;
-  // onFollowChange(following); onOpen(row) when a row is activated.
+  // host: scrollable element (role grid); labels: {seq(row), kind(k), severity(s),
+  // summary(row)} for the translated cells; onFollowChange(following); onOpen(row) when a row
+  // is activated. The active row is the grid's aria-activedescendant, with aria-selected.
   constructor(host, { labels, onFollowChange = () => {}, onOpen = () => {}, targetName = (id) => id }) {
     this.host = host;
     this.labels = labels;
@@ -76,21 +86,26 @@ export class Timeline {
     const [start, end] = visibleRange(this.host.scrollTop, this.host.clientHeight || 400, ROW_HEIGHT, n);
     const needed = end - start;
     while (this.pool.length < needed) this.pool.push(this._makeRow());
+    let activeEl = null;
     for (let i = 0; i < this.pool.length; i += 1) {
       const el = this.pool[i];
       if (i < needed) {
         this._fill(el, start + i);
         if (!el.isConnected) this.layer.appendChild(el);
+        if (start + i === this.active) activeEl = el;
       } else if (el.isConnected) {
         el.remove();
       }
     }
+    if (activeEl) this.host.setAttribute('aria-activedescendant', activeEl.id);
+    else this.host.removeAttribute('aria-activedescendant');
   }
 
   _makeRow() {
     const doc = this.host.ownerDocument;
     const el = doc.createElement('div');
     el.className = 'tl-row';
+    el.id = `${this.host.id || 'timeline'}-row-${this.pool.length}`;
     el.setAttribute('role', 'row');
     el.cells = COLUMNS.map((c) => {
       const cell = doc.createElement('span');
@@ -111,15 +126,18 @@ export class Timeline {
     el.style.transform = `translateY(${index * ROW_HEIGHT}px)`;
     el.setAttribute('aria-rowindex', String(index + 1));
     el.className = `tl-row sev-${row.severity} kind-${row.kind}${index % 2 ? ' odd' : ''}${index === this.active ? ' active' : ''}`;
+    el.setAttribute('aria-selected', String(index === this.active));
     const c = el.cells;
-    c[0].textContent = row.sequence ?? '';
+    const summary = this.labels.summary(row);
+    c[0].textContent = row.sequence === null || row.sequence === undefined ? '' : this.labels.seq(row);
     c[1].textContent = this.labels.kind(row.kind);
     c[2].textContent = this.labels.severity(row.severity);
     c[3].textContent = this.targetName(row.targetId);
-    c[4].textContent = row.summary;
+    c[4].textContent = summary;
     c[5].textContent = row.detail;
     c[6].textContent = shortTime(row.time);
-    el.title = row.summary;
+    c[6].title = utcTime(row.time);
+    el.title = summary;
   }
 
   // Forces every pooled row to refresh (after a language change).

@@ -184,13 +184,20 @@ export function boundingBox(positions, topology, g = GEOMETRY) {
   return { x: x0, y: y0, width: x1 - x0 + (hasDeps ? 90 : 0), height: y1 - y0 };
 }
 
-// Scale and translation that fit a box into a viewport with padding, never zooming past 1.5x.
+// Fitting never shrinks the tree below this scale, so labels stay readable; a larger tree
+// is shown from its top left and panned (or zoomed out by hand).
+export const MIN_FIT_SCALE = 0.7;
+
+// Scale and translation that fit a box into a viewport with padding, between minK and 1.25x.
 // `bottom` is extra space kept free below the box (the legend overlays the canvas there).
-export function fitTransform(box, viewW, viewH, pad = 16, bottom = 0) {
+
+export function fitTransform(box, viewW, viewH, pad = 16, bottom = 0, minK = MIN_FIT_SCALE) {
   if (!box.width || !box.height || !viewW || !viewH) return { k: 1, x: 0, y: 0 };
   const usableH = Math.max(1, viewH - bottom);
-  const k = Math.min(1.25, (viewW - 2 * pad) / box.width, (usableH - 2 * pad) / box.height);
-  return { k, x: (viewW - box.width * k) / 2 - box.x * k, y: (usableH - box.height * k) / 2 - box.y * k };
+  const k = Math.max(minK, Math.min(1.25, (viewW - 2 * pad) / box.width, (usableH - 2 * pad) / box.height));
+  // centred along each axis where it fits; else from the top left, where the root is
+  const along = (size, view, start) => (size * k <= view - 2 * pad ? (view - size * k) / 2 - start * k : pad - start * k);
+  return { k, x: along(box.width, viewW, box.x), y: along(box.height, usableH, box.y) };
 }
 
 // Zoom by `factor` around viewport point (cx, cy), clamped to [0.05, 4].

@@ -15,8 +15,8 @@ function truncate(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
-// SVG markup of the whole tree (edges, dependency arcs, one <g class="node"> per node in
-// layout order) and each node's lower-case name for search. Remote text is escaped.
+// SVG markup of the whole tree (edges, dependency arcs, one <g class="node" role="treeitem">
+// per node in layout order) and each node's lower-case name for search. Remote text is escaped.
 export function treeMarkup(topology, layout, positions, manual) {
   const nodes = new Map((topology.nodes || []).map((n) => [n.path, n]));
   if (topology.root) nodes.set(topology.root.path, topology.root);
@@ -26,17 +26,17 @@ export function treeMarkup(topology, layout, positions, manual) {
   for (const dep of dependencyPaths(topology, positions)) {
     html.push(`<path class="dep" marker-end="url(#dep-arrow)" d="${dep.d}"/>`);
   }
-  for (const path of layout.order) {
+  layout.order.forEach((path, i) => {
     const node = nodes.get(path);
     const p = positions.get(path);
-    if (!node || !p) continue;
+    if (!node || !p) return;
     const name = truncate(node.name || node.child_id || path, 20);
-    html.push(`<g class="node" data-path="${esc(path)}" transform="translate(${p.x},${p.y})">`
+    html.push(`<g class="node" id="tree-node-${i}" role="treeitem" aria-selected="false" data-path="${esc(path)}" transform="translate(${p.x},${p.y})">`
       + `<title>${esc(path)}</title>`
       + `<rect width="${GEOMETRY.nodeW}" height="${GEOMETRY.nodeH}" rx="7"/>`
       + `<text class="kind" x="10" y="19">${KIND_MARK[node.kind] || '?'}</text>`
       + `<text class="name" x="26" y="19">${esc(name)}</text></g>`);
-  }
+  });
   return { html: html.join(''), names };
 }
 
@@ -61,6 +61,8 @@ export class TopologyView {
     this.search = '';
     this.failedOnly = false;
     this.t = { k: 1, x: 0, y: 0 };
+    this._fitted = false; // fitted once for this target
+    this._moved = false; // zoomed or panned by hand since the last fit
     this.root = svg.ownerDocument.createElementNS(SVG_NS, 'g');
     this.root.setAttribute('class', 'viewport');
     svg.appendChild(this.root);
@@ -76,6 +78,7 @@ export class TopologyView {
     if (targetChanged) this.manual = targetId ? this.memory.load(targetId) : new Map();
     if (!topology) {
       this.root.replaceChildren();
+      this.svg.removeAttribute('aria-activedescendant');
       this.elements.clear();
       this.layout = null;
       return;
@@ -98,6 +101,20 @@ export class TopologyView {
     this.elements.clear();
     for (const el of this.root.querySelectorAll('g.node')) this.elements.set(el.getAttribute('data-path'), el);
     this.refreshStates();
+    this._exposeSelection(null, this.selected);
+  }
+
+  // The selected node is the tree's aria-activedescendant, with aria-selected.
+  _exposeSelection(previous, path) {
+    const before = previous && this.elements.get(previous);
+    if (before) before.setAttribute('aria-selected', 'false');
+    const el = path && this.elements.get(path);
+    if (el) {
+      el.setAttribute('aria-selected', 'true');
+      this.svg.setAttribute('aria-activedescendant', el.id);
+    } else {
+      this.svg.removeAttribute('aria-activedescendant');
+    }
   }
 
   // Re-colours nodes (all, or the given paths) from current lifecycle states.
@@ -136,6 +153,7 @@ export class TopologyView {
     const previous = this.selected;
     this.selected = path;
     this.refreshStates([previous, path].filter(Boolean));
+    this._exposeSelection(previous, path);
     if (reveal && path) this.reveal(path);
     if (notify) this.onSelect(path);
   }
@@ -159,13 +177,20 @@ export class TopologyView {
     const { width, height } = this.svg.getBoundingClientRect();
     if (!width || !height) return;
     this._fitted = true;
+    this._moved = false;
     const legend = this.svg.parentElement.querySelector('.legend');
     const reserve = legend ? legend.getBoundingClientRect().height + 8 : 0;
     this.t = fitTransform(this.bounds(), width, height, 16, reserve);
     this._applyTransform();
   }
 
+  // After the canvas changed size: fits again unless the operator has zoomed or panned.
+  refit() {
+    if (!this._moved) this.fit();
+  }
+
   zoom(factor) {
+    this._moved = true;
     const { width, height } = this.svg.getBoundingClientRect();
     this.t = zoomAt(this.t, factor, width / 2, height / 2);
     this._applyTransform();
@@ -190,6 +215,7 @@ export class TopologyView {
     let drag = null;
     this.svg.addEventListener('wheel', (ev) => {
       ev.preventDefault();
+      this._moved = true;
       const box = this.svg.getBoundingClientRect();
       this.t = zoomAt(this.t, ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - box.left, ev.clientY - box.top);
       this._applyTransform();
@@ -214,6 +240,7 @@ export class TopologyView {
         this.manual.set(drag.path, p);
         this.elements.get(drag.path).setAttribute('transform', `translate(${r(p.x)},${r(p.y)})`);
       } else {
+        this._moved = true;
         this.t = { ...drag.t, x: drag.t.x + dx, y: drag.t.y + dy };
         this._applyTransform();
       }

@@ -1,9 +1,9 @@
 // Audit pane: the newest audit records of every target, newest first.
 
-import { elements, h } from '../dom.js';
+import { elements, h, pathText } from '../dom.js';
 import { allRows } from '../filter.js';
-import { t } from '../i18n.js';
-import { shortTime } from '../timeline.js';
+import { t, tv } from '../i18n.js';
+import { shortTime, utcTime } from '../timeline.js';
 
 export const AUDIT_ROWS_SHOWN = 300;
 
@@ -24,11 +24,11 @@ export class AuditPanel {
     this.el.auditBody.replaceChildren(...rows.map((r) => {
       const a = r.raw;
       return h('tr', { class: `res-${a.result}` },
-        h('td', { class: 'mono' }, shortTime(a.occurred_at)),
+        h('td', { class: 'mono', title: utcTime(a.occurred_at) }, shortTime(a.occurred_at)),
         h('td', {}, r.targetId),
-        h('td', {}, a.command),
-        h('td', { class: 'mono' }, (a.target && a.target.child_path) || t('d_none')),
-        h('td', {}, a.result, a.detail && a.detail !== a.result ? ` (${a.detail})` : ''),
+        h('td', {}, tv('cmdw', a.command)),
+        h('td', { class: 'mono path' }, pathText((a.target && a.target.child_path) || t('d_none'))),
+        h('td', {}, tv('res', a.result), a.detail && a.detail !== a.result ? ` (${a.detail})` : ''),
         h('td', {}, a.identity ? a.identity.principal : ''),
         h('td', {}, a.reason || ''));
     }));

@@ -1,15 +1,23 @@
 // Node detail: facts and runtime state of the selected node and its recent events.
 
-import { elements, h } from '../dom.js';
-import { t, tv } from '../i18n.js';
+import { elements, h, pathText } from '../dom.js';
+import { policyText, t, tv } from '../i18n.js';
 import { nodeEvents } from '../store.js';
-import { shortTime } from '../timeline.js';
+import { shortTime, utcTime } from '../timeline.js';
 
+// A fact of the node: label and value (text, or nodes such as pathText's).
 function field(labelKey, value, cls = '') {
-  const shown = value === null || value === undefined || value === '' ? t('d_none') : String(value);
-  return [h('dt', {}, t(labelKey)), h('dd', { class: cls }, shown)];
+  const none = value === null || value === undefined || value === '';
+  return [h('dt', {}, t(labelKey)), h('dd', { class: cls }, none ? t('d_none') : value)];
 }
 
+// Two facts in one line ("task · critical"); none when neither is known.
+function joined(a, b) {
+  return [a, b].filter((v) => v !== null && v !== undefined && v !== '').join(' · ');
+}
+
+// The lifecycle is the title's badge; the facts come in pairs where they belong together, so
+// that the node's recent events keep room below them.
 export class DetailPanel {
   constructor(root, { store, selection }) {
     this.store = store;
@@ -36,25 +44,21 @@ export class DetailPanel {
         h('strong', {}, node.name || node.child_id || node.path),
         h('span', { class: `badge lc st-${lifecycle}` }, tv('lc', lifecycle))),
       h('dl', { class: 'facts' },
-        field('d_path', node.path, 'mono'),
-        field('d_kind', tv('k', node.kind)),
-        field('d_criticality', tv('crit', node.criticality)),
+        field('d_path', pathText(node.path), 'mono path'),
+        field('d_kind', joined(tv('k', node.kind), tv('crit', node.criticality))),
         field('d_tags', (node.tags || []).join(', ')),
-        field('d_lifecycle', tv('lc', lifecycle)),
-        field('d_health', tv('h', rt.health)),
-        field('d_readiness', tv('r', rt.readiness)),
-        field('d_generation', rt.generation),
-        field('d_attempt', rt.attempt),
+        field('d_health', joined(tv('h', rt.health), tv('r', rt.readiness))),
         field('d_restart_count', rt.restart_count),
+        field('d_generation', joined(rt.generation, rt.attempt)),
         field('d_last_failure', rt.last_failure, rt.last_failure ? 'bad' : ''),
-        field('d_last_policy', rt.last_policy_decision),
-        field('d_shutdown', tv('sh', rt.shutdown_state)),
+        field('d_last_policy', policyText(rt.last_policy_decision)),
+        rt.shutdown_state && rt.shutdown_state !== 'idle' ? field('d_shutdown', tv('sh', rt.shutdown_state)) : null,
         diag.message ? field('d_diagnostic', diag.message) : null),
       h('h3', {}, t('d_recent_events')),
       events.length
         ? h('ol', { class: 'node-events' }, events.map((e) => h('li', { class: `sev-${e.severity}` },
-          h('span', { class: 'mono' }, `#${e.sequence}`), ' ', h('span', {}, e.type), ' ',
-          h('span', { class: 'muted' }, shortTime(e.time)))))
+          h('span', { class: 'mono muted', title: utcTime(e.time) }, shortTime(e.time)), ' ',
+          h('span', {}, tv('evt', e.type)), ' ', h('span', { class: 'mono muted' }, `#${e.sequence}`))))
         : h('p', { class: 'empty' }, t('d_no_events')),
     );
   }

@@ -2,8 +2,13 @@
 // badge on the tab counting those that arrived while the pane was not shown.
 
 import { elements, h } from '../dom.js';
-import { t } from '../i18n.js';
-import { shortTime } from '../timeline.js';
+import { t, tv } from '../i18n.js';
+import { shortTime, utcTime } from '../timeline.js';
+
+// A diagnostic's text: a text of ours in the current language, or a peer's message as sent.
+export function diagnosticText(d) {
+  return typeof d.text === 'string' ? d.text : t(d.text.key, d.text.params);
+}
 
 export class DiagnosticsPanel {
   // wsUrl: the session's WebSocket address, shown with the session facts.
@@ -44,10 +49,10 @@ export class DiagnosticsPanel {
       `${t('diag_filter_version')} ${s.filterVersion ?? '—'}`);
     const rows = this.store.diagnostics.toArray().reverse();
     this.el.diagBody.replaceChildren(...(rows.length ? rows.map((d) => h('tr', { class: `lvl-${d.level}` },
-      h('td', { class: 'mono' }, shortTime(d.at)),
-      h('td', {}, d.level),
+      h('td', { class: 'mono', title: utcTime(d.at) }, shortTime(d.at)),
+      h('td', {}, tv('sev', d.level)),
       h('td', { class: 'mono' }, d.code),
       h('td', {}, d.targetId || ''),
-      h('td', {}, d.message))) : [h('tr', {}, h('td', { colspan: '5', class: 'empty' }, t('diag_empty')))]));
+      h('td', {}, diagnosticText(d)))) : [h('tr', {}, h('td', { colspan: '5', class: 'empty' }, t('diag_empty')))]));
   }
 }

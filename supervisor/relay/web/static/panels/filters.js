@@ -1,5 +1,6 @@
 // Timeline filter form: re-filters the local rows at once and sends the contract conditions
-// to the relay once typing settles (and only when they changed).
+// to the relay once typing settles (and only when they changed). The common filters sit in
+// one row; "More filters" shows the rest and counts those of them in use.
 
 import { elements, h, offerOptions } from '../dom.js';
 import { ROW_KINDS, makeViewFilter } from '../filter.js';
@@ -22,7 +23,7 @@ export class FiltersPanel {
     this.timers = timers;
     this.el = elements(root, [
       'filters', 'f-target', 'f-path', 'f-lifecycle', 'f-type', 'f-severities', 'f-seq', 'f-corr', 'f-kinds',
-      'f-text', 'f-clear', 'event-types',
+      'f-text', 'f-clear', 'event-types', 'f-more', 'f-more-count', 'filters-more',
     ]);
     this.lastSent = null; // conditions the relay has, when known
     this.sendTimer = null;
@@ -34,6 +35,21 @@ export class FiltersPanel {
       for (const i of el.fKinds.querySelectorAll('input')) i.checked = true;
       this._onInput();
     });
+    el.fMore.addEventListener('click', () => this.showMore(el.filtersMore.hidden));
+  }
+
+  showMore(on) {
+    this.el.filtersMore.hidden = !on;
+    this.el.fMore.setAttribute('aria-expanded', String(on));
+  }
+
+  // How many of the filters behind "More filters" are in use, shown on the button.
+  _countMore() {
+    const { el } = this;
+    const kindsOff = [...el.fKinds.querySelectorAll('input')].some((i) => !i.checked);
+    const n = [el.fTarget.value, el.fLifecycle.value, el.fSeq.value, el.fCorr.value.trim(), kindsOff].filter(Boolean).length;
+    el.fMoreCount.hidden = n === 0;
+    el.fMoreCount.textContent = String(n);
   }
 
   // The form's contract conditions (log_event_filter_conditions).
@@ -53,6 +69,7 @@ export class FiltersPanel {
   }
 
   _onInput() {
+    this._countMore();
     const conditions = this.conditions();
     this.onChange(makeViewFilter({ conditions, kinds: checkedValues(this.el.fKinds), text: this.el.fText.value }));
     this.timers.clearTimeout(this.sendTimer);

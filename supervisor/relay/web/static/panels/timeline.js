@@ -3,8 +3,19 @@
 
 import { elements } from '../dom.js';
 import { TimelineView } from '../filter.js';
-import { t } from '../i18n.js';
+import { t, tv } from '../i18n.js';
 import { Timeline } from '../timeline.js';
+
+// A row's summary in the current language: event types and command outcomes translated, log
+// lines as written.
+export function rowSummary(row) {
+  if (row.kind === 'event') return `${tv('evt', row.type)} ${row.path ?? ''}`.trim();
+  if (row.kind === 'result' || row.kind === 'audit') {
+    const command = row.type && row.type !== 'command_result' ? tv('cmdw', row.type) : t('command');
+    return `${command} ${row.path || ''} → ${tv('res', row.outcome)}`.replace(/\s+/g, ' ');
+  }
+  return row.summary;
+}
 
 export class TimelinePanel {
   constructor(root, { store }) {
@@ -13,7 +24,12 @@ export class TimelinePanel {
     this.view = new TimelineView(store); // the filtered rows
     this.pausedNew = 0; // rows arrived while follow is paused
     this.grid = new Timeline(this.el.timeline, {
-      labels: { kind: (k) => t(`kind_${k}`), severity: (s) => t(`sev_${s}`) },
+      labels: {
+        seq: (row) => t(row.kind === 'log' ? 'seq_log' : 'seq_event', { n: row.sequence }),
+        kind: (k) => t(`kind_${k}`),
+        severity: (s) => t(`sev_${s}`),
+        summary: rowSummary,
+      },
       targetName: (id) => (store.targets.get(id) || {}).displayName || id,
       onFollowChange: (on) => {
         if (on) this.pausedNew = 0;

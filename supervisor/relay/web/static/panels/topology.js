@@ -58,6 +58,7 @@ export class TopologyPanel {
     const tg = this.store.targets.get(this.selection.targetId);
     const el = this.el.topologyTarget;
     el.textContent = tg ? `${tg.displayName} · ${t(`cs_${tg.connectionState || 'registered'}`)}` : '';
+    el.parentElement.title = el.textContent; // the title may be cut short in a narrow window
     el.className = tg ? `muted cs-text cs-${tg.connectionState}` : 'muted';
   }
 
