@@ -28,10 +28,12 @@ import sys
 import time
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, reactor, stdio
 from twisted.internet.endpoints import SSL4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.protocols.basic import LineReceiver
 
 STATE_PREFIX = b'{"type":"state"'
@@ -213,8 +215,10 @@ async def main(args: argparse.Namespace, stats: Stats, sessions: list[LeanSessio
     with open(args.ca, "rb") as f:
         trust = Certificate.loadPEM(f.read())
     with open(args.cert, "rb") as f, open(args.key, "rb") as g:
-        client = PrivateCertificate.loadPEM(f.read() + g.read())
-    tls = optionsForClientTLS("localhost", trustRoot=trust, clientCertificate=client)
+        # cryptography objects: pyOpenSSL's X509 and PKey are deprecated
+        mine = {"certificate": x509.load_pem_x509_certificate(f.read()),
+                "privateKey": serialization.load_pem_private_key(g.read(), None)}
+    tls = optionsForClientTLS("localhost", trustRoot=trust, extraCertificateOptions=mine)
     host = args.origin.split("://", 1)[1]
     sem = defer.DeferredSemaphore(8)
 

@@ -63,10 +63,12 @@ def server_tls_options(tls: TLSConfig, *, require_client_certificate: bool
             raise ConfigError("tls.client_ca_path", "is required in mTLS mode")
         trust_root = ssl.trustRootFromCertificates(
             load_pem_certificates("tls.client_ca_path", tls.client_ca_path))
+    # pyOpenSSL takes the certificate, key and chain as cryptography objects (its own X509
+    # and PKey there are deprecated); the trust root's store still takes X509.
     return CertificateOptions(
-        privateKey=private.privateKey.original,
-        certificate=private.original,
-        extraCertChain=[c.original for c in chain[1:]],
+        privateKey=private.privateKey.original.to_cryptography_key(),
+        certificate=private.original.to_cryptography(),
+        extraCertChain=[c.original.to_cryptography() for c in chain[1:]],
         trustRoot=trust_root,
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )

@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from relay_faketarget import FakeTarget, registration_payload
 from supervisor import certs
@@ -221,10 +221,9 @@ class WSClient(WebSocketClientProtocol):
 
 def client_tls(pki: PKI, client: certs.CertKey | None) -> Any:
     trust = Certificate.loadPEM(pki.ca.cert_pem())
-    cert = None
-    if client is not None:
-        cert = PrivateCertificate.loadPEM(client.cert_pem() + client.key_pem())
-    return optionsForClientTLS("localhost", trustRoot=trust, clientCertificate=cert)
+    # the client's certificate and key as cryptography objects (pyOpenSSL's are deprecated)
+    mine = {} if client is None else {"certificate": client.cert, "privateKey": client.key}
+    return optionsForClientTLS("localhost", trustRoot=trust, extraCertificateOptions=mine)
 
 
 async def connect_ws(port: int, pki: PKI, client: certs.CertKey | None, *,

@@ -8,7 +8,7 @@ import json
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.web import resource
+from twisted.web import pages
 
 from relay_memory import MemoryRelay
 from supervisor.relay.web.protocol import DashboardServerFactory, _WSTransport
@@ -54,7 +54,7 @@ def test_nothing_is_sent_on_a_connection_that_is_not_open():
 
 
 def channel(clock, deadline=0.6):
-    site = RelaySite(resource.Resource(), headers_deadline=deadline, reactor=clock, timeout=30)
+    site = RelaySite(pages.notFound(), headers_deadline=deadline, reactor=clock, timeout=30)
     protocol = site.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)

@@ -8,6 +8,7 @@ import datetime
 import os
 import socket
 import ssl
+import warnings
 from typing import Any
 
 import pytest
@@ -35,8 +36,10 @@ def _handshake(port: int, pki: Any, client: Any, cert_dir: str, *,
     client can offer old versions at all); returns the negotiated version."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(pki.ca_path)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
-    ctx.maximum_version = maximum
+    with warnings.catch_warnings():  # old versions on purpose: the relay must refuse them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = maximum
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     path = os.path.join(cert_dir, "tls-client.pem")
     with open(path, "wb") as f:
@@ -67,8 +70,8 @@ async def test_tls_below_1_2_is_refused_by_the_relays_minimum(relay, sockdir):
     pki = relay.pki
     # control: the same certificate behind a server without our minimum does speak TLS 1.1
     # here, so this client really offers it and this OpenSSL can negotiate it
-    control = CertificateOptions(privateKey=_key(pki),
-                                 certificate=_cert(pki),
+    control = CertificateOptions(privateKey=pki.server.key,
+                                 certificate=pki.server.cert,
                                  insecurelyLowerMinimumTo=TLSVersion.TLSv1_0)
     _lower_security_level(control)
     port = await SSL4ServerEndpoint(reactor, 0, control, interface="127.0.0.1").listen(
@@ -90,18 +93,6 @@ async def test_tls_below_1_2_is_refused_by_the_relays_minimum(relay, sockdir):
     version = await deferToThread(_handshake, service.https_port, pki, pki.operator, sockdir,
                                   maximum=ssl.TLSVersion.TLSv1_2)
     assert version == "TLSv1.2"
-
-
-def _key(pki: Any) -> Any:
-    from OpenSSL.crypto import PKey
-
-    return PKey.from_cryptography_key(pki.server.key)
-
-
-def _cert(pki: Any) -> Any:
-    from OpenSSL.crypto import X509
-
-    return X509.from_cryptography(pki.server.cert)
 
 
 # key usage -----------------------------------------------------------------------------------

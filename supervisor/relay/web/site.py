@@ -12,7 +12,8 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.web import http, resource, static
+from twisted.web import http, pages, resource, static
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from supervisor.config.relay import RelayConfig
@@ -45,12 +46,15 @@ PLACEHOLDER = b"""<!doctype html>
 
 
 class _StaticFiles(static.File):
-    """static.File with our content types, no directory listings and no caching surprises."""
+    """static.File with our content types, no directory listings and no caching surprises;
+    its error pages are twisted.web.pages' (which escape what they show)."""
 
     contentTypes = {**static.File.contentTypes, **CONTENT_TYPES}
+    childNotFound = pages.notFound()
+    forbidden = pages.forbidden()
 
-    def directoryListing(self) -> resource.Resource:
-        return resource.NoResource("no directory listings")
+    def directoryListing(self) -> IResource:
+        return pages.notFound(message="No directory listings.")
 
     def render_GET(self, request: Request) -> Any:
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -73,14 +77,14 @@ class DashboardRoot(resource.Resource):
         self._static_dir = static_dir
         self.putChild(b"supervisor", ws)
 
-    def getChild(self, name: bytes, request: Request) -> resource.Resource:
+    def getChild(self, name: bytes, request: Request) -> IResource:
         if name in (b"", b"index.html"):
             index = os.path.join(self._static_dir, "index.html")
             if os.path.isfile(index):
                 return _StaticFiles(index)
             return static.Data(PLACEHOLDER, "text/html; charset=utf-8")
         if not os.path.isdir(self._static_dir):
-            return resource.NoResource()
+            return pages.notFound()
         return _StaticFiles(self._static_dir).getChild(name, request)
 
     def render_GET(self, request: Request) -> bytes:
