@@ -226,7 +226,7 @@ def start_relay(procs: Procs, workdir: str, pki: Any, port: int,
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f)
     env = {**os.environ, "PYTHONPATH": ROOT}
-    relay = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=/dev/null",
+    relay = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=-",
                          "supervisor-relay", "--config", config_path], cwd=workdir, env=env,
                         log=os.path.join(workdir, "relay.log"))
     wait_until(lambda: port_open(port), 30, "relay listening", relay)
@@ -351,7 +351,7 @@ def fan_out_phase(procs: Procs) -> list[dict[str, Any]]:
         with open(target_yaml, "w") as f:
             f.write(TARGET_YAML.format(ipc=ipc, reg=os.path.join(workdir, "reg.sock")))
         gate = os.path.join(workdir, "gate")
-        target = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=/dev/null",
+        target = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=-",
                               "supervisor-target", "--config", target_yaml], cwd=workdir,
                              env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH}",
                                   "RELAYBENCH_GATE": gate, "RELAYBENCH_RATE": str(RATE)},
