@@ -55,7 +55,9 @@ class Options(usage.Options):
 def makeService(options: Options) -> Any:
     """Build the RelayService from validated options."""
     import txaio
+    from twisted.internet import reactor
 
+    from supervisor._signals import StopOnce
     from supervisor.relay.service import RelayService
 
     # autobahn logs every frame at debug level; a relay log should not
@@ -63,4 +65,5 @@ def makeService(options: Options) -> Any:
     config = options.relay_config
     if config is None:
         config = load_relay_config(options["config"])
+    StopOnce(reactor).install()  # Ctrl-C and a launcher's SIGTERM together: one clean stop
     return RelayService(config, reload_on_sighup=True)
