@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet import defer
 
 from supervisor import ChildKind, ChildSpec, Policy, SupervisorSpec
 from supervisor.testing import ManualTask, TreeHarness
@@ -179,3 +180,28 @@ def test_a_child_added_with_a_hold_stays_held(harness):
     assert harness.events("child_started", path="/root/held") == []
     assert harness.command("resume_child", "/root/held").status == "completed"
     assert harness.lifecycle("/root/held") == "running"
+
+
+
+@pytest.mark.parametrize("kind", ["task", "service"])
+def test_a_factory_that_raises_systemexit_fails_that_child_only_and_add_child_says_so(harness, kind):
+    manifest = f"{{name: quits, kind: {kind}, callable: 'sys:exit', restart_policy: temporary}}"
+    outcome = harness.command("add_child", None, child_manifest=manifest, command_id="cmd-exit")
+    assert outcome.status == "completed", outcome.error
+    assert harness.lifecycle("/root/quits") == "failed"
+    assert "SystemExit" in harness.row("/root/quits")["last_failure"]
+    completed = [e for e in harness.events("command_completed") if e.correlation_id == "cmd-exit"]
+    assert completed[0].payload["status"] == "completed"
+    assert harness.lifecycle("/root/a") == "running" and harness.lifecycle("/root/b") == "running"
+
+
+def test_a_coroutine_that_raises_systemexit_later_fails_the_child_and_it_restarts(harness):
+    async def quits_later(ctx):
+        await defer.succeed(None)
+        raise SystemExit(3)
+
+    outcome = harness.command("add_child", None, child_manifest=ChildSpec("later", ChildKind.TASK,
+                                                                          factory=quits_later))
+    assert outcome.status == "completed", outcome.error
+    assert "SystemExit: 3" in harness.row("/root/later")["last_failure"]
+    assert harness.lifecycle("/root/later") in ("restarting", "failed")

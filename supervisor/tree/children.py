@@ -84,6 +84,12 @@ class ChildContext:
             self.cancellation.callback(None)
 
 
+#: Exceptions that steer the process itself (Ctrl-C, a generator being closed): they pass
+#: through a user's factory untouched. Anything else a factory raises, ``SystemExit``
+#: included, fails that child only.
+PROCESS_CONTROL: tuple[type[BaseException], ...] = (KeyboardInterrupt, GeneratorExit)
+
+
 def describe_failure(failure: Failure) -> str:
     value = failure.value
     text = str(value)
@@ -124,7 +130,9 @@ class TaskRunner:
                 d = defer.Deferred.fromCoroutine(result)
             else:
                 d = defer.maybeDeferred(lambda: result)
-        except Exception:
+        except PROCESS_CONTROL:
+            raise
+        except BaseException:
             self._exit(Outcome(False, describe_failure(Failure())))
             return
         self._deferred = d
@@ -180,7 +188,9 @@ class ServiceRunner:
         assert self._spec.factory is not None
         try:
             self._service = IService(self._spec.factory(self._ctx))
-        except Exception:
+        except PROCESS_CONTROL:
+            raise
+        except BaseException:
             self._exit(Outcome(False, describe_failure(Failure())))
             return
         d = defer.maybeDeferred(self._service.startService)

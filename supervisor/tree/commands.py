@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 import attrs
 from twisted.internet import defer
+from twisted.logger import Logger
 
+from supervisor.tree.children import PROCESS_CONTROL
 from supervisor.tree.lifecycle import HELD, LIVE, IllegalTransition, Lifecycle, Trigger, move_for
 from supervisor.tree.model import (
     ROOT_PATH,
@@ -66,6 +68,8 @@ _HOLDS = {"pause_child": Trigger.PAUSE, "quarantine_child": Trigger.QUARANTINE}
 class Commands:
     """Runs :class:`CommandRequest` objects against one tree."""
 
+    _log = Logger()
+
     def __init__(
         self,
         root: SupervisorNode,
@@ -116,6 +120,15 @@ class Commands:
         except IllegalTransition as e:
             error = self._error("illegal_transition", "command_execute", str(e))
             outcome = CommandOutcome(request.command_id, "failed", error, (e.path,))
+        except PROCESS_CONTROL:
+            raise
+        except BaseException:
+            # a bug, not a refusal: still answered (and audited) as what it is
+            self._log.failure("command {command} {command_id} raised", command=request.command,
+                              command_id=request.command_id)
+            error = self._error("internal_error", "command_execute",
+                                f"{request.command} raised; see the target's log")
+            outcome = CommandOutcome(request.command_id, "failed", error)
         if audit:
             tree.emit(
                 "command_completed", path, child_id_of(path), request.command_id,

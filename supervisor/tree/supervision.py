@@ -12,8 +12,10 @@ from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from supervisor.tree.children import (
+    PROCESS_CONTROL,
     ChildContext,
     Outcome,
     ProcessRunner,
@@ -21,6 +23,7 @@ from supervisor.tree.children import (
     RunnerHooks,
     ServiceRunner,
     TaskRunner,
+    describe_failure,
 )
 from supervisor.tree.context import Tree
 from supervisor.tree.decisions import (
@@ -150,9 +153,16 @@ class Supervision:
 
     def _launch(self, child: ChildRuntime, trigger: Trigger, fields: dict[str, Any]) -> None:
         token = object()
+        ended: list[Outcome] = []
+
+        def exited(outcome: Outcome) -> None:
+            if not ended:
+                ended.append(outcome)
+                self._on_exit(child, token, outcome)
+
         hooks = RunnerHooks(
             running=lambda: self._on_running(child, token),
-            exited=lambda outcome: self._on_exit(child, token, outcome),
+            exited=exited,
             heartbeat=lambda: self._on_heartbeat(child, token),
             ready=lambda: self._on_ready(child, token),
             log=lambda severity, message, log_fields: self._tree.log(
@@ -175,7 +185,15 @@ class Supervision:
             runner=runner,
             **fields,
         )
-        runner.start()
+        try:
+            runner.start()
+        except PROCESS_CONTROL:
+            raise
+        except BaseException:
+            # a runner that raises fails its child, never the command or the caller above
+            failure = Failure()
+            self._log.failure("starting {path} raised", failure, path=child.path)
+            exited(Outcome(False, "start failed: " + describe_failure(failure)))
 
     def _make_runner(self, child: ChildRuntime, hooks: RunnerHooks) -> Runner:
         kind = child.spec.kind
