@@ -380,3 +380,41 @@ async def test_create_new_refuses_an_existing_path_and_leaves_it_alone():
         assert pathlib.Path(target.path).read_text() == "someone else's file"
     finally:
         await target.stop()
+
+
+def _logs_a_non_utf8_filename(ctx):
+    ctx.logger.info("wrote {name}", name=os.fsdecode(b"report-\xff.csv"))
+    ctx.mark_ready()
+    return ctx.cancellation
+
+
+@pytest_twisted.ensureDeferred
+async def test_lone_surrogates_never_make_the_state_unencodable():
+    target = Target(children=[ChildSpec("writer", ChildKind.TASK, factory=_logs_a_non_utf8_filename)])
+    target.start()
+    try:
+        client = await target.connect()
+        state = await client.call("state", {"target_id": TARGET_ID}, request_id="s1")
+        assert state["ok"] is True, state
+        logged = [l for l in state["result"]["state"]["recent_logs"] if "report-" in l["message"]]
+        assert logged[0]["message"] == "wrote report-\ufffd.csv"
+        assert logged[0]["fields"]["name"] == "report-\ufffd.csv"
+        # json.dumps writes a lone surrogate as the escape "\udcff": the request carries it
+        manifest = {"name": "extra", "kind": "task", "callable": "supervisor.demo:steady_worker",
+                    "display_name": "report-\udcff", "tags": ["t\ud800"]}
+        client.send({"request_id": "a", "method": "command.add_child", "params": command(
+            "add_child", None, confirmed=True, reason="import \udcff",
+            requested_by="CN=op\ud800", target={"child_path": None, "child_manifest": manifest})})
+        added = await client.until(lambda l: l.get("request_id") == "a")
+        result = added["result"]["result"]
+        assert (added["ok"], result["status"], result["error"]) == (True, "completed", None)
+        assert result["requested_by"] == "CN=op\ufffd"
+        node = [n for n in result["state_delta"]["topology"]["nodes"] if n["path"] == "/root/extra"][0]
+        assert (node["name"], node["tags"]) == ("report-\ufffd", ["t\ufffd"])
+        again = await client.call("state", {"target_id": TARGET_ID}, request_id="s2")
+        assert again["ok"] is True
+        received = [e for e in again["result"]["state"]["recent_events"]
+                    if e["event_type"] == "command_received"]
+        assert received[-1]["payload"]["reason"] == "import \ufffd"
+    finally:
+        await target.stop()

@@ -40,6 +40,7 @@ from supervisor.tree.spec import (
     policy_problems,
 )
 from supervisor.tree.children import signal_number
+from supervisor.wire.ndjson import encodable
 
 TOP_KEYS = ("supervisor", "policy", "shutdown", "observability", "ipc", "children")
 POLICY_KEYS = tuple(f.name for f in attrs.fields(Policy))
@@ -68,7 +69,8 @@ class RegistrationConfig:
 
     enabled: bool = False
     relay_registration_path: str | None = None
-    display_name: str = ""
+    #: shown on the wire: lone surrogates become U+FFFD (docs/protocol.md)
+    display_name: str = attrs.field(default="", converter=encodable)
     lease_seconds: int = 30
     registration_heartbeat_interval_seconds: int = 15
     timeout_seconds: float = 5.0
@@ -80,7 +82,8 @@ class IpcConfig:
     """The local ``dashboard-ipc.v1`` socket (CONTRACTS.md §1)."""
 
     enabled: bool = False
-    target_id: str = "local"
+    #: in every record: lone surrogates become U+FFFD (docs/protocol.md)
+    target_id: str = attrs.field(default="local", converter=encodable)
     path: str | None = None
     permissions: int = 0o600
     bind_mode: str = "create_new"

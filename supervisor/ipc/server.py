@@ -146,7 +146,8 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
 
     def _handle(self, line: bytes) -> Any:
         try:
-            request = decode(line)
+            # strings are made encodable on entry: a "\ud800" escape cannot break an answer
+            request = decode(line, lone_surrogates="replace")
         except WireError as e:
             self._send_error(INVALID_REQUEST_ID, e)
             return None

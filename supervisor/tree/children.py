@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from supervisor.tree.spawn import spawn_child
 from supervisor.tree.spec import ChildSpec
+from supervisor.wire.ndjson import encodable
 
 
 @attrs.frozen
@@ -30,7 +31,8 @@ class Outcome:
     """How a child ended: ``normal`` exits are not failures."""
 
     normal: bool
-    description: str
+    #: exception text or a reason given by user code: made encodable on entry
+    description: str = attrs.field(converter=encodable)
 
 
 @attrs.define

@@ -30,6 +30,7 @@ from supervisor.tree.spec import ChildSpec
 from supervisor.tree.state import publish_topology
 from supervisor.tree.supervision import Supervision
 from supervisor.wire.errors import WireError
+from supervisor.wire.ndjson import encodable
 from supervisor.wire.vocabulary import COMMANDS
 
 
@@ -37,12 +38,13 @@ from supervisor.wire.vocabulary import COMMANDS
 class CommandRequest:
     """One operator command, as the tree sees it (wire details stay in the IPC layer)."""
 
-    command: str
-    command_id: str
-    requested_by: str
-    reason: str
-    child_path: str | None = None
-    child_manifest: Any = None
+    #: every string is made encodable on entry (lone surrogates become U+FFFD)
+    command: str = attrs.field(converter=encodable)
+    command_id: str = attrs.field(converter=encodable)
+    requested_by: str = attrs.field(converter=encodable)
+    reason: str = attrs.field(converter=encodable)
+    child_path: str | None = attrs.field(default=None, converter=encodable)
+    child_manifest: Any = attrs.field(default=None, converter=encodable)
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from zope.interface import provider
 from supervisor.tree.journal import EventRecord, LogRecord, Ring
 from supervisor.tree.lifecycle import ShutdownPhase
 from supervisor.tree.spec import SupervisorSpec
+from supervisor.wire.ndjson import encodable
 from supervisor.wire.vocabulary import event_severity
 
 _LEVELS = {
@@ -59,7 +60,7 @@ class Tree:
     ) -> None:
         self.clock = clock
         self.reactor = reactor
-        self.target_id = target_id
+        self.target_id = encodable(target_id)
         self.rng = rng
         #: the root supervisor's display name (the topology's root node)
         self.name = spec.name
@@ -98,6 +99,7 @@ class Tree:
         if self.observability.metrics_enabled:
             self.metrics[event_type] = self.metrics.get(event_type, 0) + 1
         now = self.now()
+        payload = encodable(payload)
         return self.events.append(
             lambda sequence: EventRecord(
                 target_id=self.target_id,
@@ -120,8 +122,10 @@ class Tree:
         fields: dict[str, Any],
         correlation: str | None = None,
     ) -> LogRecord:
-        """Append one record to the log ring."""
+        """Append one record to the log ring; its text is made encodable here, on entry."""
         now = self.now()
+        message = encodable(message)
+        fields = encodable(fields)
         return self.logs.append(
             lambda sequence: LogRecord(
                 target_id=self.target_id,

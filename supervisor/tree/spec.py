@@ -8,6 +8,8 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
+from supervisor.wire.ndjson import encodable
+
 CHILD_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -144,6 +146,14 @@ def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _text_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(encodable(list(value)))
+
+
+def _text(value: Any) -> Any:
+    return encodable(value)
+
+
 def _as_strategy(value: Any) -> Strategy:
     return value if isinstance(value, Strategy) else parse_strategy(value)
 
@@ -168,9 +178,10 @@ class ChildSpec:
     stop_signal: str = "SIGTERM"
     restart_policy: RestartPolicy = attrs.field(default=RestartPolicy.PERMANENT, converter=RestartPolicy)
     criticality: Criticality = attrs.field(default=Criticality.STANDARD, converter=Criticality)
-    tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    # shown on the wire: made encodable here, whatever built the spec (see encodable)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_text_tuple)
     dependencies: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    display_name: str | None = None
+    display_name: str | None = attrs.field(default=None, converter=_text)
     wait_ready: bool = False
     stale_is_failure: bool = False
     hold: str | None = None  # "paused" or "quarantined": start held instead of running
@@ -206,7 +217,7 @@ class SupervisorSpec:
     policy: Policy = Policy()
     shutdown: ShutdownPolicy = ShutdownPolicy()
     observability: Observability = Observability()
-    name: str = "root supervisor"
+    name: str = attrs.field(default="root supervisor", converter=_text)
 
     def __attrs_post_init__(self) -> None:
         check_children(self.children)

@@ -7,6 +7,7 @@ from typing import Any, Iterator
 from supervisor.tree.model import ChildRuntime, SupervisorNode, runtime_row, walk
 from supervisor.tree.spec import ChildKind
 from supervisor.wire.timestamps import rfc3339, stamp
+from supervisor.wire.ndjson import encodable
 
 RECENT_LIMIT = 128
 
@@ -107,7 +108,7 @@ def dashboard_state(root: SupervisorNode, display_name: str) -> dict[str, Any]:
     return {
         "target": {
             "target_id": tree.target_id,
-            "display_name": display_name,
+            "display_name": encodable(display_name),
             "registration_state": "active",
             "connection_state": "connected",
         },

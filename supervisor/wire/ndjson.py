@@ -3,7 +3,12 @@
 :func:`dumps` is the JSON text of every message (WebSocket frames included): compact, UTF-8
 rather than ``\\u`` escapes, and never ``NaN``/``Infinity``, which JSON does not have.
 :func:`encode` is the same text as one NDJSON line; :func:`decode` refuses those constants
-and numbers beyond a float's range (``1e999``), which would decode as infinities.
+and numbers beyond a float's range (``1e999``), which would decode as infinities. With
+``lone_surrogates="replace"`` (what a reader of pushes and answers asks for) every lone
+surrogate a ``\\ud800``-style escape produces becomes U+FFFD: such strings are made
+encodable where they enter, so no later :func:`encode` (a push fanned out, a log line, an
+audit row) can fail on them. By default they are kept, for readers (registration) that
+refuse them outright.
 
 One object per line, ``\\n`` terminated, a ``\\r`` before it tolerated. Lines longer than the
 receiver's ``max_line_bytes`` are never buffered past that size: the receiver is told through
@@ -20,6 +25,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import re
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer, ITransport
@@ -29,6 +35,10 @@ from zope.interface import implementer
 from supervisor.wire.errors import WireError
 
 DEFAULT_MAX_LINE_BYTES = 65536
+
+# an escape of a UTF-16 surrogate (``\\ud800``..``\\udfff``); pairs decode to one code point
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def dumps(obj: Any) -> str:
@@ -41,15 +51,33 @@ def encode(obj: Any) -> bytes:
     return dumps(obj).encode("utf-8") + b"\n"
 
 
-def decode(line: bytes, stage: str = "protocol_parse") -> Any:
-    """Parse one line (without its terminator); any defect is a ``invalid_json`` WireError."""
+def decode(line: bytes, stage: str = "protocol_parse", *, lone_surrogates: str = "keep"
+           ) -> Any:
+    """Parse one line (without its terminator); any defect is a ``invalid_json`` WireError.
+
+    ``lone_surrogates``: ``"keep"`` or ``"replace"`` (with U+FFFD, see module docstring)."""
     if not line.strip():
         raise WireError("invalid_json", stage, "request line is blank")
     try:
         text = line.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if lone_surrogates == "replace" and _SURROGATE_ESCAPE.search(line):
+            return encodable(value)
+        return value
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}") from None
+
+
+def encodable(value: Any) -> Any:
+    """``value`` (decoded JSON) with each lone surrogate in its strings and keys replaced by
+    U+FFFD, so that it always encodes as UTF-8."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [encodable(item) for item in value]
+    if isinstance(value, dict):
+        return {encodable(key): encodable(item) for key, item in value.items()}
+    return value
 
 
 def _reject_constant(name: str) -> Any:
