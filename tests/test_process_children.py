@@ -188,3 +188,47 @@ def test_the_line_limit_is_read_from_yaml_within_bounds():
     for wrong in (255, 1024 * 1024 + 1, "big"):
         with pytest.raises(ConfigError, match="observability.max_output_line_bytes"):
             parse_target_config({"observability": {"max_output_line_bytes": wrong}}, ".")
+
+
+ESCAPER = """
+import os, signal, sys, time
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("command", ["remove_child", "shutdown_tree"])
+@pytest_twisted.ensureDeferred
+async def test_a_grandchild_that_escaped_the_group_is_killed_with_the_child_and_reported(tmp_path, command):
+    pidfile = tmp_path / "grandchild.pid"
+    before = open_fds()
+    sup = supervise(ChildSpec("escaper", ChildKind.PROCESS, command=[PY, "-c", ESCAPER, str(pidfile)]),
+                    shutdown=ShutdownPolicy(graceful_timeout_ms=3000, abort_wait_ms=3000))
+    try:
+        runner = await eventually(lambda: sup.child("/root/escaper").runner)
+        leader = runner.pid
+        await eventually(lambda: pidfile.exists(), what="the grandchild wrote its pid")
+        grandchild = int(pidfile.read_text())
+        assert os.getsid(grandchild) == grandchild != os.getsid(leader)
+        outcome = await sup.command(command, None if command == "shutdown_tree" else "/root/escaper",
+                                    requested_by="CN=op", reason="test")
+        assert outcome.status == "completed", outcome.error
+        report = outcome.report if command == "remove_child" else outcome.report["children"][0]
+        assert report["processes"] == {"stopped": [leader], "killed": [grandchild], "survived": []}
+        assert not alive(grandchild)
+        assert open_fds() == before, "the child's pipes are closed"
+        done = [e for e in sup.events if e.event_type == "command_completed"][-1]
+        assert done.payload["processes"] == {"stopped": [leader], "killed": [grandchild], "survived": []}
+    finally:
+        await sup.stopService()

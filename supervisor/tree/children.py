@@ -21,6 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from supervisor.tree.descendants import MARK_TREE, alive, marked, reap
 from supervisor.tree.spawn import spawn_child
 from supervisor.tree.spec import ChildSpec
 from supervisor.wire.ndjson import encodable
@@ -293,10 +294,17 @@ class ProcessRunner(ProcessProtocol):
     It is started by :func:`supervisor.tree.spawn.spawn_child` (no fork, no extra exec).
 
     Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes.
+
+    Descendants that left the group (``setsid``) are found by the ``marks`` they inherit
+    (:mod:`supervisor.tree.descendants`): they get the stop signal with the group and are
+    killed with it once the leader is gone. After a stop, :attr:`processes` says which pids
+    stopped on the polite signal, which had to be killed and which survived even that
+    (still alive ``settle_seconds`` after SIGKILL); the exit is reported once that is known.
     """
 
     def __init__(
-        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int
+        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int,
+        marks: dict[str, str] | None = None, settle_seconds: float = 1.0,
     ) -> None:
         self._spec = spec
         self._path = path
@@ -311,11 +319,22 @@ class ProcessRunner(ProcessProtocol):
             2: _LineSplitter(lambda text, cut: self._line("stderr", text, cut), max_line_bytes),
         }
         self.pid: int | None = None
+        self._marks = marks or {}
+        self._settle_seconds = settle_seconds
+        self._child: Any = None
+        self._aborted = False
+        self._polite: set[int] = set()
+        self._killed: list[int] = []
+        self._settled = True
+        self._ended: Failure | None = None
+        #: after a stop: ``{"stopped": [pid], "killed": [pid], "survived": [pid]}``
+        self.processes: dict[str, list[int]] | None = None
 
     def start(self) -> None:
         command = list(self._spec.command)
         env = dict(os.environ)
         env.update(self._spec.environment or {})
+        env.update(self._marks)
         name = command[0]
         # a bare name is looked up on the child's PATH; a path (``./run``) is taken as it is,
         # relative to the child's cwd when it has one
@@ -329,8 +348,34 @@ class ProcessRunner(ProcessProtocol):
             self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
             return
         self.pid = child.pid
+        self._child = child
         self._pgid = child.pid  # the child leads its own session and process group
         self._hooks.running()
+
+    def _descendants(self) -> list[int]:
+        """Live processes carrying this child's marks (its group and any that escaped it)."""
+        if MARK_TREE not in self._marks:
+            return []
+        return [pid for pid in marked(self._marks[MARK_TREE], self._path) if pid != self.pid]
+
+    def _escaped(self) -> list[int]:
+        """Marked processes outside the child's process group."""
+        found = []
+        for pid in self._descendants():
+            try:
+                if os.getpgid(pid) != self._pgid:
+                    found.append(pid)
+            except ProcessLookupError:
+                pass
+        return found
+
+    @staticmethod
+    def _kill(pids: list[int], signum: int) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     def _line(self, stream: str, text: str, cut: bool) -> None:
         fields: dict[str, Any] = {"stream": stream, "child_path": self._path}
@@ -344,14 +389,46 @@ class ProcessRunner(ProcessProtocol):
             splitter.feed(data)
 
     def processExited(self, reason: Failure) -> None:
-        # The leader is gone; anything left in its group would be an orphan.
+        # The leader is gone; anything left in its group, or escaped from it, would be an orphan.
+        remaining = self._descendants()
         self._signal_group(signal.SIGKILL)
+        self._kill(remaining, signal.SIGKILL)
+        killed = set(remaining)
+        if self._aborted and self.pid is not None:
+            killed.add(self.pid)
+        self._killed = sorted(killed)
+        stopped = sorted((self._polite | {self.pid}) - killed) if self._stop_requested else []
+        self.processes = {"stopped": stopped, "killed": self._killed, "survived": []}
+        if remaining:
+            self._settled = False
+            self._settle(self._reactor.seconds() + self._settle_seconds)
+
+    def _settle(self, deadline: float) -> None:
+        """Wait (polling) until the killed descendants are gone, or the deadline passes."""
+        left = [pid for pid in self._killed if pid != self.pid and alive(pid)]
+        if left and self._reactor.seconds() < deadline:
+            self._reactor.callLater(0.01, self._settle, deadline)
+            return
+        reap(self._killed)  # orphans that came back to the target (as its subreaper)
+        assert self.processes is not None
+        self.processes["survived"] = left
+        self._settled = True
+        if self._child is not None:
+            self._child.loseConnection()  # a survivor may hold the pipes: never leak them
+        self._deliver()
 
     def processEnded(self, reason: Failure) -> None:
         for splitter in self._streams.values():
             splitter.flush()
+        self._ended = reason
+        self._deliver()
+
+    def _deliver(self) -> None:
+        if self._ended is None or not self._settled:
+            return
         self._pgid = None
-        self._exit(self._outcome(reason))
+        self._child = None
+        self._exit(self._outcome(self._ended))
 
     def _outcome(self, reason: Failure) -> Outcome:
         value = reason.value
@@ -380,11 +457,23 @@ class ProcessRunner(ProcessProtocol):
 
     def request_stop(self) -> None:
         self._stop_requested = True
-        self._signal_group(signal_number(self._spec.stop_signal))
+        signum = signal_number(self._spec.stop_signal)
+        if self.pid is not None and self._pgid is not None:
+            self._polite.add(self.pid)
+            self._polite.update(self._descendants())
+        self._signal_group(signum)
+        self._kill(self._escaped(), signum)
 
     def abort(self) -> None:
         self._stop_requested = True
+        if self._pgid is not None:
+            self._aborted = True
         self._signal_group(signal.SIGKILL)
+
+    def release(self) -> None:
+        """The stop gave up on this generation: stop reading its pipes (close them)."""
+        if self._child is not None:
+            self._child.loseConnection()
 
     def fail(self, reason: str) -> None:
         if self._exit.done:

@@ -64,6 +64,38 @@ class CommandOutcome:
 
 ManifestParser = Callable[[Any], ChildSpec]
 
+#: At most this many pids per list in a ``processes`` summary; the rest are counted in ``more``.
+MAX_LISTED_PIDS = 64
+
+
+def processes_of(report: Any) -> dict[str, Any]:
+    """What a stop report says about OS processes, summed over nested reports.
+
+    ``{"stopped": [pid], "killed": [pid], "survived": [pid]}`` (each list sorted and at most
+    :data:`MAX_LISTED_PIDS` long), plus ``"more": n`` when pids were left out.
+    """
+    found: dict[str, list[int]] = {"stopped": [], "killed": [], "survived": []}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for key, pids in (node.get("processes") or {}).items():
+                found[key].extend(pids)
+            walk(node.get("children"))
+
+    walk(report)
+    summary: dict[str, Any] = {}
+    more = 0
+    for key, pids in found.items():
+        pids.sort()
+        summary[key] = pids[:MAX_LISTED_PIDS]
+        more += max(0, len(pids) - MAX_LISTED_PIDS)
+    if more:
+        summary["more"] = more
+    return summary
+
 _HOLDS = {"pause_child": Trigger.PAUSE, "quarantine_child": Trigger.QUARANTINE}
 
 
@@ -115,7 +147,16 @@ class Commands:
             if tree.shutting_down:
                 raise self._error("tree_shutting_down", "command_execute", "the tree is shutting down")
             affected, report = await self._dispatch(request)
-            outcome = CommandOutcome(request.command_id, "completed", None, affected, report)
+            processes = processes_of(report)
+            if processes["survived"]:
+                survivors = ", ".join(str(pid) for pid in processes["survived"])
+                error = self._error(
+                    "processes_survived", "command_execute",
+                    f"{request.command} done, but pid(s) {survivors} still run after SIGKILL",
+                )
+                outcome = CommandOutcome(request.command_id, "failed", error, affected, report)
+            else:
+                outcome = CommandOutcome(request.command_id, "completed", None, affected, report)
         except WireError as e:
             e.target_id = tree.target_id
             outcome = CommandOutcome(request.command_id, "failed", e)
@@ -132,14 +173,15 @@ class Commands:
                                 f"{request.command} raised; see the target's log")
             outcome = CommandOutcome(request.command_id, "failed", error)
         if audit:
-            tree.emit(
-                "command_completed", path, child_id_of(path), request.command_id,
-                {
-                    "command": request.command,
-                    "status": outcome.status,
-                    "error": outcome.error.code if outcome.error else None,
-                },
-            )
+            payload: dict[str, Any] = {
+                "command": request.command,
+                "status": outcome.status,
+                "error": outcome.error.code if outcome.error else None,
+            }
+            processes = processes_of(outcome.report)
+            if any(processes.values()):
+                payload["processes"] = processes
+            tree.emit("command_completed", path, child_id_of(path), request.command_id, payload)
         return outcome
 
     async def _dispatch(self, request: CommandRequest) -> tuple[tuple[str, ...], Any]:

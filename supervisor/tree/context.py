@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, LogLevel, Logger, formatEvent, globalLogPublisher
 from zope.interface import provider
 
+from supervisor.tree.descendants import tree_mark
 from supervisor.tree.journal import EventRecord, LogRecord, Ring
 from supervisor.tree.lifecycle import ShutdownPhase
 from supervisor.tree.spec import SupervisorSpec
@@ -61,6 +62,8 @@ class Tree:
         self.clock = clock
         self.reactor = reactor
         self.target_id = encodable(target_id)
+        #: this process's identity, inherited by every process child (see descendants)
+        self.process_mark = tree_mark()
         self.rng = rng
         #: the root supervisor's display name (the topology's root node)
         self.name = spec.name

@@ -125,6 +125,12 @@ async def _stop(child: ChildRuntime, trigger: Trigger, staged: bool, fields: dic
             enter_shutdown_phase(child, ShutdownPhase.RECONCILE)
         if exited.called:
             report["exit"] = exited.result.description if isinstance(exited.result, Outcome) else None
+        processes = getattr(runner, "processes", None)
+        if processes is not None:
+            report["processes"] = processes
+        release = getattr(runner, "release", None)
+        if release is not None:
+            release()
         forget_exit(child, exited)
         fire(
             child,

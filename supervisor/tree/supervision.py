@@ -38,6 +38,7 @@ from supervisor.tree.decisions import (
     unmet_dependencies,
     waiting_note,
 )
+from supervisor.tree.descendants import marks
 from supervisor.tree.health import HeartbeatMonitor
 from supervisor.tree.lifecycle import (
     DUE_RESTART,
@@ -200,7 +201,9 @@ class Supervision:
         tree = self._tree
         if kind is ChildKind.PROCESS:
             return ProcessRunner(
-                child.spec, child.path, hooks, tree.reactor, tree.observability.max_output_line_bytes
+                child.spec, child.path, hooks, tree.reactor, tree.observability.max_output_line_bytes,
+                marks=marks(tree.process_mark, child.path, tree.target_id),
+                settle_seconds=child.shutdown.abort_wait_ms / 1000,
             )
         if kind is ChildKind.SUPERVISOR:
             assert child.subtree is not None

@@ -1,0 +1,145 @@
+"""Every process a process child started, found by the marks it inherits, and leftovers.
+
+A process child leads its own session, so stopping its group stops what it forks. A
+descendant that calls ``setsid`` leaves that group, and one whose parent dies is reparented:
+to init, or to the target when it is a *child subreaper* (:func:`become_subreaper`). Neither
+would be stopped with the child. So each process child gets three environment variables,
+which every descendant inherits through ``fork`` and ``exec``:
+
+- ``SUPERVISOR_TREE``: ``<pid>.<start time>`` of the target process (its identity: a pid
+  alone may be reused),
+- ``SUPERVISOR_CHILD_PATH``: the child's path (``/root/printer``),
+- ``SUPERVISOR_TARGET_ID``: the target's id.
+
+:func:`marked` finds the live processes that carry a tree's marks for one child, by reading
+``/proc/<pid>/environ`` (same uid only). :func:`leftovers` finds those of a target whose
+tree process is gone (the target was SIGKILLed): a restarted target kills them before it
+starts anything, so it never runs a second copy. A descendant that execs with a scrubbed
+environment is not found; it is still stopped when it stays in the child's group.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from typing import Iterator
+
+MARK_TREE = "SUPERVISOR_TREE"
+MARK_PATH = "SUPERVISOR_CHILD_PATH"
+MARK_TARGET = "SUPERVISOR_TARGET_ID"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of its descendants; False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state is ``[0]``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2:].decode("ascii", "replace").split()
+
+
+def start_time(pid: int) -> str | None:
+    """The start time of ``pid`` (clock ticks since boot), None when it is gone."""
+    fields = _stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields is not None and len(fields) > 1 else None
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    fields = _stat(pid)
+    return fields is not None and bool(fields) and fields[0] not in ("Z", "X")
+
+
+def tree_mark(pid: int | None = None) -> str:
+    """The ``SUPERVISOR_TREE`` value naming process ``pid`` (this one by default)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}.{start_time(pid)}"
+
+
+def marks(tree: str, path: str, target_id: str) -> dict[str, str]:
+    """The environment entries a process child of ``path`` is started with."""
+    return {MARK_TREE: tree, MARK_PATH: path, MARK_TARGET: target_id}
+
+
+def _environ(pid: int) -> dict[bytes, bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    found = {}
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name in (b"SUPERVISOR_TREE", b"SUPERVISOR_CHILD_PATH", b"SUPERVISOR_TARGET_ID"):
+            found[name] = value
+    return found
+
+
+def _marked_processes() -> Iterator[tuple[int, dict[bytes, bytes]]]:
+    me = os.getpid()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        env = _environ(int(name))
+        if MARK_TREE.encode() in env:
+            yield int(name), env
+
+
+def marked(tree: str, path: str) -> list[int]:
+    """Live processes carrying ``tree``'s marks for the child at ``path``, sorted."""
+    want_tree, want_path = os.fsencode(tree), os.fsencode(path)
+    return sorted(
+        pid for pid, env in _marked_processes()
+        if env.get(b"SUPERVISOR_TREE") == want_tree and env.get(b"SUPERVISOR_CHILD_PATH") == want_path
+        and alive(pid)
+    )
+
+
+def leftovers(target_id: str) -> list[tuple[int, str]]:
+    """``(pid, child path)`` of live processes of ``target_id`` whose tree process is gone."""
+    want = os.fsencode(target_id)
+    found = []
+    for pid, env in _marked_processes():
+        if env.get(b"SUPERVISOR_TARGET_ID") != want or not alive(pid):
+            continue
+        owner, _, started = os.fsdecode(env.get(b"SUPERVISOR_TREE", b"")).partition(".")
+        if owner.isdigit() and start_time(int(owner)) == started:
+            continue  # its tree still runs (another target with the same id): not ours to stop
+        found.append((pid, os.fsdecode(env.get(b"SUPERVISOR_CHILD_PATH", b""))))
+    return sorted(found)
+
+
+def reap(pids: list[int]) -> None:
+    """Collect those of ``pids`` that are this process's exited children (adopted orphans)."""
+    me = os.getpid()
+    for pid in pids:
+        if parent_of(pid) != me:
+            continue
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        except OSError as e:  # pragma: no cover - waitpid fails only with ECHILD or EINTR
+            if e.errno != errno.EINTR:
+                raise
