@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -114,3 +115,96 @@ def test_an_unusable_ipc_path_stops_start_up_with_a_clear_message(workdir):
     assert f"cannot listen on {workdir}/t.sock" in output and "not a socket" in output
     assert "Traceback" not in output
     assert (workdir / "t.sock").read_text() == "not a socket"
+
+
+STUBBORN = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def note(name):
+    with open(f"{sys.argv[1]}/{name}.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(f"{sys.argv[1]}/{name}.tmp", f"{sys.argv[1]}/{name}")
+if os.fork() == 0:
+    os.setsid()
+    note("grandchild")
+    time.sleep(120)
+    os._exit(0)
+note("leader")
+time.sleep(120)
+"""
+
+DAEMONIZER = """
+import os, sys, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        with open(sys.argv[1] + "/daemon.tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(sys.argv[1] + "/daemon.tmp", sys.argv[1] + "/daemon")
+        time.sleep(120)
+    os._exit(0)
+time.sleep(120)
+"""
+
+
+def write_owner_config(folder: pathlib.Path) -> pathlib.Path:
+    config = folder / "owner.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        shutdown: {{graceful_timeout_ms: 500, abort_wait_ms: 2000}}
+        ipc: {{enabled: true, target_id: owner-target, path: {folder}/t.sock, bind_mode: replace_stale}}
+        children:
+          - {{name: stubborn, kind: process, command: [{sys.executable}, -c, {json.dumps(STUBBORN)}, {folder}]}}
+          - {{name: daemonizer, kind: process, command: [{sys.executable}, -c, {json.dumps(DAEMONIZER)}, {folder}]}}
+    """))
+    return config
+
+
+def pid_in(path: pathlib.Path) -> int | None:
+    return int(path.read_text()) if path.exists() else None
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_target_leaves_no_second_copy_and_orphans_come_back_to_it(workdir):
+    config = write_owner_config(workdir)
+    names = ("leader", "grandchild", "daemon")
+    first = subprocess.Popen([TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(config)],
+                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        old = wait_until(lambda: all((workdir / n).exists() for n in names) and
+                         {n: pid_in(workdir / n) for n in names}, 30, "every process wrote its pid")
+        # the daemon's parent exited: it came back to the target, its subreaper
+        assert parent(old["daemon"]) == first.pid
+        first.kill()
+        first.wait(timeout=30)
+        for name in names:
+            (workdir / name).unlink()
+        assert running(old["leader"]) and running(old["grandchild"]), "no parent-death signal yet"
+        second = subprocess.Popen([TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(config)],
+                                  cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        new = wait_until(lambda: all((workdir / n).exists() for n in names) and
+                         {n: pid_in(workdir / n) for n in names}, 30, "the new copies wrote their pids")
+        assert not any(running(pid) for pid in old.values()), "the dead target's processes are gone"
+        assert all(running(pid) for pid in new.values())
+        removed = ctl(workdir, "remove", "/root/daemonizer", "--reason", "test", "--yes")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        wait_until(lambda: not os.path.exists(f"/proc/{new['daemon']}"), 10,
+                   "the adopted daemon was killed and reaped")
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=30)
+    assert second is not None
+    assert not any(running(pid_in(workdir / n) or 0) for n in ("leader", "grandchild") if (workdir / n).exists())

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.internet import task
+from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from supervisor.config.target import TargetConfig
 from supervisor.tree.context import RECORDED_KEY, severity_of
+from supervisor.tree.descendants import Orphans, alive, become_subreaper, kill_leftovers
 from supervisor.tree.runtime import Supervisor
 
 
@@ -35,6 +38,52 @@ class LogCapture(Service):
         globalLogPublisher.removeObserver(self)
 
 
+#: How often the target reaps descendants reparented to it (a bound on lingering zombies).
+ORPHAN_SWEEP_SECONDS = 2.0
+#: How long start-up waits for the processes of a dead previous instance to be gone.
+LEFTOVER_WAIT_SECONDS = 5.0
+
+
+class ProcessOwnership(Service):
+    """Makes the target own every descendant of its process children, across restarts.
+
+    On start, before the tree: SIGKILL what a previous instance of this target (same
+    ``target_id``, its process gone) left running, so no child runs twice; become the child
+    subreaper, so descendants whose parents exit come back to the target rather than to
+    init; then reap those every :data:`ORPHAN_SWEEP_SECONDS`.
+    """
+
+    _log = Logger()
+
+    def __init__(self, target_id: str, reactor: Any) -> None:
+        self._target_id = target_id
+        self._reactor = reactor
+        self.orphans = Orphans()
+        self.subreaper = False
+        self.killed: list[tuple[int, str]] = []
+        self._sweep: task.LoopingCall | None = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.killed = kill_leftovers(self._target_id, self._log)
+        deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
+        while any(alive(pid) for pid, _ in self.killed) and time.monotonic() < deadline:
+            time.sleep(0.01)  # start-up, before the reactor runs: nothing else to do meanwhile
+        self.subreaper = become_subreaper()
+        if self.subreaper:
+            self._sweep = task.LoopingCall(self.orphans.sweep)
+            self._sweep.clock = self._reactor
+            self._sweep.start(ORPHAN_SWEEP_SECONDS, now=False)
+        else:
+            self._log.warn("cannot become a child subreaper: orphaned descendants go to init")
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
+        self.orphans.sweep()
+
+
 def supervisor_from_config(config: TargetConfig, reactor: Any = None) -> Supervisor:
     """A :class:`Supervisor` for the tree a YAML file describes (embed it anywhere)."""
     return Supervisor(
@@ -51,6 +100,7 @@ def target_service(config: TargetConfig, reactor: Any) -> tuple[MultiService, Su
     top = MultiService()
     supervisor = supervisor_from_config(config, reactor)
     LogCapture(supervisor).setServiceParent(top)
+    ProcessOwnership(config.ipc.target_id, reactor).setServiceParent(top)
     supervisor.setServiceParent(top)
     if config.ipc.enabled:
         from supervisor.ipc.service import ipc_services

@@ -20,10 +20,15 @@ environment is not found; it is still stopped when it stays in the child's group
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
 import os
-from typing import Iterator
+from typing import Any, Iterator
+
+from twisted.logger import Logger
+
+from supervisor.tree.spawn import LIVE_LEADERS, RECENT_SESSIONS
 
 MARK_TREE = "SUPERVISOR_TREE"
 MARK_PATH = "SUPERVISOR_CHILD_PATH"
@@ -76,6 +81,11 @@ def tree_mark(pid: int | None = None) -> str:
 def marks(tree: str, path: str, target_id: str) -> dict[str, str]:
     """The environment entries a process child of ``path`` is started with."""
     return {MARK_TREE: tree, MARK_PATH: path, MARK_TARGET: target_id}
+
+
+def _session(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[3]) if fields is not None and len(fields) > 3 else None
 
 
 def _environ(pid: int) -> dict[bytes, bytes]:
@@ -143,3 +153,79 @@ def reap(pids: list[int]) -> None:
         except OSError as e:  # pragma: no cover - waitpid fails only with ECHILD or EINTR
             if e.errno != errno.EINTR:
                 raise
+
+
+def own_children() -> list[int]:
+    """Pids of this process's direct children (adopted orphans included)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                found.extend(int(pid) for pid in f.read().split())
+        except OSError:
+            pass
+    return sorted(set(found))
+
+
+class Orphans:
+    """Reaps descendants of process children that were reparented to this subreaper.
+
+    A direct child that is not a started child (``LIVE_LEADERS``) is an adopted orphan when
+    it carries a tree mark (seen while it lived) or belongs to the session of a recent child;
+    once it exits it is reaped here. Other children (a task's own ``subprocess``) are left to
+    whoever started them. At most ``limit`` adopted pids are remembered.
+    """
+
+    _log = Logger()
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._adopted: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._limit = limit
+        #: adopted orphans reaped so far
+        self.reaped = 0
+
+    def sweep(self) -> int:
+        """Note adopted orphans, reap those that exited; returns how many were reaped."""
+        sessions = set(RECENT_SESSIONS)
+        reaped = 0
+        for pid in own_children():
+            if pid in LIVE_LEADERS:
+                continue
+            if pid not in self._adopted:
+                if not (_environ(pid).get(MARK_TREE.encode()) or _session(pid) in sessions):
+                    continue
+                self._adopted[pid] = None
+                while len(self._adopted) > self._limit:
+                    self._adopted.popitem(last=False)
+            if alive(pid):
+                continue
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._adopted.pop(pid, None)
+                reaped += 1
+        self.reaped += reaped
+        return reaped
+
+
+def kill_leftovers(target_id: str, log: Any = None) -> list[tuple[int, str]]:
+    """SIGKILL the processes a previous, dead instance of ``target_id`` left running."""
+    found = leftovers(target_id)
+    for pid, path in found:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    if found and log is not None:
+        log.warn(
+            "killed {count} process(es) left by a previous instance of target {target_id}: "
+            "{pids}", count=len(found), target_id=target_id,
+            pids=", ".join(f"{pid} ({path})" for pid, path in found),
+        )
+    return found

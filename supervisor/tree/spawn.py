@@ -31,6 +31,7 @@ pipes are closed, with the same reasons Twisted gives (``ProcessDone``, ``Proces
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import os
@@ -50,6 +51,11 @@ _ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
 #: The child's stdin, opened by posix_spawn in the child itself.
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
 _READ_SIZE = 8192
+
+#: Pids of started children not reaped yet: each is reaped by its own watch, nobody else.
+LIVE_LEADERS: set[int] = set()
+#: The sessions (leader pids) of the most recent children: their members are descendants.
+RECENT_SESSIONS: "collections.deque[int]" = collections.deque(maxlen=4096)
 
 
 def seal_inherited_fds(first: int = 3) -> int:
@@ -185,6 +191,8 @@ class ChildProcess:
         self._pipes = {fd: _OutputPipe(self, fd, parent) for fd, parent in pipes.items()}
         self._popen = popen  # kept so that subprocess never polls (and reaps) the pid itself
         self._reason: Failure | None = None
+        LIVE_LEADERS.add(pid)
+        RECENT_SESSIONS.append(pid)
 
     def _watch(self) -> None:
         for pipe in self._pipes.values():
@@ -228,6 +236,7 @@ class ChildProcess:
         self._maybe_ended()
 
     def _exited(self, status: int | None) -> None:
+        LIVE_LEADERS.discard(self.pid)
         self._reason = _reason(status)
         if self._popen is not None:
             self._popen.returncode = -1 if status is None else os.waitstatus_to_exitcode(status)
