@@ -190,7 +190,9 @@ def test_a_killed_target_leaves_no_second_copy_and_orphans_come_back_to_it(workd
         first.wait(timeout=30)
         for name in names:
             (workdir / name).unlink()
-        assert running(old["leader"]) and running(old["grandchild"]), "no parent-death signal yet"
+        # the leader gets SIGKILL as its parent-death signal; what left its session waits
+        wait_until(lambda: not running(old["leader"]), 10, "the leader died with the target")
+        assert running(old["grandchild"])
         second = subprocess.Popen([TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(config)],
                                   cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         new = wait_until(lambda: all((workdir / n).exists() for n in names) and

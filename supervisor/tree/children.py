@@ -343,7 +343,8 @@ class ProcessRunner(ProcessProtocol):
             self._exit(Outcome(False, f"executable not found: {name}"))
             return
         try:
-            child = spawn_child(self._reactor, self, executable, command, env, cwd=self._spec.cwd)
+            child = spawn_child(self._reactor, self, executable, command, env, cwd=self._spec.cwd,
+                                parent_death_signal=signal.SIGKILL)
         except Exception:
             self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
             return

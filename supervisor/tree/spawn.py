@@ -20,6 +20,12 @@ children are started here, with the standard library, and watched with public re
 - **Signals.** A posix_spawn child starts with every signal at its default disposition and
   an empty mask; a Popen child gets Popen's ``restore_signals`` (SIGPIPE and SIGXFSZ back to
   default; other signals the daemon ignores stay ignored).
+- **Parent death.** Neither call can set a parent-death signal (``PR_SET_PDEATHSIG``), and
+  Python must not run in the child to set it. A caller that asks for one gets it through
+  util-linux's ``setpriv --pdeathsig <sig> -- <executable> <args>``, a small exec shim (the
+  child's ``argv[0]`` is then the executable's path); where ``setpriv`` is missing the child
+  starts without one. The executable is checked before the shim runs, so a missing or
+  non-executable file still raises ``OSError`` here.
 - **Exit.** A pidfd (``os.pidfd_open``, Linux 5.3+) is watched by the reactor, so the exit is
   seen without SIGCHLD and the child is reaped by its own ``waitpid``: no sweep over every
   child on each SIGCHLD, and no reliance on Twisted's process internals.
@@ -35,6 +41,7 @@ import collections
 import errno
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 from typing import Any, Mapping, Sequence
@@ -82,6 +89,21 @@ def seal_inherited_fds(first: int = 3) -> int:
     return sealed
 
 
+#: The exec shim that sets a parent-death signal, looked up once (None: not installed).
+SETPRIV = shutil.which("setpriv")
+
+
+def _check_executable(executable: str, cwd: str | None) -> None:
+    """Raise the ``OSError`` exec would for ``executable`` (the shim cannot raise it here)."""
+    if cwd is not None and not os.path.isdir(cwd):
+        return  # the start itself fails on the cwd, with its own error
+    path = executable if cwd is None else os.path.join(cwd, executable)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), executable)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), executable)
+
+
 def needs_popen(cwd: str | None) -> bool:
     """Whether a child needs ``subprocess.Popen`` (a step ``os.posix_spawn`` cannot do)."""
     return cwd is not None
@@ -94,13 +116,20 @@ def spawn_child(
     argv: Sequence[str],
     env: Mapping[str, str],
     cwd: str | None = None,
+    parent_death_signal: int | None = None,
 ) -> "ChildProcess":
     """Start ``executable`` (a path, not looked up) as the leader of a new session.
 
     ``protocol.makeConnection`` is called with the returned :class:`ChildProcess` before
     this returns. Failures to start (a missing or non-executable file, a bad ``cwd``) raise
-    ``OSError`` here; no child exists then.
+    ``OSError`` here; no child exists then. With ``parent_death_signal`` the child gets that
+    signal when the thread that started it ends (the target dies), where ``setpriv`` exists.
     """
+    if parent_death_signal is not None and SETPRIV is not None:
+        _check_executable(executable, cwd)
+        name = signal.Signals(parent_death_signal).name.removeprefix("SIG")
+        argv = [SETPRIV, "--pdeathsig", name, "--", executable, *list(argv)[1:]]
+        executable = SETPRIV
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     popen: subprocess.Popen[bytes] | None = None
