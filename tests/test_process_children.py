@@ -232,3 +232,29 @@ async def test_a_grandchild_that_escaped_the_group_is_killed_with_the_child_and_
         assert done.payload["processes"] == {"stopped": [leader], "killed": [grandchild], "survived": []}
     finally:
         await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_descendant_still_there_after_sigkill_is_reported_and_fails_the_command(tmp_path, monkeypatch):
+    import supervisor.tree.children as children
+
+    pidfile = tmp_path / "grandchild.pid"
+    sup = supervise(ChildSpec("escaper", ChildKind.PROCESS, command=[PY, "-c", ESCAPER, str(pidfile)]),
+                    shutdown=ShutdownPolicy(graceful_timeout_ms=3000, abort_wait_ms=200))
+    try:
+        runner = await eventually(lambda: sup.child("/root/escaper").runner)
+        await eventually(lambda: pidfile.exists(), what="the grandchild wrote its pid")
+        grandchild = int(pidfile.read_text())
+        # an unkillable process (one in uninterruptible sleep) looks like this one does now
+        real_alive = children.alive
+        monkeypatch.setattr(children, "alive", lambda pid: pid == grandchild or real_alive(pid))
+        outcome = await sup.command("remove_child", "/root/escaper", requested_by="CN=op", reason="t")
+        assert (outcome.status, outcome.error.code) == ("failed", "processes_survived")
+        assert str(grandchild) in outcome.error.message
+        assert outcome.report["processes"] == {"stopped": [runner.pid], "killed": [grandchild],
+                                               "survived": [grandchild]}
+        assert "/root/escaper" not in [n["path"] for n in sup.state()["topology"]["nodes"]]
+        done = [e for e in sup.events if e.event_type == "command_completed"][-1]
+        assert (done.payload["status"], done.payload["error"]) == ("failed", "processes_survived")
+    finally:
+        await sup.stopService()
