@@ -218,7 +218,10 @@ def describe(event: dict[str, Any]) -> str | None:
     elif kind == "tree_stopped":
         what = f"stopped     the tree: {p.get('reason', '')}"
     elif kind == "command_received":
-        what = f"command     {p.get('command')} {path} from {p.get('requested_by')}: \"{p.get('reason', '')}\""
+        origin = p.get("origin")
+        unverified = f" (NOT via the relay: {origin}, sender unverified)" if origin and origin != "relay" else ""
+        what = (f"command     {p.get('command')} {path} from {p.get('requested_by')}{unverified}: "
+                f"\"{p.get('reason', '')}\"")
     elif kind == "command_completed":
         error = f" ({p['error']})" if p.get("error") else ""
         what = f"command     {p.get('command')} {path}: {p.get('status')}{error}"

@@ -105,10 +105,12 @@ def test_the_demo_console_is_an_operators_view_and_ctrl_c_stops_both_ends(run_di
         # the demo exists to show failures and restarts: each is one line, in local time
         console.until(r"^\d\d:\d\d:\d\d  failed +/root/flaky_exporter: RuntimeError: simulated failure$")
         console.until(r"^\d\d:\d\d:\d\d  restarted +/root/flaky_exporter \(restart \d+\)$")
-        # a command shows who sent it and why, then its outcome
+        # a command shows who sent it and why, then its outcome; the CLI talks to the target
+        # directly, so "alice" is only what it wrote, and the line says so
         paused = ctl(ipc_path, "--as", "alice", "pause", "/root/invoice_writer", "--reason", "console check")
         assert paused.returncode == 0, paused.stderr
-        console.until(r'^\d\d:\d\d:\d\d  command +pause_child /root/invoice_writer from alice: "console check"$')
+        console.until(r'^\d\d:\d\d:\d\d  command +pause_child /root/invoice_writer from alice '
+                      r'\(NOT via the relay: direct_ipc, sender unverified\): "console check"$')
         console.until(r"^\d\d:\d\d:\d\d  paused +/root/invoice_writer$")
         console.until(r"^\d\d:\d\d:\d\d  command +pause_child /root/invoice_writer: completed$")
         assert "child_heartbeat" not in console.text and "processed batch" not in console.text

@@ -418,3 +418,65 @@ async def test_lone_surrogates_never_make_the_state_unencodable():
         assert received[-1]["payload"]["reason"] == "import \ufffd"
     finally:
         await target.stop()
+
+
+FAKE_RELAY = r"""
+import json, socket, sys
+registration, ipc_path, target_id = sys.argv[1:4]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(registration)
+listener.listen(1)
+print("listening", flush=True)
+conn, _ = listener.accept()
+conn.makefile().readline()
+conn.sendall(json.dumps({"ok": True, "target_id": target_id, "status": "registered",
+                         "retryable": False}).encode() + b"\n")
+conn.close()
+link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+link.connect(ipc_path)
+params = {"command_id": "via-relay", "correlation_id": None, "target_id": target_id,
+          "command": "pause_child", "target": {"child_path": "/root/worker", "child_manifest": None},
+          "reason": "relayed", "requested_by": "CN=operator", "confirmed": False}
+link.sendall(json.dumps({"request_id": "1", "method": "command.pause_child", "params": params}).encode() + b"\n")
+print(link.makefile().readline(), flush=True)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_that_did_not_come_through_the_relay_say_so(tmp_path):
+    from supervisor.config.target import RegistrationConfig
+
+    registration = str(tmp_path / "reg.sock")
+    target = Target(registration=RegistrationConfig(enabled=True, relay_registration_path=registration,
+                                                    display_name="t"))
+    relay = subprocess.Popen([sys.executable, "-c", FAKE_RELAY, registration, target.path, TARGET_ID],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert relay.stdout.readline().strip() == "listening"
+        target.start()
+        await eventually(lambda: relay.poll() is not None, what="the relay's command was answered")
+        answer = json.loads(relay.stdout.read())
+        assert answer["result"]["result"]["status"] == "completed"
+        client = await target.connect()
+        forged = await client.call("command.resume_child", command(
+            "resume_child", command_id="forged", requested_by="CN=operator", reason="not really"))
+        assert forged["result"]["result"]["status"] == "completed"
+        received = {e.correlation_id: e.payload for e in target.supervisor.events
+                    if e.event_type == "command_received"}
+        assert received["via-relay"]["origin"] == "relay" and "peer" not in received["via-relay"]
+        assert received["forged"]["origin"] == "direct_ipc"
+        assert received["forged"]["peer"] == {"pid": os.getpid(), "uid": os.getuid()}
+        completed = {e.correlation_id: e.payload["origin"] for e in target.supervisor.events
+                     if e.event_type == "command_completed"}
+        assert completed == {"via-relay": "relay", "forged": "direct_ipc"}
+        # commands from Python code in the target are marked too
+        local = await target.supervisor.command("pause_child", "/root/worker", requested_by="py", reason="r")
+        assert local.status == "completed"
+        assert [e.payload["origin"] for e in target.supervisor.events
+                if e.correlation_id == local.command_id and e.event_type.startswith("command_")] == [
+            "in_process", "in_process"]
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        relay.wait()
+        await target.stop()

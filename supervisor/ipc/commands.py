@@ -34,7 +34,8 @@ def _invalid(message: str, target_id: str) -> WireError:
     return WireError("invalid_command_params", "command_validate", message, target_id)
 
 
-def parse_request(method: str, params: dict[str, Any], target_id: str) -> CommandRequest:
+def parse_request(method: str, params: dict[str, Any], target_id: str,
+                  origin: str = "direct_ipc", peer: dict[str, Any] | None = None) -> CommandRequest:
     """Structural checks; anything wrong is an ``invalid_command_params`` error response."""
     missing = [k for k in REQUIRED if k not in params]
     if missing:
@@ -68,14 +69,19 @@ def parse_request(method: str, params: dict[str, Any], target_id: str) -> Comman
         reason=params["reason"],
         child_path=child_path,
         child_manifest=target.get("child_manifest"),
+        origin=origin,
+        peer=peer,
     )
 
 
-def run_command(server: CommandHost, method: str, params: dict[str, Any]
+def run_command(server: CommandHost, method: str, params: dict[str, Any],
+                origin: str = "direct_ipc", peer: dict[str, Any] | None = None
                 ) -> defer.Deferred[dict[str, Any]]:
-    """Fires with the ``command_result`` body; structural errors raise WireError at once."""
+    """Fires with the ``command_result`` body; structural errors raise WireError at once.
+
+    ``origin`` and ``peer`` say where the command came from (``COMMAND_ORIGINS``)."""
     target_id = server.target_id
-    request = parse_request(method, params, target_id)
+    request = parse_request(method, params, target_id, origin, peer)
     correlation = params.get("correlation_id") or request.command_id
     if request.command in DANGEROUS_COMMANDS and params["confirmed"] is not True:
         return defer.succeed(_body(server, request, correlation, _refused(

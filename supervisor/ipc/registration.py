@@ -25,6 +25,8 @@ from twisted.python.failure import Failure
 
 from supervisor._backoff import retry_policy
 from supervisor.config.target import IpcConfig
+from supervisor.tree.descendants import start_time
+from supervisor.wire.unixsocket import peer_credentials
 from supervisor.wire.vocabulary import COMMANDS
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, decode, encode
@@ -55,8 +57,17 @@ class _AckReader(NDJSONReceiver):
         super().__init__()
         self._payload = payload
         self.ack: defer.Deferred[Any] = defer.Deferred()
+        #: ``(pid, start time)`` of the relay's process (SO_PEERCRED), when readable
+        self.peer: tuple[int, str | None] | None = None
 
     def connectionMade(self) -> None:
+        handle = getattr(self.transport, "getHandle", None)  # an in-memory transport has none
+        try:
+            creds = peer_credentials(handle()) if handle is not None else None
+        except OSError:
+            creds = None
+        if creds is not None:
+            self.peer = (creds[0], start_time(creds[0]))
         self.transport.write(self._payload)
 
     def lineReceived(self, line: bytes) -> None:
@@ -101,6 +112,10 @@ class RegistrationHeartbeat(Service):
         self.phase = IDLE  # the machine's state, kept by its transitions
         self.failures = 0  # failed attempts in a row
         self.last_ack: dict[str, Any] | None = None
+        #: ``(pid, start time)`` of the relay process that last acked this target's registration:
+        #: IPC connections from that process carry commands ``via`` the relay
+        self.relay_process: tuple[int, str | None] | None = None
+        self._peer: tuple[int, str | None] | None = None
         self.acks = 0
         self._machine = _HEARTBEAT_MACHINE(self)
 
@@ -134,7 +149,9 @@ class RegistrationHeartbeat(Service):
         ack = protocol.ack
         ack.addTimeout(timeout, self._reactor)
         try:
-            return await ack
+            answer = await ack
+            self._peer = protocol.peer
+            return answer
         finally:
             if protocol.transport is not None:
                 protocol.transport.abortConnection()
@@ -145,6 +162,7 @@ class RegistrationHeartbeat(Service):
             return
         self.last_ack = ack
         if ack.get("ok") is True:
+            self.relay_process = self._peer
             machine.acked()
             return
         error = ack.get("error") if isinstance(ack.get("error"), dict) else {}

@@ -25,7 +25,8 @@ from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, encode
-from supervisor.wire.unixsocket import peer_uid
+from supervisor.tree.descendants import start_time
+from supervisor.wire.unixsocket import peer_credentials
 from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, ipc_method
 
 INVALID_REQUEST_ID = "invalid-request"
@@ -57,6 +58,9 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         self.dropped_events = 0
         self.dropped_logs = 0
         self._drop_unreported = False
+        self.peer_pid: int | None = None
+        self.peer_uid: int | None = None
+        self.peer_started: str | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -65,7 +69,11 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             self.transport, self.server.config.max_pending_pushes, self._dropped
         )
         self.out.on_drained = self._report_drops
-        uid = self._peer_uid()
+        creds = self._peer_credentials()
+        uid = None if creds is None else creds[1]
+        if creds is not None:
+            self.peer_pid, self.peer_uid = creds[0], creds[1]
+            self.peer_started = start_time(creds[0])
         if uid is None or uid not in self.server.allowed_uids:
             who = "an unidentifiable peer" if uid is None else f"uid {uid}"
             self._send_error(
@@ -77,12 +85,20 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         self.server.connections.add(self)
         self.setTimeout(self.server.config.idle_timeout_seconds)
 
-    def _peer_uid(self) -> int | None:
-        """The peer's uid from SO_PEERCRED; None (refused) when it cannot be read."""
+    def _peer_credentials(self) -> tuple[int, int, int] | None:
+        """The peer's ``(pid, uid, gid)`` from SO_PEERCRED; None (refused) when unreadable."""
         try:
-            return peer_uid(self.transport.getHandle())
+            return peer_credentials(self.transport.getHandle())
         except OSError:
             return None
+
+    def origin(self) -> tuple[str, dict[str, int] | None]:
+        """``relay`` when the peer is the process of the relay this target registered with,
+        else ``direct_ipc`` and who the peer is (asked per command: registration may come later)."""
+        relay = self.server.relay_process()
+        if relay is not None and self.peer_pid is not None and relay == (self.peer_pid, self.peer_started):
+            return "relay", None
+        return "direct_ipc", {"pid": self.peer_pid, "uid": self.peer_uid}
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
@@ -210,7 +226,9 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
                 "registration": server.registration_payload,
             }, None
         if method.startswith("command."):
-            return run_command(server, method, params).addCallback(lambda body: (body, None))
+            origin, peer = self.origin()
+            return run_command(server, method, params, origin, peer).addCallback(
+                lambda body: (body, None))
         self._check_target(params, "state" if method == "state" else "subscription")
         if method == "state":
             return {
@@ -326,6 +344,7 @@ class IpcServer(Factory):
         config: IpcConfig,
         registration_payload: dict[str, Any] | None,
         clock: IReactorTime,
+        relay_process: Callable[[], tuple[int, str | None] | None] = lambda: None,
     ) -> None:
         self.supervisor = supervisor
         self.config = config
@@ -335,6 +354,8 @@ class IpcServer(Factory):
             config.registration.display_name if config.registration.enabled else config.target_id
         )
         self.registration_payload = registration_payload
+        #: ``(pid, start time)`` of the relay's process as the last registration ack saw it
+        self.relay_process = relay_process
         self.allowed_uids = frozenset({os.getuid(), *config.allowed_uids})
         self.connections: set[IpcConnection] = set()
         self._encoded: dict[str, tuple[Any, bytes]] = {}

@@ -75,7 +75,8 @@ def ipc_services(config: TargetConfig, supervisor: Supervisor, reactor: Any) -> 
     ipc = config.ipc
     heartbeat = RegistrationHeartbeat(ipc, reactor) if ipc.registration.enabled else None
     payload = registration_payload(ipc) if ipc.registration.enabled else None
-    server = IpcServer(supervisor, ipc, payload, reactor)
+    server = IpcServer(supervisor, ipc, payload, reactor,
+                       relay_process=lambda: heartbeat.relay_process if heartbeat is not None else None)
     services: list[IService] = [heartbeat] if heartbeat is not None else []
     services.append(IpcService(server, reactor, heartbeat))
     return services

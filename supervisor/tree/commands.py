@@ -45,6 +45,10 @@ class CommandRequest:
     reason: str = attrs.field(converter=encodable)
     child_path: str | None = attrs.field(default=None, converter=encodable)
     child_manifest: Any = attrs.field(default=None, converter=encodable)
+    #: where the command came from (``COMMAND_ORIGINS``) and, for ``direct_ipc``, the
+    #: sending process (``{"pid": int, "uid": int}``): both land in the command's events
+    origin: str = "in_process"
+    peer: Any = None
 
 
 @attrs.frozen
@@ -139,10 +143,13 @@ class Commands:
         path = request.child_path or ROOT_PATH
         audit = tree.observability.audit_enabled
         if audit:
-            tree.emit(
-                "command_received", path, child_id_of(path), request.command_id,
-                {"command": request.command, "requested_by": request.requested_by, "reason": request.reason},
-            )
+            received: dict[str, Any] = {
+                "command": request.command, "requested_by": request.requested_by,
+                "reason": request.reason, "origin": request.origin,
+            }
+            if request.peer is not None:
+                received["peer"] = request.peer
+            tree.emit("command_received", path, child_id_of(path), request.command_id, received)
         try:
             if tree.shutting_down:
                 raise self._error("tree_shutting_down", "command_execute", "the tree is shutting down")
@@ -177,6 +184,7 @@ class Commands:
                 "command": request.command,
                 "status": outcome.status,
                 "error": outcome.error.code if outcome.error else None,
+                "origin": request.origin,
             }
             processes = processes_of(outcome.report)
             if any(processes.values()):

@@ -17,7 +17,7 @@ import stat
 from twisted.internet.interfaces import IListeningPort, IReactorUNIX
 from twisted.internet.protocol import Factory
 
-__all__ = ["listen_unix", "clear_stale_socket", "SocketPathInUse", "peer_uid"]
+__all__ = ["listen_unix", "clear_stale_socket", "SocketPathInUse", "peer_uid", "peer_credentials"]
 
 
 class SocketPathInUse(Exception):
@@ -73,3 +73,14 @@ def peer_uid(sock: socket.socket) -> int | None:
     raw = sock.getsockopt(socket.SOL_SOCKET, _PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", raw)
     return uid
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
+    """The connected peer's ``(pid, uid, gid)`` from SO_PEERCRED (None where unsupported)."""
+    if _PEERCRED is None:
+        return None
+    import struct
+
+    raw = sock.getsockopt(socket.SOL_SOCKET, _PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid

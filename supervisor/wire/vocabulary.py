@@ -28,6 +28,12 @@ COMMANDS: tuple[str, ...] = (
 #: Commands that need ``confirmed: true``.
 DANGEROUS_COMMANDS: frozenset[str] = frozenset({"remove_child", "add_child", "shutdown_tree"})
 
+#: Where a command came from, as its ``command_received`` and ``command_completed`` events
+#: say (``payload.origin``): ``relay`` (an IPC connection from the process of the relay this
+#: target registered with), ``direct_ipc`` (any other process on the IPC socket: its
+#: ``requested_by`` is whatever it wrote), ``in_process`` (Python code in the target itself).
+COMMAND_ORIGINS: tuple[str, ...] = ("relay", "direct_ipc", "in_process")
+
 #: Every event type a target emits, with the contract's fixed severity.
 EVENT_SEVERITY: dict[str, str] = {
     "child_started": "info",
@@ -114,6 +120,7 @@ def javascript() -> str:
         f"export const LIFECYCLE_STATES = {frozen(list(LIFECYCLE_STATES))};",
         f"export const SEVERITIES = {frozen(list(SEVERITIES))};",
         f"export const CONNECTION_STATES = {frozen(list(CONNECTION_STATES))};",
+        f"export const COMMAND_ORIGINS = {frozen(list(COMMAND_ORIGINS))};",
     ]
     return "\n".join(lines) + "\n"
 

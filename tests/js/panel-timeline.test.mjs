@@ -2,7 +2,8 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { makeViewFilter } from '../../supervisor/relay/web/static/filter.js';
 import { setLanguage } from '../../supervisor/relay/web/static/i18n.js';
-import { TimelinePanel } from '../../supervisor/relay/web/static/panels/timeline.js';
+import { TimelinePanel, rowSummary } from '../../supervisor/relay/web/static/panels/timeline.js';
+import { Store } from '../../supervisor/relay/web/static/store.js';
 import { ROW_HEIGHT } from '../../supervisor/relay/web/static/timeline.js';
 import { fire, key, loadPage } from './dom-shim.mjs';
 import { TARGET, contractStore, eventMsg, fixture, logMsg } from './helpers.mjs';
@@ -111,4 +112,18 @@ test('times are local with the UTC time on hover; Chinese labels event types and
     setLanguage('en');
     process.env.TZ = tz;
   }
+});
+
+test('a command that did not come through a relay is marked in its summary and detail', () => {
+  setLanguage('en');
+  const store = new Store();
+  const payload = { command: 'pause_child', requested_by: 'CN=demo operator', reason: 'x', origin: 'direct_ipc',
+                    peer: { pid: 4242, uid: 1000 } };
+  const direct = store.addEvent(TARGET, eventMsg(TARGET, 1, { event_type: 'command_received', payload }).event);
+  assert.equal(rowSummary(direct), 'command_received /root/w0 · NOT via the relay (direct_ipc): sender unverified');
+  assert.match(direct.detail, /^origin=direct_ipc requested_by=CN=demo operator peer_pid=4242 reason=x/);
+  const relayed = store.addEvent(TARGET, eventMsg(TARGET, 2, {
+    event_type: 'command_received', payload: { ...payload, origin: 'relay', peer: undefined } }).event);
+  assert.equal(rowSummary(relayed), 'command_received /root/w0');
+  assert.equal(relayed.detail, 'reason=x');
 });

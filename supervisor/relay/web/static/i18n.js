@@ -90,6 +90,7 @@ const en = {
   // kinds and severities
   kind_event: 'event',
   kind_log: 'log',
+  not_via_relay: 'NOT via the relay ({origin}): sender unverified',
   kind_audit: 'audit',
   kind_result: 'result',
   sev_trace: 'trace',
@@ -295,6 +296,7 @@ const zh = {
   relay_waiting: '无法连接中继，{s} 秒后重试（第 {n} 次）',
   kind_event: '事件',
   kind_log: '日志',
+  not_via_relay: '未经中继（{origin}）：发送者未经验证',
   kind_audit: '审计',
   kind_result: '结果',
   sev_trace: '跟踪',

@@ -62,10 +62,21 @@ function targetStateText(t, state) {
 const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
 const RESULT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
 
+// Whether a command event says its command did not come through a relay (payload.origin,
+// see COMMAND_ORIGINS): its requested_by is whatever the sending process wrote.
+export function notViaRelay(payload) {
+  return Boolean(payload && typeof payload === 'object' && payload.origin && payload.origin !== 'relay');
+}
+
 function payloadSummary(payload) {
   if (!payload || typeof payload !== 'object') return '';
   const keys = ['reason', 'message', 'exit_code', 'delay_ms', 'phase', 'error'];
   const parts = [];
+  if (notViaRelay(payload)) {
+    parts.push(`origin=${payload.origin}`);
+    if (payload.requested_by) parts.push(`requested_by=${payload.requested_by}`);
+    if (payload.peer && payload.peer.pid) parts.push(`peer_pid=${payload.peer.pid}`);
+  }
   for (const key of keys) {
     if (payload[key] !== undefined && payload[key] !== null) {
       const value = typeof payload[key] === 'object' ? JSON.stringify(payload[key]) : payload[key];
@@ -259,6 +270,7 @@ export class Store {
       time: ev.occurred_at,
       summary: `${ev.event_type} ${ev.target_path ?? ''}`.trim(),
       detail: payloadSummary(ev.payload),
+      notViaRelay: notViaRelay(ev.payload),
       raw: ev,
     });
   }

@@ -8,3 +8,4 @@ export const EVENT_LIFECYCLE = Object.freeze({"child_started": "starting", "chil
 export const LIFECYCLE_STATES = Object.freeze(["starting", "running", "paused", "quarantined", "failed", "restarting", "stopping", "stopped", "completed"]);
 export const SEVERITIES = Object.freeze(["trace", "debug", "info", "warning", "error"]);
 export const CONNECTION_STATES = Object.freeze(["registered", "connecting", "connected", "reconnecting", "unavailable", "expired"]);
+export const COMMAND_ORIGINS = Object.freeze(["relay", "direct_ipc", "in_process"]);

@@ -9,7 +9,10 @@ import { Timeline } from '../timeline.js';
 // A row's summary in the current language: event types and command outcomes translated, log
 // lines as written.
 export function rowSummary(row) {
-  if (row.kind === 'event') return `${tv('evt', row.type)} ${row.path ?? ''}`.trim();
+  if (row.kind === 'event') {
+    const text = `${tv('evt', row.type)} ${row.path ?? ''}`.trim();
+    return row.notViaRelay ? `${text} · ${t('not_via_relay', { origin: row.raw.payload.origin })}` : text;
+  }
   if (row.kind === 'result' || row.kind === 'audit') {
     const command = row.type && row.type !== 'command_result' ? tv('cmdw', row.type) : t('command');
     return `${command} ${row.path || ''} → ${tv('res', row.outcome)}`.replace(/\s+/g, ' ');
