@@ -3,6 +3,7 @@
 - ``spec``: what to run and under which policy (attrs models).
 - ``lifecycle``: the lifecycle table, the only place that says which moves are legal.
 - ``policy``: restart-intensity windows. ``journal``: the event and log rings.
+- ``spawn``: starting OS processes. ``descendants``: what they started, and leftovers.
 - ``children``: runners, one per child kind (task, process, service).
 - ``decisions``: pure functions deciding restarts, escalations, groups, dependencies.
 - ``context``: what one tree shares (``Tree``: clock, journals, ids, state publication).
