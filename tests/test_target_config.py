@@ -105,3 +105,21 @@ def test_the_production_configs_load():
     assert relay.listen.host == "0.0.0.0" and relay.registration.listen_path.startswith("/run/supervisor/")
     assert target.ipc.path.startswith(relay.registration.allowed_ipc_path_prefixes[0] + "/")
     assert target.ipc.registration.relay_registration_path == relay.registration.listen_path
+
+
+def test_names_from_the_config_with_lone_surrogates_become_encodable():
+    from supervisor.wire.ndjson import encode
+
+    data = yaml.safe_load(
+        'supervisor: {name: "root \\udcff"}\n'
+        'ipc: {enabled: true, target_id: "t\\ud800", path: /tmp/x.sock,'
+        ' registration: {enabled: true, relay_registration_path: /tmp/r.sock, display_name: "d\\udcff"}}\n'
+        'children: [{name: w, kind: task, callable: "supervisor.demo:steady_worker",'
+        ' display_name: "report-\\udcff.csv", tags: ["\\udcff"]}]\n')
+    config = parse_target_config(data, "/tmp")
+    assert config.spec.name == "root \ufffd"
+    assert (config.ipc.target_id, config.ipc.registration.display_name) == ("t\ufffd", "d\ufffd")
+    child = config.spec.children[0]
+    assert (child.display_name, child.tags) == ("report-\ufffd.csv", ("\ufffd",))
+    harness = TreeHarness(config.spec)
+    encode(harness.supervisor.state("d\udcff"))  # raises UnicodeEncodeError if anything is left
