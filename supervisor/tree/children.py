@@ -27,10 +27,12 @@ from supervisor.tree.spec import ChildSpec
 
 @attrs.frozen
 class Outcome:
-    """How a child ended: ``normal`` exits are not failures."""
+    """How a child ended: ``normal`` exits are not failures; ``failed_start`` says it ended
+    within its ``startsecs`` (it never counted as running)."""
 
     normal: bool
     description: str
+    failed_start: bool = False
 
 
 @attrs.define
@@ -284,12 +286,17 @@ class ProcessRunner(ProcessProtocol):
     """
 
     def __init__(
-        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int
+        self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._spec = spec
         self._path = path
         self._hooks = hooks
         self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        #: fires after ``startsecs``: only then does the child count as running
+        self._start_window: Any = None
+        self._spawned_at: float | None = None
         self._exit = _Once(hooks)
         self._stop_requested = False
         self._injected: str | None = None
@@ -318,6 +325,15 @@ class ProcessRunner(ProcessProtocol):
             return
         self.pid = child.pid
         self._pgid = child.pid  # the child leads its own session and process group
+        if self._spec.startsecs > 0:
+            self._spawned_at = self._clock.seconds()
+            self._start_window = self._clock.callLater(self._spec.startsecs, self._started)
+        else:
+            self._hooks.running()
+
+    def _started(self) -> None:
+        """The child lived through ``startsecs``: it is running."""
+        self._start_window = None
         self._hooks.running()
 
     def _line(self, stream: str, text: str, cut: bool) -> None:
@@ -339,7 +355,18 @@ class ProcessRunner(ProcessProtocol):
         for splitter in self._streams.values():
             splitter.flush()
         self._pgid = None
-        self._exit(self._outcome(reason))
+        outcome = self._outcome(reason)
+        if self._start_window is not None:
+            self._close_start_window()
+            if not self._stop_requested and self._injected is None:
+                lived = self._clock.seconds() - (self._spawned_at or 0.0)
+                outcome = Outcome(
+                    False,
+                    f"failed to start: {outcome.description} after {lived:.3g} s "
+                    f"(startsecs {self._spec.startsecs:g})",
+                    failed_start=True,
+                )
+        self._exit(outcome)
 
     def _outcome(self, reason: Failure) -> Outcome:
         value = reason.value
@@ -350,34 +377,54 @@ class ProcessRunner(ProcessProtocol):
         elif code is None and reason.check(error.ProcessTerminated):
             text = "exit status unknown"  # reaped by someone else
         else:
-            text = f"exit status {code if code is not None else 0}"
+            code = code if code is not None else 0
+            text = f"exit status {code}"
         if self._injected is not None:
             return Outcome(False, self._injected)
         if self._stop_requested:
             return Outcome(True, text)
-        return Outcome(reason.check(error.ProcessDone) is not None, text)
+        return Outcome(sig is None and code is not None and code in self._spec.exitcodes, text)
 
-    def _signal_group(self, signum: int) -> bool:
+    def _signal(self, signum: int, group: bool) -> bool:
+        """Send ``signum`` to the child's process group, or to the leader alone."""
         if self._pgid is None:
             return False
         try:
-            os.killpg(self._pgid, signum)
+            if group:
+                os.killpg(self._pgid, signum)
+            else:
+                os.kill(self._pgid, signum)
             return True
         except ProcessLookupError:
             return False
 
+    def _signal_group(self, signum: int) -> bool:
+        return self._signal(signum, self._spec.kill_as_group)
+
+    def send_signal(self, signum: int) -> bool:
+        """An operator's signal (``signal_child``): to the group when ``stop_as_group``."""
+        return self._signal(signum, self._spec.stop_as_group)
+
+    def _close_start_window(self) -> None:
+        if self._start_window is not None and self._start_window.active():
+            self._start_window.cancel()
+        self._start_window = None
+
     def request_stop(self) -> None:
         self._stop_requested = True
-        self._signal_group(signal_number(self._spec.stop_signal))
+        self._close_start_window()
+        self._signal(signal_number(self._spec.stop_signal), self._spec.stop_as_group)
 
     def abort(self) -> None:
         self._stop_requested = True
+        self._close_start_window()
         self._signal_group(signal.SIGKILL)
 
     def fail(self, reason: str) -> None:
         if self._exit.done:
             return
         self._injected = reason
+        self._close_start_window()
         self._signal_group(signal.SIGKILL)
 
 

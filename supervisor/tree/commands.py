@@ -177,6 +177,7 @@ class Commands:
             correlation=correlation,
             backoff_attempt=0,
             attempt=0,
+            failed_starts=0,
             intensity=child.intensity.fresh(),
             message=None,
             last_policy_decision="resumed",
@@ -187,7 +188,7 @@ class Commands:
     async def _restart(self, child: ChildRuntime, correlation: str) -> None:
         """Stop the child if it runs and start it again at once, as a restart."""
         move_for(child.path, child.phase, Trigger.ORDER_RESTART)
-        fields: dict[str, Any] = {"correlation": correlation}
+        fields: dict[str, Any] = {"correlation": correlation, "failed_starts": 0}
         if child.phase in LIVE:
             await stop_child(child, Trigger.STOP_FOR_RESTART, fields=fields)
         else:

@@ -182,7 +182,8 @@ class Supervision:
         tree = self._tree
         if kind is ChildKind.PROCESS:
             return ProcessRunner(
-                child.spec, child.path, hooks, tree.reactor, tree.observability.max_output_line_bytes
+                child.spec, child.path, hooks, tree.reactor,
+                tree.observability.max_output_line_bytes, tree.clock,
             )
         if kind is ChildKind.SUPERVISOR:
             assert child.subtree is not None
@@ -211,6 +212,7 @@ class Supervision:
                 else Health.HEALTHY
             ),
             readiness=Readiness.NOT_READY if waits else Readiness.READY,
+            failed_starts=0,
         )
         self._dependencies_changed(child.node)
 
@@ -255,6 +257,9 @@ class Supervision:
             recent_failures=node.failures.count(now),
             backoff_attempt=child.backoff_attempt,
             rand=tree.rng.random,
+            failed_start=outcome.failed_start,
+            failed_starts=child.failed_starts,
+            start_retries=child.spec.startretries,
         )
         facts = {"outcome": outcome.description, "normal": outcome.normal, "reason": outcome.description}
         ended: dict[str, Any] = {
@@ -266,6 +271,8 @@ class Supervision:
         }
         if failed:
             ended["last_failure"] = ended["message"] = outcome.description
+        if outcome.failed_start:
+            ended["failed_starts"] = child.failed_starts + 1
         if isinstance(decision, NoRestart):
             trigger = Trigger.COMPLETE
             if failed:
