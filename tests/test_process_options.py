@@ -81,3 +81,95 @@ async def test_a_process_is_starting_until_startsecs_pass_then_running():
         assert child.failed_starts == 0
     finally:
         await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_numprocs_three_runs_three_instances_and_a_group_restart_restarts_all_three():
+    from supervisor.config.target import parse_target_config
+
+    config = parse_target_config({
+        "policy": {"initial_backoff_ms": 0, "max_backoff_ms": 0, "jitter_ratio": 0},
+        "children": [{
+            "name": "web", "kind": "process", "numprocs": 3,
+            "command": [PY, "-c", "import os, sys, time; print(sys.argv[1], os.environ['SLOT'], flush=True); time.sleep(60)",
+                        "{process_name}"],
+            "environment": {"SLOT": "slot-{index}"},
+        }],
+    }, "/tmp", {})
+    sup = Supervisor(config.spec, reactor=reactor, clock=reactor)
+    sup.startService()
+    names = ["web_00", "web_01", "web_02"]
+    try:
+        group = sup.child("/root/web")
+        assert group.spec.kind is ChildKind.SUPERVISOR
+        assert list(group.subtree.children) == names
+        instances = [sup.child(f"/root/web/{n}") for n in names]
+        await eventually(lambda: all(c.state.value == "running" for c in instances), what="3 running")
+        await eventually(lambda: len(sup.logs) >= 3, what="three greetings")
+        assert sorted(r.message for r in sup.logs) == [f"web_0{i} slot-{i}" for i in range(3)]
+        pids = [c.runner.pid for c in instances]
+        outcome = await sup.command("restart_child", "/root/web", requested_by="test", reason="deploy")
+        assert outcome.accepted, outcome.error
+        await eventually(lambda: all(c.state.value == "running" for c in instances), what="3 back")
+        new_pids = [c.runner.pid for c in instances]
+        assert all(n != o for n, o in zip(new_pids, pids))
+        assert [c.generation for c in instances] == [2, 2, 2]
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        await sup.stopService()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+TRAP_HUP = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: print('got HUP', sys.argv[1], flush=True))\n"
+            "print('ready', flush=True)\n"
+            "while True: time.sleep(1)\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_signal_child_sends_a_named_signal_to_every_instance_of_a_group_and_is_audited():
+    group = ChildSpec("web", ChildKind.SUPERVISOR, children=[
+        ChildSpec(f"web_0{i}", ChildKind.PROCESS, command=[PY, "-c", TRAP_HUP, f"web_0{i}"])
+        for i in range(2)])
+    sup = supervise(group, ChildSpec("task", ChildKind.TASK, factory=lambda ctx: ctx.cancellation))
+    try:
+        await eventually(lambda: sum(r.message == "ready" for r in sup.logs) == 2, what="ready")
+        outcome = await sup.command("signal_child", "/root/web", requested_by="ops",
+                                    reason="reopen logs", signal="HUP", command_id="sig-1")
+        assert outcome.accepted, outcome.error
+        assert outcome.affected == ("/root/web/web_00", "/root/web/web_01")
+        assert outcome.report["signal"] == "SIGHUP"
+        await eventually(lambda: sorted(r.message for r in sup.logs if r.message.startswith("got"))
+                         == ["got HUP web_00", "got HUP web_01"], what="both got HUP")
+        assert all(sup.child(f"/root/web/web_0{i}").state.value == "running" for i in range(2))
+        audit = [e for e in sup.events if e.correlation_id == "sig-1"]
+        assert [e.event_type for e in audit] == ["command_received", "command_completed"]
+        assert audit[0].payload == {"command": "signal_child", "requested_by": "ops",
+                                    "reason": "reopen logs"}
+        assert audit[1].payload["status"] == "completed"
+        bad = await sup.command("signal_child", "/root/web", requested_by="ops", reason="x",
+                                signal="NOPE")
+        assert (bad.status, bad.error.code) == ("failed", "validation_failed")
+        task = await sup.command("signal_child", "/root/task", requested_by="ops", reason="x",
+                                 signal="HUP")
+        assert task.error.code == "illegal_transition" and "not a process" in task.error.message
+    finally:
+        await sup.stopService()
+
+
+def test_ctl_names_children_as_supervisorctl_does():
+    from supervisor.ctl import child_path
+
+    assert child_path("worker:*") == "/root/worker"
+    assert child_path("worker:") == "/root/worker"
+    assert child_path("worker:worker_01") == "/root/worker/worker_01"
+    assert child_path("cache") == "/root/cache"
+    assert child_path("/root/a/b") == "/root/a/b"

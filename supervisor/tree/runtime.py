@@ -141,7 +141,8 @@ class Supervisor(Service):
         return self._commands.execute(request)
 
     def command(self, command: str, child_path: str | None = None, *, requested_by: str, reason: str,
-                command_id: str | None = None, child_manifest: Any = None) -> defer.Deferred[CommandOutcome]:
+                command_id: str | None = None, child_manifest: Any = None,
+                signal: str | None = None) -> defer.Deferred[CommandOutcome]:
         """Shorthand for :meth:`execute` from Python code."""
         request = CommandRequest(
             command=command,
@@ -150,6 +151,7 @@ class Supervisor(Service):
             reason=reason,
             child_path=child_path,
             child_manifest=child_manifest,
+            signal=signal,
         )
         return self.execute(request)
 
