@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 
 import pytest_twisted
@@ -173,3 +174,25 @@ def test_ctl_names_children_as_supervisorctl_does():
     assert child_path("worker:worker_01") == "/root/worker/worker_01"
     assert child_path("cache") == "/root/cache"
     assert child_path("/root/a/b") == "/root/a/b"
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_group_and_umask_are_set_in_the_child(tmp_path):
+    assert os.geteuid() == 0, "this test drops privileges, so it runs as root (as CI does)"
+    nobody = pwd.getpwnam("nobody")
+    # a system shell: the interpreter running the tests may live where nobody cannot read
+    script = 'echo "$(id -u) $(id -g) $(umask) $(id -G)"; exec sleep 60'
+    sup = supervise(ChildSpec("dropped", ChildKind.PROCESS, command=["/bin/sh", "-c", script],
+                              user="nobody", umask=0o027))
+    try:
+        child = sup.child("/root/dropped")
+        await eventually(lambda: len(sup.logs) >= 1, what="the child's ids")
+        uid, gid, mask, *groups = list(sup.logs)[-1].message.split()
+        assert (int(uid), int(gid)) == (nobody.pw_uid, nobody.pw_gid)
+        assert sorted(map(int, groups)) == sorted(set(os.getgrouplist("nobody", nobody.pw_gid)))
+        assert mask == "0027"
+        with open(f"/proc/{child.runner.pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        assert status["Uid"].split()[:2] == [str(nobody.pw_uid)] * 2
+    finally:
+        await sup.stopService()

@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from supervisor.tree.spawn import spawn_child
+from supervisor.tree.spawn import Identity, spawn_child
 from supervisor.tree.spec import ChildSpec
 
 
@@ -319,7 +319,9 @@ class ProcessRunner(ProcessProtocol):
             self._exit(Outcome(False, f"executable not found: {name}"))
             return
         try:
-            child = spawn_child(self._reactor, self, executable, command, env, cwd=self._spec.cwd)
+            identity = Identity(self._spec.user, self._spec.group, self._spec.umask)
+            child = spawn_child(self._reactor, self, executable, command, env,
+                                cwd=self._spec.cwd, identity=identity)
         except Exception:
             self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
             return
