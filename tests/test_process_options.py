@@ -196,3 +196,38 @@ async def test_user_group_and_umask_are_set_in_the_child(tmp_path):
         assert status["Uid"].split()[:2] == [str(nobody.pw_uid)] * 2
     finally:
         await sup.stopService()
+
+
+def _pid_alive(pid: int) -> bool:
+    return _alive(pid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_and_kill_as_group_reach_the_whole_group_by_default_and_only_the_leader_when_off():
+    script = 'sleep 300 & echo "$!"; trap "echo leader done; exit 0" TERM; wait'
+    sup = supervise(
+        ChildSpec("grouped", ChildKind.PROCESS, command=["/bin/sh", "-c", script]),
+        ChildSpec("leader_only", ChildKind.PROCESS, command=["/bin/sh", "-c", script],
+                  stop_as_group=False, kill_as_group=False),
+    )
+    orphans = []
+    try:
+        await eventually(lambda: len(sup.logs) >= 2, what="both grandchildren's pids")
+        pids = {r.fields["child_path"]: int(r.message) for r in sup.logs if r.message.isdigit()}
+        for path in ("/root/grouped", "/root/leader_only"):
+            await sup.command("pause_child", path, requested_by="t", reason="stop it")
+        grouped, alone = pids["/root/grouped"], pids["/root/leader_only"]
+        orphans.append(alone)
+        await eventually(lambda: not _pid_alive(grouped), what="group member stopped with its leader")
+        assert sup.child("/root/leader_only").state.value == "paused"
+        assert _pid_alive(alone), "with both off, the leader's group is left alone"
+        # the leader's last words are read although the member still holds its pipes
+        done = [r.fields["child_path"] for r in sup.logs if r.message == "leader done"]
+        assert sorted(done) == ["/root/grouped", "/root/leader_only"]
+    finally:
+        for pid in orphans:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        await sup.stopService()

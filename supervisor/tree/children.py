@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from supervisor.tree.spawn import Identity, spawn_child
+from supervisor.tree.spawn import ChildProcess, Identity, spawn_child
 from supervisor.tree.spec import ChildSpec
 
 
@@ -350,8 +350,13 @@ class ProcessRunner(ProcessProtocol):
             splitter.feed(data)
 
     def processExited(self, reason: Failure) -> None:
-        # The leader is gone; anything left in its group would be an orphan.
-        self._signal_group(signal.SIGKILL)
+        if self._spec.kill_as_group:
+            # The leader is gone; anything left in its group would be an orphan.
+            self._signal_group(signal.SIGKILL)
+        elif isinstance(self.transport, ChildProcess):
+            # Members left running on purpose may hold the output pipes: the child ended
+            # with its leader; what the pipes hold is read, what members write later is not.
+            self.transport.drainAndClose()
 
     def processEnded(self, reason: Failure) -> None:
         for splitter in self._streams.values():

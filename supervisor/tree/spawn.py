@@ -52,6 +52,8 @@ _ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
 #: The child's stdin, opened by posix_spawn in the child itself.
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
 _READ_SIZE = 8192
+#: Most bytes :meth:`ChildProcess.drainAndClose` reads from one pipe (a Linux pipe holds 64 KiB).
+_DRAIN_LIMIT = 1024 * 1024
 
 
 def seal_inherited_fds(first: int = 3) -> int:
@@ -240,6 +242,13 @@ class ChildProcess:
         for pipe in list(self._pipes.values()):
             pipe.close()
 
+    def drainAndClose(self) -> None:
+        """Read what the pipes already hold (at most ``_DRAIN_LIMIT`` bytes each), then stop
+        reading: for a leader that exited while others keep its pipes open."""
+        for pipe in list(self._pipes.values()):
+            pipe.drain(_DRAIN_LIMIT)
+            pipe.close()
+
     # what the readers report
 
     def _call(self, method: str, *args: Any) -> None:
@@ -304,6 +313,19 @@ class _OutputPipe:
 
     def connectionLost(self, reason: Failure) -> None:
         self.close()
+
+    def drain(self, limit: int) -> None:
+        """Read without waiting until the pipe is empty, closed, or ``limit`` bytes were read."""
+        taken = 0
+        while self._fd >= 0 and taken < limit:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            taken += len(data)
+            self._child._output(self._child_fd, data)
 
     def close(self) -> None:
         if self._fd < 0:
