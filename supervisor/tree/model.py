@@ -267,6 +267,12 @@ def runtime_row(child: ChildRuntime) -> dict[str, Any]:
     }
 
 
+def start_order(node: SupervisorNode) -> list[ChildRuntime]:
+    """``node``'s children by ``priority`` (lower first), declaration order among equals:
+    the order they start in; they stop in the reverse."""
+    return sorted(node.children.values(), key=lambda c: c.spec.priority)
+
+
 def walk(node: SupervisorNode) -> Iterator[ChildRuntime]:
     """Every child below ``node`` in declaration order, depth first."""
     for child in node.children.values():

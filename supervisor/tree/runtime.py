@@ -27,7 +27,8 @@ class Supervisor(Service):
 
     ``Supervisor(spec, clock=reactor)`` builds the tree; ``setServiceParent(app)`` (or
     ``startService()``) starts it; ``stopService()`` runs the staged shutdown and fires with
-    the per-child report. Children are started in declaration order, stopped in reverse.
+    the per-child report. Children start by priority, then declaration order; they stop in
+    reverse.
     """
 
     _log = Logger()
@@ -98,7 +99,7 @@ class Supervisor(Service):
         self._shutdown.on_stopped(observer)
 
     def shutdown(self, reason: str) -> defer.Deferred[dict[str, Any]]:
-        """Staged shutdown in reverse declaration order; fires with the shutdown report.
+        """Staged shutdown in reverse start order; fires with the shutdown report.
 
         Calling it again while a shutdown runs (or after) returns the same result.
         """

@@ -54,6 +54,7 @@ from supervisor.tree.model import (
     child_id_of,
     deliver_exit,
     fire,
+    start_order,
 )
 from supervisor.tree.policy import IntensityWindow
 from supervisor.tree.shutdown import abort_all, stop_all, stop_in_order
@@ -116,12 +117,13 @@ class Supervision:
     # ------------------------------------------------------------------ starting
 
     def start(self, node: SupervisorNode) -> None:
-        """Start every child that is not held, in declaration order, respecting dependencies."""
+        """Start every child that is not held, by priority then declaration order; a child
+        whose dependencies are not running yet waits for them."""
         node.stopping_all = False
         node.escalated = False
         node.failures = node.fresh_failure_window()
         correlation = self._tree.new_correlation()
-        for child in list(node.children.values()):
+        for child in start_order(node):
             if child.phase not in HELD:
                 self.start_when_ready(child, correlation=correlation)
 
