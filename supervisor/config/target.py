@@ -54,7 +54,7 @@ OBSERVABILITY_KEYS = tuple(f.name for f in attrs.fields(Observability))
 #: Keys only a process child has, besides command, cwd, environment and stop_signal.
 PROCESS_KEYS = (
     "exitcodes", "startsecs", "startretries", "user", "group", "umask", "stop_as_group",
-    "kill_as_group", "numprocs", "process_name",
+    "kill_as_group", "numprocs", "numprocs_start", "process_name",
 )
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
@@ -361,8 +361,9 @@ def _child(
         _process_fields(section, key, base_dir, fields)
         if section.has("numprocs"):
             return _process_group(section, key, fields)
-        if section.has("process_name"):
-            raise ConfigError(join_key(key, "process_name"), "is used only with numprocs")
+        for name in ("process_name", "numprocs_start"):
+            if section.has(name):
+                raise ConfigError(join_key(key, name), "is used only with numprocs")
     else:
         fields["strategy"] = _strategy(section, "strategy")
         fields["children"] = _children(
@@ -428,11 +429,12 @@ def _process_fields(section: Section, key: str, base_dir: str, fields: dict[str,
 def _process_group(section: Section, key: str, fields: dict[str, Any]) -> ChildSpec:
     """``numprocs`` instances of one process child, under a supervisor node of its name."""
     count = section.integer("numprocs", 1, minimum=1, maximum=MAX_NUMPROCS)
+    first = section.integer("numprocs_start", 0, minimum=0, maximum=1_000_000)
     template = section.string("process_name", DEFAULT_PROCESS_NAME)
     name = fields["name"]
     instances = []
     seen: dict[str, int] = {}
-    for index in range(count):
+    for index in range(first, first + count):
         values = {"name": name, "index": index}
         instance_name = _render(join_key(key, "process_name"), template, values)
         if not CHILD_ID.match(instance_name):
