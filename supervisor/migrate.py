@@ -104,8 +104,10 @@ class _Expander:
 
     def expand(self, where: str, value: str, names: Mapping[str, str], templated: bool) -> str:
         """``value`` with references replaced; ``templated``: the value goes through our
-        instance template (``{index}``), so literal braces are doubled."""
-        text = value.replace("{", "{{").replace("}", "}}") if templated else value
+        instance template (``{index}``), so literal braces are doubled. A literal ``${``
+        (a shell's) becomes ``$${``, which our loader reads back as ``${``."""
+        text = value.replace("${", "$${")
+        text = text.replace("{", "{{").replace("}", "}}") if templated else text
 
         def replace(match: re.Match[str]) -> str:
             if match.group(0) == "%%":
@@ -374,7 +376,7 @@ def _program(section: str, name: str, group: str, items: dict[str, str],
 
 def _process_name(where: str, template: str, name: str, group: str, expander: _Expander) -> str:
     """supervisord's ``process_name`` as our instance template (``{name}``, ``{index}``)."""
-    text = template.replace("{", "{{").replace("}", "}}")
+    text = template.replace("${", "$${").replace("{", "{{").replace("}", "}}")
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "%%":

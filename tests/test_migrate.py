@@ -90,7 +90,7 @@ def test_expansions_groups_includes_and_supervisord_defaults(workdir, monkeypatc
         environment=TZ="UTC",MODE=prod
         minfds=4096
         [program:web]
-        command=/srv/bin/serve --port=%(ENV_PORT)s --root=%(here)s/www --name %(program_name)s --pct=100%%
+        command=/srv/bin/serve --port=%(ENV_PORT)s --root=%(here)s/www --name %(program_name)s --pct=100%% ${LITERAL}
         directory=%(here)s
         environment=A="1",B="%(ENV_HOME)s/x"
         autostart=false
@@ -101,7 +101,7 @@ def test_expansions_groups_includes_and_supervisord_defaults(workdir, monkeypatc
         stopsignal=HUP
         priority=10
         [program:pool]
-        command=/srv/bin/pool --slot %(process_num)d --json '{"a":1}'
+        command=/srv/bin/pool --slot %(process_num)d --json '{"a":1}' --shell '${SHELL_VAR}'
         numprocs=2
         numprocs_start=1
         process_name=%(group_name)s-%(process_num)s
@@ -115,7 +115,7 @@ def test_expansions_groups_includes_and_supervisord_defaults(workdir, monkeypatc
     assert web == {
         "name": "web", "kind": "process",
         "command": ["/srv/bin/serve", "--port=${PORT}", f"--root={workdir}/www", "--name", "web",
-                    "--pct=100%"],
+                    "--pct=100%", "$${LITERAL}"],
         "cwd": str(workdir), "environment": {"TZ": "UTC", "MODE": "prod", "A": "1", "B": "${HOME}/x"},
         "restart_policy": "transient", "hold": "paused", "priority": 10, "startsecs": 5,
         "startretries": 7, "exitcodes": [0, 2], "stop_signal": "SIGHUP",
@@ -124,7 +124,8 @@ def test_expansions_groups_includes_and_supervisord_defaults(workdir, monkeypatc
     # in a numprocs child the instance template is ours: braces doubled, the slot is {index}
     assert pool["numprocs"] == 2 and pool["numprocs_start"] == 1
     assert pool["process_name"] == "pool-{index}"
-    assert pool["command"] == ["/srv/bin/pool", "--slot", "{index}", "--json", '{{"a":1}}']
+    assert pool["command"] == ["/srv/bin/pool", "--slot", "{index}", "--json", '{{"a":1}}',
+                               "--shell", "$${{SHELL_VAR}}"]
     assert (pool["stop_as_group"], pool["kill_as_group"]) == (True, True)
     assert batch == {"name": "batch", "kind": "supervisor", "priority": 50, "children": [{
         "name": "cron", "kind": "process", "command": ["/usr/sbin/cron", "-f"],
@@ -142,9 +143,11 @@ def test_expansions_groups_includes_and_supervisord_defaults(workdir, monkeypatc
 
     monkeypatch.setenv("PORT", "8000")
     spec = parse_target_config(result.config, str(workdir)).spec
+    assert spec.children[0].command[1] == "--port=8000"
+    assert spec.children[0].command[-1] == "${LITERAL}"  # a shell's reference stays the shell's
     instances = spec.children[1].children
     assert [c.name for c in instances] == ["pool-1", "pool-2"]
-    assert instances[1].command[2] == "2" and instances[1].command[4] == '{"a":1}'
+    assert instances[1].command[2:] == ("2", "--json", '{"a":1}', "--shell", "${SHELL_VAR}")
 
 
 def test_an_unreadable_value_is_one_error_line(workdir):
