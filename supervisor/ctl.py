@@ -40,6 +40,12 @@ examples:
   {SOCKET_ENV}=/run/app/target.sock python -m supervisor.ctl logs --follow --lines 50
   python -m supervisor.ctl --config target.yaml restart /root/worker --reason "stuck"
   python -m supervisor.ctl --config target.yaml add /root --manifest child.yaml --reason "scale" --yes
+  python -m supervisor.ctl --config target.yaml restart 'worker:*' --reason "deploy"
+  python -m supervisor.ctl --config target.yaml signal HUP /root/web
+
+children are named by path (/root/web, /root/web/web_00) or as supervisorctl names them:
+'web:*' is the group /root/web (every instance of a numprocs child), 'web:web_00' one of
+its instances, and a bare name a child of the root.
 
 events and logs print what the target still holds (all of its event journal after --since,
 the last --lines log records); --follow then keeps streaming. When older events were
@@ -58,6 +64,19 @@ _EXPLAINED = {
     "ipc_timeout": "the target did not answer in time",
     "ipc_response_too_large": "the target sent an overlong line",
 }
+
+
+def child_path(name: str) -> str:
+    """A child path from ``/root/a/b``, supervisorctl's ``group:*`` / ``group:name``, or a bare
+    name (a child of the root)."""
+    if name.startswith("/"):
+        return name
+    group, colon, member = name.partition(":")
+    if not colon:
+        return f"/root/{name}"
+    if member in ("", "*"):
+        return f"/root/{group}"
+    return f"/root/{group}/{member}"
 
 
 class CtlError(Exception):
@@ -227,6 +246,10 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--manifest", required=True, help="YAML file describing one child")
     add.add_argument("--reason", required=True)
     add.add_argument("--yes", action="store_true")
+    sig = sub.add_parser("signal", help="signal_child: send a signal to a process child or group")
+    sig.add_argument("signal", help="signal name, e.g. HUP or SIGUSR1")
+    sig.add_argument("child", help="child path, e.g. /root/web or 'web:*'")
+    sig.add_argument("--reason", help="why (default: names the signal and ctl)")
     shutdown = sub.add_parser("shutdown", help="shutdown_tree")
     shutdown.add_argument("--reason", required=True)
     shutdown.add_argument("--yes", action="store_true")
@@ -301,9 +324,15 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
         await conn.call("hello", None)
         return 0
     target: dict[str, Any] = {"child_path": None, "child_manifest": None}
+    reason = args.reason
     if args.action in CHILD_COMMANDS:
         command = CHILD_COMMANDS[args.action]
-        target["child_path"] = args.child
+        target["child_path"] = child_path(args.child)
+    elif args.action == "signal":
+        command = "signal_child"
+        target["child_path"] = child_path(args.child)
+        target["signal"] = args.signal
+        reason = reason or f"signal {args.signal} sent with ctl"
     elif args.action == "add":
         command = "add_child"
         target["child_path"] = args.parent
@@ -319,7 +348,7 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
     command_id = f"ctl-{uuid.uuid4().hex[:12]}"
     params = {
         "command_id": command_id, "correlation_id": command_id, "target_id": target_id,
-        "command": command, "target": target, "reason": args.reason,
+        "command": command, "target": target, "reason": reason,
         "requested_by": args.requested_by, "confirmed": bool(getattr(args, "yes", False)),
     }
     result = (await conn.call(ipc_method(command), params))["result"]
@@ -329,6 +358,9 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
         error = result["error"]
         detail = f" ({error['code']}: {error['message']})" if error else ""
         out.write(f"{command} {target['child_path'] or ''}: {result['status']}{detail}\n")
+        if command == "signal_child" and result["accepted"]:
+            for row in (result.get("state_delta") or {}).get("runtime_state") or []:
+                out.write(f"  {target['signal']} -> {row['child_path']}\n")
     return 0 if result["accepted"] else 2
 
 

@@ -204,7 +204,7 @@ class MemoryTarget:
     processes, as treq's ``StubTreq`` is for HTTP clients. It holds a flat tree (the root and
     named children, each with a lifecycle state) and bounded journals of events and logs with
     sequences, and answers ``hello``, ``state``, ``events.subscribe`` (replaying after
-    ``since_sequence``), ``logs.tail`` and the seven commands as a real target does, pushing
+    ``since_sequence``), ``logs.tail`` and every command of the vocabulary as a real target does, pushing
     events, logs and deltas to the connections that subscribed::
 
         clock = Clock()
@@ -439,7 +439,8 @@ class MemoryTarget:
         if command == "shutdown_tree":
             for name in self.children:
                 self.children[name] = "stopped"
-            event_type, changed = "tree_stopped", list(self.children)
+            event_type: str | None = "tree_stopped"
+            changed = list(self.children)
         elif command == "add_child":
             manifest = target.get("child_manifest")
             name = manifest.get("name") if isinstance(manifest, dict) else None
@@ -454,6 +455,8 @@ class MemoryTarget:
         elif command == "remove_child":
             del self.children[child_id]
             event_type, changed = "child_removed", []
+        elif command == "signal_child":
+            event_type, changed = None, [child_id]  # a signal changes no state
         else:
             self.children[child_id], event_type = _COMMAND_OUTCOMES[command]
             changed = [child_id]
@@ -463,7 +466,8 @@ class MemoryTarget:
         if command in ("add_child", "remove_child"):
             delta["topology"] = self.state()["topology"]
             delta["runtime_state"] = [self.runtime(c) for c in self.children]
-        self.emit_event(event_type, child_id or "root", correlation_id=correlation)
+        if event_type is not None:
+            self.emit_event(event_type, child_id or "root", correlation_id=correlation)
         self._push("events", {"type": "state_delta", "target_id": tid, "delta": delta})
         result.update(accepted=True, status="completed", error=None, state_delta=delta)
         return {"type": "command_result", "target_id": tid, "result": result}

@@ -22,10 +22,22 @@ from twisted.python.failure import Failure
 from supervisor._backoff import retry_policy
 from supervisor.config.target import IpcConfig, RegistrationConfig
 from supervisor.ipc.registration import RegistrationHeartbeat
+from supervisor.wire.vocabulary import COMMANDS
 from tests.waiting import eventually
 
 EXAMPLES = pathlib.Path(__file__).parent / "contract_examples"
 
+
+
+def contract_payload() -> dict:
+    """The contract's registration example, whose ``supported_commands`` are the contract's
+    commands; ours advertise the vocabulary's extension commands after them, alike."""
+    payload = json.loads((EXAMPLES / "registration.request.json").read_text())
+    listed = [c["name"] for c in payload["supported_commands"]]
+    template = payload["supported_commands"][0]
+    payload["supported_commands"] += [{**template, "name": name}
+                                      for name in COMMANDS if name not in listed]
+    return payload
 
 def config(path: str = "/tmp/relay.sock", interval: int = 15, timeout: float = 5.0,
            jitter: float = 0.2) -> IpcConfig:
@@ -93,7 +105,7 @@ def test_registers_at_once_then_every_interval():
     attempts.hb.begin()
     assert attempts.made == 1 and attempts.clock.unixClients[0][0] == "/tmp/relay.sock"
     sent = attempts.ack(OK)
-    assert json.loads(sent) == json.loads((EXAMPLES / "registration.request.json").read_text())
+    assert json.loads(sent) == contract_payload()
     assert attempts.hb.phase == "registered" and attempts.hb.acks == 1
     assert attempts.next_delay() == 15
     attempts.wait()
@@ -227,7 +239,7 @@ async def test_sends_the_contract_payload_then_heartbeats_every_interval():
         hb = heartbeat(path, interval=1)
         try:
             await eventually(lambda: len(relay.received) >= 2, what="two registrations")
-            assert relay.received[0] == json.loads((EXAMPLES / "registration.request.json").read_text())
+            assert relay.received[0] == contract_payload()
             assert hb.acks >= 1 and not hb.stopped_for_good
         finally:
             hb.stopService()

@@ -38,6 +38,53 @@ def load_yaml_mapping(path: str) -> dict[str, Any]:
     return data
 
 
+#: ``${NAME}``, ``${NAME:-default}``, and ``$${`` for a literal ``${``.
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MALFORMED = re.compile(r"(?<!\$)\$\{")
+
+
+def expand_environment(data: Any, environ: Mapping[str, str], key: str = "") -> Any:
+    """``data`` with ``${NAME}`` and ``${NAME:-default}`` in every string value replaced from
+    ``environ`` (mapping keys are left alone); an unset name without a default, or a ``${``
+    that is not a reference, is a ConfigError naming the key. ``$${`` stands for ``${``."""
+    if isinstance(data, str):
+        return _expand_string(data, environ, key)
+    if isinstance(data, list):
+        return [expand_environment(item, environ, join_key(key, i)) for i, item in enumerate(data)]
+    if isinstance(data, dict):
+        return {k: expand_environment(v, environ, join_key(key, str(k))) for k, v in data.items()}
+    return data
+
+
+def _expand_string(value: str, environ: Mapping[str, str], key: str) -> str:
+    if "${" not in value:
+        return value
+    pieces: list[str] = []
+    position = 0
+    for match in _REFERENCE.finditer(value):
+        between = value[position:match.start()]
+        if _MALFORMED.search(between):
+            raise ConfigError(key, f"malformed ${{...}} reference in {value!r}")
+        pieces.append(between)
+        position = match.end()
+        if match.group(0) == "$${":
+            pieces.append("${")
+            continue
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if found is None:
+            if default is None:
+                raise ConfigError(key, f"environment variable {name} is not set "
+                                       f"(write ${{{name}:-default}} to give a default)")
+            found = default
+        pieces.append(found)
+    rest = value[position:]
+    if _MALFORMED.search(rest):
+        raise ConfigError(key, f"malformed ${{...}} reference in {value!r}")
+    pieces.append(rest)
+    return "".join(pieces)
+
+
 def defaults(model: type) -> Any:
     """The attrs defaults of ``model`` by field name (``defaults(IpcConfig).max_request_bytes``):
     parsers take every default from the model, so each is written once, beside its field."""

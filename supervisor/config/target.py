@@ -7,9 +7,12 @@ Relative paths (``cwd``, ``ipc.path``…) are taken from the config file's folde
 
 from __future__ import annotations
 
+import glob
+import grp
 import importlib
 import os
-from typing import Any, Callable
+import pwd
+from typing import Any, Callable, Mapping
 
 import attrs
 import yaml
@@ -19,6 +22,7 @@ from supervisor.config._common import (
     Section,
     check_unix_socket_path,
     defaults,
+    expand_environment,
     join_key,
     load_yaml_mapping,
     resolve_path,
@@ -42,15 +46,30 @@ from supervisor.tree.spec import (
 from supervisor.tree.children import signal_number
 from supervisor.wire.ndjson import encodable
 
-TOP_KEYS = ("supervisor", "policy", "shutdown", "observability", "ipc", "children")
+TOP_KEYS = ("supervisor", "policy", "shutdown", "observability", "ipc", "include", "children")
+#: What an included file may hold.
+INCLUDED_KEYS = ("children",)
 POLICY_KEYS = tuple(f.name for f in attrs.fields(Policy))
 SHUTDOWN_KEYS = tuple(f.name for f in attrs.fields(ShutdownPolicy))
 OBSERVABILITY_KEYS = tuple(f.name for f in attrs.fields(Observability))
+#: Keys only a process child has, besides command, cwd, environment and stop_signal.
+PROCESS_KEYS = (
+    "exitcodes", "startsecs", "startretries", "user", "group", "umask", "stop_as_group",
+    "kill_as_group", "numprocs", "numprocs_start", "process_name",
+)
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
     "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
-    "stale_is_failure", "hold", "policy", "shutdown", "strategy", "children",
+    "stale_is_failure", "hold", "priority", "policy", "shutdown", "strategy", "children",
+    *PROCESS_KEYS,
 )
+#: Keys named after supervisord's that are spelled differently here.
+RENAMED_KEYS = {
+    "autostart": "hold: paused (the child waits, paused, until resume_child starts it)",
+}
+#: Most instances one ``numprocs`` child may have.
+MAX_NUMPROCS = 1000
+DEFAULT_PROCESS_NAME = "{name}_{index:02d}"
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
     "max_request_bytes", "max_backlog_lines", "idle_timeout_seconds", "max_pending_pushes",
@@ -109,20 +128,29 @@ class TargetConfig:
         )
 
 
-def load_target_config(path: str) -> TargetConfig:
-    """Read and validate a target YAML file."""
+def load_target_config(path: str, environ: Mapping[str, str] | None = None) -> TargetConfig:
+    """Read and validate a target YAML file (and the files its ``include`` names)."""
     data = load_yaml_mapping(path)
-    return parse_target_config(data, os.path.dirname(os.path.abspath(path)))
+    return parse_target_config(data, os.path.dirname(os.path.abspath(path)), environ,
+                               source=os.path.abspath(path))
 
 
-def load_ipc_config(path: str) -> IpcConfig:
+def load_ipc_config(path: str, environ: Mapping[str, str] | None = None) -> IpcConfig:
     """Only the ``ipc`` section of a target YAML file: what a client needs to reach the
     target, read without importing the callables its children name."""
     data = load_yaml_mapping(path)
-    return _ipc(data.get("ipc"), os.path.dirname(os.path.abspath(path)))
+    ipc = expand_environment(data.get("ipc"), os.environ if environ is None else environ, "ipc")
+    return _ipc(ipc, os.path.dirname(os.path.abspath(path)))
 
 
-def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
+def parse_target_config(
+    data: Any, base_dir: str, environ: Mapping[str, str] | None = None, *,
+    source: str = "the config file",
+) -> TargetConfig:
+    """Validate a parsed target file; ``${NAME}`` references are taken from ``environ``
+    (the process environment by default), relative paths and globs from ``base_dir``."""
+    environ = os.environ if environ is None else environ
+    data = expand_environment(data, environ)
     top = Section("", data, TOP_KEYS)
     sup = top.section("supervisor", ("strategy", "name"))
     strategy = _strategy(sup, "strategy")
@@ -141,7 +169,9 @@ def parse_target_config(data: Any, base_dir: str) -> TargetConfig:
                                           minimum=OUTPUT_LINE_BYTES_RANGE[0],
                                           maximum=OUTPUT_LINE_BYTES_RANGE[1]),
     )
-    children = _children(top.data.get("children"), "children", policy, shutdown, base_dir)
+    sources = [_Source(source, "children", top.data.get("children"), base_dir)]
+    sources += _included(top, base_dir, environ)
+    children = _children(sources, policy, shutdown)
     spec = SupervisorSpec(
         children=children,
         strategy=strategy,
@@ -165,6 +195,7 @@ def parse_manifest(
             raise ConfigError("child_manifest", f"is not valid YAML: {e}") from None
     if not isinstance(manifest, dict):
         raise ConfigError("child_manifest", "must be a mapping describing one child")
+    manifest = expand_environment(manifest, os.environ, "child_manifest")
     return _child(manifest, "child_manifest", policy, shutdown, base_dir)
 
 
@@ -205,33 +236,71 @@ def _shutdown(data: Any, key: str, base: ShutdownPolicy) -> ShutdownPolicy:
     )
 
 
+@attrs.frozen
+class _Source:
+    """One file's list of children: where it came from, its key, its folder."""
+
+    file: str
+    key: str
+    data: Any
+    base_dir: str
+
+
+def _included(top: Section, base_dir: str, environ: Mapping[str, str]) -> list[_Source]:
+    """The ``include`` globs' files, in sorted order per glob, each holding only ``children``."""
+    if not top.has("include"):
+        return []
+    sources = []
+    seen: set[str] = set()
+    for index, pattern in enumerate(top.string_list("include")):
+        key = join_key("include", index)
+        full = resolve_path(key, pattern, base_dir)
+        for path in sorted(glob.glob(full)):
+            if path in seen or not os.path.isfile(path):
+                continue
+            seen.add(path)
+            try:
+                data = load_yaml_mapping(path)
+            except ConfigError as e:
+                raise ConfigError(key, e.message) from None
+            data = expand_environment(data, environ, path)
+            section = Section(path, data, INCLUDED_KEYS)
+            sources.append(_Source(path, join_key(path, "children"), section.data.get("children"),
+                                   os.path.dirname(path)))
+    return sources
+
+
 def _children(
-    data: Any, key: str, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
+    sources: list[_Source], policy: Policy, shutdown: ShutdownPolicy
 ) -> tuple[ChildSpec, ...]:
-    if data is None:
-        return ()
-    if not isinstance(data, list):
-        raise ConfigError(key, "must be a list of children")
-    children = tuple(
-        _child(item, join_key(key, index), policy, shutdown, base_dir)
-        for index, item in enumerate(data)
-    )
-    names: dict[str, int] = {}
-    for index, child in enumerate(children):
+    """Children from one or more files, concatenated; names are unique across all of them."""
+    parsed: list[tuple[str, str, ChildSpec]] = []
+    for source in sources:
+        if source.data is None:
+            continue
+        if not isinstance(source.data, list):
+            raise ConfigError(source.key, "must be a list of children")
+        for index, item in enumerate(source.data):
+            key = join_key(source.key, index)
+            parsed.append((key, source.file,
+                           _child(item, key, policy, shutdown, source.base_dir)))
+    names: dict[str, str] = {}
+    for key, file, child in parsed:
         if child.name in names:
-            raise ConfigError(join_key(join_key(key, index), "name"), f"duplicate child name {child.name!r}")
-        names[child.name] = index
-    for index, child in enumerate(children):
+            where = "" if len(sources) == 1 else f" (in {names[child.name]} and in {file})"
+            raise ConfigError(join_key(key, "name"), f"duplicate child name {child.name!r}{where}")
+        names[child.name] = file
+    for key, _, child in parsed:
         for dep in child.dependencies:
             if dep not in names:
                 raise ConfigError(
-                    join_key(join_key(key, index), "dependencies"),
-                    f"{dep!r} is not a sibling of {child.name!r}",
+                    join_key(key, "dependencies"), f"{dep!r} is not a sibling of {child.name!r}",
                 )
-    cycle = find_cycle({c.name: c.dependencies for c in children})
+    cycle = find_cycle({c.name: c.dependencies for _, _, c in parsed})
     if cycle:
+        key = sources[0].key
         raise ConfigError(f"{key}.dependencies" if key else "dependencies", "cycle " + " -> ".join(cycle))
-    return children
+    return tuple(c for _, _, c in parsed)
 
 
 def _enum(section: Section, name: str, enum_type: Any, default: str) -> Any:
@@ -246,6 +315,10 @@ def _enum(section: Section, name: str, enum_type: Any, default: str) -> Any:
 def _child(
     data: Any, key: str, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
 ) -> ChildSpec:
+    if isinstance(data, Mapping):
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                raise ConfigError(join_key(key, old), f"is not a key here; write {new}")
     section = Section(key, data, CHILD_KEYS)
     name = section.string("name")
     if not CHILD_ID.match(name):
@@ -269,16 +342,18 @@ def _child(
         "wait_ready": section.boolean("wait_ready", d.wait_ready),
         "stale_is_failure": section.boolean("stale_is_failure", d.stale_is_failure),
         "hold": section.string("hold", None) if section.has("hold") else None,
+        "priority": section.integer("priority", d.priority, minimum=-1_000_000, maximum=1_000_000),
         "policy": own_policy,
         "shutdown": own_shutdown,
     }
+    process_only = {"command", "cwd", "environment", "stop_signal", *PROCESS_KEYS}
     allowed = {
         ChildKind.TASK: {"callable"},
         ChildKind.SERVICE: {"callable"},
-        ChildKind.PROCESS: {"command", "cwd", "environment", "stop_signal"},
+        ChildKind.PROCESS: process_only,
         ChildKind.SUPERVISOR: {"strategy", "children"},
     }[kind]
-    for extra in ("callable", "command", "cwd", "environment", "stop_signal", "strategy", "children"):
+    for extra in ("callable", "strategy", "children", *sorted(process_only)):
         if section.has(extra) and extra not in allowed:
             raise ConfigError(join_key(key, extra), f"is not used by a {kind.value} child")
     if kind in (ChildKind.TASK, ChildKind.SERVICE):
@@ -286,29 +361,132 @@ def _child(
         fields["factory"] = _import(join_key(key, "callable"), ref)
         fields["callable_ref"] = ref
     elif kind is ChildKind.PROCESS:
-        command = section.string_list("command")
-        if not command:
-            raise ConfigError(join_key(key, "command"), "must not be empty")
-        fields["command"] = command
-        if section.has("cwd"):
-            fields["cwd"] = section.path("cwd", base_dir)
-        fields["environment"] = _environment(section, join_key(key, "environment"))
-        stop_signal = section.string("stop_signal", d.stop_signal)
-        try:
-            signal_number(stop_signal)
-        except ValueError as e:
-            raise ConfigError(join_key(key, "stop_signal"), str(e)) from None
-        fields["stop_signal"] = stop_signal
+        _process_fields(section, key, base_dir, fields)
+        if section.has("numprocs"):
+            return _process_group(section, key, fields)
+        for name in ("process_name", "numprocs_start"):
+            if section.has(name):
+                raise ConfigError(join_key(key, name), "is used only with numprocs")
     else:
         fields["strategy"] = _strategy(section, "strategy")
         fields["children"] = _children(
-            section.data.get("children"), join_key(key, "children"), own_policy or policy,
-            own_shutdown or shutdown, base_dir,
+            [_Source("", join_key(key, "children"), section.data.get("children"), base_dir)],
+            own_policy or policy, own_shutdown or shutdown,
         )
     try:
         return ChildSpec(**fields)
     except ValueError as e:
         raise ConfigError(key, str(e)) from None
+
+
+def _euid() -> int:
+    """The target's effective uid (a seam for tests of the non-root rule)."""
+    return os.geteuid()
+
+
+def _process_fields(section: Section, key: str, base_dir: str, fields: dict[str, Any]) -> None:
+    """The keys only a process child has, validated into ``fields``."""
+    d = defaults(ChildSpec)
+    command = section.string_list("command")
+    if not command:
+        raise ConfigError(join_key(key, "command"), "must not be empty")
+    fields["command"] = command
+    if section.has("cwd"):
+        fields["cwd"] = section.path("cwd", base_dir)
+    fields["environment"] = _environment(section, join_key(key, "environment"))
+    stop_signal = section.string("stop_signal", d.stop_signal)
+    try:
+        signal_number(stop_signal)
+    except ValueError as e:
+        raise ConfigError(join_key(key, "stop_signal"), str(e)) from None
+    fields["stop_signal"] = stop_signal
+    codes = section.data.get("exitcodes", list(d.exitcodes))
+    if (not isinstance(codes, list) or not codes
+            or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255 for c in codes)):
+        raise ConfigError(join_key(key, "exitcodes"), "must be a non-empty list of exit codes (0 … 255)")
+    fields["exitcodes"] = codes
+    fields["startsecs"] = section.number("startsecs", d.startsecs, minimum=0, maximum=3600)
+    fields["startretries"] = section.integer("startretries", d.startretries, minimum=0,
+                                             maximum=1_000_000)
+    fields["stop_as_group"] = section.boolean("stop_as_group", d.stop_as_group)
+    fields["kill_as_group"] = section.boolean("kill_as_group", d.kill_as_group)
+    if section.has("umask"):
+        fields["umask"] = section.permissions("umask", 0)
+    for name in ("user", "group"):
+        if not section.has(name):
+            continue
+        value = section.string(name)
+        if _euid() != 0:
+            raise ConfigError(join_key(key, name),
+                              f"needs the target to run as root (it runs as uid {_euid()})")
+        try:
+            if name == "user":
+                pwd.getpwnam(value) if not value.isdigit() else pwd.getpwuid(int(value))
+            else:
+                grp.getgrnam(value) if not value.isdigit() else grp.getgrgid(int(value))
+        except KeyError:
+            raise ConfigError(join_key(key, name), f"no such {name} {value!r}") from None
+        fields[name] = value
+
+
+def _process_group(section: Section, key: str, fields: dict[str, Any]) -> ChildSpec:
+    """``numprocs`` instances of one process child, under a supervisor node of its name."""
+    count = section.integer("numprocs", 1, minimum=1, maximum=MAX_NUMPROCS)
+    first = section.integer("numprocs_start", 0, minimum=0, maximum=1_000_000)
+    template = section.string("process_name", DEFAULT_PROCESS_NAME)
+    name = fields["name"]
+    instances = []
+    seen: dict[str, int] = {}
+    for index in range(first, first + count):
+        values = {"name": name, "index": index}
+        instance_name = _render(join_key(key, "process_name"), template, values)
+        if not CHILD_ID.match(instance_name):
+            raise ConfigError(join_key(key, "process_name"),
+                              f"gives {instance_name!r}, which must match {CHILD_ID.pattern}")
+        if instance_name in seen:
+            raise ConfigError(join_key(key, "process_name"),
+                              f"gives {instance_name!r} for instances {seen[instance_name]} and "
+                              f"{index}; use {{index}} in it")
+        seen[instance_name] = index
+        values["process_name"] = instance_name
+        instance = {
+            **fields,
+            "name": instance_name,
+            "command": [_render(join_key(join_key(key, "command"), i), arg, values)
+                        for i, arg in enumerate(fields["command"])],
+            "dependencies": (),
+            "display_name": None,
+            "hold": None,
+            "priority": defaults(ChildSpec).priority,
+            "policy": None,
+            "shutdown": None,
+        }
+        if fields.get("cwd"):
+            instance["cwd"] = _render(join_key(key, "cwd"), fields["cwd"], values)
+        if fields.get("environment"):
+            instance["environment"] = {
+                k: _render(join_key(join_key(key, "environment"), k), v, values)
+                for k, v in fields["environment"].items()
+            }
+        try:
+            instances.append(ChildSpec(**instance))
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+    group = {k: fields[k] for k in ("name", "criticality", "tags", "dependencies", "display_name",
+                                    "hold", "priority", "policy", "shutdown")}
+    try:
+        return ChildSpec(kind=ChildKind.SUPERVISOR, children=instances, **group)
+    except ValueError as e:
+        raise ConfigError(key, str(e)) from None
+
+
+def _render(key: str, template: str, values: Mapping[str, Any]) -> str:
+    """``template`` with ``{name}``, ``{index}`` (and ``{process_name}``) filled in."""
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(key, f"bad template {template!r}: {e} (the fields are {{name}}, "
+                               "{index} and {process_name}; write {{ and }} for braces)") from None
 
 
 def _environment(section: Section, key: str) -> dict[str, str] | None:

@@ -59,6 +59,9 @@ def parse_request(method: str, params: dict[str, Any], target_id: str,
     child_path = target.get("child_path")
     if child_path is not None and not isinstance(child_path, str):
         raise _invalid("target.child_path must be a string or null", target_id)
+    signal = target.get("signal")
+    if signal is not None and not isinstance(signal, str):
+        raise _invalid("target.signal must be a string or null", target_id)
     correlation = params.get("correlation_id")
     if correlation is not None and not isinstance(correlation, str):
         raise _invalid("correlation_id must be a string or null", target_id)
@@ -71,6 +74,7 @@ def parse_request(method: str, params: dict[str, Any], target_id: str,
         child_manifest=target.get("child_manifest"),
         origin=origin,
         peer=peer,
+        signal=signal,
     )
 
 

@@ -30,7 +30,9 @@ __all__ = ["CommandProcessor", "COMMAND_KEYS"]
 
 COMMAND_KEYS = frozenset({"type", "command_id", "correlation_id", "target_id", "command",
                           "target", "reason", "confirmed", "requested_by"})
-TARGET_KEYS = frozenset({"child_path", "child_id", "child_manifest"})
+TARGET_KEYS = frozenset({"child_path", "child_id", "child_manifest", "signal"})
+#: Longest signal name a command may carry (``SIGRTMIN+15``).
+MAX_SIGNAL_CHARS = 16
 MAX_ID_CHARS = 256
 
 
@@ -62,6 +64,9 @@ def _schema_problem(message: dict[str, Any]) -> str | None:
     manifest = target.get("child_manifest")
     if manifest is not None and not isinstance(manifest, (dict, str)):
         return "target.child_manifest must be an object, a YAML string or null"
+    sig = target.get("signal")
+    if sig is not None and (not isinstance(sig, str) or len(sig) > MAX_SIGNAL_CHARS):
+        return f"target.signal must be a signal name of at most {MAX_SIGNAL_CHARS} characters"
     if "confirmed" in message and not isinstance(message["confirmed"], bool):
         return "confirmed must be true or false"
     return None
@@ -255,7 +260,8 @@ class CommandProcessor:
             "correlation_id": correlation_id,
             "target_id": target_id,
             "command": command,
-            "target": {"child_path": child_path, "child_manifest": target.get("child_manifest")},
+            "target": {"child_path": child_path, "child_manifest": target.get("child_manifest"),
+                       **({"signal": target["signal"]} if target.get("signal") is not None else {})},
             "reason": message["reason"],
             "requested_by": session.identity.principal,
             "confirmed": message.get("confirmed") is True,

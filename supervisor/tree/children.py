@@ -22,18 +22,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.tree.descendants import MARK_TREE, alive, marked, reap
-from supervisor.tree.spawn import spawn_child
+from supervisor.tree.spawn import ChildProcess, Identity, spawn_child
 from supervisor.tree.spec import ChildSpec
 from supervisor.wire.ndjson import encodable
 
 
 @attrs.frozen
 class Outcome:
-    """How a child ended: ``normal`` exits are not failures."""
+    """How a child ended: ``normal`` exits are not failures; ``failed_start`` says it ended
+    within its ``startsecs`` (it never counted as running)."""
 
     normal: bool
     #: exception text or a reason given by user code: made encodable on entry
     description: str = attrs.field(converter=encodable)
+    failed_start: bool = False
 
 
 @attrs.define
@@ -297,19 +299,25 @@ class ProcessRunner(ProcessProtocol):
 
     Descendants that left the group (``setsid``) are found by the ``marks`` they inherit
     (:mod:`supervisor.tree.descendants`): they get the stop signal with the group and are
-    killed with it once the leader is gone. After a stop, :attr:`processes` says which pids
-    stopped on the polite signal, which had to be killed and which survived even that
-    (still alive ``settle_seconds`` after SIGKILL); the exit is reported once that is known.
+    killed with it once the leader is gone (unless ``kill_as_group`` is off). After a stop,
+    :attr:`processes` says which pids stopped on the polite signal, which had to be killed and
+    which survived even that (still alive ``settle_seconds`` after SIGKILL); the exit is
+    reported once that is known.
     """
 
     def __init__(
         self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int,
         marks: dict[str, str] | None = None, settle_seconds: float = 1.0,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._spec = spec
         self._path = path
         self._hooks = hooks
         self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        #: fires after ``startsecs``: only then does the child count as running
+        self._start_window: Any = None
+        self._spawned_at: float | None = None
         self._exit = _Once(hooks)
         self._stop_requested = False
         self._injected: str | None = None
@@ -343,7 +351,9 @@ class ProcessRunner(ProcessProtocol):
             self._exit(Outcome(False, f"executable not found: {name}"))
             return
         try:
-            child = spawn_child(self._reactor, self, executable, command, env, cwd=self._spec.cwd,
+            identity = Identity(self._spec.user, self._spec.group, self._spec.umask)
+            child = spawn_child(self._reactor, self, executable, command, env,
+                                cwd=self._spec.cwd, identity=identity,
                                 parent_death_signal=signal.SIGKILL)
         except Exception:
             self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
@@ -351,6 +361,15 @@ class ProcessRunner(ProcessProtocol):
         self.pid = child.pid
         self._child = child
         self._pgid = child.pid  # the child leads its own session and process group
+        if self._spec.startsecs > 0:
+            self._spawned_at = self._clock.seconds()
+            self._start_window = self._clock.callLater(self._spec.startsecs, self._started)
+        else:
+            self._hooks.running()
+
+    def _started(self) -> None:
+        """The child lived through ``startsecs``: it is running."""
+        self._start_window = None
         self._hooks.running()
 
     def _descendants(self) -> list[int]:
@@ -390,6 +409,12 @@ class ProcessRunner(ProcessProtocol):
             splitter.feed(data)
 
     def processExited(self, reason: Failure) -> None:
+        if not self._spec.kill_as_group:
+            # Members left running on purpose may hold the output pipes: the child ended
+            # with its leader; what the pipes hold is read, what members write later is not.
+            if isinstance(self.transport, ChildProcess):
+                self.transport.drainAndClose()
+            return
         # The leader is gone; anything left in its group, or escaped from it, would be an orphan.
         remaining = self._descendants()
         self._signal_group(signal.SIGKILL)
@@ -429,7 +454,18 @@ class ProcessRunner(ProcessProtocol):
             return
         self._pgid = None
         self._child = None
-        self._exit(self._outcome(self._ended))
+        outcome = self._outcome(self._ended)
+        if self._start_window is not None:
+            self._close_start_window()
+            if not self._stop_requested and self._injected is None:
+                lived = self._clock.seconds() - (self._spawned_at or 0.0)
+                outcome = Outcome(
+                    False,
+                    f"failed to start: {outcome.description} after {lived:.3g} s "
+                    f"(startsecs {self._spec.startsecs:g})",
+                    failed_start=True,
+                )
+        self._exit(outcome)
 
     def _outcome(self, reason: Failure) -> Outcome:
         value = reason.value
@@ -440,33 +476,54 @@ class ProcessRunner(ProcessProtocol):
         elif code is None and reason.check(error.ProcessTerminated):
             text = "exit status unknown"  # reaped by someone else
         else:
-            text = f"exit status {code if code is not None else 0}"
+            code = code if code is not None else 0
+            text = f"exit status {code}"
         if self._injected is not None:
             return Outcome(False, self._injected)
         if self._stop_requested:
             return Outcome(True, text)
-        return Outcome(reason.check(error.ProcessDone) is not None, text)
+        return Outcome(sig is None and code is not None and code in self._spec.exitcodes, text)
 
-    def _signal_group(self, signum: int) -> bool:
+    def _signal(self, signum: int, group: bool) -> bool:
+        """Send ``signum`` to the child's process group, or to the leader alone."""
         if self._pgid is None:
             return False
         try:
-            os.killpg(self._pgid, signum)
+            if group:
+                os.killpg(self._pgid, signum)
+            else:
+                os.kill(self._pgid, signum)
             return True
         except ProcessLookupError:
             return False
 
+    def _signal_group(self, signum: int) -> bool:
+        return self._signal(signum, self._spec.kill_as_group)
+
+    def send_signal(self, signum: int) -> bool:
+        """An operator's signal (``signal_child``): to the group when ``stop_as_group``."""
+        return self._signal(signum, self._spec.stop_as_group)
+
+    def _close_start_window(self) -> None:
+        if self._start_window is not None and self._start_window.active():
+            self._start_window.cancel()
+        self._start_window = None
+
     def request_stop(self) -> None:
         self._stop_requested = True
+        self._close_start_window()
         signum = signal_number(self._spec.stop_signal)
         if self.pid is not None and self._pgid is not None:
             self._polite.add(self.pid)
-            self._polite.update(self._descendants())
-        self._signal_group(signum)
-        self._kill(self._escaped(), signum)
+            if self._spec.stop_as_group:
+                self._polite.update(self._descendants())
+        self._signal(signum, self._spec.stop_as_group)
+        if self._spec.stop_as_group:
+            self._kill(self._escaped(), signum)
 
     def abort(self) -> None:
         self._stop_requested = True
+        self._close_start_window()
         if self._pgid is not None:
             self._aborted = True
         self._signal_group(signal.SIGKILL)
@@ -480,6 +537,7 @@ class ProcessRunner(ProcessProtocol):
         if self._exit.done:
             return
         self._injected = reason
+        self._close_start_window()
         self._signal_group(signal.SIGKILL)
 
 

@@ -7,13 +7,14 @@ one fails with ``illegal_transition``. When audit is on, each command is bracket
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from supervisor.tree.children import PROCESS_CONTROL
+from supervisor.tree.children import PROCESS_CONTROL, ProcessRunner, signal_number
 from supervisor.tree.lifecycle import HELD, LIVE, IllegalTransition, Lifecycle, Trigger, move_for
 from supervisor.tree.model import (
     ROOT_PATH,
@@ -24,9 +25,10 @@ from supervisor.tree.model import (
     child_id_of,
     fire,
     wait_for,
+    walk,
 )
 from supervisor.tree.shutdown import TreeShutdown, stop_child
-from supervisor.tree.spec import ChildSpec
+from supervisor.tree.spec import ChildKind, ChildSpec
 from supervisor.tree.state import publish_topology
 from supervisor.tree.supervision import Supervision
 from supervisor.wire.errors import WireError
@@ -49,6 +51,8 @@ class CommandRequest:
     #: sending process (``{"pid": int, "uid": int}``): both land in the command's events
     origin: str = "in_process"
     peer: Any = None
+    #: the signal ``signal_child`` sends (``"HUP"`` or ``"SIGHUP"``)
+    signal: str | None = attrs.field(default=None, converter=encodable)
 
 
 @attrs.frozen
@@ -216,6 +220,8 @@ class Commands:
             return (child.path,), None
         if name == "remove_child":
             return (child.path,), await self._remove(child, correlation)
+        if name == "signal_child":
+            return self._signal(child, request.signal)
         raise self._error("unsupported_command", "command_validate", f"unknown command {name}")
 
     async def _hold(
@@ -242,6 +248,7 @@ class Commands:
             correlation=correlation,
             backoff_attempt=0,
             attempt=0,
+            failed_starts=0,
             intensity=child.intensity.fresh(),
             message=None,
             last_policy_decision="resumed",
@@ -252,7 +259,7 @@ class Commands:
     async def _restart(self, child: ChildRuntime, correlation: str) -> None:
         """Stop the child if it runs and start it again at once, as a restart."""
         move_for(child.path, child.phase, Trigger.ORDER_RESTART)
-        fields: dict[str, Any] = {"correlation": correlation}
+        fields: dict[str, Any] = {"correlation": correlation, "failed_starts": 0}
         if child.phase in LIVE:
             await stop_child(child, Trigger.STOP_FOR_RESTART, fields=fields)
         else:
@@ -269,6 +276,32 @@ class Commands:
                 "child_failed", "command_execute",
                 f"{child.path} failed while restarting: {child.last_failure}",
             )
+
+    def _signal(self, child: ChildRuntime, name: str | None) -> tuple[tuple[str, ...], Any]:
+        """Send a named signal to a running process child, or to every one in a group."""
+        try:
+            if not name:
+                raise ValueError("signal_child needs target.signal (a name such as HUP)")
+            signum = signal_number(name)
+        except ValueError as e:
+            raise self._error("validation_failed", "command_validate", str(e)) from None
+        canonical = signal.Signals(signum).name
+        if child.spec.kind is ChildKind.PROCESS:
+            members = [child]
+        elif child.subtree is not None:
+            members = [c for c in walk(child.subtree) if c.spec.kind is ChildKind.PROCESS]
+        else:
+            raise self._error("illegal_transition", "command_execute",
+                              f"{child.path} is a {child.spec.kind.value} child, not a process")
+        signalled = []
+        for member in members:
+            runner = member.runner
+            if member.phase in LIVE and isinstance(runner, ProcessRunner) and runner.send_signal(signum):
+                signalled.append({"child_path": member.path, "pid": runner.pid})
+        if not signalled:
+            raise self._error("illegal_transition", "command_execute",
+                              f"no running process at {child.path} to send {canonical}")
+        return tuple(s["child_path"] for s in signalled), {"signal": canonical, "signalled": signalled}
 
     async def _remove(self, child: ChildRuntime, correlation: str) -> Any:
         node = child.node

@@ -91,19 +91,29 @@ def decide_exit(
     recent_failures: int,
     backoff_attempt: int,
     rand: Callable[[], float],
+    failed_start: bool = False,
+    failed_starts: int = 0,
+    start_retries: int | None = None,
 ) -> ExitDecision:
     """What to do about a child that ended with ``outcome``.
 
     ``stopping``: its supervisor or the tree is stopping. ``stable``: it ran for
     ``stable_after_ms``. ``recent_restarts`` / ``recent_failures``: what the child's and the
     supervisor's windows hold now, before this exit. ``rand`` draws the jitter (only when a
-    restart is decided and jitter applies).
+    restart is decided and jitter applies). ``failed_start``: it ended within its
+    ``startsecs``; after ``start_retries`` such restarts in a row (``failed_starts`` before
+    this one) it is given up, as supervisord's FATAL.
     """
     failed = not outcome.normal
     if stopping:
         return NoRestart("not restarted (shutting down)", report_failure=False)
     if not restart_wanted(restart_policy, outcome.normal):
         return NoRestart(f"not restarted ({restart_policy.value})", report_failure=failed)
+    if failed_start and start_retries is not None and failed_starts + 1 > start_retries:
+        return NoRestart(
+            f"given up after {failed_starts + 1} failed starts (startretries {start_retries})",
+            report_failure=True,
+        )
     limit, window = child_policy.child_restart_limit, child_policy.child_restart_window_ms
     if recent_restarts + 1 > limit:
         return Escalate(

@@ -45,7 +45,7 @@ SETTLED = frozenset({
 #: Child fields the wire does not show: moves that only write these publish no row.
 _UNSHOWN = frozenset({
     "token", "runner", "marked_ready", "started_at", "last_heartbeat", "correlation",
-    "backoff_attempt", "intensity",
+    "backoff_attempt", "intensity", "failed_starts",
 })
 
 #: ``EVENT_PAYLOADS`` parsed once: ``(key, read from the child?)`` per payload key.
@@ -81,6 +81,8 @@ class ChildRuntime:
     restart_count: int = 0
     #: restarts since the last stable run: the next backoff delay is computed from it
     backoff_attempt: int = 0
+    #: starts in a row that ended within ``startsecs`` (``startretries`` bounds them)
+    failed_starts: int = 0
     last_failure: str | None = None
     last_policy_decision: str | None = None
     shutdown_state: ShutdownPhase = ShutdownPhase.IDLE
@@ -263,6 +265,12 @@ def runtime_row(child: ChildRuntime) -> dict[str, Any]:
         "last_policy_decision": child.last_policy_decision,
         "shutdown_state": child.shutdown_state.value,
     }
+
+
+def start_order(node: SupervisorNode) -> list[ChildRuntime]:
+    """``node``'s children by ``priority`` (lower first), declaration order among equals:
+    the order they start in; they stop in the reverse."""
+    return sorted(node.children.values(), key=lambda c: c.spec.priority)
 
 
 def walk(node: SupervisorNode) -> Iterator[ChildRuntime]:

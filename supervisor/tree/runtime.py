@@ -27,7 +27,8 @@ class Supervisor(Service):
 
     ``Supervisor(spec, clock=reactor)`` builds the tree; ``setServiceParent(app)`` (or
     ``startService()``) starts it; ``stopService()`` runs the staged shutdown and fires with
-    the per-child report. Children are started in declaration order, stopped in reverse.
+    the per-child report. Children start by priority, then declaration order; they stop in
+    reverse.
     """
 
     _log = Logger()
@@ -98,7 +99,7 @@ class Supervisor(Service):
         self._shutdown.on_stopped(observer)
 
     def shutdown(self, reason: str) -> defer.Deferred[dict[str, Any]]:
-        """Staged shutdown in reverse declaration order; fires with the shutdown report.
+        """Staged shutdown in reverse start order; fires with the shutdown report.
 
         Calling it again while a shutdown runs (or after) returns the same result.
         """
@@ -141,7 +142,8 @@ class Supervisor(Service):
         return self._commands.execute(request)
 
     def command(self, command: str, child_path: str | None = None, *, requested_by: str, reason: str,
-                command_id: str | None = None, child_manifest: Any = None) -> defer.Deferred[CommandOutcome]:
+                command_id: str | None = None, child_manifest: Any = None,
+                signal: str | None = None) -> defer.Deferred[CommandOutcome]:
         """Shorthand for :meth:`execute` from Python code."""
         request = CommandRequest(
             command=command,
@@ -150,6 +152,7 @@ class Supervisor(Service):
             reason=reason,
             child_path=child_path,
             child_manifest=child_manifest,
+            signal=signal,
         )
         return self.execute(request)
 

@@ -3,7 +3,7 @@
 :func:`stop_child` is the one stop procedure; pause, quarantine, remove, restarts and
 shutdowns all go through it. A staged stop reports its progress in the child's
 ``shutdown_state`` (``request_stop → graceful_drain → [abort_stragglers] → reconcile →
-completed``). :class:`TreeShutdown` stops the tree in reverse declaration order and moves
+completed``). :class:`TreeShutdown` stops the tree in reverse start order and moves
 the tree through the same phases as they really happen: ``abort_stragglers`` only once a
 straggler anywhere in the tree is aborted.
 """
@@ -36,6 +36,7 @@ from supervisor.tree.model import (
     expect_exit,
     fire,
     forget_exit,
+    start_order,
     wait_for,
 )
 from supervisor.tree.state import publish_topology
@@ -168,7 +169,7 @@ def stop_in_order(
 
 
 def stop_all(node: SupervisorNode, staged: bool = True) -> defer.Deferred[list[Report]]:
-    """Stop every child of ``node`` in reverse declaration order; nothing restarts meanwhile."""
+    """Stop every child of ``node`` in reverse start order; nothing restarts meanwhile."""
     node.stopping_all = True
     for name in list(node.restart_timers):
         node.cancel_restart(name)
@@ -177,7 +178,7 @@ def stop_all(node: SupervisorNode, staged: bool = True) -> defer.Deferred[list[R
         node.last_stop_reports = reports
         return reports
 
-    children = list(reversed(node.children.values()))
+    children = list(reversed(start_order(node)))
     return stop_in_order(children, Trigger.STOP, staged).addCallback(remember)
 
 

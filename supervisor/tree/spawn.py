@@ -7,9 +7,8 @@ the forked child) whenever a working directory is set. A target with threads mus
 children are started here, with the standard library, and watched with public reactor API:
 
 - **Backend.** ``os.posix_spawn(setsid=True)`` when the child needs nothing that call cannot
-  express. A child that needs a step between fork and exec that ``os.posix_spawn`` lacks (today
-  a working directory; the same rule covers a user, group, supplementary groups or umask)
-  goes through ``subprocess.Popen(start_new_session=True, close_fds=True)``, whose C code
+  express. A child that needs a step between fork and exec that ``os.posix_spawn`` lacks (a
+  working directory, a user, a group with its supplementary groups, a umask) goes through ``subprocess.Popen(start_new_session=True, close_fds=True)``, whose C code
   (vfork, or a C-level fork when it must change ids) does that step and execs: no Python runs
   in the child. ``os.fork`` and ``preexec_fn`` are never used.
 - **Descriptors.** The child gets ``/dev/null`` as stdin, a pipe as stdout and one as stderr.
@@ -40,12 +39,15 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
+import grp
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 from typing import Any, Mapping, Sequence
 
+import attrs
 from twisted.internet import error
 from twisted.internet.interfaces import IProcessProtocol, IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
@@ -58,6 +60,8 @@ _ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
 #: The child's stdin, opened by posix_spawn in the child itself.
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
 _READ_SIZE = 8192
+#: Most bytes :meth:`ChildProcess.drainAndClose` reads from one pipe (a Linux pipe holds 64 KiB).
+_DRAIN_LIMIT = 1024 * 1024
 
 #: Pids of started children not reaped yet: each is reaped by its own watch, nobody else.
 LIVE_LEADERS: set[int] = set()
@@ -104,9 +108,36 @@ def _check_executable(executable: str, cwd: str | None) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), executable)
 
 
-def needs_popen(cwd: str | None) -> bool:
+@attrs.frozen
+class Identity:
+    """Who a child runs as: a user (with its primary and supplementary groups), a group, a
+    umask; ``None`` keeps the daemon's. Changing user or group needs a root daemon."""
+
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+
+    def popen_args(self) -> dict[str, Any]:
+        """``subprocess.Popen`` arguments that set this identity in the child before exec."""
+        args: dict[str, Any] = {}
+        if self.user is not None:
+            entry = pwd.getpwuid(int(self.user)) if self.user.isdigit() else pwd.getpwnam(self.user)
+            args["user"] = entry.pw_uid
+            args["group"] = entry.pw_gid
+            args["extra_groups"] = os.getgrouplist(entry.pw_name, entry.pw_gid)
+        if self.group is not None:
+            entry_g = grp.getgrgid(int(self.group)) if self.group.isdigit() else grp.getgrnam(self.group)
+            args["group"] = entry_g.gr_gid
+            if self.user is None:
+                args["extra_groups"] = []  # only the named group, not the daemon's
+        if self.umask is not None:
+            args["umask"] = self.umask
+        return args
+
+
+def needs_popen(cwd: str | None, identity: Identity | None = None) -> bool:
     """Whether a child needs ``subprocess.Popen`` (a step ``os.posix_spawn`` cannot do)."""
-    return cwd is not None
+    return cwd is not None or (identity is not None and identity != Identity())
 
 
 def spawn_child(
@@ -117,13 +148,16 @@ def spawn_child(
     env: Mapping[str, str],
     cwd: str | None = None,
     parent_death_signal: int | None = None,
+    identity: Identity | None = None,
 ) -> "ChildProcess":
     """Start ``executable`` (a path, not looked up) as the leader of a new session.
 
     ``protocol.makeConnection`` is called with the returned :class:`ChildProcess` before
     this returns. Failures to start (a missing or non-executable file, a bad ``cwd``) raise
-    ``OSError`` here; no child exists then. With ``parent_death_signal`` the child gets that
-    signal when the thread that started it ends (the target dies), where ``setpriv`` exists.
+    ``OSError`` here; no child exists then. ``identity`` sets the child's user, group and
+    umask (a user or group that does not exist raises ``KeyError``). With
+    ``parent_death_signal`` the child gets that signal when the thread that started it
+    ends (the target dies), where ``setpriv`` exists.
     """
     if parent_death_signal is not None and SETPRIV is not None:
         _check_executable(executable, cwd)
@@ -134,11 +168,12 @@ def spawn_child(
     err_r, err_w = os.pipe()
     popen: subprocess.Popen[bytes] | None = None
     try:
-        if needs_popen(cwd):
+        if needs_popen(cwd, identity):
             popen = subprocess.Popen(
                 list(argv), executable=executable, env=dict(env), cwd=cwd,
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
                 close_fds=True, start_new_session=True, restore_signals=True,
+                **(identity.popen_args() if identity is not None else {}),
             )
             pid = popen.pid
         else:
@@ -245,6 +280,13 @@ class ChildProcess:
         for pipe in list(self._pipes.values()):
             pipe.close()
 
+    def drainAndClose(self) -> None:
+        """Read what the pipes already hold (at most ``_DRAIN_LIMIT`` bytes each), then stop
+        reading: for a leader that exited while others keep its pipes open."""
+        for pipe in list(self._pipes.values()):
+            pipe.drain(_DRAIN_LIMIT)
+            pipe.close()
+
     # what the readers report
 
     def _call(self, method: str, *args: Any) -> None:
@@ -310,6 +352,19 @@ class _OutputPipe:
 
     def connectionLost(self, reason: Failure) -> None:
         self.close()
+
+    def drain(self, limit: int) -> None:
+        """Read without waiting until the pipe is empty, closed, or ``limit`` bytes were read."""
+        taken = 0
+        while self._fd >= 0 and taken < limit:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            taken += len(data)
+            self._child._output(self._child_fd, data)
 
     def close(self) -> None:
         if self._fd < 0:

@@ -185,6 +185,22 @@ class ChildSpec:
     wait_ready: bool = False
     stale_is_failure: bool = False
     hold: str | None = None  # "paused" or "quarantined": start held instead of running
+    #: start order among siblings (lower first; stop in reverse), dependencies aside
+    priority: int = 999
+    # process children only
+    #: exit codes that are a normal exit (``transient`` restarts after any other)
+    exitcodes: tuple[int, ...] = attrs.field(default=(0,), converter=_tuple)
+    #: a process that exits sooner after its start failed to start; 0: no such window
+    startsecs: float = 0.0
+    #: failed starts in a row after which the child is given up (stays failed)
+    startretries: int = 3
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+    #: the polite stop signal goes to the whole process group, not only the leader
+    stop_as_group: bool = True
+    #: aborts (SIGKILL), and the sweep after the leader exits, reach the whole group
+    kill_as_group: bool = True
     policy: Policy | None = None
     shutdown: ShutdownPolicy | None = None
     # nested supervisors only
@@ -200,6 +216,12 @@ class ChildSpec:
             raise ValueError("command: required for a process child")
         if self.kind is ChildKind.SUPERVISOR:
             check_children(self.children)
+        if self.startsecs < 0:
+            raise ValueError("startsecs: must be >= 0")
+        if self.startretries < 0:
+            raise ValueError("startretries: must be >= 0")
+        if self.umask is not None and not 0 <= self.umask <= 0o777:
+            raise ValueError("umask: must be between 000 and 777")
         if self.hold not in (None, "paused", "quarantined"):
             raise ValueError(f"hold: must be paused or quarantined (got {self.hold!r})")
 

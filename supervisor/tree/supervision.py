@@ -58,6 +58,7 @@ from supervisor.tree.model import (
     child_id_of,
     deliver_exit,
     fire,
+    start_order,
 )
 from supervisor.tree.policy import IntensityWindow
 from supervisor.tree.shutdown import abort_all, stop_all, stop_in_order
@@ -120,12 +121,13 @@ class Supervision:
     # ------------------------------------------------------------------ starting
 
     def start(self, node: SupervisorNode) -> None:
-        """Start every child that is not held, in declaration order, respecting dependencies."""
+        """Start every child that is not held, by priority then declaration order; a child
+        whose dependencies are not running yet waits for them."""
         node.stopping_all = False
         node.escalated = False
         node.failures = node.fresh_failure_window()
         correlation = self._tree.new_correlation()
-        for child in list(node.children.values()):
+        for child in start_order(node):
             if child.phase not in HELD:
                 self.start_when_ready(child, correlation=correlation)
 
@@ -203,7 +205,7 @@ class Supervision:
             return ProcessRunner(
                 child.spec, child.path, hooks, tree.reactor, tree.observability.max_output_line_bytes,
                 marks=marks(tree.process_mark, child.path, tree.target_id),
-                settle_seconds=child.shutdown.abort_wait_ms / 1000,
+                settle_seconds=child.shutdown.abort_wait_ms / 1000, clock=tree.clock,
             )
         if kind is ChildKind.SUPERVISOR:
             assert child.subtree is not None
@@ -232,6 +234,7 @@ class Supervision:
                 else Health.HEALTHY
             ),
             readiness=Readiness.NOT_READY if waits else Readiness.READY,
+            failed_starts=0,
         )
         self._dependencies_changed(child.node)
 
@@ -276,6 +279,9 @@ class Supervision:
             recent_failures=node.failures.count(now),
             backoff_attempt=child.backoff_attempt,
             rand=tree.rng.random,
+            failed_start=outcome.failed_start,
+            failed_starts=child.failed_starts,
+            start_retries=child.spec.startretries,
         )
         facts = {"outcome": outcome.description, "normal": outcome.normal, "reason": outcome.description}
         ended: dict[str, Any] = {
@@ -287,6 +293,8 @@ class Supervision:
         }
         if failed:
             ended["last_failure"] = ended["message"] = outcome.description
+        if outcome.failed_start:
+            ended["failed_starts"] = child.failed_starts + 1
         if isinstance(decision, NoRestart):
             trigger = Trigger.COMPLETE
             if failed:

@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "remove_child",
     "add_child",
     "shutdown_tree",
+    "signal_child",
 )
 
 #: Commands that need ``confirmed: true``.

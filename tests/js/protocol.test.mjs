@@ -21,9 +21,9 @@ test('client_hello has exactly the contract keys', () => {
   assert.throws(() => clientHello('  '));
 });
 
-test('commands list the seven contract commands and three dangerous ones', () => {
+test('commands list the contract commands, signal_child, and three dangerous ones', () => {
   assert.deepEqual(COMMANDS, ['restart_child', 'pause_child', 'resume_child', 'quarantine_child',
-    'remove_child', 'add_child', 'shutdown_tree']);
+    'remove_child', 'add_child', 'shutdown_tree', 'signal_child']);
   assert.deepEqual([...DANGEROUS].sort(), ['add_child', 'remove_child', 'shutdown_tree']);
 });
 

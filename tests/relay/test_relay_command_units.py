@@ -231,3 +231,21 @@ def test_binding_replays_the_audit_after_the_state_and_merges_live_records():
     relay.settle()
     ids = [a["audit"]["audit_id"] for a in ws_third.of_type("audit_event")]
     assert ids == ["a-000004", "a-000005", "a-000006", "a-000007", "a-000008"]
+
+
+def test_signal_child_is_forwarded_with_its_signal_and_audited():
+    relay, target, session, ws = ready()
+    relay.send(session, command(command="signal_child", command_id="cmd-sig",
+                                target={"child_path": "/root/worker", "signal": "HUP"},
+                                reason="reopen logs"))
+    body = ws.last("command_result")["result"]
+    assert body["accepted"] is True and body["status"] == "completed"
+    ((method, params),) = forwarded(target)
+    assert method == "command.signal_child"
+    assert params["target"] == {"child_path": "/root/worker", "child_manifest": None, "signal": "HUP"}
+    assert relay.audit.results() == [("cmd-sig", "accepted"), ("cmd-sig", "completed")]
+    assert relay.audit.records[0].target["signal"] == "HUP"
+    relay.send(session, command(command="signal_child", command_id="cmd-long",
+                                target={"child_path": "/root/worker", "signal": "X" * 17}))
+    assert ws.last("error")["error"]["code"] == "invalid_message_schema"
+    assert len(forwarded(target)) == 1

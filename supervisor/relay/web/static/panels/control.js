@@ -6,6 +6,9 @@ import { language, t } from '../i18n.js';
 import { CommandInputError, buildCommand, isDangerous, parseManifest } from '../protocol.js';
 import { COMMANDS } from '../vocabulary.js';
 
+// signal_child needs a signal name this form does not ask for (`ctl signal` sends it).
+const FORM_COMMANDS = COMMANDS.filter((c) => c !== 'signal_child');
+
 // Form hint for each CommandInputError code the form can cause.
 const ERROR_HINTS = { empty_reason: 'cmd_need_reason', target_not_bound: 'cmd_no_target', invalid_message_schema: 'cmd_need_path' };
 
@@ -32,7 +35,7 @@ export class ControlPanel {
   renderOptions() {
     const select = this.el.cmdCommand;
     const tg = this.store.targets.get(this.selection.targetId);
-    const supported = tg ? COMMANDS.filter((c) => tg.supportedCommands.includes(c)) : [];
+    const supported = tg ? FORM_COMMANDS.filter((c) => tg.supportedCommands.includes(c)) : [];
     const key = `${language()}|${tg ? tg.targetId : ''}|${supported.join(' ')}`;
     offerOptions(select, key, () => supported.map((c) => h('option', { value: c },
       isDangerous(c) ? t('cmd_dangerous', { name: t(`cmd_${c}`) }) : t(`cmd_${c}`))), () => {
