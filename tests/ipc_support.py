@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import shutil
 import socket
 import tempfile
@@ -18,6 +19,7 @@ from supervisor.ipc.service import ipc_services
 from supervisor.testing import ManualTask
 from supervisor.tree.runtime import Supervisor
 from supervisor.tree.spec import ChildKind, ChildSpec, Policy, SupervisorSpec
+from supervisor.wire.vocabulary import COMMANDS
 from tests.waiting import eventually
 
 TARGET_ID = "payments-worker-a"
@@ -125,3 +127,15 @@ class Target:
             await defer.maybeDeferred(service.stopService)
         await self.supervisor.stopService()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def contract_registration_payload() -> dict[str, Any]:
+    """The contract's registration example, whose ``supported_commands`` are the contract's
+    commands; ours advertise the vocabulary's extension commands after them, alike."""
+    example = pathlib.Path(__file__).parent / "contract_examples" / "registration.request.json"
+    payload = json.loads(example.read_text())
+    listed = [c["name"] for c in payload["supported_commands"]]
+    template = payload["supported_commands"][0]
+    payload["supported_commands"] += [{**template, "name": name}
+                                      for name in COMMANDS if name not in listed]
+    return payload

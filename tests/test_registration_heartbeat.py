@@ -22,22 +22,11 @@ from twisted.python.failure import Failure
 from supervisor._backoff import retry_policy
 from supervisor.config.target import IpcConfig, RegistrationConfig
 from supervisor.ipc.registration import RegistrationHeartbeat
-from supervisor.wire.vocabulary import COMMANDS
+from tests.ipc_support import contract_registration_payload as contract_payload
 from tests.waiting import eventually
 
 EXAMPLES = pathlib.Path(__file__).parent / "contract_examples"
 
-
-
-def contract_payload() -> dict:
-    """The contract's registration example, whose ``supported_commands`` are the contract's
-    commands; ours advertise the vocabulary's extension commands after them, alike."""
-    payload = json.loads((EXAMPLES / "registration.request.json").read_text())
-    listed = [c["name"] for c in payload["supported_commands"]]
-    template = payload["supported_commands"][0]
-    payload["supported_commands"] += [{**template, "name": name}
-                                      for name in COMMANDS if name not in listed]
-    return payload
 
 def config(path: str = "/tmp/relay.sock", interval: int = 15, timeout: float = 5.0,
            jitter: float = 0.2) -> IpcConfig:

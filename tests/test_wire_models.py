@@ -16,6 +16,7 @@ from supervisor.wire.commands import CommandResult
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import decode, dumps, encode
 from supervisor.wire.registration import CommandSpec, Registration, RegistrationRefused
+from tests.ipc_support import contract_registration_payload
 
 EXAMPLES = pathlib.Path(__file__).parent / "contract_examples"
 
@@ -187,7 +188,7 @@ def test_the_target_sends_the_contract_example():
                                                        relay_registration_path="/tmp/r.sock",
                                                        display_name="payments worker a",
                                                        lease_seconds=30))
-    assert registration_payload(config) == payload()
+    assert registration_payload(config) == contract_registration_payload()
 
 
 def test_a_blank_display_name_is_the_target_id():
