@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import pages
 
 from relay_memory import MemoryRelay
 from supervisor.relay.web.protocol import DashboardServerFactory, _WSTransport
-from supervisor.relay.web.site import RelaySite
+from supervisor.relay.web.site import RelaySite, build_site
 
 
 def factory() -> DashboardServerFactory:
@@ -128,3 +130,61 @@ def test_a_session_on_an_in_memory_websocket_gets_whole_frames_written_through()
     messages = [json.loads(f) for f in frames(transport.value())]
     assert messages[-1] == {"type": "event", "target_id": target.target_id, "event": event}
     assert "state" in [m["type"] for m in messages]
+
+
+def proxied_upgrade(*identity_lines: bytes) -> bytes:
+    """UPGRADE with the given ``X-Client-Identity`` header lines in place of its own."""
+    head = UPGRADE.split(b"X-Client-Identity")[0]
+    return head + b"".join(b"X-Client-Identity: " + v + b"\r\n" for v in identity_lines) + b"\r\n"
+
+
+def proxied_relay(*allowed: str) -> MemoryRelay:
+    return MemoryRelay(trusted_proxy={"enabled": True, "allowed_remote_addrs": list(allowed),
+                                      "identity_header": "x-client-identity"})
+
+
+def handshake(relay: MemoryRelay, data: bytes, peer=None) -> bytes:
+    """The status line the relay's Site answers ``data`` with (peer 192.168.1.1 by default)."""
+    site = build_site(relay.config, relay.hub, reactor=relay.clock)
+    protocol = site.buildProtocol(None)
+    transport = StringTransport(peerAddress=peer)
+    protocol.makeConnection(transport)
+    transport.protocol = protocol  # as a real transport has it (the WebSocket takes it over)
+    protocol.dataReceived(data)
+    return transport.value().split(b"\r\n", 1)[0]
+
+
+def test_more_than_one_identity_header_is_refused_not_merged():
+    relay = proxied_relay("192.168.1.1")
+    assert b" 403 " in handshake(relay, proxied_upgrade(b"CN=alice", b"CN=bob"))
+    assert relay.hub.sessions == {}
+    assert b" 101 " in handshake(relay, proxied_upgrade(b"CN=alice, O=Ops"))
+    (session,) = relay.hub.sessions.values()
+    assert session.identity.principal == "CN=alice, O=Ops"
+
+
+def test_identity_header_is_read_as_utf8_and_refused_when_it_is_not():
+    relay = proxied_relay("192.168.1.1")
+    assert b" 101 " in handshake(relay, proxied_upgrade("CN=Zoë Šimková".encode("utf-8")))
+    (session,) = relay.hub.sessions.values()
+    assert session.identity.principal == "CN=Zoë Šimková"
+    assert session.identity.client_identity == "trusted_proxy:CN=Zoë Šimková"
+    assert b" 403 " in handshake(relay, proxied_upgrade(b"CN=Zo\xeb"))  # Latin-1, not UTF-8
+    assert len(relay.hub.sessions) == 1
+
+
+@pytest.mark.parametrize("allowed, peer, admitted", [
+    ("::1", IPv6Address("TCP", "0:0:0:0:0:0:0:1", 5000), True),
+    ("0:0:0:0:0:0:0:1", IPv6Address("TCP", "::1", 5000), True),
+    ("127.0.0.1", IPv6Address("TCP", "::ffff:127.0.0.1", 5000), True),
+    ("::ffff:10.0.0.7", IPv4Address("TCP", "10.0.0.7", 5000), True),
+    ("2001:db8::1", IPv6Address("TCP", "2001:DB8:0::1", 5000), True),
+    ("::1", IPv6Address("TCP", "::2", 5000), False),
+    ("127.0.0.1", IPv6Address("TCP", "::ffff:127.0.0.2", 5000), False),
+    ("10.0.0.7", IPv4Address("TCP", "10.0.0.70", 5000), False),
+])
+def test_allowed_remote_addrs_are_compared_as_addresses(allowed, peer, admitted):
+    relay = proxied_relay(allowed)
+    status = handshake(relay, proxied_upgrade(b"CN=alice"), peer)
+    assert (b" 101 " in status) is admitted, status
+    assert len(relay.hub.sessions) == (1 if admitted else 0)

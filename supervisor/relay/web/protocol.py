@@ -12,6 +12,7 @@ formatting (see :meth:`DashboardServerProtocol.sendData`).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -96,6 +97,21 @@ class DashboardServerProtocol(WebSocketServerProtocol):
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(host: Any) -> Address | None:
+    """``host`` as an IP address, IPv4-mapped IPv6 ones as IPv4; None if it is none."""
+    if not isinstance(host, str):
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
 
 class _WSTransport:
     """The SessionTransport of one WebSocket connection."""
@@ -127,6 +143,8 @@ class DashboardServerFactory(WebSocketServerFactory):
         self.relay_config = config
         self._prepared_text: str | None = None
         self._prepared = self.prepareMessage(b"")
+        self._proxy_addresses = frozenset(
+            a for a in map(_address, config.trusted_proxy.allowed_remote_addrs) if a is not None)
         t = config.timeouts
         max_bytes = config.limits.max_message_bytes
         self.setProtocolOptions(
@@ -139,6 +157,12 @@ class DashboardServerFactory(WebSocketServerFactory):
             openHandshakeTimeout=t.websocket_open_handshake_seconds,
             closeHandshakeTimeout=t.websocket_close_handshake_seconds,
         )
+
+    def _trusted_peer(self, host: Any) -> bool:
+        """Whether ``host`` is a listed proxy, compared as an address (``::1`` is
+        ``0:0:0:0:0:0:0:1``; an IPv4-mapped IPv6 peer is its IPv4 address)."""
+        address = _address(host)
+        return address is not None and address in self._proxy_addresses
 
     def prepared(self, text: str) -> PreparedMessage:
         """``text`` as a prepared WebSocket message. A fan-out hands every session the same
@@ -155,13 +179,22 @@ class DashboardServerFactory(WebSocketServerFactory):
         if proxy.enabled:
             peer = protocol.transport.getPeer()
             host = getattr(peer, "host", None)
-            if host not in proxy.allowed_remote_addrs:
+            if not self._trusted_peer(host):
                 self.relay_log.warn("identity header from unlisted peer {peer} refused",
                                     peer=host)
                 raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "peer is not a trusted proxy")
             value = request.headers.get(proxy.identity_header)
             if not isinstance(value, str) or not value.strip():
                 raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "missing identity header")
+            try:
+                # autobahn reads header bytes as ISO-8859-1 (one character per byte): undo
+                # that and read them as the UTF-8 the proxy writes
+                value = value.encode("iso-8859-1").decode("utf-8")
+            except UnicodeError:
+                self.relay_log.warn("identity header from {peer} is not UTF-8; refused",
+                                    peer=host)
+                raise ConnectionDeny(ConnectionDeny.FORBIDDEN,
+                                     "identity header is not UTF-8") from None
             return identity_from_proxy_header(value)
         get_cert = getattr(protocol.transport, "getPeerCertificate", None)
         cert = get_cert() if get_cert is not None else None

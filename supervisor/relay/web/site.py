@@ -19,7 +19,7 @@ from twisted.web.server import Request, Site
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.web.protocol import DashboardServerFactory
 
-__all__ = ["STATIC_DIR", "build_site", "DashboardRoot", "RelaySite"]
+__all__ = ["STATIC_DIR", "build_site", "DashboardRoot", "RelaySite", "SessionResource"]
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -93,6 +93,29 @@ class DashboardRoot(resource.Resource):
         return b""
 
 
+class SessionResource(WebSocketResource):
+    """``/supervisor``: the WebSocket, refused (403) when the trusted-proxy identity header
+    appears more than once. twisted.web would hand autobahn the values joined with ``,``:
+    an identity no proxy asserted."""
+
+    log = Logger()
+
+    def __init__(self, factory: DashboardServerFactory, identity_header: str | None) -> None:
+        super().__init__(factory)
+        self._identity_header = (identity_header.encode("utf-8")
+                                 if identity_header is not None else None)
+
+    def render(self, request: Request) -> bytes:
+        header = self._identity_header
+        if header is not None and len(request.requestHeaders.getRawHeaders(header, [])) > 1:
+            self.log.warn("session from {peer} refused: more than one {header} header",
+                          peer=request.getClientAddress(), header=header.decode("utf-8"))
+            request.setResponseCode(http.FORBIDDEN)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"more than one identity header\n"
+        return super().render(request)
+
+
 class _HeaderDeadlineChannel(http.HTTPChannel):
     """An HTTPChannel whose request headers must be complete ``headers_deadline`` seconds
     after their first byte arrived.
@@ -161,7 +184,9 @@ def build_site(config: RelayConfig, hub: Any, *, reactor: Any,
                static_dir: str = STATIC_DIR) -> Site:
     """The Site served on the relay's TLS listener."""
     factory = DashboardServerFactory(config, hub, reactor=reactor)
-    root = DashboardRoot(static_dir, WebSocketResource(factory))
+    proxy = config.trusted_proxy
+    root = DashboardRoot(static_dir, SessionResource(
+        factory, proxy.identity_header if proxy.enabled else None))
     site = RelaySite(root, timeout=config.timeouts.http_idle_seconds, reactor=reactor,
                      headers_deadline=config.timeouts.http_request_headers_seconds)
     site.displayTracebacks = False
