@@ -188,3 +188,41 @@ def test_allowed_remote_addrs_are_compared_as_addresses(allowed, peer, admitted)
     status = handshake(relay, proxied_upgrade(b"CN=alice"), peer)
     assert (b" 101 " in status) is admitted, status
     assert len(relay.hub.sessions) == (1 if admitted else 0)
+
+
+def test_every_response_refuses_to_be_framed():
+    relay = MemoryRelay()
+    for path in (b"/", b"/index.html", b"/missing.js", b"/js/"):
+        # no static files: the placeholder page and 404s are written at once
+        site = build_site(relay.config, relay.hub, reactor=relay.clock,
+                          static_dir="/nonexistent")
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = transport.value().split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+        assert b"content-security-policy: frame-ancestors 'none'" in head, (path, head)
+        assert b"x-frame-options: deny" in head, (path, head)
+
+
+@pytest.mark.parametrize("headers", [
+    b"X-Big: " + b"a" * 17000 + b"\r\n",  # one line over the limit
+    b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(200)),  # many lines
+], ids=["one_long_line", "many_lines"])
+def test_oversized_request_headers_get_431_at_once(headers):
+    clock = Clock()
+    protocol, transport = channel(clock)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers)
+    status = transport.value().split(b"\r\n", 1)[0]
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert transport.disconnecting
+    protocol.dataReceived(b"\r\n")  # whatever follows is not read as a request
+    assert transport.value().count(b"HTTP/1.1") == 1
+
+
+def test_request_headers_within_the_limit_are_served():
+    clock = Clock()
+    protocol, transport = channel(clock)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nX-Ok: " + b"c" * 15000 + b"\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 404")
+    assert not transport.disconnecting
