@@ -180,6 +180,11 @@ class AuditStore:
             return f"audit file {self.path} was replaced"
         return None
 
+    @property
+    def writable(self) -> bool:
+        """Whether the path names the opened file now (records can be written)."""
+        return self._file is not None and self._file_problem() is None
+
     def check(self) -> Deferred[None] | None:
         """Watch the file (on a timer): log when it went missing or was replaced, and open
         a file found at the path again. Writes are refused while the problem lasts."""
