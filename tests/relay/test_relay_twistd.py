@@ -217,3 +217,98 @@ async def test_twistd_smoke_and_audit_survives_crash_restart(sockdir, pki, proce
     finally:
         conn.close()
     assert rows == [("accepted",), ("completed",)]
+
+
+def audit_rows(path: str) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT command_id, result, detail FROM audit ORDER BY seq"
+                            ).fetchall()
+    finally:
+        conn.close()
+
+
+def finished(target: FakeTarget, command_id: str, status: str, error: str | None = None):
+    """The ``command_completed`` event a target journals when it finishes a command."""
+    return target.emit_event("command_completed", "invoice_writer", correlation_id=command_id,
+                             payload={"command": "pause_child", "status": status,
+                                      "error": error})
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_in_flight_at_a_relay_crash_are_interrupted_then_settled(
+        sockdir, pki, processes):
+    port = free_port()
+    config = write_config(sockdir, pki, listen={"bind": f"127.0.0.1:{port}"})
+    database = os.path.join(sockdir, "audit.sqlite3")
+    registration = os.path.join(sockdir, "reg.sock")
+    relay = Relay(config, sockdir, port)
+    processes.append(relay)
+    await eventually(relay.listening, 30, "relay listening")
+    target = FakeTarget(reactor, "payments-worker-a",
+                        os.path.join(sockdir, "payments-worker-a.sock")).start()
+    try:
+        ack = await register(registration, registration_payload(target.target_id, target.path))
+        assert ack["ok"] is True
+        ws = await _session_state(port, pki, target.target_id)
+        await eventually(lambda: "logs.tail" in target.methods(), 10)
+        target.freeze()  # the commands reach the target; no answer comes back
+        ids = ["cmd-done", "cmd-failed", "cmd-late", "cmd-unknown"]
+        for command_id in ids:
+            ws.send({**fixture("session.command.json"), "command_id": command_id})
+        accepted = [await ws.next("audit_event", timeout=10) for _ in ids]
+        assert {a["audit"]["result"] for a in accepted} == {"accepted"}
+        await deferToThread(relay.stop, signal.SIGKILL)  # mid-command
+        await ws.closed_d
+        await eventually(lambda: target.connections == [], 5)
+        # while the relay was down the target finished two of them
+        done = finished(target, "cmd-done", "completed")
+        failed = finished(target, "cmd-failed", "failed", "illegal_transition")
+        target.thaw()
+        assert [r[1] for r in audit_rows(database)] == ["accepted"] * 4
+
+        relay2 = Relay(config, sockdir, port)
+        processes.append(relay2)
+        await eventually(relay2.listening, 30, "relay restarted")
+        await eventually(lambda: len(audit_rows(database)) == 8, 10, "interrupted marked")
+        marks = audit_rows(database)[4:]
+        assert [(c, r) for c, r, _ in marks] == [(c, "interrupted") for c in ids]
+        ack = await register(registration, registration_payload(target.target_id, target.path))
+        assert ack["ok"] is True
+        ws2 = await _session_state(port, pki, target.target_id)
+        # settled from the events in the first state, and from one streamed later
+        await eventually(lambda: len(audit_rows(database)) == 10, 10, "settled from state")
+        await eventually(lambda: "logs.tail" in target.methods(), 10)
+        late = finished(target, "cmd-late", "completed")
+        await eventually(lambda: len(audit_rows(database)) == 11, 10, "settled from a push")
+        settled = {c: (r, d) for c, r, d in audit_rows(database)[8:]}
+        assert settled["cmd-done"][0] == "completed"
+        assert f"sequence {done['sequence']}" in settled["cmd-done"][1]
+        assert settled["cmd-failed"][0] == "failed"
+        assert "illegal_transition" in settled["cmd-failed"][1]
+        assert f"sequence {failed['sequence']}" in settled["cmd-failed"][1]
+        assert settled["cmd-late"][0] == "completed"
+        assert f"sequence {late['sequence']}" in settled["cmd-late"][1]
+        assert "cmd-unknown" not in settled  # the target never said: it stays interrupted
+
+        def seen() -> dict[str, set[str]]:
+            out: dict[str, set[str]] = {}
+            for m in ws2.of_type("audit_event"):
+                out.setdefault(m["audit"]["command_id"], set()).add(m["audit"]["result"])
+            return out
+
+        await eventually(lambda: seen().get("cmd-late", set()) >= {"completed"}, 10)
+        assert seen()["cmd-done"] == {"accepted", "interrupted", "completed"}
+        assert seen()["cmd-failed"] == {"accepted", "interrupted", "failed"}
+        assert seen()["cmd-unknown"] == {"accepted", "interrupted"}
+        await close_ws(ws2)
+        await deferToThread(relay2.stop)
+    finally:
+        await target.stop()
+    # a further restart marks nothing again and settles nothing twice
+    relay3 = Relay(config, sockdir, port)
+    processes.append(relay3)
+    await eventually(relay3.listening, 30, "relay restarted again")
+    assert len(audit_rows(database)) == 11
+    await deferToThread(relay3.stop)
+    assert len(audit_rows(database)) == 11
