@@ -312,3 +312,68 @@ async def test_commands_in_flight_at_a_relay_crash_are_interrupted_then_settled(
     assert len(audit_rows(database)) == 11
     await deferToThread(relay3.stop)
     assert len(audit_rows(database)) == 11
+
+
+def _write_cert(directory: str, name: str, cert: Any) -> str:
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(cert.cert_pem())
+    return path
+
+
+def _start_output(config: str, cwd: str) -> tuple[int, str]:
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "--logfile=-", "supervisor-relay",
+                             "--config", config], cwd=cwd, env=env(), capture_output=True,
+                            text=True, timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _bad_certificate_configs(sockdir: str, pki: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key named, words of the message, config sections) of each unusable set-up."""
+    from supervisor import certs
+
+    before, after = certs.expired_window()
+    expired_server = certs.issue_server_cert(pki.ca, not_before=before, not_after=after)
+    expired_server.write(os.path.join(sockdir, "expired.pem"),
+                         os.path.join(sockdir, "expired-key.pem"))
+    expired_ca = _write_cert(sockdir, "expired-ca.pem",
+                             certs.generate_ca("old CA", not_before=before, not_after=after))
+    leaf_ca = _write_cert(sockdir, "leaf-ca.pem", pki.operator)
+    return [
+        ("tls.certificate_path", "expired", {"tls": {
+            "certificate_path": os.path.join(sockdir, "expired.pem"),
+            "private_key_path": os.path.join(sockdir, "expired-key.pem")}}),
+        ("tls.client_ca_path", "expired", {"tls": {"client_ca_path": expired_ca}}),
+        ("tls.client_ca_path", "not a CA certificate", {"tls": {"client_ca_path": leaf_ca}}),
+        ("listen.public_url", "not named in the server certificate", {"listen": {
+            "public_url": "wss://relay.example.org:9443/supervisor"}}),
+    ]
+
+
+def test_check_and_start_refuse_certificates_no_client_could_use(sockdir, pki):
+    for key, words, sections in _bad_certificate_configs(sockdir, pki):
+        config = write_config(sockdir, pki, **sections)
+        checked = run_check(config, sockdir)
+        assert checked.returncode == 2, (key, checked.stdout)
+        assert checked.stdout.strip() != "ok"
+        assert key in checked.stderr and words in checked.stderr, checked.stderr
+        code, output = _start_output(config, sockdir)
+        assert code != 0, (key, output[-2000:])
+        assert key in output and words in output, output[-2000:]
+        assert "Usage:" not in output and "Traceback" not in output, output[-2000:]
+        assert not os.path.exists(os.path.join(sockdir, "reg.sock")), "nothing was started"
+
+
+def test_a_proxy_mode_relay_need_not_name_the_public_host(sockdir, pki):
+    config = write_config(sockdir, pki, listen={"public_url": "wss://relay.example.org/s"},
+                          trusted_proxy={"enabled": True, "allowed_remote_addrs": ["127.0.0.1"]})
+    checked = run_check(config, sockdir)
+    assert checked.returncode == 0 and checked.stdout.strip() == "ok", checked.stderr
+
+
+def test_config_errors_at_start_are_printed_without_usage_text(sockdir, pki):
+    bad = write_config(sockdir, pki, limits={"session_queue": "many"})
+    code, output = _start_output(bad, sockdir)
+    assert code == 2
+    assert "limits.session_queue" in output
+    assert "Usage:" not in output and "--help" not in output, output
