@@ -8,8 +8,10 @@ import json
 import pytest
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web import pages
 
 from relay_memory import MemoryRelay
@@ -226,3 +228,76 @@ def test_request_headers_within_the_limit_are_served():
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nX-Ok: " + b"c" * 15000 + b"\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 404")
     assert not transport.disconnecting
+
+
+def client_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One masked (all-zero key) final frame from a client."""
+    size = len(payload)
+    head = bytes([0x80 | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 65536:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def opened_session(deadline: float = 10.0):
+    relay = MemoryRelay(trusted_proxy={"enabled": True, "allowed_remote_addrs": ["192.168.1.1"],
+                                       "identity_header": "x-client-identity"},
+                        timeouts={"websocket_frame_seconds": deadline})
+    ws = DashboardServerFactory(relay.config, relay.hub, reactor=relay.clock)
+    protocol = ws.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(UPGRADE)
+    assert b" 101 " in transport.value().split(b"\r\n", 1)[0]
+    return relay, protocol, transport
+
+
+HELLO_FRAME = client_frame(json.dumps({"type": "client_hello", "client_store_id": "s",
+                                       "resume_cursor": {}}).encode())
+
+
+def test_a_frame_that_never_completes_closes_the_session_at_its_deadline():
+    relay, protocol, transport = opened_session(deadline=3)
+    protocol.dataReceived(HELLO_FRAME)
+    relay.clock.advance(1)
+    protocol.dataReceived(b"\x88\x9c")  # a close frame whose 28 bytes never come
+    relay.clock.advance(2.9)
+    assert not transport.disconnecting and len(relay.hub.sessions) == 1
+    protocol.dataReceived(b"\0\0")  # bytes keep coming: the deadline does not move
+    relay.clock.advance(0.1)
+    assert transport.disconnecting
+    assert b"frame incomplete after 3 s" in transport.value()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert relay.hub.sessions == {}
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 5000, 60000])
+def test_frames_that_complete_in_time_in_any_pieces_keep_the_session(size):
+    relay, protocol, transport = opened_session(deadline=3)
+    protocol.dataReceived(HELLO_FRAME)
+    frame = client_frame(json.dumps({"type": "nonsense", "pad": "x" * size}).encode())
+    for _ in range(3):  # each frame gets its own deadline
+        for index in range(0, len(frame), max(1, len(frame) // 7)):
+            protocol.dataReceived(frame[index:index + max(1, len(frame) // 7)])
+            relay.clock.advance(0.3)
+        relay.clock.advance(5)  # between frames nothing is pending
+    assert not transport.disconnecting and len(relay.hub.sessions) == 1
+    assert transport.value().count(b"unsupported_message_type") == 3
+
+
+def test_frame_clock_follows_boundaries_of_every_header_form():
+    from supervisor.relay.web.protocol import FrameClock
+
+    clock = FrameClock()
+    stream = b"".join(client_frame(b"a" * n) for n in (0, 1, 125, 126, 65535, 65536))
+    assert clock.feed(stream) == 6 and not clock.inside_frame
+    for cut in (1, 2, 3, 9, 14):
+        frame = client_frame(b"z" * 70000)
+        assert clock.feed(frame[:cut]) == 0 and clock.inside_frame
+        assert clock.feed(frame[cut:]) == 1 and not clock.inside_frame
+    unmasked = b"\x81\x05hello"
+    assert clock.feed(unmasked) == 1 and not clock.inside_frame
