@@ -132,6 +132,7 @@ class AuditStore:
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the opened file
         self._opening = ""  # random, new per opened file: the tail of audit ids
         self._checking = False
+        self._reopen_error: str | None = None
         #: why records cannot be written now (the file is missing or replaced), or None
         self.problem: str | None = None
 
@@ -207,14 +208,18 @@ class AuditStore:
 
         def reopened(_: Any) -> None:
             self._checking = False
+            self._reopen_error = None
             self.problem = None
             self.log.warn("audit file {path} opened again (a replaced file); "
                           "records are written to it from now on", path=self.path)
 
         def failed(f: Any) -> None:
             self._checking = False
-            self.log.critical("audit file {path} cannot be opened again: {error}",
-                              path=self.path, error=f.getErrorMessage())
+            error = f.getErrorMessage()
+            if error != self._reopen_error:  # once per distinct failure, not every check
+                self.log.critical("audit file {path} cannot be opened again: {error}",
+                                  path=self.path, error=error)
+            self._reopen_error = error
 
         d.addCallbacks(reopened, failed)
         return d

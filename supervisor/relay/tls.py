@@ -173,6 +173,9 @@ class ReloadableServerTLS:
         self.generation = 1
 
     def _load(self) -> CertificateOptions:
+        # an expired replacement, or a leaf put where the client CA goes, is refused too
+        check_certificates(self._tls, require_client_certificate=self._require,
+                           public_url=None)
         options = server_tls_options(self._tls, require_client_certificate=self._require)
         try:
             options.getContext()  # certificate/key mismatch and unreadable CAs fail here

@@ -146,3 +146,21 @@ async def test_proxy_header_from_unlisted_address_is_refused(relay):
         await connect_ws(relay.service.https_port, relay.pki, None, timeout=3,
                          headers={"x-verified-client-subject": "CN=demo operator"})
     assert relay.service.hub.sessions == {}
+
+
+def test_a_reload_keeps_the_certificates_when_the_replacement_has_expired(sockdir, pki):
+    from supervisor import certs
+    from supervisor.config.relay import TLSConfig
+    from supervisor.relay.tls import ReloadableServerTLS
+
+    cert, key = os.path.join(sockdir, "r.pem"), os.path.join(sockdir, "r-key.pem")
+    pki.server.write(cert, key)
+    tls = ReloadableServerTLS(TLSConfig(cert, key, pki.ca_path), require_client_certificate=True)
+    before = tls.options
+    not_before, not_after = certs.expired_window()
+    certs.issue_server_cert(pki.ca, not_before=not_before, not_after=not_after).write(cert, key)
+    error = tls.reload()
+    assert error is not None and "expired" in error and "tls.certificate_path" in error
+    assert tls.options is before and tls.generation == 1
+    pki.server.write(cert, key)
+    assert tls.reload() is None and tls.generation == 2
