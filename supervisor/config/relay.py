@@ -131,6 +131,7 @@ class TimeoutsConfig:
     http_request_headers_seconds: float = 10.0
     websocket_open_handshake_seconds: float = 10.0
     websocket_close_handshake_seconds: float = 5.0
+    websocket_frame_seconds: float = 10.0
     auto_ping_interval_seconds: float = 20.0
     auto_ping_timeout_seconds: float = 10.0
     reconnect_initial_ms: int = 250
@@ -334,7 +335,8 @@ def _timeouts(s: Section) -> TimeoutsConfig:
                  "ipc_keepalive_seconds",
                  "http_idle_seconds", "http_request_headers_seconds",
                  "websocket_open_handshake_seconds",
-                 "websocket_close_handshake_seconds", "auto_ping_interval_seconds",
+                 "websocket_close_handshake_seconds", "websocket_frame_seconds",
+                 "auto_ping_interval_seconds",
                  "auto_ping_timeout_seconds"):
         seconds[name] = s.number(name, getattr(d, name), minimum=0.01, maximum=86400)
     initial = s.integer("reconnect_initial_ms", d.reconnect_initial_ms, minimum=1)

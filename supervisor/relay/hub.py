@@ -171,6 +171,10 @@ class RelayHub:
             session.deliver_connection_state(link.target_id, state)
         self._schedule_target_list()
 
+    def link_events(self, link: TargetLink, events: list[Any]) -> None:
+        """A target's events may settle commands a relay crash interrupted."""
+        self.commands.reconcile(link.target_id, events)
+
     # audit fan-out
     def publish_audit(self, record: AuditRecord) -> AuditRecord:
         """Push one stored record to every session bound to its target."""

@@ -146,3 +146,66 @@ async def test_proxy_header_from_unlisted_address_is_refused(relay):
         await connect_ws(relay.service.https_port, relay.pki, None, timeout=3,
                          headers={"x-verified-client-subject": "CN=demo operator"})
     assert relay.service.hub.sessions == {}
+
+
+def test_a_reload_keeps_the_certificates_when_the_replacement_has_expired(sockdir, pki):
+    from supervisor import certs
+    from supervisor.config.relay import TLSConfig
+    from supervisor.relay.tls import ReloadableServerTLS
+
+    cert, key = os.path.join(sockdir, "r.pem"), os.path.join(sockdir, "r-key.pem")
+    pki.server.write(cert, key)
+    tls = ReloadableServerTLS(TLSConfig(cert, key, pki.ca_path), require_client_certificate=True)
+    before = tls.options
+    not_before, not_after = certs.expired_window()
+    certs.issue_server_cert(pki.ca, not_before=not_before, not_after=not_after).write(cert, key)
+    error = tls.reload()
+    assert error is not None and "expired" in error and "tls.certificate_path" in error
+    assert tls.options is before and tls.generation == 1
+    pki.server.write(cert, key)
+    assert tls.reload() is None and tls.generation == 2
+
+
+@pytest.mark.parametrize("names, ips, url, named", [
+    (("localhost",), (), "wss://LOCALHOST:9443/s", True),
+    (("*.example.org",), (), "wss://relay.example.org/s", True),
+    (("*.example.org",), (), "wss://a.relay.example.org/s", False),
+    (("*.example.org",), (), "wss://example.org/s", False),
+    ((), ("127.0.0.1",), "wss://127.0.0.1:9443/s", True),
+    ((), ("::1",), "wss://[0:0:0:0:0:0:0:1]:9443/s", True),
+    (("127.0.0.1",), (), "wss://127.0.0.1/s", False),  # an address is matched as an address
+    (("relay.example.org",), (), "wss://localhost/s", False),
+])
+def test_public_url_host_must_be_named_by_the_server_certificate(sockdir, pki, names, ips,
+                                                                 url, named):
+    from supervisor import certs
+    from supervisor.config._common import ConfigError
+    from supervisor.config.relay import TLSConfig
+    from supervisor.relay.tls import check_certificates
+
+    cert, key = os.path.join(sockdir, "h.pem"), os.path.join(sockdir, "h-key.pem")
+    certs.issue_server_cert(pki.ca, names, ips).write(cert, key)
+    tls = TLSConfig(cert, key, pki.ca_path)
+    if named:
+        check_certificates(tls, require_client_certificate=True, public_url=url)
+    else:
+        with pytest.raises(ConfigError) as e:
+            check_certificates(tls, require_client_certificate=True, public_url=url)
+        assert "listen.public_url" in str(e.value)
+
+
+def test_a_client_ca_not_yet_valid_is_refused(sockdir, pki):
+    from supervisor import certs
+    from supervisor.config._common import ConfigError
+    from supervisor.config.relay import TLSConfig
+    from supervisor.relay.tls import check_certificates
+
+    start, end = certs.future_window()
+    ca = certs.generate_ca("tomorrow's CA", not_before=start, not_after=end)
+    path = os.path.join(sockdir, "future-ca.pem")
+    with open(path, "wb") as f:
+        f.write(pki.ca.cert_pem() + ca.cert_pem())  # a bundle: every certificate is checked
+    tls = TLSConfig(pki.server_cert_path, pki.server_key_path, path)
+    with pytest.raises(ConfigError) as e:
+        check_certificates(tls, require_client_certificate=True, public_url=None)
+    assert "tls.client_ca_path" in str(e.value) and "not valid before" in str(e.value)

@@ -19,7 +19,7 @@ from twisted.web.server import Request, Site
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.web.protocol import DashboardServerFactory
 
-__all__ = ["STATIC_DIR", "build_site", "DashboardRoot", "RelaySite"]
+__all__ = ["STATIC_DIR", "build_site", "DashboardRoot", "RelaySite", "SessionResource"]
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -93,6 +93,48 @@ class DashboardRoot(resource.Resource):
         return b""
 
 
+class SessionResource(WebSocketResource):
+    """``/supervisor``: the WebSocket, refused (403) when the trusted-proxy identity header
+    appears more than once. twisted.web would hand autobahn the values joined with ``,``:
+    an identity no proxy asserted."""
+
+    log = Logger()
+
+    def __init__(self, factory: DashboardServerFactory, identity_header: str | None) -> None:
+        super().__init__(factory)
+        self._identity_header = (identity_header.encode("utf-8")
+                                 if identity_header is not None else None)
+
+    def render(self, request: Request) -> bytes:
+        header = self._identity_header
+        if header is not None and len(request.requestHeaders.getRawHeaders(header, [])) > 1:
+            self.log.warn("session from {peer} refused: more than one {header} header",
+                          peer=request.getClientAddress(), header=header.decode("utf-8"))
+            request.setResponseCode(http.FORBIDDEN)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"more than one identity header\n"
+        return super().render(request)
+
+
+#: on every HTTP response: no page of the relay may be shown inside another site's frame
+#: (clickjacking with the operator's certificate); ``X-Frame-Options`` for older browsers
+FRAMING_HEADERS = ((b"content-security-policy", b"frame-ancestors 'none'"),
+                   (b"x-frame-options", b"DENY"))
+
+TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+             b"content-length: 33\r\nconnection: close\r\n\r\n"
+             b"request header fields too large\r\n")
+
+
+class _RelayRequest(Request):
+    """A request whose response, whatever resource renders it, refuses to be framed."""
+
+    def process(self) -> None:
+        for name, value in FRAMING_HEADERS:
+            self.setHeader(name, value)
+        super().process()
+
+
 class _HeaderDeadlineChannel(http.HTTPChannel):
     """An HTTPChannel whose request headers must be complete ``headers_deadline`` seconds
     after their first byte arrived.
@@ -102,26 +144,51 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     handshake timeout only starts once the upgrade request is complete. The time before the
     first byte (TCP accept, TLS handshake) is bounded by the idle timeout, which no TLS
     handshake byte resets. The deadline starts again with the next request's first byte.
+
+    A request line and headers over ``max_header_bytes`` (line ends included) are answered
+    ``431 Request Header Fields Too Large`` and the connection is closed.
     """
 
     log = Logger()
     headers_deadline: float = 10.0
+    max_header_bytes: int = http.HTTPChannel.totalHeadersSize
     _deadline_call: IDelayedCall | None = None
     _in_request = False  # headers of the current request are complete; it is being handled
+    _header_bytes = 0  # of the request whose headers are being read
+    _refused = False  # answered 431: nothing more is read
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline_call is None and not self._in_request and data:
-            self._deadline_call = self.callLater(self.headers_deadline, self._headersTooSlow)
+        if self._refused:
+            return
+        if not self._in_request and data:
+            if self._deadline_call is None:
+                self._deadline_call = self.callLater(self.headers_deadline,
+                                                     self._headersTooSlow)
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                self._headersTooLarge()
+                return
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         self._cancelDeadline()
         self._in_request = True
+        self._header_bytes = 0
         super().allHeadersReceived()
 
     def requestDone(self, request: Request) -> None:
         self._in_request = False
         super().requestDone(request)
+
+    def _headersTooLarge(self) -> None:
+        self._refused = True
+        self._cancelDeadline()
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.log.info("request headers from {peer} over {limit} bytes; answered 431",
+                      peer=peer, limit=self.max_header_bytes)
+        if self.transport is not None:
+            self.transport.write(TOO_LARGE)
+            self.transport.loseConnection()
 
     def _headersTooSlow(self) -> None:
         self._deadline_call = None
@@ -142,12 +209,14 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
 
 class RelaySite(Site):
-    """``Site`` whose channels enforce the request-headers deadline (see above); HTTP/1.1
-    only (the WebSocket upgrade needs nothing else)."""
+    """``Site`` whose channels enforce the request-headers deadline and size (see above) and
+    whose responses carry :data:`FRAMING_HEADERS`; HTTP/1.1 only (the WebSocket upgrade
+    needs nothing else)."""
 
     protocol = _HeaderDeadlineChannel
 
     def __init__(self, root: resource.Resource, *, headers_deadline: float, **kw: Any) -> None:
+        kw.setdefault("requestFactory", _RelayRequest)
         super().__init__(root, **kw)
         self.headers_deadline = headers_deadline
 
@@ -161,7 +230,9 @@ def build_site(config: RelayConfig, hub: Any, *, reactor: Any,
                static_dir: str = STATIC_DIR) -> Site:
     """The Site served on the relay's TLS listener."""
     factory = DashboardServerFactory(config, hub, reactor=reactor)
-    root = DashboardRoot(static_dir, WebSocketResource(factory))
+    proxy = config.trusted_proxy
+    root = DashboardRoot(static_dir, SessionResource(
+        factory, proxy.identity_header if proxy.enabled else None))
     site = RelaySite(root, timeout=config.timeouts.http_idle_seconds, reactor=reactor,
                      headers_deadline=config.timeouts.http_request_headers_seconds)
     site.displayTracebacks = False

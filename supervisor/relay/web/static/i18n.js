@@ -187,6 +187,7 @@ const en = {
   res_completed: 'completed',
   res_rejected: 'rejected',
   res_failed: 'failed',
+  res_interrupted: 'interrupted',
   res_refused: 'refused',
   // diagnostics of ours
   diag_unknown_type: 'the relay sent an unknown message type {type}',
@@ -387,6 +388,7 @@ const zh = {
   res_completed: '已完成',
   res_rejected: '已拒绝',
   res_failed: '失败',
+  res_interrupted: '已中断',
   res_refused: '被拒绝',
   diag_unknown_type: '中继发送了未知的消息类型 {type}',
   diag_unreadable: '无法读取中继发来的消息',

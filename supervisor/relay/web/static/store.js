@@ -59,7 +59,7 @@ function targetStateText(t, state) {
   return { key: `diag_target_${state}`, params: { name: t.displayName } };
 }
 
-const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
+const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error', interrupted: 'warning' };
 const RESULT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
 
 // Whether a command event says its command did not come through a relay (payload.origin,
