@@ -101,9 +101,10 @@ def demo_state(target: str = TARGET, display: str = "payments worker a") -> dict
         if state == "restarting":
             extra = {"restart_count": 2, "last_policy_decision": "restart after 400 ms (backoff)"}
         rows.append(runtime(path, state, **extra))
-    edges.append({"edge_id": "dependency:/root/payments/settler->/root/payments/gateway",
-                  "source_path": "/root/payments/settler",
-                  "target_path": "/root/payments/gateway", "kind": "dependency", "order": 0})
+    # settler depends on gateway: the dependency is the source
+    edges.append({"edge_id": "dependency:/root/payments/gateway->/root/payments/settler",
+                  "source_path": "/root/payments/gateway",
+                  "target_path": "/root/payments/settler", "kind": "dependency", "order": 0})
     events = [
         event(target, 1, "child_started", "/root/invoice_writer")["event"],
         event(target, 2, "child_running", "/root/invoice_writer")["event"],
