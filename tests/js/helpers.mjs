@@ -6,7 +6,7 @@ import { Preferences, memoryStorage } from '../../supervisor/relay/web/static/st
 export const STATIC = new URL('../../supervisor/relay/web/static/', import.meta.url);
 
 export function fixture(name) {
-  return JSON.parse(readFileSync(new URL(`./fixtures/${name}.json`, import.meta.url), 'utf8'));
+  return JSON.parse(readFileSync(new URL(`../contract_examples/${name}.json`, import.meta.url), 'utf8'));
 }
 
 export const TARGET = 'payments-worker-a';
