@@ -112,6 +112,7 @@ def dashboard_state(root: SupervisorNode, display_name: str) -> dict[str, Any]:
             "display_name": encodable(display_name),
             "registration_state": "active",
             "connection_state": "connected",
+            "instance_id": tree.instance_id,
         },
         "topology": topology(root),
         "runtime_state": rows(root),

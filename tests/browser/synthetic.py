@@ -120,7 +120,7 @@ def demo_state(target: str = TARGET, display: str = "payments worker a") -> dict
             log(target, 2, "heartbeat ok", "/root/heartbeat")["log"]]
     return {"type": "state", "target_id": target, "state": {
         "target": {"target_id": target, "display_name": display, "registration_state": "active",
-                   "connection_state": "connected"},
+                   "connection_state": "connected", "instance_id": f"i-{target}-1"},
         "topology": {"root": nodes[0], "nodes": nodes, "edges": edges,
                      "declaration_order": [n["path"] for n in nodes]},
         "runtime_state": rows, "recent_events": events, "recent_logs": logs,
@@ -141,7 +141,7 @@ def wide_state(target: str, children: int) -> dict:
         rows.append(runtime(path, state))
     return {"type": "state", "target_id": target, "state": {
         "target": {"target_id": target, "display_name": target, "registration_state": "active",
-                   "connection_state": "connected"},
+                   "connection_state": "connected", "instance_id": f"i-{target}-1"},
         "topology": {"root": nodes[0], "nodes": nodes, "edges": edges,
                      "declaration_order": [n["path"] for n in nodes]},
         "runtime_state": rows, "recent_events": [], "recent_logs": [],
