@@ -83,6 +83,15 @@ def _schema_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
+def _command_id(message: dict[str, Any]) -> str | None:
+    """The id of the command ``message``, for the ``command_id`` beside an error answering
+    it; null when it has none a client could match."""
+    value = message.get("command_id")
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_CHARS:
+        return value
+    return None
+
+
 class Session(Protocol):
     """What command handling needs from a dashboard session."""
 
@@ -95,7 +104,7 @@ class Session(Protocol):
 
     def send(self, obj: dict[str, Any], target_id: str | None = None) -> None: ...
 
-    def send_error(self, error: WireError) -> None: ...
+    def send_error(self, error: WireError, command_id: str | None = None) -> None: ...
 
     def deliver_state(self, target_id: str, state: dict[str, Any]) -> None: ...
 
@@ -189,6 +198,10 @@ class CommandProcessor:
 
         self._audit.append(final).addCallbacks(self._hub.publish_audit, failed)
 
+    def permitted(self, identity: Identity) -> list[str]:
+        """The commands ``identity`` is granted, in the contract's order."""
+        return self._authorizer.permitted(identity)
+
     # validation
     def check(self, session: Session, message: dict[str, Any]) -> WireError | None:
         """The §4 checks in order; None when the command may go ahead."""
@@ -238,11 +251,11 @@ class CommandProcessor:
         return None
 
     # entry points
-    def refuse_unestablished(self, session: Session, message: dict[str, Any]) -> None:
-        """A command before client_hello: one error, audited as rejected."""
-        error = self.check(session, message)
-        assert error is not None
-        self._refuse(session, message, error)
+    def audit_unestablished(self, session: Session, message: dict[str, Any],
+                            error: WireError) -> None:
+        """A command sent before ``client_hello``: the session answered it with ``error``
+        and closes; the command is audited as rejected like every refused one."""
+        self._audit_rejected(session, message, error)
 
     def handle(self, session: Session, message: dict[str, Any]) -> Deferred[None]:
         """Process one command message from an established session."""
@@ -286,7 +299,11 @@ class CommandProcessor:
         )
 
     def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
-        session.send_error(error)
+        session.send_error(error, _command_id(message))
+        self._audit_rejected(session, message, error)
+
+    def _audit_rejected(self, session: Session, message: dict[str, Any],
+                        error: WireError) -> None:
         record = self._record(session, message, "rejected", f"{error.code}: {error.message}")
         d = self._audit.append(record)
         d.addCallbacks(self._hub.publish_audit,
@@ -309,7 +326,8 @@ class CommandProcessor:
                            command_id=command_id, error=str(e))
             session.send_error(WireError(
                 "audit_unavailable", "audit",
-                "command refused: its audit record could not be written", target_id, True))
+                "command refused: its audit record could not be written", target_id, True),
+                command_id)
             return
         self._hub.publish_audit(accepted)
 

@@ -59,7 +59,7 @@ class RelayService(MultiService):
     log = Logger()
 
     def __init__(self, config: RelayConfig, reactor: Any = None, *,
-                 static_dir: str = STATIC_DIR, reload_on_sighup: bool = False) -> None:
+                 static_dir: str | None = None, reload_on_sighup: bool = False) -> None:
         super().__init__()
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup: Any = None
@@ -95,6 +95,8 @@ class RelayService(MultiService):
         self.tls = ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
         endpoint = SSL4ServerEndpoint(reactor, config.listen.port, self.tls,
                                       interface=config.listen.host)
+        # served at /: the argument (tests), else dashboard.static_dir, else our dashboard
+        static_dir = static_dir or config.dashboard.static_dir or STATIC_DIR
         self.site = build_site(config, self.hub, reactor=reactor, static_dir=static_dir)
         self._https = _ListenNow(endpoint, f"HTTPS/WSS on {config.listen.host}:"
                                            f"{config.listen.port}")

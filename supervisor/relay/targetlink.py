@@ -333,6 +333,8 @@ class TargetLink:
                                      timeouts.reconnect_jitter_ratio, rand=rng),
             clock=reactor)
         self.state = REGISTERED
+        #: ``target.instance_id`` of the current connection's first state (None before one)
+        self.instance_id: str | None = None
         self.attached: set[LinkSubscriber] = set()
         self.waiting: set[LinkSubscriber] = set()
         self._sequences = _Sequences()
@@ -423,6 +425,9 @@ class TargetLink:
         self._connection = connection
         connection.attach(self._on_push, self._machine.lost)
         gap = self._sequences.baseline(state)
+        target = state.get("target")
+        instance = target.get("instance_id") if isinstance(target, dict) else None
+        self.instance_id = instance if isinstance(instance, str) else None
         events = state.get("recent_events")
         if isinstance(events, list) and events:
             self._observer.link_events(self, events)

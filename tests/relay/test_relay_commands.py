@@ -199,3 +199,32 @@ async def test_a_replaced_audit_file_is_noticed_and_written_from_then_on(relay):
     assert [(c, r) for _, c, r in rows] == [("one", "accepted"), ("one", "completed"),
                                             ("two", "accepted"), ("two", "completed")]
     assert len({a for a, _, _ in rows}) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_filter_on_one_of_two_targets_keeps_the_other_bound_and_commandable(relay):
+    relay.start()
+    a, b = relay.target("target-a"), relay.target("target-b")
+    await relay.register(a)
+    await relay.register(b)
+    ws = await relay.session()
+    await ws.hello()
+    for target in (a, b):
+        await ws.next("state", target_id=target.target_id)
+    await eventually(lambda: all("logs.tail" in t.methods() for t in (a, b)))
+    ws.send({"type": "log_event_filter_conditions", "target_ids": ["target-a"]})
+    await eventually(lambda: relay.service.hub.sessions and all(
+        s.filter_version == 1 for s in relay.service.hub.sessions.values()))
+    b.emit_event("child_failed")
+    wanted = a.emit_event("child_failed")
+    assert (await ws.next("event"))["event"] == wanted
+    assert [m for m in ws.of_type("event") if m["target_id"] == "target-b"] == []
+    # target-b is still bound: its link stays open and its commands go through
+    (session,) = relay.service.hub.sessions.values()
+    assert session.bound == {"target-a", "target-b"} and len(b.connections) == 1
+    ws.send(command(command_id="cmd-b", target_id="target-b",
+                    target={"child_path": "/root/invoice_writer"}))
+    result = await ws.next("command_result", target_id="target-b")
+    assert result["result"]["status"] == "completed" and result["result"]["command_id"] == "cmd-b"
+    assert await ws.next("state_delta", target_id="target-b")
+    assert [m for m in ws.of_type("event") if m["target_id"] == "target-b"] == []

@@ -28,11 +28,10 @@ async def test_order_rule_and_message_shapes(relay):
     assert set(hello) == keys("session.server_hello.json")
     assert hello["log_event_filter_conditions"] == \
         fixture("session.server_hello.json")["log_event_filter_conditions"]
-    # before client_hello nothing but replies to our own mistakes is sent
-    ws.sendMessage(b"{not json", isBinary=False)
-    error = await ws.next("error")
-    assert error["error"]["code"] == "invalid_message_json"
-    assert [m["type"] for m in ws.received] == ["server_hello", "error"]
+    assert hello["principal"] == "CN=demo operator"
+    assert hello["permitted_commands"] == fixture("session.server_hello.json")[
+        "permitted_commands"]  # granted "all", in the contract's order
+    assert [m["type"] for m in ws.received] == ["server_hello"]
     assert target.connections == []  # no binding before the session is established
     ws.send({"type": "client_hello", "client_store_id": "s", "resume_cursor": {}})
     target_list = await ws.next("target_list")
@@ -59,6 +58,20 @@ async def test_first_message_of_another_type_gets_protocol_error_and_close(relay
     assert code == 4002
     assert [m["type"] for m in ws.received] == ["server_hello", "error"]
     await eventually(lambda: relay.service.hub.sessions == {}, what="session gone")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_first_message_that_is_not_json_gets_protocol_error_and_close(relay):
+    relay.start()
+    ws = await relay.session()
+    await ws.next("server_hello")
+    ws.sendMessage(b"{not json", isBinary=False)
+    error = await ws.next("error")
+    assert (error["error"]["code"], error["error"]["stage"]) == ("protocol_error", "session")
+    assert error["command_id"] is None
+    code, _ = await ws.closed_d
+    assert code == 4002
+    assert [m["type"] for m in ws.received] == ["server_hello", "error"]
 
 
 @pytest_twisted.ensureDeferred

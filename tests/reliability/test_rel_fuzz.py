@@ -306,7 +306,9 @@ def open_session(port: int, ctx: ssl.SSLContext, hello: bool = True) -> RawWS:
 
 def check_error(message: dict[str, Any]) -> str:
     assert message["type"] == "error", message
-    assert set(message) == {"type", "error"} and set(message["error"]) == ERROR_KEYS, message
+    assert set(message) == {"type", "command_id", "error"}, message
+    assert set(message["error"]) == ERROR_KEYS, message
+    assert message["command_id"] is None or isinstance(message["command_id"], str), message
     assert message["error"]["code"] in SESSION_CODES, message
     return message["error"]["code"]
 

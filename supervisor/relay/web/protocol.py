@@ -2,7 +2,10 @@
 
 Identity is settled in the opening handshake: in mTLS mode from the verified peer
 certificate, in trusted-proxy mode from the configured header, accepted only when the TCP
-peer is a listed proxy address. Refusals are HTTP 403/503 answers to the handshake.
+peer is a listed proxy address. A browser's ``Origin`` must be ``public_url``'s or one of
+``listen.allowed_origins`` (browsers send client certificates with cross-site requests too,
+so this is what stops another site's page from opening a session as the user). Refusals are
+HTTP 403/503 answers to the handshake.
 
 A message fanned out to many sessions is prepared once (``factory.prepareMessage``) and sent
 to each with ``sendPreparedMessage``: server frames are not masked, so its bytes are the same
@@ -133,6 +136,13 @@ class DashboardServerProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> None:
         hub = self.factory.hub
+        origin = request.origin
+        if origin and not self.factory.relay_config.listen.admits_origin(origin):
+            # a missing Origin is a non-browser client: no page of another site behind it
+            self.factory.relay_log.warn(
+                "WebSocket handshake from origin {origin} refused: not public_url's origin "
+                "nor in listen.allowed_origins", origin=origin[:200])
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
         if not hub.can_accept_session():
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "too many sessions")
         self._relay_identity = self.factory.identify(self, request)
@@ -244,8 +254,9 @@ class DashboardServerFactory(WebSocketServerFactory):
         t = config.timeouts
         max_bytes = config.limits.max_message_bytes
         self.setProtocolOptions(
-            allowedOrigins=[config.listen.origin],
-            allowNullOrigin=False,
+            # origins are checked in onConnect (exact, 403 and a log line), not by autobahn
+            allowedOrigins=["*"],
+            allowNullOrigin=True,
             maxMessagePayloadSize=max_bytes,
             maxFramePayloadSize=max_bytes,
             autoPingInterval=t.auto_ping_interval_seconds,

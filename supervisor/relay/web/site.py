@@ -1,7 +1,11 @@
 """The HTTPS resource tree: ``/`` the dashboard page, static assets, ``/supervisor`` the WS.
 
-Static files come from ``supervisor/relay/web/static/`` (owned by the dashboard); when it
-has no ``index.html`` a small placeholder page is served. Directory listings are disabled.
+Static files come from ``dashboard.static_dir`` (default ``supervisor/relay/web/static/``,
+owned by the dashboard); when it has no ``index.html`` a small placeholder page is served.
+A missing path whose last segment has no file extension is a client-side route and gets
+``index.html``; a missing file is 404. Directory listings are disabled, paths cannot leave
+the folder, and every file is sent with the dashboard's Content-Security-Policy.
+``/supervisor`` without a WebSocket upgrade is ``426 Upgrade Required``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ CONTENT_TYPES = {
     ".map": "application/json",
 }
 
+#: sent with every static file; the same policy as our index.html's meta element, so a
+#: dashboard served from ``dashboard.static_dir`` runs under the same rules
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+
 PLACEHOLDER = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Supervisor relay</title></head>
 <body><h1>Supervisor relay</h1>
@@ -59,33 +69,74 @@ class _StaticFiles(static.File):
     def render_GET(self, request: Request) -> Any:
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
         return super().render_GET(request)
+
+    #: served for a client-side route (see :func:`_is_route`); None: plain 404
+    route_index: str | None = None
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        child = super().getChild(path, request)
+        if (child is not self.childNotFound or self.route_index is None
+                or not _is_route(request) or not os.path.isfile(self.route_index)):
+            return child
+        index = _StaticFiles(self.route_index)
+        index.isLeaf = True  # the rest of the route's path is the client's, not a folder's
+        return index
 
     def createSimilarFile(self, path: str) -> "static.File":
         f = _StaticFiles(path, self.defaultType, self.ignoredExts, self.registry)
         f.processors = self.processors
         f.indexNames = self.indexNames[:]
         f.childNotFound = self.childNotFound
+        f.route_index = self.route_index
         return f
 
 
+class _UpgradeOnly(resource.Resource):
+    """``/supervisor``: the WebSocket resource for upgrade requests, else 426."""
+
+    isLeaf = True
+
+    def __init__(self, ws: resource.Resource) -> None:
+        super().__init__()
+        self._ws = ws
+
+    def render(self, request: Request) -> Any:
+        upgrade = request.getHeader(b"upgrade") or b""
+        if upgrade.strip().lower() == b"websocket":
+            return self._ws.render(request)
+        request.setResponseCode(426, b"Upgrade Required")
+        request.setHeader(b"upgrade", b"websocket")
+        request.setHeader(b"connection", b"Upgrade")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return b"This is the dashboard session WebSocket: connect with a WebSocket client.\n"
+
+
 class DashboardRoot(resource.Resource):
-    """``/`` → index.html (or the placeholder), ``/supervisor`` → WebSocket, else a file."""
+    """``/`` → index.html (or the placeholder), ``/supervisor`` → WebSocket, else a file;
+    a missing extension-less path (a client-side route) → index.html."""
 
     def __init__(self, static_dir: str, ws: resource.Resource) -> None:
         super().__init__()
         self._static_dir = static_dir
-        self.putChild(b"supervisor", ws)
+        self.putChild(b"supervisor", _UpgradeOnly(ws))
+
+    def _index(self) -> IResource:
+        index = os.path.join(self._static_dir, "index.html")
+        if os.path.isfile(index):
+            return _StaticFiles(index)
+        return static.Data(PLACEHOLDER, "text/html; charset=utf-8")
 
     def getChild(self, name: bytes, request: Request) -> IResource:
         if name in (b"", b"index.html"):
-            index = os.path.join(self._static_dir, "index.html")
-            if os.path.isfile(index):
-                return _StaticFiles(index)
-            return static.Data(PLACEHOLDER, "text/html; charset=utf-8")
+            return self._index()
         if not os.path.isdir(self._static_dir):
             return pages.notFound()
-        return _StaticFiles(self._static_dir).getChild(name, request)
+        files = _StaticFiles(self._static_dir)
+        files.route_index = os.path.join(self._static_dir, "index.html")
+        return files.getChild(name, request)
 
     def render_GET(self, request: Request) -> bytes:
         # "https://host:port" with no trailing slash
@@ -133,6 +184,15 @@ class _RelayRequest(Request):
         for name, value in FRAMING_HEADERS:
             self.setHeader(name, value)
         super().process()
+
+
+def _is_route(request: Request) -> bool:
+    """Whether a request that found no file names a client-side route: a GET whose last
+    path segment has no extension (``/targets/a`` is a route, ``/app.js`` a missing file)."""
+    if request.method not in (b"GET", b"HEAD"):
+        return False
+    last = request.path.rstrip(b"/").rsplit(b"/", 1)[-1]
+    return b"." not in last
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
