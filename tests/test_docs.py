@@ -78,7 +78,8 @@ def test_documented_settings_defaults_match_the_models(part, heading, model, phr
 
 
 RELAY_SECTIONS = {
-    "listen": {"bind", "public_url"},
+    "listen": {"bind", "public_url", "allowed_origins"},
+    "dashboard": {f.name for f in attrs.fields(relay.DashboardConfig)},
     "tls": {f.name for f in attrs.fields(relay.TLSConfig)},
     "trusted_proxy": {f.name for f in attrs.fields(relay.TrustedProxyConfig)},
     "registration": {f.name for f in attrs.fields(relay.RegistrationConfig)},

@@ -30,8 +30,11 @@ def test_dependents_wait_until_their_dependency_is_running_and_ready():
     order = [e.target_path for e in harness.events("child_started")]
     assert order == ["/root/db", "/root/api"]
     edges = harness.supervisor.state()["topology"]["edges"]
-    assert {"edge_id": "dependency:/root/api->/root/db", "source_path": "/root/api",
-            "target_path": "/root/db", "kind": "dependency", "order": 0} in edges
+    # the dependency is the source, the dependent the target
+    assert {"edge_id": "dependency:/root/db->/root/api", "source_path": "/root/db",
+            "target_path": "/root/api", "kind": "dependency", "order": 0} in edges
+    assert not any(e["kind"] == "dependency" and e["source_path"] == "/root/api"
+                   for e in edges)
 
 
 def test_heartbeat_silence_makes_a_child_stale_and_optionally_failed():

@@ -43,6 +43,17 @@ def test_decode_refuses_what_cannot_be_encoded_again(line):
     assert e.value.code == "invalid_json"
 
 
+def test_decode_can_replace_lone_surrogates_so_everything_encodes_again():
+    line = b'{"m": "a\\ud800b", "\\udfffk": ["\\ud83d\\ude00", "\\udcff"], "n": 1}'
+    kept = decode(line)
+    assert kept["m"] == "a\ud800b"
+    with pytest.raises(UnicodeEncodeError):
+        encode(kept)
+    replaced = decode(line, lone_surrogates="replace")
+    assert replaced == {"m": "a\ufffdb", "\ufffdk": ["\U0001F600", "\ufffd"], "n": 1}
+    assert decode(encode(replaced).rstrip(b"\n")) == replaced
+
+
 def test_decode_keeps_ordinary_numbers():
     assert decode(b'{"a": 1e300, "b": -0.5, "c": 12345678901234567890}') == {
         "a": 1e300, "b": -0.5, "c": 12345678901234567890}

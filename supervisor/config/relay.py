@@ -23,6 +23,8 @@ from supervisor.wire.vocabulary import COMMANDS
 __all__ = [
     "ConfigError",
     "ListenConfig",
+    "DashboardConfig",
+    "normalize_origin",
     "TLSConfig",
     "TrustedProxyConfig",
     "RegistrationConfig",
@@ -37,19 +39,58 @@ __all__ = [
 ]
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def normalize_origin(text: str) -> str | None:
+    """``scheme://host:port`` of a browser origin (lower case, explicit port), or None when
+    ``text`` is not an http(s) origin (``null``, a path, user info, a wildcard)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if (scheme not in _DEFAULT_PORTS or not parts.hostname or "*" in text
+            or parts.username is not None or parts.path
+            or parts.query or parts.fragment):
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port if port is not None else _DEFAULT_PORTS[scheme]}"
+
+
 @attrs.frozen
 class ListenConfig:
-    """Where the HTTPS/WebSocket site listens and the URL browsers use to reach it."""
+    """Where the HTTPS/WebSocket site listens, the URL browsers use to reach it and the
+    other origins whose pages may open sessions."""
 
     host: str
     port: int
     public_url: str
+    #: exact origins besides ``public_url``'s, normalized (see :func:`normalize_origin`)
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def origin(self) -> str:
         """The browser origin of ``public_url`` (``wss://h:p/x`` → ``https://h:p``)."""
         parts = urlsplit(self.public_url)
         return f"https://{parts.netloc}"
+
+    def admits_origin(self, origin: str) -> bool:
+        """Whether a handshake's ``Origin`` is ``public_url``'s or a listed one."""
+        normalized = normalize_origin(origin)
+        return normalized is not None and (normalized == normalize_origin(self.origin)
+                                           or normalized in self.allowed_origins)
+
+
+@attrs.frozen
+class DashboardConfig:
+    """What the relay serves at ``/``."""
+
+    #: a folder of built files (``index.html`` at its top); None: the packaged dashboard
+    static_dir: str | None = None
 
 
 @attrs.frozen
@@ -131,6 +172,7 @@ class TimeoutsConfig:
     http_request_headers_seconds: float = 10.0
     websocket_open_handshake_seconds: float = 10.0
     websocket_close_handshake_seconds: float = 5.0
+    websocket_frame_seconds: float = 10.0
     auto_ping_interval_seconds: float = 20.0
     auto_ping_timeout_seconds: float = 10.0
     reconnect_initial_ms: int = 250
@@ -151,6 +193,7 @@ class RelayConfig:
     audit: AuditConfig
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     source_path: str | None = None
 
     @property
@@ -172,9 +215,9 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         "",
         data,
         ["listen", "tls", "trusted_proxy", "registration", "authorization", "audit",
-         "limits", "timeouts"],
+         "limits", "timeouts", "dashboard"],
     )
-    listen = _listen(top.section("listen", ["bind", "public_url"]))
+    listen = _listen(top.section("listen", ["bind", "public_url", "allowed_origins"]))
     proxy = _proxy(top.section("trusted_proxy",
                                ["enabled", "allowed_remote_addrs", "identity_header"]))
     tls = _tls(top.section("tls", ["certificate_path", "private_key_path", "client_ca_path"]),
@@ -202,6 +245,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         limits=_limits(top.section("limits", [f.name for f in attrs.fields(LimitsConfig)])),
         timeouts=_timeouts(top.section("timeouts",
                                        [f.name for f in attrs.fields(TimeoutsConfig)])),
+        dashboard=_dashboard(top.section("dashboard", ["static_dir"]), base_dir),
     )
 
 
@@ -222,7 +266,27 @@ def _listen(s: Section) -> ListenConfig:
     if parts.scheme != "wss" or not parts.hostname:
         raise ConfigError(join_key(s.key, "public_url"),
                           "must be a wss:// URL, e.g. \"wss://localhost:9443/supervisor\"")
-    return ListenConfig(host=host, port=port, public_url=url)
+    origins_key = join_key(s.key, "allowed_origins")
+    origins = []
+    for index, raw in enumerate(s.string_list("allowed_origins",
+                                              list(defaults(ListenConfig).allowed_origins))):
+        origin = normalize_origin(raw)
+        if origin is None:
+            raise ConfigError(join_key(origins_key, index),
+                              "must be an exact origin, scheme://host[:port] with no path or "
+                              "wildcard, e.g. \"https://dashboard.example:8443\"")
+        origins.append(origin)
+    return ListenConfig(host=host, port=port, public_url=url, allowed_origins=tuple(origins))
+
+
+def _dashboard(s: Section, base_dir: str) -> DashboardConfig:
+    if not s.has("static_dir"):
+        return DashboardConfig()
+    static_dir = s.path("static_dir", base_dir)
+    if not os.path.isfile(os.path.join(static_dir, "index.html")):
+        raise ConfigError(join_key(s.key, "static_dir"),
+                          f"{static_dir} must be a folder with an index.html")
+    return DashboardConfig(static_dir=static_dir)
 
 
 def _tls(s: Section, base_dir: str, *, mtls: bool) -> TLSConfig:
@@ -334,7 +398,8 @@ def _timeouts(s: Section) -> TimeoutsConfig:
                  "ipc_keepalive_seconds",
                  "http_idle_seconds", "http_request_headers_seconds",
                  "websocket_open_handshake_seconds",
-                 "websocket_close_handshake_seconds", "auto_ping_interval_seconds",
+                 "websocket_close_handshake_seconds", "websocket_frame_seconds",
+                 "auto_ping_interval_seconds",
                  "auto_ping_timeout_seconds"):
         seconds[name] = s.number(name, getattr(d, name), minimum=0.01, maximum=86400)
     initial = s.integer("reconnect_initial_ms", d.reconnect_initial_ms, minimum=1)

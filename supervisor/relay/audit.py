@@ -3,13 +3,22 @@
 All database work runs on one dedicated thread (a 1-thread pool), so writes are serialised
 and never block the reactor. The database uses WAL with ``synchronous=FULL``: a record is on
 disk when :meth:`AuditStore.append` fires, and survives a relay crash. Triggers refuse UPDATE
-and DELETE, so the table is append-only even for other writers.
+and DELETE, so the table is append-only even for other writers. The file is created ``0600``.
+
+The file is watched: every write first checks that the path still names the file that was
+opened, so a deleted or replaced file refuses writes (commands are then refused with
+``audit_unavailable``) instead of writing to an inode nobody can read. :meth:`check` (run on
+a timer) logs that at critical level, and opens a file found at the path again (a replaced
+or restored one). Audit ids are ``a-<sequence>-<opening>``: the sequence counts the rows of
+the file, the opening is random and new each time a file is opened, so no id is ever issued
+twice, even when the file is lost or replaced by an older copy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 from typing import Any
 
@@ -22,7 +31,12 @@ from twisted.python.threadpool import ThreadPool
 from supervisor.relay.auth import Identity
 from supervisor.wire.timestamps import rfc3339
 
-__all__ = ["AuditRecord", "AuditStore"]
+__all__ = ["AuditRecord", "AuditStore", "AuditFileGone", "RESULTS", "INTERRUPTED"]
+
+#: the ``result`` of an audit record; ``interrupted``: the relay stopped while the command
+#: was with the target (its outcome may be reconciled later from the target's events)
+INTERRUPTED = "interrupted"
+RESULTS = ("accepted", "rejected", "completed", "failed", INTERRUPTED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -43,6 +57,7 @@ CREATE TABLE IF NOT EXISTS audit (
     occurred_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target_id, seq);
+CREATE INDEX IF NOT EXISTS audit_by_command ON audit (target_id, command_id, seq);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -62,7 +77,7 @@ class AuditRecord:
     target: Any
     reason: str | None
     confirmed: bool
-    result: str  # accepted | rejected | completed | failed
+    result: str  # one of RESULTS
     detail: str
     occurred_at: float
     audit_id: str | None = None
@@ -83,6 +98,21 @@ class AuditRecord:
         }
 
 
+class AuditFileGone(sqlite3.OperationalError):
+    """The audit file was deleted or replaced since it was opened; nothing is written."""
+
+
+# accepted records with no later record of the same command that settles it
+_UNSETTLED = """
+SELECT audit_id, session_id, client_identity, principal, source, target_id, command_id,
+       command, target_json, reason, confirmed, result, detail, occurred_at, seq
+FROM audit AS a WHERE a.result = ? AND NOT EXISTS (
+    SELECT 1 FROM audit AS b WHERE b.target_id IS a.target_id AND b.command_id IS a.command_id
+    AND b.seq > a.seq AND b.result IN ({settled}))
+ORDER BY a.seq ASC LIMIT ?
+"""
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else (None if value is None else json.dumps(value))
 
@@ -99,6 +129,12 @@ class AuditStore:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="relay-audit")
         self._conn: sqlite3.Connection | None = None
         self._opened: Deferred[None] | None = None
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the opened file
+        self._opening = ""  # random, new per opened file: the tail of audit ids
+        self._checking = False
+        self._reopen_error: str | None = None
+        #: why records cannot be written now (the file is missing or replaced), or None
+        self.problem: str | None = None
 
     def _run(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
@@ -112,15 +148,87 @@ class AuditStore:
 
     def _open_sync(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        # created 0600 here (SQLite would use 0644); its -wal and -shm files take its mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000.0,
                                isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"cannot enable WAL (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot enable WAL (journal_mode={mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+            st = os.stat(self.path)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
+        self._file = (st.st_dev, st.st_ino)
+        self._opening = secrets.token_hex(4)
+
+    def _file_problem(self) -> str | None:
+        """Why the path no longer names the opened file, or None (any thread)."""
+        if self._file is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"audit file {self.path} is missing"
+        except OSError as e:
+            return f"audit file {self.path} cannot be checked: {e.strerror or e}"
+        if (st.st_dev, st.st_ino) != self._file:
+            return f"audit file {self.path} was replaced"
+        return None
+
+    @property
+    def writable(self) -> bool:
+        """Whether the path names the opened file now (records can be written)."""
+        return self._file is not None and self._file_problem() is None
+
+    def check(self) -> Deferred[None] | None:
+        """Watch the file (on a timer): log when it went missing or was replaced, and open
+        a file found at the path again. Writes are refused while the problem lasts."""
+        if self._opened is None or self._checking:
+            return None
+        problem = self._file_problem()
+        if problem is None:
+            if self.problem is not None:
+                self.log.warn("{path}: audit writes resume", path=self.path)
+            self.problem = None
+            return None
+        if problem != self.problem:
+            self.log.critical("{problem}; commands are refused until it is back",
+                              problem=problem)
+        self.problem = problem
+        if not os.path.exists(self.path):
+            return None  # never recreated silently: the history would be gone
+        self._checking = True
+        d = self._run(self._reopen_sync)
+
+        def reopened(_: Any) -> None:
+            self._checking = False
+            self._reopen_error = None
+            self.problem = None
+            self.log.warn("audit file {path} opened again (a replaced file); "
+                          "records are written to it from now on", path=self.path)
+
+        def failed(f: Any) -> None:
+            self._checking = False
+            error = f.getErrorMessage()
+            if error != self._reopen_error:  # once per distinct failure, not every check
+                self.log.critical("audit file {path} cannot be opened again: {error}",
+                                  path=self.path, error=error)
+            self._reopen_error = error
+
+        d.addCallbacks(reopened, failed)
+        return d
+
+    def _reopen_sync(self) -> None:
+        old, self._conn = self._conn, None
+        if old is not None:
+            old.close()
+        self._open_sync()
 
     def append(self, record: AuditRecord) -> Deferred[AuditRecord]:
         """Durably append ``record``; fires with the stored record (``audit_id`` set)."""
@@ -128,27 +236,61 @@ class AuditStore:
 
     def _append_sync(self, record: AuditRecord) -> AuditRecord:
         conn = self._require()
+        problem = self._file_problem()
+        if problem is not None:
+            raise AuditFileGone(problem)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
-            stored = attrs.evolve(record, audit_id=f"a-{seq:06d}")
-            conn.execute(
-                "INSERT INTO audit (seq, audit_id, session_id, client_identity, principal,"
-                " source, target_id, command_id, command, target_json, reason, confirmed,"
-                " result, detail, occurred_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (seq, stored.audit_id, stored.session_id, stored.identity.client_identity,
-                 stored.identity.principal, stored.identity.source, _text(stored.target_id),
-                 _text(stored.command_id), _text(stored.command),
-                 json.dumps(stored.target, ensure_ascii=False), _text(stored.reason),
-                 1 if stored.confirmed else 0, stored.result, stored.detail,
-                 stored.occurred_at),
-            )
+            stored = self._insert(conn, record)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return stored
+
+    def _insert(self, conn: sqlite3.Connection, record: AuditRecord) -> AuditRecord:
+        """One row, inside the caller's transaction; returns it with its ``audit_id``."""
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
+        stored = attrs.evolve(record, audit_id=f"a-{seq:06d}-{self._opening}")
+        conn.execute(
+            "INSERT INTO audit (seq, audit_id, session_id, client_identity, principal,"
+            " source, target_id, command_id, command, target_json, reason, confirmed,"
+            " result, detail, occurred_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (seq, stored.audit_id, stored.session_id, stored.identity.client_identity,
+             stored.identity.principal, stored.identity.source, _text(stored.target_id),
+             _text(stored.command_id), _text(stored.command),
+             json.dumps(stored.target, ensure_ascii=False), _text(stored.reason),
+             1 if stored.confirmed else 0, stored.result, stored.detail,
+             stored.occurred_at),
+        )
+        return stored
+
+    def interrupt_unsettled(self, detail: str, now: float, limit: int
+                            ) -> Deferred[list[AuditRecord]]:
+        """At start-up: an ``interrupted`` record for every command whose ``accepted`` record
+        has no outcome (the relay stopped while it was with the target); fires with every
+        ``interrupted`` record not yet reconciled (oldest first, at most ``limit``)."""
+        return self._run(self._interrupt_sync, detail, now, limit)
+
+    def _interrupt_sync(self, detail: str, now: float, limit: int) -> list[AuditRecord]:
+        conn = self._require()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            settled = "'completed', 'failed', 'interrupted'"
+            for row in conn.execute(_UNSETTLED.format(settled=settled),
+                                    ("accepted", limit)).fetchall():
+                self._insert(conn, attrs.evolve(self._row(row), audit_id=None,
+                                                result=INTERRUPTED, detail=detail,
+                                                occurred_at=now))
+            pending = conn.execute(_UNSETTLED.format(settled="'completed', 'failed'"),
+                                   (INTERRUPTED, limit)).fetchall()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return [self._row(r) for r in pending]
 
     def recent(self, target_id: str, limit: int) -> Deferred[list[AuditRecord]]:
         """The last ``limit`` records of ``target_id``, oldest first."""
@@ -196,6 +338,7 @@ class AuditStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._file = None
 
         if self._opened is None:
             d: Deferred[None] = Deferred()

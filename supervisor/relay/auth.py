@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from supervisor.config.relay import AuthorizationConfig
+from supervisor.wire.vocabulary import COMMANDS
 
 __all__ = ["Identity", "identity_from_certificate", "identity_from_proxy_header",
            "principal_of", "Authorizer"]
@@ -61,3 +62,8 @@ class Authorizer:
 
     def permits(self, identity: Identity, command: str) -> bool:
         return command in self._grants.get(identity.principal, frozenset())
+
+    def permitted(self, identity: Identity) -> list[str]:
+        """The commands ``identity`` may run, in the contract's order (for ``server_hello``)."""
+        granted = self._grants.get(identity.principal, frozenset())
+        return [c for c in COMMANDS if c in granted]

@@ -6,6 +6,14 @@ if that write fails the command is refused (``audit_unavailable``). The outcome 
 (``completed``/``failed``), the requesting session gets ``command_result`` and then a fresh
 ``state_delta`` (from the result) or ``state``; every audit record is pushed as
 ``audit_event`` to all sessions bound to the target.
+
+A relay that stops while commands are with their targets leaves their ``accepted`` records
+without an outcome. At start-up (:meth:`CommandProcessor.recover`) each gets an
+``interrupted`` record; when the relay next connects to the target, a ``command_completed``
+event whose ``correlation_id`` is the command's id (in the first state's recent events, or
+streamed later) settles it with a ``completed`` or ``failed`` record saying so. A command
+the target never reports finishing (it is still running, the target restarted, or it emits
+no command events) stays ``interrupted``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
-from supervisor.relay.audit import AuditRecord, AuditStore
+from supervisor.relay.audit import INTERRUPTED, AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.registry import Registry
 from supervisor.wire.client import RemoteError
@@ -34,6 +42,9 @@ TARGET_KEYS = frozenset({"child_path", "child_id", "child_manifest", "signal"})
 #: Longest signal name a command may carry (``SIGRTMIN+15``).
 MAX_SIGNAL_CHARS = 16
 MAX_ID_CHARS = 256
+#: interrupted commands a relay start takes up for reconciliation (oldest first)
+MAX_RECONCILED = 4096
+INTERRUPTED_DETAIL = "relay stopped before the target's answer arrived"
 
 
 def _refusal(code: str, message: str, target_id: Any, retryable: bool = False) -> WireError:
@@ -72,6 +83,15 @@ def _schema_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
+def _command_id(message: dict[str, Any]) -> str | None:
+    """The id of the command ``message``, for the ``command_id`` beside an error answering
+    it; null when it has none a client could match."""
+    value = message.get("command_id")
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_CHARS:
+        return value
+    return None
+
+
 class Session(Protocol):
     """What command handling needs from a dashboard session."""
 
@@ -84,7 +104,7 @@ class Session(Protocol):
 
     def send(self, obj: dict[str, Any], target_id: str | None = None) -> None: ...
 
-    def send_error(self, error: WireError) -> None: ...
+    def send_error(self, error: WireError, command_id: str | None = None) -> None: ...
 
     def deliver_state(self, target_id: str, state: dict[str, Any]) -> None: ...
 
@@ -125,6 +145,62 @@ class CommandProcessor:
         self._audit = audit
         self._authorizer = authorizer
         self._clock = clock
+        # target_id → command_id → its interrupted record, awaiting the target's word
+        self._interrupted: dict[str, dict[str, AuditRecord]] = {}
+
+    # after a relay crash
+    async def recover(self) -> None:
+        """Mark commands a previous run left unanswered ``interrupted`` and remember every
+        interrupted command for :meth:`reconcile` (see module docstring)."""
+        pending = await self._audit.interrupt_unsettled(INTERRUPTED_DETAIL,
+                                                        self._clock.seconds(), MAX_RECONCILED)
+        for record in pending:
+            if record.target_id is not None and record.command_id is not None:
+                self._interrupted.setdefault(record.target_id, {})[record.command_id] = record
+        if pending:
+            self.log.warn("{count} commands were interrupted by a relay stop; they are settled "
+                          "from their targets' events when those connect", count=len(pending))
+
+    @property
+    def interrupted(self) -> dict[str, dict[str, AuditRecord]]:
+        """Interrupted commands not yet settled, by target and command id."""
+        return self._interrupted
+
+    def reconcile(self, target_id: str, events: list[Any]) -> None:
+        """Settle interrupted commands of ``target_id`` that these events report finished."""
+        pending = self._interrupted.get(target_id)
+        if not pending:
+            return
+        for event in events:
+            if not isinstance(event, dict) or event.get("event_type") != "command_completed":
+                continue
+            record = pending.pop(str(event.get("correlation_id")), None)
+            if record is None:
+                continue
+            payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+            status, error = payload.get("status"), payload.get("error")
+            detail = (f"settled from the target's command_completed event (sequence "
+                      f"{event.get('sequence')}): {status}" + (f": {error}" if error else ""))
+            final = attrs.evolve(record, audit_id=None,
+                                 result="completed" if status == "completed" else "failed",
+                                 detail=detail[:MAX_ID_CHARS * 4],
+                                 occurred_at=self._clock.seconds())
+            self._settle(target_id, record, final)
+        if not pending:
+            self._interrupted.pop(target_id, None)
+
+    def _settle(self, target_id: str, record: AuditRecord, final: AuditRecord) -> None:
+        def failed(f: Any) -> None:
+            self.log.error("cannot audit the outcome of interrupted {command_id}: {error}; "
+                           "tried again on the next event", command_id=record.command_id,
+                           error=f.getErrorMessage())
+            self._interrupted.setdefault(target_id, {})[str(record.command_id)] = record
+
+        self._audit.append(final).addCallbacks(self._hub.publish_audit, failed)
+
+    def permitted(self, identity: Identity) -> list[str]:
+        """The commands ``identity`` is granted, in the contract's order."""
+        return self._authorizer.permitted(identity)
 
     # validation
     def check(self, session: Session, message: dict[str, Any]) -> WireError | None:
@@ -175,11 +251,11 @@ class CommandProcessor:
         return None
 
     # entry points
-    def refuse_unestablished(self, session: Session, message: dict[str, Any]) -> None:
-        """A command before client_hello: one error, audited as rejected."""
-        error = self.check(session, message)
-        assert error is not None
-        self._refuse(session, message, error)
+    def audit_unestablished(self, session: Session, message: dict[str, Any],
+                            error: WireError) -> None:
+        """A command sent before ``client_hello``: the session answered it with ``error``
+        and closes; the command is audited as rejected like every refused one."""
+        self._audit_rejected(session, message, error)
 
     def handle(self, session: Session, message: dict[str, Any]) -> Deferred[None]:
         """Process one command message from an established session."""
@@ -223,7 +299,11 @@ class CommandProcessor:
         )
 
     def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
-        session.send_error(error)
+        session.send_error(error, _command_id(message))
+        self._audit_rejected(session, message, error)
+
+    def _audit_rejected(self, session: Session, message: dict[str, Any],
+                        error: WireError) -> None:
         record = self._record(session, message, "rejected", f"{error.code}: {error.message}")
         d = self._audit.append(record)
         d.addCallbacks(self._hub.publish_audit,
@@ -246,7 +326,8 @@ class CommandProcessor:
                            command_id=command_id, error=str(e))
             session.send_error(WireError(
                 "audit_unavailable", "audit",
-                "command refused: its audit record could not be written", target_id, True))
+                "command refused: its audit record could not be written", target_id, True),
+                command_id)
             return
         self._hub.publish_audit(accepted)
 

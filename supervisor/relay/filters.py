@@ -1,12 +1,15 @@
 """Relay-side filtering of a session's event/log stream (``log_event_filter_conditions``).
 
-Empty lists and nulls mean "no restriction". ``target_ids`` also decides which registered
-targets a session binds (all of them when empty). ``child_paths`` match a path or anything
-below it. ``lifecycle_states`` apply to events only (via ``payload.lifecycle_state`` when the
+Empty lists, nulls and an empty ``correlation_id`` mean "no restriction". The conditions
+narrow the live event and log stream only, and always to a superset of what a client filter
+with the same conditions shows: ``target_ids`` narrows events and logs to those targets but
+never unbinds one (every registered target stays bound, its state, deltas, connection states,
+command results and audit records keep flowing); ``child_paths`` match a path or anything
+below it; ``lifecycle_states`` apply to events only (via ``payload.lifecycle_state`` when the
 target provides it, else the state the event type implies); ``event_types`` to events only;
-``severities``, ``sequence_min`` and ``correlation_id`` to events and logs. State, deltas,
-connection states, results and audit records are never filtered (only unbound targets are
-not sent).
+``severities``, ``sequence_min`` and ``correlation_id`` (a substring of the record's) to
+events and logs. :meth:`FilterConditions.widens` tells when a change lets more through for a
+target, so the session can be sent a fresh ``state`` that refills its history.
 """
 
 from __future__ import annotations
@@ -75,9 +78,30 @@ class FilterConditions:
             "correlation_id": self.correlation_id,
         }
 
-    def binds(self, target_id: str) -> bool:
-        """Whether a session with these conditions binds ``target_id``."""
+    def streams(self, target_id: str) -> bool:
+        """Whether events and logs of ``target_id`` may pass at all."""
         return not self.target_ids or target_id in self.target_ids
+
+    def widens(self, previous: "FilterConditions", target_id: str) -> bool:
+        """Whether these conditions may let through an event or log of ``target_id`` that
+        ``previous`` held back (a conservative test: True when unsure)."""
+        if not self.streams(target_id):
+            return False
+        if not previous.streams(target_id):
+            return True
+        for key in ("lifecycle_states", "event_types", "severities"):
+            before, now = getattr(previous, key), getattr(self, key)
+            if before and (not now or not set(now) <= set(before)):
+                return True
+        if previous.child_paths and (not self.child_paths or not all(
+                previous._path_ok(p) for p in self.child_paths)):
+            return True
+        if previous.sequence_min is not None and (
+                self.sequence_min is None or self.sequence_min < previous.sequence_min):
+            return True
+        # every record containing ``now`` contains ``before`` exactly when before is in now
+        before_corr, now_corr = previous.correlation_id or "", self.correlation_id or ""
+        return before_corr not in now_corr
 
     def _common(self, record: dict[str, Any]) -> bool:
         if self.severities and record.get("severity") not in self.severities:
@@ -86,9 +110,10 @@ class FilterConditions:
             seq = record.get("sequence")
             if not isinstance(seq, int) or seq < self.sequence_min:
                 return False
-        if self.correlation_id is not None and record.get("correlation_id") != \
-                self.correlation_id:
-            return False
+        if self.correlation_id:
+            correlation = record.get("correlation_id")
+            if not isinstance(correlation, str) or self.correlation_id not in correlation:
+                return False
         return True
 
     def _path_ok(self, path: Any) -> bool:
@@ -98,10 +123,13 @@ class FilterConditions:
             return False
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.child_paths)
 
-    def admits_event(self, event: Any) -> bool:
+    def admits_event(self, event: Any, target_id: str | None = None) -> bool:
+        """Whether an EventRecord of ``target_id`` (None: any target) passes."""
+        if target_id is not None and not self.streams(target_id):
+            return False
         if not isinstance(event, dict):
             return not (self.severities or self.sequence_min is not None
-                        or self.correlation_id is not None or self.child_paths
+                        or self.correlation_id or self.child_paths
                         or self.event_types or self.lifecycle_states)
         if not self._common(event) or not self._path_ok(event.get("target_path")):
             return False
@@ -116,10 +144,13 @@ class FilterConditions:
                 return False
         return True
 
-    def admits_log(self, log: Any) -> bool:
+    def admits_log(self, log: Any, target_id: str | None = None) -> bool:
+        """Whether a LogRecord of ``target_id`` (None: any target) passes."""
+        if target_id is not None and not self.streams(target_id):
+            return False
         if not isinstance(log, dict):
             return not (self.severities or self.sequence_min is not None
-                        or self.correlation_id is not None or self.child_paths)
+                        or self.correlation_id or self.child_paths)
         if not self._common(log):
             return False
         if self.child_paths:

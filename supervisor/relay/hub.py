@@ -1,7 +1,7 @@
 """The relay's switchboard: sessions, their bindings to targets, links, target lists, audit.
 
-A session binds every registered target its filter admits (all when ``target_ids`` is
-empty), as soon as it is established and whenever a target registers later. Binding is what
+A session binds every registered target (its filter narrows events and logs, never the
+binding), as soon as it is established and whenever a target registers later. Binding is what
 opens a target's IPC link; the link closes when its last session unbinds. Registry and link
 changes become ``target_list`` / ``connection_state`` messages; audit records become
 ``audit_event`` messages for the sessions bound to the record's target, and binding a target
@@ -18,10 +18,11 @@ from twisted.logger import Logger
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
+from supervisor.relay.filters import FilterConditions
 from supervisor.relay.commands import CommandProcessor
 from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session, SessionTransport
-from supervisor.relay.targetlink import EXPIRED, REGISTERED, Connector, TargetLink
+from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connector, TargetLink
 from supervisor.wire.ndjson import dumps
 from supervisor.wire.registration import Registration
 
@@ -45,6 +46,8 @@ class RelayHub:
         self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor)
         self._target_list_pending = False
         self._closing = False
+        # target_id -> instance_id of the last state read (one per registered target)
+        self._instances: dict[str, str] = {}
         # per (session_id, target_id): live audit texts held back while the replay is read
         self._audit_replays: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
         registry.add_observer(self)
@@ -68,8 +71,7 @@ class RelayHub:
         """After ``client_hello``: the target list, then bind (state follows per target)."""
         session.send_text("target_list", None, self._target_list_text())
         for entry in self.registry.entries():
-            if session.filter.binds(entry.target_id):
-                self._bind(session, entry.target_id)
+            self._bind(session, entry.target_id)
 
     def session_closed(self, session: Session) -> None:
         for target_id in list(session.bound):
@@ -77,14 +79,28 @@ class RelayHub:
         self.sessions.pop(session.session_id, None)
         self.log.info("session {session_id} closed", session_id=session.session_id)
 
-    def filter_changed(self, session: Session) -> None:
-        """Re-bind after a filter change: new targets get a state, dropped ones go quiet."""
-        wanted = {e.target_id for e in self.registry.entries()
-                  if session.filter.binds(e.target_id)}
-        for target_id in sorted(session.bound - wanted):
-            self._unbind(session, target_id)
-        for target_id in sorted(wanted - session.bound):
-            self._bind(session, target_id)
+    def permitted_commands(self, identity: Identity) -> list[str]:
+        """The commands ``identity`` may run (``server_hello.permitted_commands``)."""
+        return self.commands.permitted(identity)
+
+    def filter_changed(self, session: Session, previous: FilterConditions) -> None:
+        """After a filter change: every bound target whose events or logs the new conditions
+        may let through more of gets a fresh ``state``, so the session's history refills."""
+        for target_id in sorted(session.bound):
+            if not session.filter.widens(previous, target_id):
+                continue
+            link = self.links.get(target_id)
+            if link is None or link.state != CONNECTED:
+                continue  # its next connection hands the session a state anyway
+            link.fetch_state().addCallbacks(
+                lambda state, t=target_id: self._refill(session, t, state),
+                lambda f, t=target_id: self.log.info(
+                    "no fresh state of {target_id} after a filter change: {error}",
+                    target_id=t, error=f.getErrorMessage()))
+
+    def _refill(self, session: Session, target_id: str, state: dict[str, Any]) -> None:
+        if not session.closed and target_id in session.bound:
+            session.deliver_state(target_id, state)
 
     def _bind(self, session: Session, target_id: str) -> None:
         entry = self.registry.get(target_id)
@@ -112,12 +128,17 @@ class RelayHub:
         link = self.links.get(target_id)
         return link.state if link is not None else REGISTERED
 
+    def instance_id(self, target_id: str) -> str | None:
+        """The target process instance the relay last read a state of (null before)."""
+        return self._instances.get(target_id)
+
     def target_list(self) -> list[dict[str, Any]]:
         return [{
             "target_id": e.target_id,
             "display_name": e.registration.display_name,
             "registration_state": "active",
             "connection_state": self.connection_state(e.target_id),
+            "instance_id": self.instance_id(e.target_id),
             "supported_commands": [c.to_json() for c in e.registration.supported_commands],
         } for e in self.registry.entries()]
 
@@ -142,7 +163,7 @@ class RelayHub:
     def target_added(self, entry: TargetEntry) -> None:
         self._schedule_target_list()
         for session in list(self.sessions.values()):
-            if session.established and session.filter.binds(entry.target_id):
+            if session.established:
                 self._bind(session, entry.target_id)
 
     def target_updated(self, entry: TargetEntry, previous: Registration) -> None:
@@ -153,6 +174,7 @@ class RelayHub:
 
     def target_expired(self, entry: TargetEntry) -> None:
         target_id = entry.target_id
+        self._instances.pop(target_id, None)
         link = self.links.pop(target_id, None)
         if link is not None:
             link.expire()
@@ -167,9 +189,15 @@ class RelayHub:
     def link_state_changed(self, link: TargetLink, state: str) -> None:
         if state == EXPIRED or self._closing:
             return  # target_expired tells the sessions
+        if state == CONNECTED and link.instance_id is not None:
+            self._instances[link.target_id] = link.instance_id
         for session in list(link.sessions):
             session.deliver_connection_state(link.target_id, state)
         self._schedule_target_list()
+
+    def link_events(self, link: TargetLink, events: list[Any]) -> None:
+        """A target's events may settle commands a relay crash interrupted."""
+        self.commands.reconcile(link.target_id, events)
 
     # audit fan-out
     def publish_audit(self, record: AuditRecord) -> AuditRecord:

@@ -59,7 +59,7 @@ class RelayService(MultiService):
     log = Logger()
 
     def __init__(self, config: RelayConfig, reactor: Any = None, *,
-                 static_dir: str = STATIC_DIR, reload_on_sighup: bool = False) -> None:
+                 static_dir: str | None = None, reload_on_sighup: bool = False) -> None:
         super().__init__()
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup: Any = None
@@ -87,10 +87,16 @@ class RelayService(MultiService):
         sweeper = TimerService(sweep_interval, self._sweep)
         sweeper.clock = reactor
         sweeper.setServiceParent(self)
+        # the audit file is watched like the registration socket: at the sweep cadence
+        watcher = TimerService(sweep_interval, self.audit.check)
+        watcher.clock = reactor
+        watcher.setServiceParent(self)
 
         self.tls = ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
         endpoint = SSL4ServerEndpoint(reactor, config.listen.port, self.tls,
                                       interface=config.listen.host)
+        # served at /: the argument (tests), else dashboard.static_dir, else our dashboard
+        static_dir = static_dir or config.dashboard.static_dir or STATIC_DIR
         self.site = build_site(config, self.hub, reactor=reactor, static_dir=static_dir)
         self._https = _ListenNow(endpoint, f"HTTPS/WSS on {config.listen.host}:"
                                            f"{config.listen.port}")
@@ -122,11 +128,18 @@ class RelayService(MultiService):
     def startService(self) -> None:
         if self._reload_on_sighup:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        self.audit_ready = self.audit.open()
-        self.audit_ready.addErrback(
+        opened = self.audit.open()
+        # queued on the audit thread before any command's record can be: what it marks
+        # interrupted was left by an earlier run
+        recovered = Deferred.fromCoroutine(self.hub.commands.recover())
+        opened.addErrback(
             lambda f: self.log.critical(
                 "audit store {path} cannot be opened; commands will be refused: {error}",
                 path=self.config.audit.path, error=f.getErrorMessage()))
+        recovered.addErrback(
+            lambda f: self.log.critical("cannot mark interrupted commands: {error}",
+                                        error=f.getErrorMessage()))
+        self.audit_ready = recovered
         super().startService()
 
     def stopService(self) -> Deferred[Any]:

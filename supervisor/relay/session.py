@@ -1,7 +1,8 @@
 """One dashboard session (§3), independent of the WebSocket library carrying it.
 
 Order rule: ``server_hello`` on open; nothing else until a valid ``client_hello`` (a first
-message of another type gets one ``error`` and a close); then ``target_list`` and one
+message that is anything else, including one that is not JSON or a malformed
+``client_hello``, gets one ``protocol_error`` and a close); then ``target_list`` and one
 ``state`` per bound target, then live traffic. Every outgoing message goes through the
 session's bounded :class:`~supervisor.relay.outbox.Outbox`.
 
@@ -75,7 +76,8 @@ class SessionCommands(Protocol):
 
     def handle(self, session: "Session", message: dict[str, Any]) -> Any: ...
 
-    def refuse_unestablished(self, session: "Session", message: dict[str, Any]) -> None: ...
+    def audit_unestablished(self, session: "Session", message: dict[str, Any],
+                            error: WireError) -> None: ...
 
 
 class SessionHost(Protocol):
@@ -87,7 +89,9 @@ class SessionHost(Protocol):
 
     def session_closed(self, session: "Session") -> None: ...
 
-    def filter_changed(self, session: "Session") -> None: ...
+    def filter_changed(self, session: "Session", previous: FilterConditions) -> None: ...
+
+    def permitted_commands(self, identity: Identity) -> list[str]: ...
 
 
 class Session:
@@ -112,6 +116,7 @@ class Session:
         self._pre_state: dict[str, collections.deque[str]] = {}
         self._pre_state_cap = pre_state_cap
         self.commands_in_flight = 0
+        self._refused = False  # the first message was not a valid client_hello
         # target-reported drops (per target, cumulative) merged into our own drop counts
         self._target_dropped: dict[str, tuple[int, int]] = {}
         self.outbox = Outbox(transport.send_text, queue_limit,
@@ -136,8 +141,9 @@ class Session:
     def send_text(self, kind: str, target_id: str | None, text: str) -> None:
         self.outbox.put(kind, target_id, text)  # a closed session's outbox takes nothing
 
-    def send_error(self, error: WireError) -> None:
-        self.send({"type": "error", "error": error.to_json()})
+    def send_error(self, error: WireError, command_id: str | None = None) -> None:
+        """An ``error``; ``command_id`` names the command it answers (null otherwise)."""
+        self.send({"type": "error", "command_id": command_id, "error": error.to_json()})
 
     def _render_dropped(self, target_id: str) -> str:
         events, logs = self.dropped_counts(target_id)
@@ -165,6 +171,8 @@ class Session:
             "log_event_filter_mode": "remote",
             "log_event_filter_conditions": self.filter.to_json(),
             "filter_config_version": self.filter_version,
+            "principal": self.identity.principal,
+            "permitted_commands": self.hub.permitted_commands(self.identity),
         })
 
     def lost(self) -> None:
@@ -174,42 +182,63 @@ class Session:
     # incoming
     def receive(self, payload: bytes, is_binary: bool) -> None:
         """Handle one complete client message."""
-        if self.closed:
+        if self.closed or self._refused:
+            return  # after a refused first message nothing more is read or answered
+        if not self.established:
+            self._first(payload, is_binary)
             return
         try:
-            if is_binary:
-                raise WireError("invalid_message_json", "session",
-                                "binary messages are not JSON text")
-            try:
-                message = json.loads(payload.decode("utf-8"), parse_constant=_not_json,
-                                     parse_float=_finite_float)
-            except (UnicodeDecodeError, ValueError, RecursionError) as e:
-                raise WireError("invalid_message_json", "session",
-                                f"message is not valid JSON: {str(e)[:120]}") from None
-            if _LONE_SURROGATE_ESCAPE.search(payload) and not _encodable(message):
-                # "\ud800" escapes decode to strings no UTF-8 reply, log or audit row can hold
-                raise WireError("invalid_message_json", "session",
-                                "message is not valid JSON: lone surrogate escape")
-            if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-                raise WireError("invalid_message_schema", "session",
-                                "a message must be a JSON object with a string type")
-            self._dispatch(message)
+            self._dispatch(self._parse(payload, is_binary))
         except WireError as error:
             self.send_error(error)
 
+    def _parse(self, payload: bytes, is_binary: bool) -> dict[str, Any]:
+        """One client message as a JSON object with a string ``type``, else WireError."""
+        if is_binary:
+            raise WireError("invalid_message_json", "session",
+                            "binary messages are not JSON text")
+        try:
+            message = json.loads(payload.decode("utf-8"), parse_constant=_not_json,
+                                 parse_float=_finite_float)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise WireError("invalid_message_json", "session",
+                            f"message is not valid JSON: {str(e)[:120]}") from None
+        if _LONE_SURROGATE_ESCAPE.search(payload) and not _encodable(message):
+            # "\ud800" escapes decode to strings no UTF-8 reply, log or audit row can hold
+            raise WireError("invalid_message_json", "session",
+                            "message is not valid JSON: lone surrogate escape")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise WireError("invalid_message_schema", "session",
+                            "a message must be a JSON object with a string type")
+        return message
+
+    def _first(self, payload: bytes, is_binary: bool) -> None:
+        """The first client message: a valid ``client_hello``, or one ``protocol_error``
+        (stage ``session``) and a close, whatever else it was; a command sent first is
+        still audited as rejected."""
+        message: dict[str, Any] | None = None
+        try:
+            message = self._parse(payload, is_binary)
+            kind = message["type"]
+            if kind != "client_hello":
+                raise WireError("protocol_error", "session",
+                                f"expected client_hello, got {kind[:64]!r}")
+            self._client_hello(message)
+            return
+        except WireError as error:
+            problem = error.message if error.code == "protocol_error" else \
+                f"expected a valid client_hello: {error.code}: {error.message}"
+            refusal = WireError("protocol_error", "session", problem)
+        self.send_error(refusal)
+        if message is not None and message.get("type") == "command":
+            self.hub.commands.audit_unestablished(self, message, refusal)
+        self.log.info("session {session_id} closed: {problem}", session_id=self.session_id,
+                      problem=refusal.message)
+        self._refused = True
+        self.transport.close(CLOSE_PROTOCOL_ERROR, "expected client_hello")
+
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if not self.established:
-            if kind == "client_hello":
-                self._client_hello(message)
-            elif kind == "command":
-                self.hub.commands.refuse_unestablished(self, message)
-                self.transport.close(CLOSE_PROTOCOL_ERROR, "session not established")
-            else:
-                self.send_error(WireError("protocol_error", "session",
-                                          f"expected client_hello, got {kind!r}"))
-                self.transport.close(CLOSE_PROTOCOL_ERROR, "expected client_hello")
-            return
         if kind == "command":
             self.hub.commands.handle(self, message)
         elif kind == "log_event_filter_conditions":
@@ -237,9 +266,9 @@ class Session:
 
     def _filter(self, message: dict[str, Any]) -> None:
         conditions = FilterConditions.from_message(message)
-        self.filter = conditions
+        previous, self.filter = self.filter, conditions
         self.filter_version += 1
-        self.hub.filter_changed(self)
+        self.hub.filter_changed(self, previous)
 
     # deliveries from links and the hub
     def forget(self, target_id: str) -> None:
@@ -273,9 +302,9 @@ class Session:
             return
         kind = push["type"]  # event, log or state_delta: the link passes nothing else
         if kind == "event":
-            if not self.filter.admits_event(push.get("event")):
+            if not self.filter.admits_event(push.get("event"), target_id):
                 return
-        elif kind == "log" and not self.filter.admits_log(push.get("log")):
+        elif kind == "log" and not self.filter.admits_log(push.get("log"), target_id):
             return
         self.outbox.put(kind, target_id, text)  # once per message and session: kept short
 

@@ -17,10 +17,15 @@ RELAY_PIDFILE = "supervisor-relay.pid"
 
 
 def check_config(config: RelayConfig) -> None:
-    """Validate what a config points at (certificates, keys) without starting anything."""
-    from supervisor.relay.tls import ReloadableServerTLS
+    """Validate what a config points at (certificates, keys) without starting anything.
+
+    In trusted-proxy mode browsers reach the proxy, whose certificate names ``public_url``;
+    the relay's own is then not checked against it."""
+    from supervisor.relay.tls import ReloadableServerTLS, check_certificates
 
     ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
+    check_certificates(config.tls, require_client_certificate=config.mtls,
+                       public_url=config.listen.public_url if config.mtls else None)
 
 
 class Options(usage.Options):
@@ -42,10 +47,10 @@ class Options(usage.Options):
             self.relay_config = load_relay_config(self["config"])
             check_config(self.relay_config)
         except ConfigError as e:
-            if self["check"]:
-                sys.stderr.write(f"{self['config']}: {e}\n")
-                raise SystemExit(2)
-            raise usage.UsageError(f"{self['config']}: {e}") from None
+            # the error alone, without twistd's usage text (with --check and at start)
+            sys.stderr.write(f"{self['config']}: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
         if self["check"]:
             sys.stdout.write("ok\n")
             sys.stdout.flush()

@@ -71,9 +71,12 @@ class LinkSubscriber(Protocol):
 
 
 class LinkObserver(Protocol):
-    """Told when a link's connection state changes (the hub tells the sessions)."""
+    """Told when a link's connection state changes (the hub tells the sessions), and shown
+    the target's events: those of each new connection's first state, then each new one."""
 
     def link_state_changed(self, link: "TargetLink", state: str) -> None: ...
+
+    def link_events(self, link: "TargetLink", events: list[Any]) -> None: ...
 
 
 class _Sequences:
@@ -330,6 +333,8 @@ class TargetLink:
                                      timeouts.reconnect_jitter_ratio, rand=rng),
             clock=reactor)
         self.state = REGISTERED
+        #: ``target.instance_id`` of the current connection's first state (None before one)
+        self.instance_id: str | None = None
         self.attached: set[LinkSubscriber] = set()
         self.waiting: set[LinkSubscriber] = set()
         self._sequences = _Sequences()
@@ -420,6 +425,12 @@ class TargetLink:
         self._connection = connection
         connection.attach(self._on_push, self._machine.lost)
         gap = self._sequences.baseline(state)
+        target = state.get("target")
+        instance = target.get("instance_id") if isinstance(target, dict) else None
+        self.instance_id = instance if isinstance(instance, str) else None
+        events = state.get("recent_events")
+        if isinstance(events, list) and events:
+            self._observer.link_events(self, events)
         self._enter(CONNECTED)
         self._hand_out_state(state)
         if gap != (0, 0):
@@ -489,6 +500,8 @@ class TargetLink:
         if kind in ("event", "log"):
             if not self._sequences.admit(kind, push.get(kind)):
                 return
+            if kind == "event":
+                self._observer.link_events(self, [push.get("event")])
         elif kind != "state_delta":
             self.log.debug("ignoring push of type {kind}", kind=kind)
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import uuid
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -64,6 +65,8 @@ class Tree:
         self.target_id = encodable(target_id)
         #: this process's identity, inherited by every process child (see descendants)
         self.process_mark = tree_mark()
+        #: new for every tree, i.e. every target process start: sequences restart with it
+        self.instance_id = f"i-{uuid.uuid4().hex}"
         self.rng = rng
         #: the root supervisor's display name (the topology's root node)
         self.name = spec.name

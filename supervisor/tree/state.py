@@ -78,13 +78,14 @@ def topology(root: SupervisorNode) -> dict[str, Any]:
                 "order": order,
             }
         )
+        # the dependency is the source: the arrow reads "dep is needed by child"
         for order, dep in enumerate(child.spec.dependencies):
             dep_path = f"{parent}/{dep}"
             edges.append(
                 {
-                    "edge_id": f"dependency:{child.path}->{dep_path}",
-                    "source_path": child.path,
-                    "target_path": dep_path,
+                    "edge_id": f"dependency:{dep_path}->{child.path}",
+                    "source_path": dep_path,
+                    "target_path": child.path,
                     "kind": "dependency",
                     "order": order,
                 }
@@ -111,6 +112,7 @@ def dashboard_state(root: SupervisorNode, display_name: str) -> dict[str, Any]:
             "display_name": encodable(display_name),
             "registration_state": "active",
             "connection_state": "connected",
+            "instance_id": tree.instance_id,
         },
         "topology": topology(root),
         "runtime_state": rows(root),

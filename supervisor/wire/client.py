@@ -135,7 +135,8 @@ class NDJSONClientProtocol(NDJSONReceiver):
     # responses and pushes
     def lineReceived(self, line: bytes) -> None:
         try:
-            obj = decode(line, stage=self._stage)
+            # a target's strings may carry "\ud800" escapes: made encodable here, on entry
+            obj = decode(line, stage=self._stage, lone_surrogates="replace")
         except WireError as e:
             self.log.warn("bad line from IPC peer: {error}", error=str(e))
             self.close(WireError("invalid_ipc_response", self._stage,

@@ -95,16 +95,20 @@ class Proc:
 class Relay(Proc):
     """``twistd -n supervisor-relay`` with mTLS on a free localhost port."""
 
-    def __init__(self, run_dir: Path, certs: DemoCerts) -> None:
+    def __init__(self, run_dir: Path, certs: DemoCerts, *,
+                 allowed_origins: tuple[str, ...] = (), static_dir: Path | None = None) -> None:
         self.port = free_port()
         self.origin = f"https://localhost:{self.port}"
         self.registration_path = run_dir / "registration.sock"
         config = run_dir / "relay.yaml"
         operators = "\n".join(f"        - {c}" for c in GRANTED)
-        config.write_text(textwrap.dedent(f"""\
+        origins = ", ".join(f'"{o}"' for o in allowed_origins)
+        dashboard = f"dashboard:\n  static_dir: {static_dir}\n" if static_dir else ""
+        config.write_text(dashboard + textwrap.dedent(f"""\
             listen:
               bind: "127.0.0.1:{self.port}"
               public_url: "wss://localhost:{self.port}/supervisor"
+              allowed_origins: [{origins}]
             tls:
               certificate_path: {certs.relay_cert}
               private_key_path: {certs.relay_key}

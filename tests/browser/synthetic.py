@@ -101,9 +101,10 @@ def demo_state(target: str = TARGET, display: str = "payments worker a") -> dict
         if state == "restarting":
             extra = {"restart_count": 2, "last_policy_decision": "restart after 400 ms (backoff)"}
         rows.append(runtime(path, state, **extra))
-    edges.append({"edge_id": "dependency:/root/payments/settler->/root/payments/gateway",
-                  "source_path": "/root/payments/settler",
-                  "target_path": "/root/payments/gateway", "kind": "dependency", "order": 0})
+    # settler depends on gateway: the dependency is the source
+    edges.append({"edge_id": "dependency:/root/payments/gateway->/root/payments/settler",
+                  "source_path": "/root/payments/gateway",
+                  "target_path": "/root/payments/settler", "kind": "dependency", "order": 0})
     events = [
         event(target, 1, "child_started", "/root/invoice_writer")["event"],
         event(target, 2, "child_running", "/root/invoice_writer")["event"],
@@ -119,7 +120,7 @@ def demo_state(target: str = TARGET, display: str = "payments worker a") -> dict
             log(target, 2, "heartbeat ok", "/root/heartbeat")["log"]]
     return {"type": "state", "target_id": target, "state": {
         "target": {"target_id": target, "display_name": display, "registration_state": "active",
-                   "connection_state": "connected"},
+                   "connection_state": "connected", "instance_id": f"i-{target}-1"},
         "topology": {"root": nodes[0], "nodes": nodes, "edges": edges,
                      "declaration_order": [n["path"] for n in nodes]},
         "runtime_state": rows, "recent_events": events, "recent_logs": logs,
@@ -140,7 +141,7 @@ def wide_state(target: str, children: int) -> dict:
         rows.append(runtime(path, state))
     return {"type": "state", "target_id": target, "state": {
         "target": {"target_id": target, "display_name": target, "registration_state": "active",
-                   "connection_state": "connected"},
+                   "connection_state": "connected", "instance_id": f"i-{target}-1"},
         "topology": {"root": nodes[0], "nodes": nodes, "edges": edges,
                      "declaration_order": [n["path"] for n in nodes]},
         "runtime_state": rows, "recent_events": [], "recent_logs": [],

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
-from conftest import TARGET_ID, new_page, screenshot
+from conftest import GRANTED, OPERATOR, TARGET_ID, new_page, screenshot
 
 NODES = ["/root", "/root/steady", "/root/flaky", "/root/printer", "/root/spare",
          "/root/nested", "/root/nested/db", "/root/nested/api"]
@@ -125,6 +125,15 @@ def test_dangerous_command_needs_confirmation(dashboard: Page):
     assert command["confirmed"] is True and command["target"]["child_path"] == "/root/spare"
 
 
+def test_only_granted_commands_are_offered_and_the_principal_shows_at_once(dashboard: Page):
+    page = dashboard
+    # from server_hello: no command or audit record was needed to learn it
+    expect(page.locator("#identity-principal")).to_have_text(OPERATOR)
+    node(page, "/root/steady").click()
+    offered = page.eval_on_selector_all("#cmd-command option", "os => os.map(o => o.value)")
+    assert offered == GRANTED  # the target supports all seven; these are the granted ones
+
+
 def test_refused_command_shows_its_error(dashboard: Page):
     page = dashboard
     node(page, "/root/steady").click()
@@ -132,7 +141,16 @@ def test_refused_command_shows_its_error(dashboard: Page):
     page.click("#cmd-send")  # no reason: refused before sending
     expect(page.locator("#cmd-hint")).to_have_text("A reason is required.")
     assert sent_of_type(page, "command") == []
-    send_command(page, "/root/steady", "quarantine_child", "suspicious output")
+    # a command the form does not offer (not granted), sent as another client would
+    page.evaluate("""() => {
+        const d = window.__dashboard;
+        const msg = { type: 'command', command_id: 'refused-1', correlation_id: null,
+                      target_id: 'demo-target', command: 'quarantine_child',
+                      target: { child_path: '/root/steady' }, reason: 'suspicious output',
+                      confirmed: false };
+        d.store.trackCommand(msg);
+        d.connection.send(msg);
+    }""")
     toast = page.locator(".toast.error", has_text="command_not_permitted")
     expect(toast).to_be_visible()
     expect(page.locator(".tl-row.kind-result", has_text="quarantine_child /root/steady → refused")).to_be_visible()

@@ -6,7 +6,7 @@ import { Preferences, memoryStorage } from '../../supervisor/relay/web/static/st
 export const STATIC = new URL('../../supervisor/relay/web/static/', import.meta.url);
 
 export function fixture(name) {
-  return JSON.parse(readFileSync(new URL(`./fixtures/${name}.json`, import.meta.url), 'utf8'));
+  return JSON.parse(readFileSync(new URL(`../contract_examples/${name}.json`, import.meta.url), 'utf8'));
 }
 
 export const TARGET = 'payments-worker-a';
@@ -66,7 +66,8 @@ export function syntheticTopology(leaves = 5) {
     edges.push({ edge_id: `parent:/root/sub->/root/sub/${c}`, source_path: '/root/sub', target_path: `/root/sub/${c}`, kind: 'parent_child', order: c === 'a' ? 0 : 1 });
   }
   if (leaves >= 2) {
-    edges.push({ edge_id: 'dependency:/root/w0->/root/w1', source_path: '/root/w0', target_path: '/root/w1', kind: 'dependency', order: 0 });
+    // w0 depends on w1: the dependency (w1) is the source
+    edges.push({ edge_id: 'dependency:/root/w1->/root/w0', source_path: '/root/w1', target_path: '/root/w0', kind: 'dependency', order: 0 });
   }
   return { root, nodes, edges, declaration_order: nodes.map((n) => n.path) };
 }

@@ -5,7 +5,7 @@ import { ControlPanel } from '../../supervisor/relay/web/static/panels/control.j
 import { Selection } from '../../supervisor/relay/web/static/selection.js';
 import { COMMANDS } from '../../supervisor/relay/web/static/vocabulary.js';
 import { choose, loadPage } from './dom-shim.mjs';
-import { TARGET, contractStore, memoryPrefs } from './helpers.mjs';
+import { TARGET, contractStore, fixture, memoryPrefs } from './helpers.mjs';
 
 setLanguage('en');
 
@@ -39,6 +39,23 @@ function setup({ session = fakeSession(), selected = TARGET, commands = null } =
   };
   return { doc, store, selection, panel, session, toasts, $, fill };
 }
+
+test('only commands the session is granted (server_hello) are offered', () => {
+  const { $, store, panel } = setup({ commands: ['shutdown_tree', 'pause_child', 'resume_child', 'restart_child'] });
+  assert.equal($('cmd-command').options.length, 4, 'the fixture principal is granted every command');
+  store.apply({ ...fixture('session.server_hello'), permitted_commands: ['resume_child', 'pause_child', 'add_child'] });
+  panel.renderOptions();
+  assert.deepEqual($('cmd-command').options.map((o) => o.value), ['pause_child', 'resume_child'], 'supported and granted, in contract order');
+  store.apply({ ...fixture('session.server_hello'), permitted_commands: [] });
+  panel.renderOptions();
+  assert.deepEqual($('cmd-command').options.map((o) => o.value), []);
+  assert.equal($('cmd-command').disabled, true);
+  assert.equal($('cmd-hint').textContent, 'You are not granted any command this target accepts.');
+  const { permitted_commands: _, ...older } = fixture('session.server_hello');
+  store.apply(older); // a relay that does not announce grants: offer what the target supports
+  panel.renderOptions();
+  assert.equal($('cmd-command').options.length, 4);
+});
 
 test('only the selected target\'s supported commands are offered, dangerous ones marked', () => {
   const { $ } = setup({ commands: ['shutdown_tree', 'pause_child', 'resume_child'] });

@@ -8,7 +8,7 @@ import { TARGET, TestClock, contractStore, fixture, runtimeRow } from './helpers
 
 setLanguage('en');
 
-test('the header shows the relay status, our fingerprint and the totals', () => {
+test('the header shows the relay status, our principal from the first frame, our fingerprint and the totals', () => {
   const doc = loadPage();
   const store = contractStore();
   const header = new HeaderPanel(doc, { store });
@@ -18,7 +18,8 @@ test('the header shows the relay status, our fingerprint and the totals', () => 
   assert.equal($('relay-status-text').textContent, 'Offline');
   assert.equal($('identity-fingerprint').textContent, 'sha256:3f3f3f3f3f3f…');
   assert.equal($('identity').title, fixture('session.server_hello').client_identity);
-  assert.equal($('identity-principal').hidden, true, 'no principal known yet');
+  assert.equal($('identity-principal').hidden, false, 'server_hello names our principal');
+  assert.equal($('identity-principal').textContent, fixture('session.server_hello').principal);
   assert.equal($('count-targets').textContent, '1');
   assert.equal($('count-events').textContent, '1');
   assert.equal($('count-failed').textContent, '0');
@@ -27,13 +28,27 @@ test('the header shows the relay status, our fingerprint and the totals', () => 
   assert.match($('failed-counter').title, /have not run for 60 s since.*last 15 minutes/);
 
   store.apply({ type: 'state_delta', target_id: TARGET, delta: { runtime_state: [runtimeRow('/root/invoice_writer', 'failed')] } });
-  store.apply(fixture('session.audit_event')); // our own audit record names our principal
   header.render();
   assert.equal($('count-failed').textContent, '1');
   assert.equal($('count-failures').textContent, '1 in 15 min');
   assert.equal($('count-failed').parentElement.classList.contains('alert'), true);
+});
+
+test('from a relay whose server_hello has no principal, our own audit record names it', () => {
+  const doc = loadPage();
+  const store = contractStore();
+  const { principal, permitted_commands: _, ...hello } = fixture('session.server_hello');
+  store.session.principal = null;
+  store.apply(hello);
+  const header = new HeaderPanel(doc, { store });
+  header.render();
+  const $ = (id) => doc.getElementById(id);
+  assert.equal($('identity-principal').hidden, true, 'no principal known yet');
+  store.apply(fixture('session.audit_event'));
+  header.render();
   assert.equal($('identity-principal').hidden, false);
   assert.equal($('identity-principal').textContent, 'O=Example Ops, CN=demo operator');
+  assert.notEqual(principal, $('identity-principal').textContent);
 });
 
 test('a relay status change is shown at once, with the retry delay while waiting', () => {

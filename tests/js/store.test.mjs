@@ -58,9 +58,13 @@ test('a sequence gap is reported as a diagnostic', () => {
   assert.deepEqual(diag.text, { key: 'diag_gap', params: { from: 1043, to: 1049 } });
 });
 
-test('a restarted target (lower sequences in state) resets de-duplication', () => {
-  const store = sessionStore();
-  const state = clone(fixture('session.state'));
+test('a restarted target (lower sequences in a state without instance_id) resets de-duplication', () => {
+  const store = new Store();
+  const noInstance = (msg) => { const m = clone(msg); delete m.state.target.instance_id; return m; };
+  for (const name of ['server_hello', 'target_list']) store.apply(fixture(`session.${name}`));
+  store.targets.get(T).instanceId = null;
+  store.apply(noInstance(fixture('session.state')));
+  const state = noInstance(fixture('session.state'));
   state.state.recent_events[0].sequence = 1;
   state.state.recent_logs[0].sequence = 1;
   store.apply(state);
@@ -68,6 +72,34 @@ test('a restarted target (lower sequences in state) resets de-duplication', () =
   assert.equal(t.events.length, 2);
   assert.equal(t.lastEventSeq, 1);
   assert.ok(store.diagnostics.toArray().some((d) => d.code === 'journal_restarted'));
+});
+
+test('a new instance_id resets de-duplication: the new process\'s events are shown', () => {
+  const store = sessionStore();
+  const t = store.targets.get(T);
+  const old = fixture('session.state').state.target.instance_id;
+  assert.equal(t.instanceId, old);
+  const seq = t.lastEventSeq;
+  assert.ok(seq > 3);
+  store.apply(eventMsg(T, 2)); // a replay of the old instance: a duplicate or gap, not a reset
+  assert.equal(t.instanceId, old);
+  const listed = clone(fixture('session.target_list'));
+  listed.targets[0].instance_id = 'i-new';
+  store.apply(listed); // the relay read the restarted target's first state
+  assert.equal(t.instanceId, 'i-new');
+  const before = t.events.length;
+  for (const n of [1, 2, 3]) store.apply(eventMsg(T, n));
+  assert.equal(t.events.length, before + 3, 'sequences from 1 again are new events');
+  assert.equal(t.lastEventSeq, 3);
+  assert.ok(store.diagnostics.toArray().some((d) => d.code === 'journal_restarted'));
+  // the same instance again changes nothing
+  store.apply(eventMsg(T, 3));
+  assert.equal(t.events.length, before + 3);
+  const fresh = clone(fixture('session.state'));
+  fresh.state.target.instance_id = 'i-new';
+  fresh.state.recent_events = [];
+  store.apply(fresh);
+  assert.equal(t.lastEventSeq, 3);
 });
 
 test('state_delta merges changed runtime rows', () => {
@@ -135,9 +167,11 @@ test('command results are matched to the command that was sent', () => {
   assert.equal(store.targets.get(T).stateGeneration, 58, 'the result state_delta is applied');
 });
 
-test('a refused command error is matched to the pending command of that target', () => {
+test('a refused command error is matched by the command_id beside it', () => {
   const store = sessionStore();
-  store.trackCommand({ ...fixture('session.command'), command: 'remove_child', confirmed: false });
+  const error = fixture('session.error');
+  store.trackCommand({ ...fixture('session.command'), command: 'remove_child', confirmed: false, command_id: error.command_id });
+  store.trackCommand({ ...fixture('session.command'), command: 'pause_child', command_id: 'newer' });
   store.takeChanges();
   store.apply(fixture('session.error'));
   const changes = store.takeChanges();
@@ -145,7 +179,20 @@ test('a refused command error is matched to the pending command of that target',
   assert.equal(changes.results[0].error.code, 'confirmation_required');
   assert.equal(changes.rows[0].severity, 'error');
   assert.match(changes.rows[0].detail, /^confirmation_required: /);
+  assert.equal(changes.results[0].sent.command, 'remove_child', 'not the newest pending command');
+  assert.deepEqual([...store.pending.keys()], ['newer']);
   assert.ok(store.diagnostics.toArray().some((d) => d.code === 'confirmation_required'));
+});
+
+test('from a relay without command_id beside errors, a refusal matches the newest pending command', () => {
+  const store = sessionStore();
+  store.trackCommand({ ...fixture('session.command'), command: 'remove_child', confirmed: false });
+  store.takeChanges();
+  const { command_id: _, ...error } = fixture('session.error');
+  store.apply(error);
+  const changes = store.takeChanges();
+  assert.equal(changes.results[0].kind, 'refused');
+  assert.equal(changes.results[0].sent.command, 'remove_child');
 });
 
 test('an error unrelated to a command is shown as a plain error', () => {

@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  GEOMETRY, MIN_FIT_SCALE, boundingBox, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, revealTransform,
+  GEOMETRY, MIN_FIT_SCALE, boundingBox, childrenMap, dependencyPaths, edgePaths, fitTransform, layoutTree, r, revealTransform,
   rowsForLeaves, zoomAt,
 } from '../../supervisor/relay/web/static/topology-layout.js';
 import { fixture, syntheticTopology } from './helpers.mjs';
@@ -87,7 +87,10 @@ test('edges: comb for auto-placed children, curves for moved ones, dashed depend
   assert.match(moved, /900 715/, 'the curve ends at the moved node');
   const deps = dependencyPaths(topo, layout.positions);
   assert.equal(deps.length, 1);
-  assert.equal(deps[0].id, 'dependency:/root/w0->/root/w1');
+  assert.equal(deps[0].id, 'dependency:/root/w1->/root/w0');
+  // the arrow (marker-end) points at the dependent: it reads "w1 is needed by w0"
+  const w0 = layout.positions.get('/root/w0');
+  assert.ok(deps[0].d.endsWith(`${r(w0.x + GEOMETRY.nodeW + 2)} ${r(w0.y + GEOMETRY.nodeH / 2)}`), deps[0].d);
 });
 
 test('fit scales a box into the viewport and centres it', () => {

@@ -14,7 +14,8 @@ from twisted.internet.protocol import Factory
 from supervisor.testing import MemoryTarget
 from supervisor.wire.unixsocket import listen_unix
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "contract_examples")
 
 
 def fixture(name: str) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from relay_faketarget import fixture
 from relay_memory import ORDERED_OPERATOR, VIEWER, MemoryRelay
+from supervisor.wire.vocabulary import COMMANDS
 
 
 def command(**changes):
@@ -81,6 +82,7 @@ def test_an_audit_that_cannot_be_written_refuses_the_command():
     relay.send(session, command())
     error = ws.last("error")["error"]
     assert error["code"] == "audit_unavailable" and error["retryable"] is True
+    assert ws.last("error")["command_id"] == "cmd-7f3a"
     assert forwarded(target) == []
     event = target.emit_event()  # watching goes on
     relay.settle()
@@ -134,6 +136,9 @@ def test_checks_run_in_the_contracts_order_and_every_refusal_is_audited():
         relay.send(session, message)
         error = ws.last("error")["error"]
         assert error["code"] == code, (message, error)
+        # the id of the command it answers is beside the error (null when it has none)
+        command_id = message["command_id"]
+        assert ws.last("error")["command_id"] == (command_id if command_id.strip() else None)
         assert error["stage"] == "command_validate"
         if message.get("target_id") in (tid, "limited-target"):
             assert error["target_id"] == message["target_id"]
@@ -154,9 +159,15 @@ def test_an_unavailable_target_is_refused_before_the_message_is_looked_at():
 def test_grants_decide_who_may_run_what():
     relay, target, session, ws = ready()
     viewer, ws_viewer = relay.session(VIEWER)
+    # server_hello says who the session is and what it may run, in the contract's order
+    assert [(m["principal"], m["permitted_commands"]) for m in
+            (ws.last("server_hello"), ws_viewer.last("server_hello"))] == [
+        ("CN=demo operator", list(COMMANDS)), ("O=Example Ops, CN=viewer", [])]
     relay.send(viewer, command())
     assert ws_viewer.last("error")["error"]["code"] == "command_not_permitted"
     ordered, ws_ordered = relay.session(ORDERED_OPERATOR)  # may pause, not quarantine
+    assert ws_ordered.last("server_hello")["permitted_commands"] == [
+        "pause_child", "resume_child", "remove_child"]
     relay.send(ordered, command(command="quarantine_child", command_id="q1"))
     assert ws_ordered.last("error")["error"]["code"] == "command_not_permitted"
     relay.send(ordered, command(command_id="p1"))
@@ -170,9 +181,11 @@ def test_a_command_before_client_hello_is_refused_audited_and_the_session_closed
     session, ws = relay.session(hello=False)
     relay.send(session, command())
     assert ws.types() == ["server_hello", "error"]
-    assert ws.last("error")["error"]["code"] == "session_not_established"
+    error = ws.last("error")
+    assert (error["error"]["code"], error["error"]["stage"]) == ("protocol_error", "session")
     assert session.closed
     assert relay.audit.results() == [("cmd-7f3a", "rejected")]
+    assert relay.audit.records[0].detail.startswith("protocol_error")
 
 
 def test_the_registered_command_timeout_bounds_the_wait_for_a_result():

@@ -50,6 +50,9 @@ class Observer:
     def link_state_changed(self, link, state):
         self.states.append(state)
 
+    def link_events(self, link, events):
+        self.events = [*getattr(self, "events", []), *events]
+
 
 class Rig:
     """One link to one MemoryTarget; attempts are timed on the fake clock."""

@@ -16,7 +16,7 @@ def keys(name: str) -> set[str]:
     return set(fixture(name))
 
 
-def test_order_rule_server_hello_then_nothing_but_errors_until_client_hello():
+def test_order_rule_server_hello_then_client_hello_then_target_list_and_state():
     relay = MemoryRelay()
     target = relay.target()
     relay.register(target)
@@ -25,19 +25,20 @@ def test_order_rule_server_hello_then_nothing_but_errors_until_client_hello():
     assert set(hello) == keys("session.server_hello.json")
     assert hello["log_event_filter_mode"] == "remote" and hello["filter_config_version"] == 0
     assert hello["client_identity"] == session.identity.client_identity
-    session.receive(b"{not json", False)
-    assert ws.types() == ["server_hello", "error"]
-    assert ws.last("error")["error"]["code"] == "invalid_message_json"
+    assert ws.types() == ["server_hello"]
     assert target.connections == []  # nothing is bound before the session is established
     relay.send(session, HELLO)
     types = ws.types()
-    assert types[2] == "target_list" and types.count("state") == 1
-    assert set(types[3:types.index("state")]) <= {"target_list"}  # re-sent as links change
+    assert types[1] == "target_list" and types.count("state") == 1
+    assert set(types[2:types.index("state")]) <= {"target_list"}  # re-sent as links change
     assert "connection_state" not in types
     (entry,) = ws.of_type("target_list")[0]["targets"]
     assert set(entry) == set(fixture("session.target_list.json")["targets"][0])
     assert entry["connection_state"] == "registered"  # binding follows the first list
-    assert ws.last("target_list")["targets"][0]["connection_state"] == "connected"
+    assert entry["instance_id"] is None  # no state read yet
+    last = ws.last("target_list")["targets"][0]
+    assert last["connection_state"] == "connected"
+    assert last["instance_id"] == target.instance_id
     assert set(ws.last("state")["state"]) == set(fixture("session.state.json")["state"])
 
 
@@ -46,25 +47,50 @@ def test_a_first_message_of_another_type_gets_one_protocol_error_and_a_close():
     session, ws = relay.session(hello=False)
     relay.send(session, {"type": "log_event_filter_conditions", "target_ids": []})
     assert ws.types() == ["server_hello", "error"]
-    assert ws.last("error")["error"]["code"] == "protocol_error"
+    error = ws.last("error")
+    assert error["error"]["code"] == "protocol_error" and error["error"]["stage"] == "session"
+    assert error["command_id"] is None
     assert ws.close_code == CLOSE_PROTOCOL_ERROR
     assert session.closed and relay.hub.sessions == {}
 
 
-def test_client_hello_validation_keeps_the_session_open():
+@pytest.mark.parametrize("payload, binary, cause", [
+    (b"{not json", False, "invalid_message_json"),
+    (b'{"type": "client_hello"}', True, "invalid_message_json"),
+    (b"[1, 2]", False, "invalid_message_schema"),
+    (b'{"no_type": 1}', False, "invalid_message_schema"),
+    (b'{"type": "client_hello", "client_store_id": "s", "resume_cursor": {}, "x": 1}', False,
+     "unsupported_field"),
+    (b'{"type": "client_hello", "client_store_id": "  ", "resume_cursor": {}}', False,
+     "invalid_message_schema"),
+    (b'{"type": "client_hello", "client_store_id": "s", "resume_cursor": []}', False,
+     "invalid_message_schema"),
+    (b'{"type": "client_hello", "client_store_id": "' + b"x" * 257 + b'"}', False,
+     "invalid_message_schema"),
+    (b'{"type": "nonsense"}', False, "expected client_hello"),
+])
+def test_a_first_message_that_is_not_a_valid_client_hello_gets_one_protocol_error_and_a_close(
+        payload, binary, cause):
+    relay = MemoryRelay()
+    target = relay.target()
+    relay.register(target)
+    session, ws = relay.session(hello=False)
+    session.receive(payload, binary)
+    assert ws.types() == ["server_hello", "error"]
+    error = ws.last("error")
+    assert error["error"]["code"] == "protocol_error" and error["error"]["stage"] == "session"
+    assert cause in error["error"]["message"]
+    assert ws.close_code == CLOSE_PROTOCOL_ERROR
+    # nothing else follows, not even for a valid client_hello sent after it
+    relay.send(session, HELLO)
+    relay.settle()
+    assert ws.types() == ["server_hello", "error"]
+    assert target.connections == []
+
+
+def test_a_valid_client_hello_with_a_null_cursor_establishes():
     relay = MemoryRelay()
     session, ws = relay.session(hello=False)
-    for message, code in [
-        ({**HELLO, "x": 1}, "unsupported_field"),
-        ({**HELLO, "client_store_id": "  "}, "invalid_message_schema"),
-        ({**HELLO, "client_store_id": "x" * 257}, "invalid_message_schema"),
-        ({**HELLO, "resume_cursor": []}, "invalid_message_schema"),
-        ([1, 2], "invalid_message_schema"),
-    ]:
-        relay.send(session, message)
-        assert ws.last("error")["error"]["code"] == code, message
-    session.receive(b'{"type": "client_hello"}', True)
-    assert ws.last("error")["error"]["code"] == "invalid_message_json"
     relay.send(session, {**HELLO, "resume_cursor": None})
     assert ws.last("target_list")["targets"] == [] and session.established
     assert ws.close_code is None
@@ -171,6 +197,14 @@ def test_target_lists_are_coalesced_per_reactor_turn():
     assert len(lists) <= 2  # one for the burst, one more when the links changed state
 
 
+def _filter(**conditions):
+    message = {"type": "log_event_filter_conditions", "target_ids": [], "child_paths": [],
+               "lifecycle_states": [], "event_types": [], "severities": [],
+               "sequence_min": None, "correlation_id": None}
+    message.update(conditions)
+    return message
+
+
 def test_filters_apply_relay_side():
     relay = MemoryRelay()
     a_target, b_target = relay.target("target-a"), relay.target("target-b")
@@ -180,22 +214,20 @@ def test_filters_apply_relay_side():
     conditions = fixture("session.filter.json")
     conditions["target_ids"] = ["target-a"]
     relay.send(session, conditions)
-    assert session.filter_version == 1 and session.bound == {"target-a"}
-    assert b_target.connections == []  # the link closed with its last session
+    # target_ids narrows events and logs only: both targets stay bound
+    assert session.filter_version == 1 and session.bound == {"target-a", "target-b"}
     a_target.emit_event("child_running", severity="info")
     a_target.emit_log("chatty", severity="info")
     b_target.emit_event("child_failed")
+    b_target.emit_log("broken b", severity="warning")
     wanted = a_target.emit_event("child_failed")
     wanted_log = a_target.emit_log("broken", severity="warning")
     relay.settle()
     assert [m["event"] for m in ws.of_type("event")] == [wanted]
     assert [m["log"] for m in ws.of_type("log")] == [wanted_log]
-    # child path (and below it) and lifecycle state; target-b is bound again: a fresh state
-    relay.send(session, {"type": "log_event_filter_conditions", "target_ids": [],
-                         "child_paths": ["/root/invoice_writer"],
-                         "lifecycle_states": ["paused"], "event_types": [], "severities": [],
-                         "sequence_min": None, "correlation_id": None})
-    assert ws.last("state")["target_id"] == "target-b"
+    # child path (and below it) and lifecycle state
+    relay.send(session, _filter(child_paths=["/root/invoice_writer"],
+                                lifecycle_states=["paused"]))
     a_target.emit_event("child_paused", child_id="worker")
     a_target.emit_event("child_running", child_id="invoice_writer")
     wanted = a_target.emit_event("child_paused", child_id="invoice_writer")
@@ -209,6 +241,80 @@ def test_filters_apply_relay_side():
     assert [m["event"] for m in ws.of_type("event")[before:]] == [wanted]
     assert session.filter_version == 3
     assert ws.last("server_hello")["filter_config_version"] == 0
+
+
+def test_correlation_id_matches_as_a_substring():
+    relay = MemoryRelay()
+    target = relay.target()
+    relay.register(target)
+    session, ws = relay.session()
+    relay.send(session, _filter(correlation_id="7f3a"))
+    target.emit_event("child_running", correlation_id="incident-4")
+    inside = target.emit_event("child_paused", correlation_id="cmd-7f3a-b")
+    exact = target.emit_event("child_resumed", correlation_id="7f3a")
+    target.emit_log("no correlation")  # a log without a correlation id does not match
+    relay.settle()
+    assert [m["event"] for m in ws.of_type("event")] == [inside, exact]
+    assert ws.of_type("log") == []
+
+
+def test_a_filter_on_one_of_two_targets_keeps_the_other_bound_and_commandable():
+    relay = MemoryRelay()
+    a_target = relay.target("target-a")
+    b_target = relay.target("target-b", children={"worker": "running",
+                                                  "invoice_writer": "running"})
+    relay.register(a_target)
+    relay.register(b_target)
+    session, ws = relay.session()
+    relay.send(session, _filter(target_ids=["target-a"]))
+    assert session.bound == {"target-a", "target-b"}
+    assert len(b_target.connections) == 1  # its link stays open
+    b_target.emit_event("child_failed")
+    relay.settle()
+    assert ws.of_type("event", "target-b") == []  # its events are filtered
+    b_target.stop()
+    relay.settle()
+    assert ws.last("connection_state") == {"type": "connection_state", "target_id": "target-b",
+                                           "state": "unavailable"}
+    b_target.restart()
+    relay.settle(1.0)
+    assert ws.last("connection_state")["state"] == "connected"
+    message = fixture("session.command.json")
+    message.update(target_id="target-b", target={"child_path": "/root/invoice_writer"})
+    relay.send(session, message)
+    result = ws.last("command_result")
+    assert result["target_id"] == "target-b" and result["result"]["status"] == "completed"
+    assert ws.of_type("state_delta", "target-b")  # its deltas are not filtered
+    assert ws.of_type("event", "target-b") == []
+    assert [t["connection_state"] for t in ws.last("target_list")["targets"]] == \
+        ["connected", "connected"]
+
+
+def test_a_filter_that_lets_more_through_sends_a_fresh_state_for_the_affected_targets():
+    relay = MemoryRelay()
+    a_target, b_target = relay.target("target-a"), relay.target("target-b")
+    relay.register(a_target)
+    relay.register(b_target)
+    session, ws = relay.session()
+    states = len(ws.of_type("state"))
+    # narrowing never refills
+    relay.send(session, _filter(target_ids=["target-a"], severities=["error"]))
+    assert len(ws.of_type("state")) == states
+    # target-b comes back into the stream; target-a's conditions are unchanged
+    relay.send(session, _filter(target_ids=["target-a", "target-b"], severities=["error"]))
+    fresh = ws.of_type("state")[states:]
+    assert [m["target_id"] for m in fresh] == ["target-b"]
+    # a looser severity lets more of both through: both get a state
+    relay.send(session, _filter(severities=["error", "warning"]))
+    fresh = ws.of_type("state")[states + 1:]
+    assert sorted(m["target_id"] for m in fresh) == ["target-a", "target-b"]
+    # a longer correlation substring is narrower; a shorter one wider
+    relay.send(session, _filter(severities=["error", "warning"], correlation_id="cmd-7f"))
+    count = len(ws.of_type("state"))
+    relay.send(session, _filter(severities=["error", "warning"], correlation_id="cmd-7f3a"))
+    assert len(ws.of_type("state")) == count
+    relay.send(session, _filter(severities=["error", "warning"], correlation_id="7f"))
+    assert len(ws.of_type("state")) == count + 2
 
 
 def test_a_lost_target_is_unavailable_at_once_and_its_return_brings_a_fresh_state_first():

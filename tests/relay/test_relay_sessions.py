@@ -5,6 +5,8 @@ back-pressure reaching a session's queue)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest_twisted
 from twisted.internet import reactor, task
 
@@ -26,11 +28,10 @@ async def test_order_rule_and_message_shapes(relay):
     assert set(hello) == keys("session.server_hello.json")
     assert hello["log_event_filter_conditions"] == \
         fixture("session.server_hello.json")["log_event_filter_conditions"]
-    # before client_hello nothing but replies to our own mistakes is sent
-    ws.sendMessage(b"{not json", isBinary=False)
-    error = await ws.next("error")
-    assert error["error"]["code"] == "invalid_message_json"
-    assert [m["type"] for m in ws.received] == ["server_hello", "error"]
+    assert hello["principal"] == "CN=demo operator"
+    assert hello["permitted_commands"] == fixture("session.server_hello.json")[
+        "permitted_commands"]  # granted "all", in the contract's order
+    assert [m["type"] for m in ws.received] == ["server_hello"]
     assert target.connections == []  # no binding before the session is established
     ws.send({"type": "client_hello", "client_store_id": "s", "resume_cursor": {}})
     target_list = await ws.next("target_list")
@@ -57,6 +58,20 @@ async def test_first_message_of_another_type_gets_protocol_error_and_close(relay
     assert code == 4002
     assert [m["type"] for m in ws.received] == ["server_hello", "error"]
     await eventually(lambda: relay.service.hub.sessions == {}, what="session gone")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_first_message_that_is_not_json_gets_protocol_error_and_close(relay):
+    relay.start()
+    ws = await relay.session()
+    await ws.next("server_hello")
+    ws.sendMessage(b"{not json", isBinary=False)
+    error = await ws.next("error")
+    assert (error["error"]["code"], error["error"]["stage"]) == ("protocol_error", "session")
+    assert error["command_id"] is None
+    code, _ = await ws.closed_d
+    assert code == 4002
+    assert [m["type"] for m in ws.received] == ["server_hello", "error"]
 
 
 @pytest_twisted.ensureDeferred
@@ -172,3 +187,34 @@ async def test_slow_browser_gets_dropped_count_and_bounded_queue(relay):
     final = session.dropped_counts(target.target_id)
     await eventually(lambda: len(ws.of_type("event")) + final[0] == sent, 10,
                      "every event is either delivered or counted as dropped")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_with_lone_surrogate_escapes_reaches_every_session_made_encodable(relay):
+    """A target's push carrying ``\\ud800`` escapes: every session gets it (U+FFFD in place of
+    each lone surrogate; a proper pair stays one character) and stays open."""
+    relay.start()
+    target = relay.target()
+    await relay.register(target)
+    sessions = [await relay.session() for _ in range(3)]
+    for ws in sessions:
+        await ws.hello()
+        await ws.next("state")
+    await eventually(lambda: "logs.tail" in target.methods())
+    log = target.emit_log("warm-up")
+    for ws in sessions:
+        assert (await ws.next("log"))["log"] == log
+    raw = dict(log, sequence=log["sequence"] + 1, message="report-@.csv \U0001F600")
+    line = json.dumps({"type": "log", "target_id": target.target_id, "log": raw},
+                      ensure_ascii=True).replace("@", "\\udcff\\ud800").encode("ascii")
+    assert b"\\udcff\\ud800" in line and b"\\ud83d\\ude00" in line
+    (connection,) = target.connections
+    connection.transport.write(line + b"\n")
+    after = target.emit_event("child_restarting")
+    for ws in sessions:
+        got = await ws.next("log")
+        assert got["log"]["sequence"] == raw["sequence"]
+        assert got["log"]["message"] == "report-\ufffd\ufffd.csv \U0001F600"
+        assert (await ws.next("event"))["event"] == after
+    assert all(ws.close_code is None for ws in sessions)
+    assert len(relay.service.hub.sessions) == 3

@@ -217,3 +217,163 @@ async def test_twistd_smoke_and_audit_survives_crash_restart(sockdir, pki, proce
     finally:
         conn.close()
     assert rows == [("accepted",), ("completed",)]
+
+
+def audit_rows(path: str) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT command_id, result, detail FROM audit ORDER BY seq"
+                            ).fetchall()
+    finally:
+        conn.close()
+
+
+def finished(target: FakeTarget, command_id: str, status: str, error: str | None = None):
+    """The ``command_completed`` event a target journals when it finishes a command."""
+    return target.emit_event("command_completed", "invoice_writer", correlation_id=command_id,
+                             payload={"command": "pause_child", "status": status,
+                                      "error": error})
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_in_flight_at_a_relay_crash_are_interrupted_then_settled(
+        sockdir, pki, processes):
+    port = free_port()
+    config = write_config(sockdir, pki, listen={"bind": f"127.0.0.1:{port}"})
+    database = os.path.join(sockdir, "audit.sqlite3")
+    registration = os.path.join(sockdir, "reg.sock")
+    relay = Relay(config, sockdir, port)
+    processes.append(relay)
+    await eventually(relay.listening, 30, "relay listening")
+    target = FakeTarget(reactor, "payments-worker-a",
+                        os.path.join(sockdir, "payments-worker-a.sock")).start()
+    try:
+        ack = await register(registration, registration_payload(target.target_id, target.path))
+        assert ack["ok"] is True
+        ws = await _session_state(port, pki, target.target_id)
+        await eventually(lambda: "logs.tail" in target.methods(), 10)
+        target.freeze()  # the commands reach the target; no answer comes back
+        ids = ["cmd-done", "cmd-failed", "cmd-late", "cmd-unknown"]
+        for command_id in ids:
+            ws.send({**fixture("session.command.json"), "command_id": command_id})
+        accepted = [await ws.next("audit_event", timeout=10) for _ in ids]
+        assert {a["audit"]["result"] for a in accepted} == {"accepted"}
+        await deferToThread(relay.stop, signal.SIGKILL)  # mid-command
+        await ws.closed_d
+        await eventually(lambda: target.connections == [], 5)
+        # while the relay was down the target finished two of them
+        done = finished(target, "cmd-done", "completed")
+        failed = finished(target, "cmd-failed", "failed", "illegal_transition")
+        target.thaw()
+        assert [r[1] for r in audit_rows(database)] == ["accepted"] * 4
+
+        relay2 = Relay(config, sockdir, port)
+        processes.append(relay2)
+        await eventually(relay2.listening, 30, "relay restarted")
+        await eventually(lambda: len(audit_rows(database)) == 8, 10, "interrupted marked")
+        marks = audit_rows(database)[4:]
+        assert [(c, r) for c, r, _ in marks] == [(c, "interrupted") for c in ids]
+        ack = await register(registration, registration_payload(target.target_id, target.path))
+        assert ack["ok"] is True
+        ws2 = await _session_state(port, pki, target.target_id)
+        # settled from the events in the first state, and from one streamed later
+        await eventually(lambda: len(audit_rows(database)) == 10, 10, "settled from state")
+        await eventually(lambda: "logs.tail" in target.methods(), 10)
+        late = finished(target, "cmd-late", "completed")
+        await eventually(lambda: len(audit_rows(database)) == 11, 10, "settled from a push")
+        settled = {c: (r, d) for c, r, d in audit_rows(database)[8:]}
+        assert settled["cmd-done"][0] == "completed"
+        assert f"sequence {done['sequence']}" in settled["cmd-done"][1]
+        assert settled["cmd-failed"][0] == "failed"
+        assert "illegal_transition" in settled["cmd-failed"][1]
+        assert f"sequence {failed['sequence']}" in settled["cmd-failed"][1]
+        assert settled["cmd-late"][0] == "completed"
+        assert f"sequence {late['sequence']}" in settled["cmd-late"][1]
+        assert "cmd-unknown" not in settled  # the target never said: it stays interrupted
+
+        def seen() -> dict[str, set[str]]:
+            out: dict[str, set[str]] = {}
+            for m in ws2.of_type("audit_event"):
+                out.setdefault(m["audit"]["command_id"], set()).add(m["audit"]["result"])
+            return out
+
+        await eventually(lambda: seen().get("cmd-late", set()) >= {"completed"}, 10)
+        assert seen()["cmd-done"] == {"accepted", "interrupted", "completed"}
+        assert seen()["cmd-failed"] == {"accepted", "interrupted", "failed"}
+        assert seen()["cmd-unknown"] == {"accepted", "interrupted"}
+        await close_ws(ws2)
+        await deferToThread(relay2.stop)
+    finally:
+        await target.stop()
+    # a further restart marks nothing again and settles nothing twice
+    relay3 = Relay(config, sockdir, port)
+    processes.append(relay3)
+    await eventually(relay3.listening, 30, "relay restarted again")
+    assert len(audit_rows(database)) == 11
+    await deferToThread(relay3.stop)
+    assert len(audit_rows(database)) == 11
+
+
+def _write_cert(directory: str, name: str, cert: Any) -> str:
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(cert.cert_pem())
+    return path
+
+
+def _start_output(config: str, cwd: str) -> tuple[int, str]:
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "--logfile=-", "supervisor-relay",
+                             "--config", config], cwd=cwd, env=env(), capture_output=True,
+                            text=True, timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _bad_certificate_configs(sockdir: str, pki: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key named, words of the message, config sections) of each unusable set-up."""
+    from supervisor import certs
+
+    before, after = certs.expired_window()
+    expired_server = certs.issue_server_cert(pki.ca, not_before=before, not_after=after)
+    expired_server.write(os.path.join(sockdir, "expired.pem"),
+                         os.path.join(sockdir, "expired-key.pem"))
+    expired_ca = _write_cert(sockdir, "expired-ca.pem",
+                             certs.generate_ca("old CA", not_before=before, not_after=after))
+    leaf_ca = _write_cert(sockdir, "leaf-ca.pem", pki.operator)
+    return [
+        ("tls.certificate_path", "expired", {"tls": {
+            "certificate_path": os.path.join(sockdir, "expired.pem"),
+            "private_key_path": os.path.join(sockdir, "expired-key.pem")}}),
+        ("tls.client_ca_path", "expired", {"tls": {"client_ca_path": expired_ca}}),
+        ("tls.client_ca_path", "not a CA certificate", {"tls": {"client_ca_path": leaf_ca}}),
+        ("listen.public_url", "not named in the server certificate", {"listen": {
+            "public_url": "wss://relay.example.org:9443/supervisor"}}),
+    ]
+
+
+def test_check_and_start_refuse_certificates_no_client_could_use(sockdir, pki):
+    for key, words, sections in _bad_certificate_configs(sockdir, pki):
+        config = write_config(sockdir, pki, **sections)
+        checked = run_check(config, sockdir)
+        assert checked.returncode == 2, (key, checked.stdout)
+        assert checked.stdout.strip() != "ok"
+        assert key in checked.stderr and words in checked.stderr, checked.stderr
+        code, output = _start_output(config, sockdir)
+        assert code != 0, (key, output[-2000:])
+        assert key in output and words in output, output[-2000:]
+        assert "Usage:" not in output and "Traceback" not in output, output[-2000:]
+        assert not os.path.exists(os.path.join(sockdir, "reg.sock")), "nothing was started"
+
+
+def test_a_proxy_mode_relay_need_not_name_the_public_host(sockdir, pki):
+    config = write_config(sockdir, pki, listen={"public_url": "wss://relay.example.org/s"},
+                          trusted_proxy={"enabled": True, "allowed_remote_addrs": ["127.0.0.1"]})
+    checked = run_check(config, sockdir)
+    assert checked.returncode == 0 and checked.stdout.strip() == "ok", checked.stderr
+
+
+def test_config_errors_at_start_are_printed_without_usage_text(sockdir, pki):
+    bad = write_config(sockdir, pki, limits={"session_queue": "many"})
+    code, output = _start_output(bad, sockdir)
+    assert code == 2
+    assert "limits.session_queue" in output
+    assert "Usage:" not in output and "--help" not in output, output

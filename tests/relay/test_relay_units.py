@@ -212,6 +212,43 @@ def test_filter_semantics():
     assert e.value.code == "invalid_message_schema"
 
 
+def test_filters_narrow_events_and_logs_by_target_and_correlation_substring():
+    f = FilterConditions.from_message({"target_ids": ["a"], "correlation_id": "7f3a"})
+    event = {"severity": "info", "target_path": "/root/w", "event_type": "child_running",
+             "sequence": 1, "correlation_id": "cmd-7f3a-1"}
+    assert f.streams("a") and not f.streams("b")
+    assert f.admits_event(event, "a") and not f.admits_event(event, "b")
+    assert not f.admits_event({**event, "correlation_id": "cmd-7f3"}, "a")
+    assert not f.admits_log({"severity": "info", "correlation_id": None}, "a")
+    assert f.admits_log({"severity": "info", "correlation_id": "x7f3ay"}, "a")
+    assert FilterConditions.from_message({"correlation_id": ""}).admits_log(
+        {"correlation_id": None})  # an empty substring restricts nothing
+
+
+def test_a_filter_widens_when_it_may_let_more_through_for_a_target():
+    def conditions(**kw):
+        return FilterConditions.from_message(kw)
+
+    everything = conditions()
+    assert not everything.widens(everything, "a")
+    assert everything.widens(conditions(target_ids=["b"]), "a")
+    assert not conditions(target_ids=["b"]).widens(everything, "a")  # a is held back now
+    assert not conditions(target_ids=["a"]).widens(everything, "a")
+    assert conditions(severities=["error", "warning"]).widens(conditions(severities=["error"]),
+                                                              "a")
+    assert not conditions(severities=["error"]).widens(
+        conditions(severities=["error", "warning"]), "a")
+    assert conditions(child_paths=["/root"]).widens(conditions(child_paths=["/root/sup"]), "a")
+    assert not conditions(child_paths=["/root/sup/x"]).widens(
+        conditions(child_paths=["/root/sup"]), "a")
+    assert conditions(sequence_min=3).widens(conditions(sequence_min=5), "a")
+    assert not conditions(sequence_min=5).widens(conditions(sequence_min=3), "a")
+    assert conditions(correlation_id="7f").widens(conditions(correlation_id="7f3a"), "a")
+    assert not conditions(correlation_id="c-7f3a").widens(conditions(correlation_id="7f3a"),
+                                                          "a")
+    assert everything.widens(conditions(event_types=["child_failed"]), "a")
+
+
 # config -------------------------------------------------------------------------------------
 
 def test_config_defaults_relative_paths_and_errors(tmp_path, pki):
@@ -224,6 +261,24 @@ def test_config_defaults_relative_paths_and_errors(tmp_path, pki):
     assert config.audit.path == str(tmp_path / "data" / "audit.sqlite3")
     assert config.registration.permissions == 0o640
     assert config.listen.origin == "https://localhost:9443"
+    assert config.listen.allowed_origins == () and config.dashboard.static_dir is None
+    assert config.listen.admits_origin("https://localhost:9443")
+    assert not config.listen.admits_origin("https://evil.example")
+
+    (tmp_path / "dash").mkdir()
+    (tmp_path / "dash" / "index.html").write_text("<!doctype html>")
+    wider = parse_relay_config(config_dict(str(tmp_path), pki, listen={
+        "allowed_origins": ["HTTPS://Dash.Example", "http://127.0.0.1:8080"]},
+        dashboard={"static_dir": "dash"}), str(tmp_path))
+    assert wider.listen.allowed_origins == ("https://dash.example:443",
+                                            "http://127.0.0.1:8080")
+    assert wider.dashboard.static_dir == str(tmp_path / "dash")
+    for origin in ("https://dash.example", "https://dash.example:443", "http://127.0.0.1:8080",
+                   "https://localhost:9443"):
+        assert wider.listen.admits_origin(origin), origin
+    for origin in ("http://dash.example", "https://dash.example:8443", "null",
+                   "https://a.dash.example", "http://127.0.0.1:8081", "garbage"):
+        assert not wider.listen.admits_origin(origin), origin
     assert config.mtls and config.limits.session_queue == 1000
     assert config.authorization.operators[0].commands == frozenset(
         ["restart_child", "pause_child", "resume_child", "quarantine_child", "remove_child",
@@ -249,6 +304,11 @@ def test_config_defaults_relative_paths_and_errors(tmp_path, pki):
     assert error(trusted_proxy={"enabled": True}) == "trusted_proxy.allowed_remote_addrs"
     assert error(limits={"session_queue": "many"}) == "limits.session_queue"
     assert error(timeouts={"reconnect_max_ms": 1}) == "timeouts.reconnect_max_ms"
+    for origin in ("https://*.example", "*", "https://x.example/app", "null", "ftp://x",
+                   "https://user@x.example", "https://x.example/"):
+        assert error(listen={"allowed_origins": [origin]}) == "listen.allowed_origins[0]", origin
+    assert error(dashboard={"static_dir": str(tmp_path / "nowhere")}) == "dashboard.static_dir"
+    assert error(dashboard={"surprise": 1}) == "dashboard.surprise"
     bad_tls = config_dict(str(tmp_path), pki)
     del bad_tls["tls"]["client_ca_path"]
     with pytest.raises(ConfigError) as e:

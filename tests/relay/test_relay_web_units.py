@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web import pages
 
 from relay_memory import MemoryRelay
 from supervisor.relay.web.protocol import DashboardServerFactory, _WSTransport
-from supervisor.relay.web.site import RelaySite
+from supervisor.relay.web.site import RelaySite, build_site
 
 
 def factory() -> DashboardServerFactory:
@@ -128,3 +132,172 @@ def test_a_session_on_an_in_memory_websocket_gets_whole_frames_written_through()
     messages = [json.loads(f) for f in frames(transport.value())]
     assert messages[-1] == {"type": "event", "target_id": target.target_id, "event": event}
     assert "state" in [m["type"] for m in messages]
+
+
+def proxied_upgrade(*identity_lines: bytes) -> bytes:
+    """UPGRADE with the given ``X-Client-Identity`` header lines in place of its own."""
+    head = UPGRADE.split(b"X-Client-Identity")[0]
+    return head + b"".join(b"X-Client-Identity: " + v + b"\r\n" for v in identity_lines) + b"\r\n"
+
+
+def proxied_relay(*allowed: str) -> MemoryRelay:
+    return MemoryRelay(trusted_proxy={"enabled": True, "allowed_remote_addrs": list(allowed),
+                                      "identity_header": "x-client-identity"})
+
+
+def handshake(relay: MemoryRelay, data: bytes, peer=None) -> bytes:
+    """The status line the relay's Site answers ``data`` with (peer 192.168.1.1 by default)."""
+    site = build_site(relay.config, relay.hub, reactor=relay.clock)
+    protocol = site.buildProtocol(None)
+    transport = StringTransport(peerAddress=peer)
+    protocol.makeConnection(transport)
+    transport.protocol = protocol  # as a real transport has it (the WebSocket takes it over)
+    protocol.dataReceived(data)
+    return transport.value().split(b"\r\n", 1)[0]
+
+
+def test_more_than_one_identity_header_is_refused_not_merged():
+    relay = proxied_relay("192.168.1.1")
+    assert b" 403 " in handshake(relay, proxied_upgrade(b"CN=alice", b"CN=bob"))
+    assert relay.hub.sessions == {}
+    assert b" 101 " in handshake(relay, proxied_upgrade(b"CN=alice, O=Ops"))
+    (session,) = relay.hub.sessions.values()
+    assert session.identity.principal == "CN=alice, O=Ops"
+
+
+def test_identity_header_is_read_as_utf8_and_refused_when_it_is_not():
+    relay = proxied_relay("192.168.1.1")
+    assert b" 101 " in handshake(relay, proxied_upgrade("CN=Zoë Šimková".encode("utf-8")))
+    (session,) = relay.hub.sessions.values()
+    assert session.identity.principal == "CN=Zoë Šimková"
+    assert session.identity.client_identity == "trusted_proxy:CN=Zoë Šimková"
+    assert b" 403 " in handshake(relay, proxied_upgrade(b"CN=Zo\xeb"))  # Latin-1, not UTF-8
+    assert len(relay.hub.sessions) == 1
+
+
+@pytest.mark.parametrize("allowed, peer, admitted", [
+    ("::1", IPv6Address("TCP", "0:0:0:0:0:0:0:1", 5000), True),
+    ("0:0:0:0:0:0:0:1", IPv6Address("TCP", "::1", 5000), True),
+    ("127.0.0.1", IPv6Address("TCP", "::ffff:127.0.0.1", 5000), True),
+    ("::ffff:10.0.0.7", IPv4Address("TCP", "10.0.0.7", 5000), True),
+    ("2001:db8::1", IPv6Address("TCP", "2001:DB8:0::1", 5000), True),
+    ("::1", IPv6Address("TCP", "::2", 5000), False),
+    ("127.0.0.1", IPv6Address("TCP", "::ffff:127.0.0.2", 5000), False),
+    ("10.0.0.7", IPv4Address("TCP", "10.0.0.70", 5000), False),
+])
+def test_allowed_remote_addrs_are_compared_as_addresses(allowed, peer, admitted):
+    relay = proxied_relay(allowed)
+    status = handshake(relay, proxied_upgrade(b"CN=alice"), peer)
+    assert (b" 101 " in status) is admitted, status
+    assert len(relay.hub.sessions) == (1 if admitted else 0)
+
+
+def test_every_response_refuses_to_be_framed():
+    relay = MemoryRelay()
+    for path in (b"/", b"/index.html", b"/missing.js", b"/js/"):
+        # no static files: the placeholder page and 404s are written at once
+        site = build_site(relay.config, relay.hub, reactor=relay.clock,
+                          static_dir="/nonexistent")
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = transport.value().split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+        assert b"content-security-policy: frame-ancestors 'none'" in head, (path, head)
+        assert b"x-frame-options: deny" in head, (path, head)
+
+
+@pytest.mark.parametrize("headers", [
+    b"X-Big: " + b"a" * 17000 + b"\r\n",  # one line over the limit
+    b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(200)),  # many lines
+], ids=["one_long_line", "many_lines"])
+def test_oversized_request_headers_get_431_at_once(headers):
+    clock = Clock()
+    protocol, transport = channel(clock)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers)
+    status = transport.value().split(b"\r\n", 1)[0]
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert transport.disconnecting
+    protocol.dataReceived(b"\r\n")  # whatever follows is not read as a request
+    assert transport.value().count(b"HTTP/1.1") == 1
+
+
+def test_request_headers_within_the_limit_are_served():
+    clock = Clock()
+    protocol, transport = channel(clock)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nX-Ok: " + b"c" * 15000 + b"\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 404")
+    assert not transport.disconnecting
+
+
+def client_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One masked (all-zero key) final frame from a client."""
+    size = len(payload)
+    head = bytes([0x80 | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 65536:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def opened_session(deadline: float = 10.0):
+    relay = MemoryRelay(trusted_proxy={"enabled": True, "allowed_remote_addrs": ["192.168.1.1"],
+                                       "identity_header": "x-client-identity"},
+                        timeouts={"websocket_frame_seconds": deadline})
+    ws = DashboardServerFactory(relay.config, relay.hub, reactor=relay.clock)
+    protocol = ws.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(UPGRADE)
+    assert b" 101 " in transport.value().split(b"\r\n", 1)[0]
+    return relay, protocol, transport
+
+
+HELLO_FRAME = client_frame(json.dumps({"type": "client_hello", "client_store_id": "s",
+                                       "resume_cursor": {}}).encode())
+
+
+def test_a_frame_that_never_completes_closes_the_session_at_its_deadline():
+    relay, protocol, transport = opened_session(deadline=3)
+    protocol.dataReceived(HELLO_FRAME)
+    relay.clock.advance(1)
+    protocol.dataReceived(b"\x88\x9c")  # a close frame whose 28 bytes never come
+    relay.clock.advance(2.9)
+    assert not transport.disconnecting and len(relay.hub.sessions) == 1
+    protocol.dataReceived(b"\0\0")  # bytes keep coming: the deadline does not move
+    relay.clock.advance(0.1)
+    assert transport.disconnecting
+    assert b"frame incomplete after 3 s" in transport.value()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert relay.hub.sessions == {}
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 5000, 60000])
+def test_frames_that_complete_in_time_in_any_pieces_keep_the_session(size):
+    relay, protocol, transport = opened_session(deadline=3)
+    protocol.dataReceived(HELLO_FRAME)
+    frame = client_frame(json.dumps({"type": "nonsense", "pad": "x" * size}).encode())
+    for _ in range(3):  # each frame gets its own deadline
+        for index in range(0, len(frame), max(1, len(frame) // 7)):
+            protocol.dataReceived(frame[index:index + max(1, len(frame) // 7)])
+            relay.clock.advance(0.3)
+        relay.clock.advance(5)  # between frames nothing is pending
+    assert not transport.disconnecting and len(relay.hub.sessions) == 1
+    assert transport.value().count(b"unsupported_message_type") == 3
+
+
+def test_frame_clock_follows_boundaries_of_every_header_form():
+    from supervisor.relay.web.protocol import FrameClock
+
+    clock = FrameClock()
+    stream = b"".join(client_frame(b"a" * n) for n in (0, 1, 125, 126, 65535, 65536))
+    assert clock.feed(stream) == 6 and not clock.inside_frame
+    for cut in (1, 2, 3, 9, 14):
+        frame = client_frame(b"z" * 70000)
+        assert clock.feed(frame[:cut]) == 0 and clock.inside_frame
+        assert clock.feed(frame[cut:]) == 1 and not clock.inside_frame
+    unmasked = b"\x81\x05hello"
+    assert clock.feed(unmasked) == 1 and not clock.inside_frame

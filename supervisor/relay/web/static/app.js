@@ -105,10 +105,8 @@ function renderFrame() {
   if (rt) topology.refreshStates(rt);
   const newRowsForNode = changes.rows.some((r) => r.targetId === targetId && r.path === path);
   if (changes.topology.has(targetId) || (rt && rt.has(path)) || newRowsForNode) detail.render();
-  if (changes.targets) {
-    control.renderOptions();
-    filters.refreshTargets();
-  }
+  if (changes.targets || changes.session) control.renderOptions(); // supported × permitted
+  if (changes.targets) filters.refreshTargets();
   timeline.update(changes);
   audit.update(changes, tabs.active === 'audit');
   diagnostics.update(changes, tabs.active === 'diagnostics');

@@ -59,7 +59,7 @@ function targetStateText(t, state) {
   return { key: `diag_target_${state}`, params: { name: t.displayName } };
 }
 
-const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
+const AUDIT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error', interrupted: 'warning' };
 const RESULT_SEVERITY = { accepted: 'info', completed: 'info', rejected: 'warning', failed: 'error' };
 
 // Whether a command event says its command did not come through a relay (payload.origin,
@@ -102,6 +102,7 @@ function newTarget(targetId) {
     logs: new Ring(LIMITS.logsPerTarget),
     audit: new Ring(LIMITS.auditPerTarget),
     results: new Ring(LIMITS.resultsPerTarget),
+    instanceId: null, // the target process the sequences below belong to (§5 instance_id)
     eventSeqs: new Set(), // sequences held in `events`, for de-duplicating replays
     logSeqs: new Set(),
     lastEventSeq: 0,
@@ -134,6 +135,7 @@ export class Store {
     this.now = now;
     this.session = {
       sessionId: null, clientIdentity: null, principal: null,
+      permittedCommands: null, // from server_hello; null: not announced (offer what targets support)
       filterMode: null, filter: null, filterVersion: null,
     };
     this.targets = new Map();
@@ -209,6 +211,22 @@ export class Store {
   diag(level, code, text, targetId = null) {
     this.diagnostics.push({ at: this.now().toISOString(), level, code, text, targetId });
     this.changes.diagnostics = true;
+  }
+
+  // The target's process instance as the relay reports it; a new one numbers its journal
+  // from 1 again, so the sequences held for the old one no longer de-duplicate anything.
+  _instance(t, instanceId) {
+    if (typeof instanceId !== 'string' || !instanceId || instanceId === t.instanceId) return;
+    const previous = t.instanceId;
+    t.instanceId = instanceId;
+    if (previous) this._forgetSequences(t);
+  }
+
+  _forgetSequences(t) {
+    t.eventSeqs.clear();
+    t.logSeqs.clear();
+    t.lastEventSeq = 0;
+    this.diag('info', 'journal_restarted', { key: 'diag_journal_restarted', params: { name: t.displayName } }, t.targetId);
   }
 
   // Records a command we sent, so its result or refusal can be matched.
@@ -380,6 +398,7 @@ const HANDLERS = {
       sessionId: msg.session_id,
       clientIdentity: msg.client_identity,
       principal: msg.principal ?? store.session.principal,
+      permittedCommands: Array.isArray(msg.permitted_commands) ? msg.permitted_commands : null,
       filterMode: msg.log_event_filter_mode,
       filter: msg.log_event_filter_conditions ?? null,
       filterVersion: msg.filter_config_version ?? null,
@@ -398,6 +417,7 @@ const HANDLERS = {
       t.displayName = info.display_name || info.target_id;
       t.supportedCommands = (info.supported_commands || []).map((c) => c.name);
       t.connectionState = info.connection_state;
+      store._instance(t, info.instance_id);
       if (previous !== info.connection_state && ['unavailable', 'expired'].includes(info.connection_state)) {
         store.diag('warning', `target_${info.connection_state}`, targetStateText(t, info.connection_state), t.targetId);
       }
@@ -420,6 +440,7 @@ const HANDLERS = {
     if (st.target) {
       t.displayName = st.target.display_name || t.displayName;
       if (st.target.connection_state) t.connectionState = st.target.connection_state;
+      store._instance(t, st.target.instance_id);
     }
     if (st.topology) store._applyTopology(t, st.topology);
     const generated = Date.parse(st.generated_at);
@@ -428,14 +449,9 @@ const HANDLERS = {
     store._applyRuntimeRows(t, st.runtime_state, { live: false });
     t.stateGeneration = st.state_generation ?? null;
     store._setDropped(t, st.dropped_event_count, st.dropped_log_count);
-    // A restarted target numbers its journal from 1 again: forget the old sequence index.
+    // A target without instance_id: a journal numbered below what we hold is a new process.
     const maxSeq = events.reduce((m, e) => Math.max(m, e.sequence), 0);
-    if (maxSeq && maxSeq < t.lastEventSeq) {
-      t.eventSeqs.clear();
-      t.logSeqs.clear();
-      t.lastEventSeq = 0;
-      store.diag('info', 'journal_restarted', { key: 'diag_journal_restarted', params: { name: t.displayName } }, t.targetId);
-    }
+    if (!t.instanceId && maxSeq && maxSeq < t.lastEventSeq) store._forgetSequences(t);
     // Replayed events and logs join the timeline in time order (RFC 3339 UTC strings with a
     // fixed precision compare correctly as text); sequence breaks ties within a kind.
     const replay = [
@@ -541,9 +557,14 @@ const HANDLERS = {
 
   error(store, msg) {
     const err = msg.error || {};
-    // A refused command has no command_id in the error; match the newest pending one of the target.
+    // A refused command's id is beside the error (§5); from a relay that does not send it,
+    // match the newest pending command of the target.
     let sent = null;
-    if (String(err.stage || '').startsWith('command') || COMMAND_REFUSALS.has(err.code)) {
+    if (typeof msg.command_id === 'string' && store.pending.has(msg.command_id)) {
+      sent = store.pending.get(msg.command_id);
+      store.pending.delete(msg.command_id);
+    } else if (msg.command_id === undefined
+      && (String(err.stage || '').startsWith('command') || COMMAND_REFUSALS.has(err.code))) {
       for (const [id, cmd] of [...store.pending.entries()].reverse()) {
         if (!err.target_id || cmd.target_id === err.target_id) {
           sent = cmd;

@@ -151,7 +151,8 @@ export function edgePaths(layout, positions, manual, g = GEOMETRY) {
   return parts.join('');
 }
 
-// Dependency edges: arcs leaving the source's right side and entering the target's right
+// Dependency edges (source = the dependency, target = its dependent, so the arrowhead reads
+// "source is needed by target"): arcs leaving the source's right side and entering the target's right
 // side, so edges between siblings in one column stay readable.
 export function dependencyPaths(topology, positions, g = GEOMETRY) {
   const out = [];

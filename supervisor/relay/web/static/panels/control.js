@@ -30,18 +30,25 @@ export class ControlPanel {
     this.el.commandForm.addEventListener('submit', (ev) => this._onSubmit(ev));
   }
 
-  // Offers the commands the selected target supports, keeping the current choice if offered
-  // (see offerOptions: nothing changes while the operator is in the control).
+  // Offers the commands the selected target supports and the session is granted
+  // (server_hello's permitted_commands), keeping the current choice if offered (see
+  // offerOptions: nothing changes while the operator is in the control).
   renderOptions() {
     const select = this.el.cmdCommand;
     const tg = this.store.targets.get(this.selection.targetId);
-    const supported = tg ? FORM_COMMANDS.filter((c) => tg.supportedCommands.includes(c)) : [];
+    const supported = tg ? this._offered(tg) : [];
     const key = `${language()}|${tg ? tg.targetId : ''}|${supported.join(' ')}`;
     offerOptions(select, key, () => supported.map((c) => h('option', { value: c },
       isDangerous(c) ? t('cmd_dangerous', { name: t(`cmd_${c}`) }) : t(`cmd_${c}`))), () => {
       select.disabled = supported.length === 0;
       this.updateHint();
     });
+  }
+
+  // The commands of `tg` this session may send, in the contract's order.
+  _offered(tg) {
+    const permitted = this.store.session.permittedCommands;
+    return FORM_COMMANDS.filter((c) => tg.supportedCommands.includes(c) && (!permitted || permitted.includes(c)));
   }
 
   // A node picked in the tree becomes the command's child path.
@@ -58,6 +65,7 @@ export class ControlPanel {
     let hint = '';
     if (!tg) hint = t('cmd_no_target');
     else if (!tg.supportedCommands.length) hint = t('cmd_none_supported');
+    else if (!this._offered(tg).length) hint = t('cmd_none_permitted');
     else if (isDangerous(command)) hint = t('cmd_danger_hint');
     el.cmdHint.textContent = hint;
   }

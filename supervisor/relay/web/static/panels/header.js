@@ -32,8 +32,8 @@ export class HeaderPanel {
       ? t('relay_waiting', { s: Math.max(1, Math.round((d.delay || 0) / 1000)), n: d.attempt || 1 })
       : t(`relay_${this.status}`));
     const s = store.session;
-    // The principal is learned from our own audit records or command results (server_hello
-    // carries only the fingerprint unless the relay adds a `principal` field).
+    // The principal comes with server_hello (§5); from a relay that does not send it, it is
+    // learned from our own audit records or command results.
     setText(el.identityPrincipal, s.principal || '');
     el.identityPrincipal.hidden = !s.principal;
     setText(el.identityFingerprint, shortIdentity(s.clientIdentity));
