@@ -94,7 +94,7 @@ def test_the_demo_console_is_an_operators_view_and_ctrl_c_stops_both_ends(run_di
         # the services' own output is in their files, not on the console
         assert "twistd" not in banner and "processed batch" not in banner
         wait_until(lambda: "processed batch" in (logs / "target.log").read_text(), TIMEOUT, "target log")
-        assert "registered at" in (logs / "relay.log").read_text()
+        wait_until(lambda: "registered at" in (logs / "relay.log").read_text(), TIMEOUT, "registered")
 
         context = ssl.create_default_context(cafile=certs.ca_cert)
         context.load_cert_chain(certs.operator_cert, certs.operator_key)
@@ -159,5 +159,5 @@ def test_a_service_that_cannot_start_is_explained_with_the_end_of_its_log(run_di
     assert "Traceback" not in result.stdout + result.stderr
     assert "Dashboard:" not in result.stdout and "starting the target" not in result.stdout
     log = run_dir / "logs" / "relay.log"
-    assert result.stderr.startswith(f"error: the relay exited with status 1; the end of {log}:\n"), result.stderr
+    assert result.stderr.startswith(f"error: the relay exited with status 2; the end of {log}:\n"), result.stderr
     assert f"{bad} holds no PEM certificate" in result.stderr, result.stderr

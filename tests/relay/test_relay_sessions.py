@@ -10,6 +10,8 @@ import json
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from supervisor.wire.vocabulary import COMMANDS
+
 from relay_faketarget import fixture
 from relay_helpers import close_ws, eventually
 
@@ -29,8 +31,9 @@ async def test_order_rule_and_message_shapes(relay):
     assert hello["log_event_filter_conditions"] == \
         fixture("session.server_hello.json")["log_event_filter_conditions"]
     assert hello["principal"] == "CN=demo operator"
-    assert hello["permitted_commands"] == fixture("session.server_hello.json")[
-        "permitted_commands"]  # granted "all", in the contract's order
+    # granted "all": the contract's commands in its order, then our extensions
+    contract = fixture("session.server_hello.json")["permitted_commands"]
+    assert hello["permitted_commands"] == contract + [c for c in COMMANDS if c not in contract]
     assert [m["type"] for m in ws.received] == ["server_hello"]
     assert target.connections == []  # no binding before the session is established
     ws.send({"type": "client_hello", "client_store_id": "s", "resume_cursor": {}})
