@@ -50,7 +50,11 @@ def test_each_python_block_runs_as_written(block, workdir):
 def test_the_application_example_runs_under_twistd(workdir):
     [tac] = [b for b in BLOCKS if "application = Application(" in b]
     assert "twistd -ny myapp.tac" in README
-    (workdir / "myapp.tac").write_text(tac)
+    # a probe after the README's code: the worker logs while the application starts, before
+    # twistd's reactor runs and takes SIGINT; the probe prints once it does
+    probe = ("\nfrom twisted.internet import reactor\n"
+             "reactor.callWhenRunning(print, 'reactor running', flush=True)\n")
+    (workdir / "myapp.tac").write_text(tac + probe)
     with open(workdir / "out.log", "wb") as out:
         proc = subprocess.Popen([TWISTD, "-ny", "myapp.tac", "--pidfile="], cwd=workdir, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -59,6 +63,8 @@ def test_the_application_example_runs_under_twistd(workdir):
     try:
         wait_until(lambda: "[supervisor.child.root.worker#info] working" in log() or proc.poll() is not None,
                    TIMEOUT, "the worker's first log line")
+        wait_until(lambda: "reactor running" in log() or proc.poll() is not None,
+                   TIMEOUT, "the reactor running")
         assert proc.poll() is None, log()
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(TIMEOUT)
