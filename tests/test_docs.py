@@ -96,6 +96,7 @@ RELAY_SECTIONS = {
     "audit": {f.name for f in attrs.fields(relay.AuditConfig)},
     "limits": {f.name for f in attrs.fields(relay.LimitsConfig)},
     "timeouts": {f.name for f in attrs.fields(relay.TimeoutsConfig)},
+    "metrics": {f.name for f in attrs.fields(relay.MetricsConfig)},
 }
 
 

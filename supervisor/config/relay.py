@@ -16,6 +16,7 @@ from supervisor.config._common import (
     defaults,
     join_key,
     load_yaml_mapping,
+    metrics_listen,
     resolve_path,
 )
 from supervisor.wire.vocabulary import COMMANDS
@@ -33,6 +34,7 @@ __all__ = [
     "AuditConfig",
     "LimitsConfig",
     "TimeoutsConfig",
+    "MetricsConfig",
     "RelayConfig",
     "load_relay_config",
     "parse_relay_config",
@@ -182,6 +184,14 @@ class TimeoutsConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """Where the relay serves Prometheus metrics (its own listener, never the HTTPS site)."""
+
+    #: ``tcp:PORT`` (127.0.0.1 unless ``:interface=`` says otherwise) or ``unix:PATH``; off when ``None``
+    listen: str | None = None
+
+
+@attrs.frozen
 class RelayConfig:
     """Everything ``twistd supervisor-relay`` needs."""
 
@@ -194,6 +204,7 @@ class RelayConfig:
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source_path: str | None = None
 
     @property
@@ -215,7 +226,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         "",
         data,
         ["listen", "tls", "trusted_proxy", "registration", "authorization", "audit",
-         "limits", "timeouts", "dashboard"],
+         "limits", "timeouts", "dashboard", "metrics"],
     )
     listen = _listen(top.section("listen", ["bind", "public_url", "allowed_origins"]))
     proxy = _proxy(top.section("trusted_proxy",
@@ -246,7 +257,15 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         timeouts=_timeouts(top.section("timeouts",
                                        [f.name for f in attrs.fields(TimeoutsConfig)])),
         dashboard=_dashboard(top.section("dashboard", ["static_dir"]), base_dir),
+        metrics=_metrics(top.section("metrics", [f.name for f in attrs.fields(MetricsConfig)]),
+                         base_dir),
     )
+
+
+def _metrics(s: Section, base_dir: str) -> MetricsConfig:
+    if not s.has("listen"):
+        return MetricsConfig()
+    return MetricsConfig(listen=metrics_listen("metrics.listen", s.string("listen"), base_dir))
 
 
 def _listen(s: Section) -> ListenConfig:

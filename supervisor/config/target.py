@@ -12,7 +12,6 @@ import grp
 import importlib
 import os
 import pwd
-import re
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -26,6 +25,7 @@ from supervisor.config._common import (
     expand_environment,
     join_key,
     load_yaml_mapping,
+    metrics_listen,
     resolve_path,
 )
 from supervisor.tree.spec import (
@@ -200,28 +200,12 @@ def _resources(obs: Section) -> ResourcesConfig:
     return ResourcesConfig(interval_ms=interval)
 
 
-_TCP_LISTEN = re.compile(r"tcp:(?P<port>[0-9]{1,5})(?::interface=(?P<interface>[^:\s]+))?")
-
-
 def _prometheus(obs: Section, base_dir: str) -> PrometheusConfig:
     section = obs.section("prometheus", PROMETHEUS_KEYS)
     if not section.has("listen"):
         return PrometheusConfig()
     return PrometheusConfig(listen=metrics_listen("observability.prometheus.listen",
                                                   section.string("listen"), base_dir))
-
-
-def metrics_listen(key: str, value: str, base_dir: str) -> str:
-    """A metrics endpoint string: ``unix:PATH`` or ``tcp:PORT`` (on 127.0.0.1 unless an
-    ``interface=`` is written), normalised to a Twisted server endpoint description."""
-    if value.startswith("unix:"):
-        path = resolve_path(key, value[len("unix:"):], base_dir)
-        check_unix_socket_path(key, path)
-        return f"unix:{path.replace(':', chr(92) + ':')}"
-    match = _TCP_LISTEN.fullmatch(value)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise ConfigError(key, f"must be unix:PATH or tcp:PORT[:interface=ADDRESS] (got {value!r})")
-    return f"tcp:{int(match['port'])}:interface={match['interface'] or '127.0.0.1'}"
 
 
 def parse_manifest(

@@ -20,6 +20,7 @@ from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.commands import CommandProcessor
+from supervisor.relay.metrics import RelayMetrics
 from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session, SessionTransport
 from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connector, TargetLink
@@ -43,7 +44,9 @@ class RelayHub:
         self._connector = connector  # how links reach targets (Unix sockets by default)
         self.sessions: dict[str, Session] = {}
         self.links: dict[str, TargetLink] = {}
-        self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor)
+        self.metrics = RelayMetrics()
+        self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor,
+                                         count=lambda result: self.metrics.commands.labels(result).inc())
         self._target_list_pending = False
         self._closing = False
         # target_id -> instance_id of the last state read (one per registered target)
@@ -76,7 +79,10 @@ class RelayHub:
     def session_closed(self, session: Session) -> None:
         for target_id in list(session.bound):
             self._unbind(session, target_id)
-        self.sessions.pop(session.session_id, None)
+        if self.sessions.pop(session.session_id, None) is not None:
+            for counts in session.outbox.dropped.values():
+                self.metrics.closed_drops[0] += counts[0]
+                self.metrics.closed_drops[1] += counts[1]
         self.log.info("session {session_id} closed", session_id=session.session_id)
 
     def permitted_commands(self, identity: Identity) -> list[str]:
@@ -198,6 +204,9 @@ class RelayHub:
     def link_events(self, link: TargetLink, events: list[Any]) -> None:
         """A target's events may settle commands a relay crash interrupted."""
         self.commands.reconcile(link.target_id, events)
+
+    def ipc_round_trip(self, method: str, seconds: float) -> None:
+        self.metrics.ipc_round_trip.labels(method).observe(seconds)
 
     # audit fan-out
     def publish_audit(self, record: AuditRecord) -> AuditRecord:
