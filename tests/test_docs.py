@@ -97,6 +97,7 @@ RELAY_SECTIONS = {
     "limits": {f.name for f in attrs.fields(relay.LimitsConfig)},
     "timeouts": {f.name for f in attrs.fields(relay.TimeoutsConfig)},
     "metrics": {f.name for f in attrs.fields(relay.MetricsConfig)},
+    "alerts": {f.name for f in attrs.fields(relay.AlertsConfig)},
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
+from supervisor.relay.alerts import AlertEngine, WebhookSender
 from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.filters import FilterConditions
@@ -47,6 +48,10 @@ class RelayHub:
         self.metrics = RelayMetrics()
         self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor,
                                          count=lambda result: self.metrics.commands.labels(result).inc())
+        #: the alert rules' engine (``None`` without rules)
+        self.alerts: AlertEngine | None = None
+        if config.alerts.rules:
+            self.alerts = AlertEngine(config.alerts, reactor, WebhookSender(config.alerts, reactor))
         self._target_list_pending = False
         self._closing = False
         # target_id -> instance_id of the last state read (one per registered target)
@@ -113,14 +118,36 @@ class RelayHub:
         if entry is None or target_id in session.bound:
             return
         session.bound.add(target_id)
-        link = self.links.get(target_id)
+        link = self._link_for(entry)
+        self._replay_audit(session, target_id)
+        link.bind(session)
+
+    def _link_for(self, entry: TargetEntry) -> TargetLink:
+        link = self.links.get(entry.target_id)
         if link is None:
             link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
                               limits=self.config.limits, observer=self,
                               connector=self._connector)
-            self.links[target_id] = link
-        self._replay_audit(session, target_id)
-        link.bind(session)
+            self.links[entry.target_id] = link
+        return link
+
+    def start_alerts(self) -> None:
+        """Evaluate alert rules from now on; ``watch: always`` links every registered target."""
+        if self.alerts is None:
+            return
+        self.alerts.start()
+        if self.alerts.watch_always:
+            for entry in self.registry.entries():
+                self._link_for(entry).bind(self.alerts.watcher)
+
+    # what links carry, for the alert rules
+    def link_pushed(self, target_id: str, push: dict[str, Any]) -> None:
+        if self.alerts is not None:
+            self.alerts.push(target_id, push)
+
+    def link_state(self, target_id: str, state: dict[str, Any]) -> None:
+        if self.alerts is not None:
+            self.alerts.state(target_id, state)
 
     def _unbind(self, session: Session, target_id: str) -> None:
         session.forget(target_id)
@@ -168,6 +195,8 @@ class RelayHub:
     # registry observer
     def target_added(self, entry: TargetEntry) -> None:
         self._schedule_target_list()
+        if self.alerts is not None and self.alerts.watch_always and not self._closing:
+            self._link_for(entry).bind(self.alerts.watcher)
         for session in list(self.sessions.values()):
             if session.established:
                 self._bind(session, entry.target_id)
@@ -184,6 +213,8 @@ class RelayHub:
         link = self.links.pop(target_id, None)
         if link is not None:
             link.expire()
+        if self.alerts is not None:
+            self.alerts.connection_state(target_id, EXPIRED)
         for session in list(self.sessions.values()):
             if target_id in session.bound:
                 session.deliver_connection_state(target_id, EXPIRED, force=True)
@@ -193,6 +224,8 @@ class RelayHub:
 
     # link observer
     def link_state_changed(self, link: TargetLink, state: str) -> None:
+        if self.alerts is not None and not self._closing:
+            self.alerts.connection_state(link.target_id, state)
         if state == EXPIRED or self._closing:
             return  # target_expired tells the sessions
         if state == CONNECTED and link.instance_id is not None:
@@ -258,6 +291,8 @@ class RelayHub:
     def close(self) -> None:
         """Relay shutdown: close every session (1000, "relay shutting down"), then every link."""
         self._closing = True
+        if self.alerts is not None:
+            self.alerts.stop()
         for session in list(self.sessions.values()):
             session.transport.close(1000, "relay shutting down")
             session.lost()

@@ -150,6 +150,7 @@ class RelayService(MultiService):
                                         error=f.getErrorMessage()))
         self.audit_ready = recovered
         super().startService()
+        self.hub.start_alerts()
 
     def stopService(self) -> Deferred[Any]:
         if self._reload_on_sighup and self._previous_sighup is not None:

@@ -478,6 +478,9 @@ class TargetLink:
 
     def _hand_out_state(self, state: dict[str, Any]) -> None:
         """The sessions waiting for a state get this one and then the live stream."""
+        heard = getattr(self._observer, "link_state", None)
+        if heard is not None:
+            heard(self.target_id, state)
         for session in list(self.waiting):
             session.deliver_state(self.target_id, state)
         self.attached |= self.waiting
@@ -523,6 +526,9 @@ class TargetLink:
         elif kind != "state_delta":
             self.log.debug("ignoring push of type {kind}", kind=kind)
             return
+        heard = getattr(self._observer, "link_pushed", None)
+        if heard is not None:
+            heard(self.target_id, push)
         if not self.attached:
             return
         text = dumps(push)  # once, not per session
