@@ -100,6 +100,8 @@ class AlertEngine:
         self._instances: dict[str, str] = {}
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
+        #: called after an alert fired or resolved (the hub re-sends the target list)
+        self.on_change: Any = lambda: None
 
     @property
     def watch_always(self) -> bool:
@@ -224,6 +226,7 @@ class AlertEngine:
         self.log.warn("alert {alert_id} firing: {summary}", alert_id=alert.alert_id,
                       summary=summary, rule=rule.name, target_id=target_id, child_path=path)
         self._sender.send(alert.document("firing"))
+        self.on_change()
 
     def _resolve(self, key: tuple[str, str, str | None]) -> None:
         alert = self.active.pop(key)
@@ -232,6 +235,15 @@ class AlertEngine:
         self.log.info("alert {alert_id} resolved: {summary}", alert_id=alert.alert_id,
                       summary=alert.summary, rule=alert.rule.name, target_id=alert.target_id)
         self._sender.send(alert.document("resolved"))
+        self.on_change()
+
+    def for_target(self, target_id: str) -> list[dict[str, Any]]:
+        """The target's active alerts as ``target_list`` shows them, oldest first."""
+        alerts = sorted((a for a in self.active.values() if a.target_id == target_id),
+                        key=lambda a: (a.started_at, a.alert_id))
+        return [{"alert_id": a.alert_id, "rule": a.rule.name, "kind": a.rule.kind,
+                 "child_path": a.child_path, "summary": a.summary,
+                 "started_at": rfc3339(a.started_at)} for a in alerts]
 
     def metric_families(self) -> Iterator[Any]:
         """Active alerts, alert changes and webhook deliveries, for the relay's /metrics."""

@@ -52,6 +52,7 @@ class RelayHub:
         self.alerts: AlertEngine | None = None
         if config.alerts.rules:
             self.alerts = AlertEngine(config.alerts, reactor, WebhookSender(config.alerts, reactor))
+            self.alerts.on_change = self._schedule_target_list
         self._target_list_pending = False
         self._closing = False
         # target_id -> instance_id of the last state read (one per registered target)
@@ -166,7 +167,7 @@ class RelayHub:
         return self._instances.get(target_id)
 
     def target_list(self) -> list[dict[str, Any]]:
-        return [{
+        entries = [{
             "target_id": e.target_id,
             "display_name": e.registration.display_name,
             "registration_state": "active",
@@ -174,6 +175,10 @@ class RelayHub:
             "instance_id": self.instance_id(e.target_id),
             "supported_commands": [c.to_json() for c in e.registration.supported_commands],
         } for e in self.registry.entries()]
+        if self.alerts is not None:  # extension field, only on a relay with alert rules
+            for entry in entries:
+                entry["active_alerts"] = self.alerts.for_target(entry["target_id"])
+        return entries
 
     def _target_list_text(self) -> str:
         return dumps({"type": "target_list", "targets": self.target_list()})

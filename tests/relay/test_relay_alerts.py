@@ -51,6 +51,8 @@ async def test_a_crash_looping_child_fires_and_then_resolves(relay):
         # no session at all: the rule's watch: always opened the link and subscribed
         await eventually(lambda: "events.subscribe" in target.methods())
         assert not relay.service.hub.sessions
+        ws = await relay.session()
+        await ws.hello()
         for _ in range(3):
             target.emit_event("child_restarted", child_id="worker")
         await eventually(lambda: len(receiver.posts) >= 1, what="the firing document")
@@ -61,13 +63,22 @@ async def test_a_crash_looping_child_fires_and_then_resolves(relay):
         assert (firing["rule"], firing["kind"]) == ("storm", "restart_storm")
         assert (firing["target_id"], firing["child_path"]) == ("payments-worker-a", "/root/worker")
         assert firing["details"]["restarts"] == 3 and firing["resolved_at"] is None
+        # sessions see it in the target list (an extension field of a relay with rules)
+        lists = lambda: [m for m in ws.received if m["type"] == "target_list"]  # noqa: E731
+        shown = await eventually(lambda: [a for m in lists() for a in m["targets"][0]["active_alerts"]],
+                                 what="the alert in a target list")
+        assert [(a["alert_id"], a["child_path"], a["rule"]) for a in shown][:1] == [
+            (firing["alert_id"], "/root/worker", "storm")]
         # the restarts age out of the 1.2 s window: the alert resolves
         await eventually(lambda: len(receiver.posts) >= 2, what="the resolving document")
         resolved = receiver.posts[1][1]
         assert resolved["status"] == "resolved" and resolved["alert_id"] == firing["alert_id"]
         assert resolved["resolved_at"] >= resolved["started_at"]
         assert not relay.service.hub.alerts.active
-        assert relay.service.hub.alerts._sender.counts["delivered"] == 2
+        await eventually(lambda: relay.service.hub.alerts._sender.counts["delivered"] == 2,
+                         what="both answers read by the relay")
+        await eventually(lambda: lists()[-1]["targets"][0]["active_alerts"] == [],
+                         what="the list without the alert")
     finally:
         await port.stopListening()
 
