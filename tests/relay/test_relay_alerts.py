@@ -5,14 +5,19 @@ counted queue."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from relay_helpers import eventually
+from supervisor import ChildKind, ChildSpec, Policy, Supervisor, SupervisorSpec
+from supervisor.config.target import IpcConfig, RegistrationConfig, TargetConfig
+from supervisor.ipc.service import ipc_services
 
 
 class Receiver(Resource):
@@ -39,6 +44,7 @@ def free_port() -> int:
 async def test_a_crash_looping_child_fires_and_then_resolves(relay):
     receiver = Receiver()
     port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+    target = None
     try:
         url = f"http://127.0.0.1:{port.getHost().port}/hook"
         relay.start(alerts={
@@ -46,30 +52,45 @@ async def test_a_crash_looping_child_fires_and_then_resolves(relay):
                        "within_minutes": 0.02, "watch": "always"}],
             "webhooks": [{"url": url, "headers": {"Authorization": "Bearer t0ken"},
                           "timeout_seconds": 2}]})
-        target = relay.target()
-        await relay.register(target)
-        # no session at all: the rule's watch: always opened the link and subscribed
-        await eventually(lambda: "events.subscribe" in target.methods())
-        assert not relay.service.hub.sessions
+        # a real target in this process: its IPC socket, registration with the relay, and a
+        # process child that exits at once, every time
+        spec = SupervisorSpec(
+            policy=Policy(initial_backoff_ms=50, max_backoff_ms=50, jitter_ratio=0,
+                          child_restart_limit=10_000),
+            children=[ChildSpec("crasher", ChildKind.PROCESS,
+                                command=[sys.executable, "-c", "raise SystemExit(3)"])])
+        ipc = IpcConfig(enabled=True, target_id="looping", path=os.path.join(relay.sockdir, "looping.sock"),
+                        registration=RegistrationConfig(
+                            enabled=True, relay_registration_path=relay.registration_path,
+                            display_name="looping", lease_seconds=30,
+                            registration_heartbeat_interval_seconds=10))
+        config = TargetConfig(spec=spec, ipc=ipc, base_dir=relay.sockdir)
+        supervisor = Supervisor(spec, reactor=reactor, clock=reactor, target_id="looping")
+        services = ipc_services(config, supervisor, reactor)
+        target = (supervisor, services)
+        supervisor.startService()
+        for service in services:
+            service.startService()
         ws = await relay.session()
         await ws.hello()
-        for _ in range(3):
-            target.emit_event("child_restarted", child_id="worker")
+        # no session bound it before the storm: the rule's watch: always linked the target
         await eventually(lambda: len(receiver.posts) >= 1, what="the firing document")
         headers, firing = receiver.posts[0]
         assert headers["authorization"] == "Bearer t0ken"
         assert headers["content-type"] == "application/json"
         assert firing["type"] == "alert" and firing["status"] == "firing"
         assert (firing["rule"], firing["kind"]) == ("storm", "restart_storm")
-        assert (firing["target_id"], firing["child_path"]) == ("payments-worker-a", "/root/worker")
+        assert (firing["target_id"], firing["child_path"]) == ("looping", "/root/crasher")
         assert firing["details"]["restarts"] == 3 and firing["resolved_at"] is None
+        assert supervisor.child("/root/crasher").restart_count >= 3
         # sessions see it in the target list (an extension field of a relay with rules)
         lists = lambda: [m for m in ws.received if m["type"] == "target_list"]  # noqa: E731
-        shown = await eventually(lambda: [a for m in lists() for a in m["targets"][0]["active_alerts"]],
+        shown = await eventually(lambda: [a for m in lists() for t in m["targets"]
+                                          for a in t.get("active_alerts", [])],
                                  what="the alert in a target list")
-        assert [(a["alert_id"], a["child_path"], a["rule"]) for a in shown][:1] == [
-            (firing["alert_id"], "/root/worker", "storm")]
-        # the restarts age out of the 1.2 s window: the alert resolves
+        assert (shown[0]["alert_id"], shown[0]["child_path"]) == (firing["alert_id"], "/root/crasher")
+        # the loop ends (the child is paused): the restarts age out of the window, it resolves
+        await supervisor.command("pause_child", "/root/crasher", requested_by="test", reason="stop the loop")
         await eventually(lambda: len(receiver.posts) >= 2, what="the resolving document")
         resolved = receiver.posts[1][1]
         assert resolved["status"] == "resolved" and resolved["alert_id"] == firing["alert_id"]
@@ -79,7 +100,13 @@ async def test_a_crash_looping_child_fires_and_then_resolves(relay):
                          what="both answers read by the relay")
         await eventually(lambda: lists()[-1]["targets"][0]["active_alerts"] == [],
                          what="the list without the alert")
+        assert len(receiver.posts) == 2, "one firing, one resolving"
     finally:
+        if target is not None:
+            supervisor, services = target
+            for service in reversed(services):
+                await defer.maybeDeferred(service.stopService)
+            await supervisor.stopService()
         await port.stopListening()
 
 
