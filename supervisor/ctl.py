@@ -144,13 +144,31 @@ def _status(state: dict[str, Any]) -> dict[str, Any]:
             "runtime_state": state["runtime_state"]}
 
 
+def _size(n: int) -> str:
+    """Bytes as a short binary size: ``512B``, ``40.0M``, ``1.5G``."""
+    value = float(n)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{n}B" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _figures(resources: Any) -> list[str]:
+    """The CPU and RSS cells of a row (``-`` when the row has no figures)."""
+    if not isinstance(resources, dict):
+        return ["-", "-"]
+    return [f"{resources.get('cpu_percent', 0):.1f}%", _size(int(resources.get("rss_bytes", 0)))]
+
+
 def _print_status(state: dict[str, Any], out: TextIO) -> None:
     kinds = {n["path"]: n["kind"].replace("child_", "") for n in state["topology"]["nodes"]}
-    rows = [["PATH", "KIND", "STATE", "HEALTH", "READY", "RESTARTS", "LAST FAILURE"]]
+    rows = [["PATH", "KIND", "STATE", "HEALTH", "READY", "RESTARTS", "CPU", "RSS", "LAST FAILURE"]]
     for row in state["runtime_state"]:
         rows.append([
             row["child_path"], kinds.get(row["child_path"], "?"), row["lifecycle_state"],
-            row["health"], row["readiness"], str(row["restart_count"]), row["last_failure"] or "-",
+            row["health"], row["readiness"], str(row["restart_count"]),
+            *_figures(row.get("resources")), row["last_failure"] or "-",
         ])
     target = state["target"]
     out.write(f"{target['display_name']} ({target['target_id']}), generation {state['state_generation']}\n")

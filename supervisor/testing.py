@@ -35,6 +35,7 @@ from zope.interface import implementer
 from supervisor.config.target import parse_target_config
 from supervisor.tree.children import ChildContext
 from supervisor.tree.journal import EventRecord
+from supervisor.tree.resources import Figures
 from supervisor.tree.commands import CommandOutcome
 from supervisor.tree.runtime import Supervisor
 from supervisor.tree.spec import SupervisorSpec
@@ -91,8 +92,32 @@ class ManualTask:
         return self.runs[-1]
 
 
+class FakeSampler:
+    """A resource sampler whose figures the test sets: ``groups[pgid]`` and ``own``.
+
+    It answers only for the process groups it was given figures for, as the real one answers
+    only for groups that exist; ``calls`` counts the samples taken.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[int, Figures] = {}
+        self.own: Figures | None = None
+        self.calls = 0
+
+    def sample_groups(self, pgids: Any) -> dict[int, Figures]:
+        self.calls += 1
+        return {pgid: self.groups[pgid] for pgid in pgids if pgid in self.groups}
+
+    def sample_self(self) -> Figures | None:
+        return self.own
+
+
 class TreeHarness:
-    """A :class:`Supervisor` on a fake clock with shortcuts for driving and inspecting it."""
+    """A :class:`Supervisor` on a fake clock with shortcuts for driving and inspecting it.
+
+    Process figures come from ``sampler`` (a :class:`FakeSampler` unless given), so a test
+    that does not set any sees none.
+    """
 
     def __init__(
         self,
@@ -102,8 +127,10 @@ class TreeHarness:
         target_id: str = "test-target",
         manifest_parser: Callable[[Any], Any] | None = None,
         reactor: Any = None,
+        sampler: Any = None,
     ) -> None:
         self.clock = Clock()
+        self.sampler = sampler if sampler is not None else FakeSampler()
         self.supervisor = Supervisor(
             spec,
             clock=self.clock,
@@ -111,6 +138,7 @@ class TreeHarness:
             target_id=target_id,
             rng=random.Random(seed),
             manifest_parser=manifest_parser,
+            sampler=self.sampler,
         )
 
     @classmethod
@@ -341,7 +369,8 @@ class MemoryTarget:
                 "health": "healthy" if running else "unknown",
                 "readiness": "ready" if running else "not_ready",
                 "generation": self.generation, "attempt": 1, "restart_count": 0,
-                "last_failure": None, "last_policy_decision": None, "shutdown_state": "idle"}
+                "last_failure": None, "last_policy_decision": None, "shutdown_state": "idle",
+                "resources": None}
 
     def state(self) -> dict[str, Any]:
         """The DashboardState of this target now."""
@@ -371,6 +400,7 @@ class MemoryTarget:
             "dropped_event_count": 0, "dropped_log_count": 0,
             "config_version": "memory-1", "generated_at": rfc3339(now),
             "generated_at_unix_nanos": unix_nanos(now), "state_generation": self.generation,
+            "target_resources": None,
         }
 
     def _push(self, kind: str, push: dict[str, Any]) -> None:

@@ -258,8 +258,31 @@ def test_json_status_prints_the_status_rows_and_status_a_table(sockpath, listene
     state_answer(peer)
     assert finish(proc) == (0, (
         "payments worker a (payments-worker-a), generation 57\n"
-        "PATH                  KIND     STATE   HEALTH   READY      RESTARTS  LAST FAILURE\n"
-        "/root/invoice_writer  process  paused  unknown  not_ready  2         exit status 3\n"), "")
+        "PATH                  KIND     STATE   HEALTH   READY      RESTARTS  CPU  RSS  LAST FAILURE\n"
+        "/root/invoice_writer  process  paused  unknown  not_ready  2         -    -    exit status 3\n"), "")
+
+
+def test_status_shows_cpu_and_rss_of_rows_with_figures(sockpath, listener):
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    hello(peer)
+    with open(os.path.join(CONTRACT, "ipc.state.response.json")) as f:
+        result = json.load(f)["result"]
+    row = result["state"]["runtime_state"][0]
+    sampled = {"sampled_at": "2026-11-28T13:05:15.123456Z", "sampled_at_unix_nanos": 1}
+    row["resources"] = {"cpu_percent": 12.5, "rss_bytes": 41_943_040, "open_fds": 9, "threads": 3,
+                        **sampled}
+    result["state"]["runtime_state"].append(
+        {**row, "child_path": "/root/tiny", "resources": {**row["resources"], "cpu_percent": 0,
+                                                          "rss_bytes": 900}})
+    peer.answer({**result, "target_id": "t1"})
+    code, out, err = finish(proc)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[1].split() == ["PATH", "KIND", "STATE", "HEALTH", "READY", "RESTARTS", "CPU", "RSS",
+                                "LAST", "FAILURE"]
+    assert lines[2].split()[6:8] == ["12.5%", "40.0M"]
+    assert lines[3].split()[6:8] == ["0.0%", "900B"]
 
 
 def test_the_socket_comes_from_the_config_file_or_the_environment(sockpath, listener):

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from supervisor.config import relay, target
-from supervisor.tree.spec import Observability, Policy, ShutdownPolicy
+from supervisor.tree.spec import Observability, Policy, PrometheusConfig, ResourcesConfig, ShutdownPolicy
 
 DOC = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
 
@@ -28,6 +28,8 @@ def table(heading: str) -> dict[str, str]:
         ("policy", target.POLICY_KEYS),
         ("shutdown", target.SHUTDOWN_KEYS),
         ("observability", target.OBSERVABILITY_KEYS),
+        ("observability.resources", target.RESOURCES_KEYS),
+        ("observability.prometheus", target.PROMETHEUS_KEYS),
         ("children[]", target.CHILD_KEYS),
         ("ipc", target.IPC_KEYS),
         ("ipc.registration", target.REGISTRATION_KEYS),
@@ -38,12 +40,19 @@ def test_every_target_key_is_documented(heading, keys):
 
 
 @pytest.mark.parametrize(
-    "heading, model", [("policy", Policy), ("shutdown", ShutdownPolicy), ("observability", Observability)]
+    "heading, model", [("policy", Policy), ("shutdown", ShutdownPolicy), ("observability", Observability),
+                       ("observability.resources", ResourcesConfig),
+                       ("observability.prometheus", PrometheusConfig)]
 )
 def test_documented_defaults_match_the_models(heading, model):
     documented = table(heading)
     for field in attrs.fields(model):
-        assert documented[field.name] == str(field.default).lower(), field.name
+        if attrs.has(type(field.default)):  # a nested section: its own table below
+            assert documented[field.name] == f"see `{heading}.{field.name}`", field.name
+        elif field.default is None:
+            assert documented[field.name] == "off", field.name
+        else:
+            assert documented[field.name] == str(field.default).lower(), field.name
 
 
 def doc_form(value) -> str:
@@ -87,6 +96,8 @@ RELAY_SECTIONS = {
     "audit": {f.name for f in attrs.fields(relay.AuditConfig)},
     "limits": {f.name for f in attrs.fields(relay.LimitsConfig)},
     "timeouts": {f.name for f in attrs.fields(relay.TimeoutsConfig)},
+    "metrics": {f.name for f in attrs.fields(relay.MetricsConfig)},
+    "alerts": {f.name for f in attrs.fields(relay.AlertsConfig)},
 }
 
 

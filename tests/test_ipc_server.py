@@ -44,7 +44,8 @@ async def test_hello_and_state_match_the_contract_shapes():
         state = await client.call("state", {"target_id": TARGET_ID}, "r2")
         want = example("ipc.state.response.json")
         assert keys(state) == keys(want) and keys(state["result"]) == keys(want["result"])
-        assert keys(state["result"]["state"]) == keys(want["result"]["state"])
+        # beside the example's fields, the documented extension field (docs/protocol.md)
+        assert keys(state["result"]["state"]) == keys(want["result"]["state"]) | {"target_resources"}
         paths = [n["path"] for n in state["result"]["state"]["topology"]["nodes"]]
         assert paths == ["/root", "/root/worker", "/root/invoice_writer"]
         stat_mode = stat.S_IMODE(os.stat(target.path).st_mode)

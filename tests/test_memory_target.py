@@ -60,9 +60,10 @@ def test_hello_and_state_have_the_contracts_shapes():
     assert set(target.registration()) == set(example("registration.request.json"))
     state = client.call("state", {"target_id": target.target_id})["state"]
     contract = example("ipc.state.response.json")["result"]["state"]
-    assert set(state) == set(contract)
+    # beside the example's fields, the documented extension fields (docs/protocol.md)
+    assert set(state) == set(contract) | {"target_resources"}
     assert set(state["topology"]["nodes"][1]) == set(contract["topology"]["nodes"][1])
-    assert set(state["runtime_state"][0]) == set(contract["runtime_state"][0])
+    assert set(state["runtime_state"][0]) == set(contract["runtime_state"][0]) | {"resources"}
     assert [r["lifecycle_state"] for r in state["runtime_state"]] == ["paused", "running"]
     assert state["target"]["instance_id"] == target.instance_id
     assert target.methods() == ["hello", "state"]

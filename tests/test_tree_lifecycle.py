@@ -189,9 +189,11 @@ def test_state_matches_the_contract_example_shape_and_generation_grows():
     harness.crash("/root/invoice_writer")
     state = harness.supervisor.state("payments worker a")
     example = json.loads((EXAMPLES / "ipc.state.response.json").read_text())["result"]["state"]
-    assert set(state) == set(example)
+    # beside the example's fields, the documented extension fields (docs/protocol.md)
+    assert set(state) == set(example) | {"target_resources"}
     assert set(state["topology"]) == set(example["topology"])
-    assert _shape(state["runtime_state"][0]) .keys() == _shape(example["runtime_state"][0]).keys()
+    assert (_shape(state["runtime_state"][0]).keys()
+            == _shape(example["runtime_state"][0]).keys() | {"resources"})
     node = state["topology"]["nodes"][1]
     assert set(node) == set(example["topology"]["nodes"][1])
     assert set(state["recent_events"][0]) == set(example["recent_events"][0])

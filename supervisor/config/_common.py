@@ -226,3 +226,19 @@ def check_unix_socket_path(key: str, path: str) -> None:
     """AF_UNIX paths are limited to 107 bytes on Linux."""
     if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH_BYTES:
         raise ConfigError(key, f"socket path is longer than {MAX_UNIX_SOCKET_PATH_BYTES} bytes")
+
+
+_TCP_LISTEN = re.compile(r"tcp:(?P<port>[0-9]{1,5})(?::interface=(?P<interface>[^:\s]+))?")
+
+
+def metrics_listen(key: str, value: str, base_dir: str) -> str:
+    """A metrics endpoint string: ``unix:PATH`` or ``tcp:PORT`` (on 127.0.0.1 unless an
+    ``interface=`` is written), normalised to a Twisted server endpoint description."""
+    if value.startswith("unix:"):
+        path = resolve_path(key, value[len("unix:"):], base_dir)
+        check_unix_socket_path(key, path)
+        return f"unix:{path.replace(':', chr(92) + ':')}"
+    match = _TCP_LISTEN.fullmatch(value)
+    if match is None or not 0 <= int(match["port"]) < 65536:
+        raise ConfigError(key, f"must be unix:PATH or tcp:PORT[:interface=ADDRESS] (got {value!r})")
+    return f"tcp:{int(match['port'])}:interface={match['interface'] or '127.0.0.1'}"

@@ -16,6 +16,7 @@ from supervisor.config._common import (
     defaults,
     join_key,
     load_yaml_mapping,
+    metrics_listen,
     resolve_path,
 )
 from supervisor.wire.vocabulary import COMMANDS
@@ -33,6 +34,10 @@ __all__ = [
     "AuditConfig",
     "LimitsConfig",
     "TimeoutsConfig",
+    "MetricsConfig",
+    "AlertRule",
+    "WebhookConfig",
+    "AlertsConfig",
     "RelayConfig",
     "load_relay_config",
     "parse_relay_config",
@@ -182,6 +187,57 @@ class TimeoutsConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """Where the relay serves Prometheus metrics (its own listener, never the HTTPS site)."""
+
+    #: ``tcp:PORT`` (127.0.0.1 unless ``:interface=`` says otherwise) or ``unix:PATH``; off when ``None``
+    listen: str | None = None
+
+
+ALERT_KINDS = ("restart_storm", "escalation", "target_unavailable", "child_stale")
+RULE_KEYS = ("name", "kind", "restarts", "within_minutes", "seconds", "watch")
+WEBHOOK_KEYS = ("url", "headers", "timeout_seconds")
+
+
+@attrs.frozen
+class AlertRule:
+    """One alert rule: what opens an alert and whether the relay watches every target for it."""
+
+    name: str
+    kind: str
+    #: restart_storm: this many ``child_restarted`` of one child …
+    restarts: int = 5
+    #: … within this many minutes
+    within_minutes: float = 5.0
+    #: target_unavailable / child_stale: for at least this long
+    seconds: float = 60.0
+    #: ``always``: keep every registered target linked for this rule; ``on_demand``: only
+    #: what sessions watch
+    watch: str = "on_demand"
+
+
+@attrs.frozen
+class WebhookConfig:
+    """A URL every alert document is POSTed to."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_seconds: float = 5.0
+
+
+@attrs.frozen
+class AlertsConfig:
+    """Alert rules and the webhooks told of every firing and resolving alert."""
+
+    rules: tuple[AlertRule, ...] = ()
+    webhooks: tuple[WebhookConfig, ...] = ()
+    #: deliveries waiting at most (retries included); the oldest is dropped, counted, logged
+    queue_limit: int = 256
+    #: attempts per delivery before it is given up (counted, logged)
+    max_attempts: int = 5
+
+
+@attrs.frozen
 class RelayConfig:
     """Everything ``twistd supervisor-relay`` needs."""
 
@@ -194,6 +250,8 @@ class RelayConfig:
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source_path: str | None = None
 
     @property
@@ -215,7 +273,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         "",
         data,
         ["listen", "tls", "trusted_proxy", "registration", "authorization", "audit",
-         "limits", "timeouts", "dashboard"],
+         "limits", "timeouts", "dashboard", "metrics", "alerts"],
     )
     listen = _listen(top.section("listen", ["bind", "public_url", "allowed_origins"]))
     proxy = _proxy(top.section("trusted_proxy",
@@ -246,7 +304,66 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         timeouts=_timeouts(top.section("timeouts",
                                        [f.name for f in attrs.fields(TimeoutsConfig)])),
         dashboard=_dashboard(top.section("dashboard", ["static_dir"]), base_dir),
+        metrics=_metrics(top.section("metrics", [f.name for f in attrs.fields(MetricsConfig)]),
+                         base_dir),
+        alerts=_alerts(top.section("alerts", [f.name for f in attrs.fields(AlertsConfig)])),
     )
+
+
+def _alerts(s: Section) -> AlertsConfig:
+    d = defaults(AlertsConfig)
+    rules = []
+    raw_rules = s.data.get("rules") or []
+    if not isinstance(raw_rules, list):
+        raise ConfigError("alerts.rules", "must be a list")
+    r = defaults(AlertRule)
+    names: set[str] = set()
+    for index, raw in enumerate(raw_rules):
+        rule = Section(join_key("alerts.rules", index), raw, RULE_KEYS)
+        kind = rule.string("kind")
+        if kind not in ALERT_KINDS:
+            raise ConfigError(join_key(rule.key, "kind"), f"must be one of {', '.join(ALERT_KINDS)}")
+        watch = rule.string("watch", r.watch)
+        if watch not in ("always", "on_demand"):
+            raise ConfigError(join_key(rule.key, "watch"), "must be always or on_demand")
+        name = rule.string("name", kind)
+        if name in names:
+            raise ConfigError(join_key(rule.key, "name"), f"duplicate rule name {name!r}")
+        names.add(name)
+        rules.append(AlertRule(
+            name=name, kind=kind,
+            restarts=rule.integer("restarts", r.restarts, minimum=1, maximum=100_000),
+            within_minutes=rule.number("within_minutes", r.within_minutes, minimum=0.01,
+                                       maximum=1440),
+            seconds=rule.number("seconds", r.seconds, minimum=0, maximum=86_400),
+            watch=watch))
+    raw_hooks = s.data.get("webhooks") or []
+    if not isinstance(raw_hooks, list):
+        raise ConfigError("alerts.webhooks", "must be a list")
+    hooks = []
+    for index, raw in enumerate(raw_hooks):
+        hook = Section(join_key("alerts.webhooks", index), raw, WEBHOOK_KEYS)
+        url = hook.string("url")
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigError(join_key(hook.key, "url"), "must be an http:// or https:// URL")
+        headers = hook.data.get("headers") or {}
+        if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ConfigError(join_key(hook.key, "headers"), "must map header names to strings")
+        hooks.append(WebhookConfig(url=url, headers=tuple(sorted(headers.items())),
+                                   timeout_seconds=hook.number("timeout_seconds",
+                                                               defaults(WebhookConfig).timeout_seconds,
+                                                               minimum=0.1, maximum=120)))
+    return AlertsConfig(
+        rules=tuple(rules), webhooks=tuple(hooks),
+        queue_limit=s.integer("queue_limit", d.queue_limit, minimum=1, maximum=100_000),
+        max_attempts=s.integer("max_attempts", d.max_attempts, minimum=1, maximum=100))
+
+
+def _metrics(s: Section, base_dir: str) -> MetricsConfig:
+    if not s.has("listen"):
+        return MetricsConfig()
+    return MetricsConfig(listen=metrics_listen("metrics.listen", s.string("listen"), base_dir))
 
 
 def _listen(s: Section) -> ListenConfig:

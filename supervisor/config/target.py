@@ -25,6 +25,7 @@ from supervisor.config._common import (
     expand_environment,
     join_key,
     load_yaml_mapping,
+    metrics_listen,
     resolve_path,
 )
 from supervisor.tree.spec import (
@@ -35,6 +36,8 @@ from supervisor.tree.spec import (
     Criticality,
     Observability,
     Policy,
+    PrometheusConfig,
+    ResourcesConfig,
     RestartPolicy,
     ShutdownPolicy,
     Strategy,
@@ -57,6 +60,8 @@ PROCESS_KEYS = (
     "exitcodes", "startsecs", "startretries", "user", "group", "umask", "stop_as_group",
     "kill_as_group", "numprocs", "numprocs_start", "process_name",
 )
+RESOURCES_KEYS = tuple(f.name for f in attrs.fields(ResourcesConfig))
+PROMETHEUS_KEYS = tuple(f.name for f in attrs.fields(PrometheusConfig))
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
     "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
@@ -168,6 +173,8 @@ def parse_target_config(
         max_output_line_bytes=obs.integer("max_output_line_bytes", o.max_output_line_bytes,
                                           minimum=OUTPUT_LINE_BYTES_RANGE[0],
                                           maximum=OUTPUT_LINE_BYTES_RANGE[1]),
+        resources=_resources(obs),
+        prometheus=_prometheus(obs, base_dir),
     )
     sources = [_Source(source, "children", top.data.get("children"), base_dir)]
     sources += _included(top, base_dir, environ)
@@ -182,6 +189,23 @@ def parse_target_config(
     )
     ipc = _ipc(top.data.get("ipc"), base_dir)
     return TargetConfig(spec=spec, ipc=ipc, base_dir=base_dir)
+
+
+def _resources(obs: Section) -> ResourcesConfig:
+    section = obs.section("resources", RESOURCES_KEYS)
+    interval = section.integer("interval_ms", defaults(ResourcesConfig).interval_ms, minimum=0,
+                               maximum=3_600_000)
+    if 0 < interval < 100:
+        raise ConfigError("observability.resources.interval_ms", "must be 0 (off) or >= 100")
+    return ResourcesConfig(interval_ms=interval)
+
+
+def _prometheus(obs: Section, base_dir: str) -> PrometheusConfig:
+    section = obs.section("prometheus", PROMETHEUS_KEYS)
+    if not section.has("listen"):
+        return PrometheusConfig()
+    return PrometheusConfig(listen=metrics_listen("observability.prometheus.listen",
+                                                  section.string("listen"), base_dir))
 
 
 def parse_manifest(

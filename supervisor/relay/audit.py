@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 import sqlite3
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -135,6 +135,8 @@ class AuditStore:
         self._reopen_error: str | None = None
         #: why records cannot be written now (the file is missing or replaced), or None
         self.problem: str | None = None
+        #: told the seconds each append took (queue and write), for the relay's metrics
+        self.observe_write: Callable[[float], None] | None = None
 
     def _run(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
@@ -232,7 +234,17 @@ class AuditStore:
 
     def append(self, record: AuditRecord) -> Deferred[AuditRecord]:
         """Durably append ``record``; fires with the stored record (``audit_id`` set)."""
-        return self._run(self._append_sync, record)
+        d = self._run(self._append_sync, record)
+        observe = self.observe_write
+        if observe is not None:
+            started = self._reactor.seconds()
+
+            def written(result: Any) -> Any:
+                observe(self._reactor.seconds() - started)
+                return result
+
+            d.addBoth(written)
+        return d
 
     def _append_sync(self, record: AuditRecord) -> AuditRecord:
         conn = self._require()

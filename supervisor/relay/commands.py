@@ -18,7 +18,7 @@ no command events) stays ``interrupted``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -140,11 +140,13 @@ class CommandProcessor:
     log = Logger()
 
     def __init__(self, hub: Hub, audit: AuditStore, authorizer: Authorizer,
-                 clock: Any) -> None:
+                 clock: Any, count: Callable[[str], None] | None = None) -> None:
         self._hub = hub
         self._audit = audit
         self._authorizer = authorizer
         self._clock = clock
+        #: told each command's result once: rejected, audit_unavailable, completed or failed
+        self._count = count or (lambda result: None)
         # target_id → command_id → its interrupted record, awaiting the target's word
         self._interrupted: dict[str, dict[str, AuditRecord]] = {}
 
@@ -299,6 +301,7 @@ class CommandProcessor:
         )
 
     def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
+        self._count("rejected")
         session.send_error(error, _command_id(message))
         self._audit_rejected(session, message, error)
 
@@ -322,6 +325,7 @@ class CommandProcessor:
             accepted = await self._audit.append(
                 self._record(session, message, "accepted", "forwarded to target"))
         except Exception as e:
+            self._count("audit_unavailable")
             self.log.error("audit write failed; refusing {command_id}: {error}",
                            command_id=command_id, error=str(e))
             session.send_error(WireError(
@@ -354,6 +358,7 @@ class CommandProcessor:
         result = await self._forward(link, command, params, timeout)
 
         audit_result = "completed" if result.succeeded else "failed"
+        self._count(audit_result)
         error = result.error
         detail = (result.status if error is None
                   else f"{result.status}: {error.code}: {error.message}")

@@ -16,10 +16,12 @@ from typing import Any
 from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
+from supervisor.relay.alerts import AlertEngine, WebhookSender
 from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.commands import CommandProcessor
+from supervisor.relay.metrics import RelayMetrics
 from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session, SessionTransport
 from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connector, TargetLink
@@ -43,7 +45,14 @@ class RelayHub:
         self._connector = connector  # how links reach targets (Unix sockets by default)
         self.sessions: dict[str, Session] = {}
         self.links: dict[str, TargetLink] = {}
-        self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor)
+        self.metrics = RelayMetrics()
+        self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor,
+                                         count=lambda result: self.metrics.commands.labels(result).inc())
+        #: the alert rules' engine (``None`` without rules)
+        self.alerts: AlertEngine | None = None
+        if config.alerts.rules:
+            self.alerts = AlertEngine(config.alerts, reactor, WebhookSender(config.alerts, reactor))
+            self.alerts.on_change = self._schedule_target_list
         self._target_list_pending = False
         self._closing = False
         # target_id -> instance_id of the last state read (one per registered target)
@@ -76,7 +85,10 @@ class RelayHub:
     def session_closed(self, session: Session) -> None:
         for target_id in list(session.bound):
             self._unbind(session, target_id)
-        self.sessions.pop(session.session_id, None)
+        if self.sessions.pop(session.session_id, None) is not None:
+            for counts in session.outbox.dropped.values():
+                self.metrics.closed_drops[0] += counts[0]
+                self.metrics.closed_drops[1] += counts[1]
         self.log.info("session {session_id} closed", session_id=session.session_id)
 
     def permitted_commands(self, identity: Identity) -> list[str]:
@@ -107,14 +119,36 @@ class RelayHub:
         if entry is None or target_id in session.bound:
             return
         session.bound.add(target_id)
-        link = self.links.get(target_id)
+        link = self._link_for(entry)
+        self._replay_audit(session, target_id)
+        link.bind(session)
+
+    def _link_for(self, entry: TargetEntry) -> TargetLink:
+        link = self.links.get(entry.target_id)
         if link is None:
             link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
                               limits=self.config.limits, observer=self,
                               connector=self._connector)
-            self.links[target_id] = link
-        self._replay_audit(session, target_id)
-        link.bind(session)
+            self.links[entry.target_id] = link
+        return link
+
+    def start_alerts(self) -> None:
+        """Evaluate alert rules from now on; ``watch: always`` links every registered target."""
+        if self.alerts is None:
+            return
+        self.alerts.start()
+        if self.alerts.watch_always:
+            for entry in self.registry.entries():
+                self._link_for(entry).bind(self.alerts.watcher)
+
+    # what links carry, for the alert rules
+    def link_pushed(self, target_id: str, push: dict[str, Any]) -> None:
+        if self.alerts is not None:
+            self.alerts.push(target_id, push)
+
+    def link_state(self, target_id: str, state: dict[str, Any]) -> None:
+        if self.alerts is not None:
+            self.alerts.state(target_id, state)
 
     def _unbind(self, session: Session, target_id: str) -> None:
         session.forget(target_id)
@@ -133,7 +167,7 @@ class RelayHub:
         return self._instances.get(target_id)
 
     def target_list(self) -> list[dict[str, Any]]:
-        return [{
+        entries = [{
             "target_id": e.target_id,
             "display_name": e.registration.display_name,
             "registration_state": "active",
@@ -141,6 +175,10 @@ class RelayHub:
             "instance_id": self.instance_id(e.target_id),
             "supported_commands": [c.to_json() for c in e.registration.supported_commands],
         } for e in self.registry.entries()]
+        if self.alerts is not None:  # extension field, only on a relay with alert rules
+            for entry in entries:
+                entry["active_alerts"] = self.alerts.for_target(entry["target_id"])
+        return entries
 
     def _target_list_text(self) -> str:
         return dumps({"type": "target_list", "targets": self.target_list()})
@@ -162,6 +200,8 @@ class RelayHub:
     # registry observer
     def target_added(self, entry: TargetEntry) -> None:
         self._schedule_target_list()
+        if self.alerts is not None and self.alerts.watch_always and not self._closing:
+            self._link_for(entry).bind(self.alerts.watcher)
         for session in list(self.sessions.values()):
             if session.established:
                 self._bind(session, entry.target_id)
@@ -178,6 +218,8 @@ class RelayHub:
         link = self.links.pop(target_id, None)
         if link is not None:
             link.expire()
+        if self.alerts is not None:
+            self.alerts.connection_state(target_id, EXPIRED)
         for session in list(self.sessions.values()):
             if target_id in session.bound:
                 session.deliver_connection_state(target_id, EXPIRED, force=True)
@@ -187,6 +229,8 @@ class RelayHub:
 
     # link observer
     def link_state_changed(self, link: TargetLink, state: str) -> None:
+        if self.alerts is not None and not self._closing:
+            self.alerts.connection_state(link.target_id, state)
         if state == EXPIRED or self._closing:
             return  # target_expired tells the sessions
         if state == CONNECTED and link.instance_id is not None:
@@ -198,6 +242,9 @@ class RelayHub:
     def link_events(self, link: TargetLink, events: list[Any]) -> None:
         """A target's events may settle commands a relay crash interrupted."""
         self.commands.reconcile(link.target_id, events)
+
+    def ipc_round_trip(self, method: str, seconds: float) -> None:
+        self.metrics.ipc_round_trip.labels(method).observe(seconds)
 
     # audit fan-out
     def publish_audit(self, record: AuditRecord) -> AuditRecord:
@@ -249,6 +296,8 @@ class RelayHub:
     def close(self) -> None:
         """Relay shutdown: close every session (1000, "relay shutting down"), then every link."""
         self._closing = True
+        if self.alerts is not None:
+            self.alerts.stop()
         for session in list(self.sessions.values()):
             session.transport.close(1000, "relay shutting down")
             session.lost()

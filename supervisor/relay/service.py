@@ -22,6 +22,7 @@ from supervisor.relay.registration import RegistrationFactory, RegistrationListe
 from supervisor.relay.registry import Registry
 from supervisor.relay.tls import ReloadableServerTLS
 from supervisor.relay.web.site import STATIC_DIR, build_site
+from supervisor.wire.metrics import MetricsService
 
 __all__ = ["RelayService"]
 
@@ -73,6 +74,14 @@ class RelayService(MultiService):
         self.audit = AuditStore(config.audit.path, reactor,
                                 busy_timeout_ms=config.audit.busy_timeout_ms)
         self.hub = RelayHub(config, self.registry, self.audit, reactor=reactor)
+        self.audit.observe_write = self.hub.metrics.audit_write.observe
+        self.hub.metrics.observe_hub(self.hub)
+        #: the ``/metrics`` listener (``metrics.listen``), or ``None``
+        self.metrics: MetricsService | None = None
+        if config.metrics.listen is not None:
+            self.metrics = MetricsService(reactor, config.metrics.listen, self.hub.metrics.registry,
+                                          what="relay metrics")
+            self.metrics.setServiceParent(self)
 
         registration = RegistrationFactory(
             config.registration, self.registry, reactor,
@@ -141,6 +150,7 @@ class RelayService(MultiService):
                                         error=f.getErrorMessage()))
         self.audit_ready = recovered
         super().startService()
+        self.hub.start_alerts()
 
     def stopService(self) -> Deferred[Any]:
         if self._reload_on_sighup and self._previous_sighup is not None:

@@ -71,12 +71,15 @@ class LinkSubscriber(Protocol):
 
 
 class LinkObserver(Protocol):
-    """Told when a link's connection state changes (the hub tells the sessions), and shown
-    the target's events: those of each new connection's first state, then each new one."""
+    """Told when a link's connection state changes (the hub tells the sessions), shown the
+    target's events (those of each new connection's first state, then each new one) and told
+    how long each IPC request took to be answered (for the relay's metrics)."""
 
     def link_state_changed(self, link: "TargetLink", state: str) -> None: ...
 
     def link_events(self, link: "TargetLink", events: list[Any]) -> None: ...
+
+    def ipc_round_trip(self, method: str, seconds: float) -> None: ...
 
 
 class _Sequences:
@@ -155,6 +158,9 @@ class _Connection:
         self.client = client
         self._target_id = target_id
         self._timeouts = timeouts
+        self._clock = clock
+        #: told ``(method, seconds)`` for every answered request
+        self.on_round_trip: Callable[[str, float], None] | None = None
         self._on_push: Callable[[dict[str, Any]], None] | None = None
         self._on_lost: Callable[[], None] | None = None
         self.fetching = False
@@ -180,7 +186,17 @@ class _Connection:
         self.client.abort()
 
     def request(self, method: str, params: Any, timeout: float) -> Deferred[dict[str, Any]]:
-        return self.client.request(method, params, timeout)
+        d = self.client.request(method, params, timeout)
+        if self.on_round_trip is not None:
+            started = self._clock.seconds()
+            observe = self.on_round_trip
+
+            def answered(result: dict[str, Any]) -> dict[str, Any]:
+                observe(method, self._clock.seconds() - started)
+                return result
+
+            d.addCallback(answered)
+        return d
 
     def subscribe(self, since_event: int, since_log: int) -> None:
         """Subscribe to events and logs after the given sequences, then keep alive."""
@@ -280,8 +296,11 @@ class _TargetEndpoint:
         connecting = link._connector(path).connect(Factory.forProtocol(build))
         connecting.addTimeout(timeouts.ipc_connect_seconds, link._reactor)
         client = await connecting
+        connection = _Connection(client, target_id=target_id, clock=link._reactor,
+                                 timeouts=timeouts)
+        connection.on_round_trip = getattr(link._observer, "ipc_round_trip", None)
         try:
-            hello = await client.request("hello", None, timeouts.ipc_request_seconds)
+            hello = await connection.request("hello", None, timeouts.ipc_request_seconds)
             if hello.get("protocol_version") != PROTOCOL_VERSION:
                 raise WireError("protocol_mismatch", "hello",
                                 f"target speaks {hello.get('protocol_version')!r}", target_id)
@@ -289,13 +308,12 @@ class _TargetEndpoint:
                 raise WireError("target_id_mismatch", "hello",
                                 f"socket {path} answers as {hello.get('target_id')!r}",
                                 target_id)
-            state = _state_of(await client.request("state", {"target_id": target_id},
-                                                   timeouts.ipc_request_seconds), target_id)
+            state = _state_of(await connection.request("state", {"target_id": target_id},
+                                                       timeouts.ipc_request_seconds), target_id)
         except BaseException:
             client.abort()
             raise
-        return _Connection(client, target_id=target_id, clock=link._reactor,
-                           timeouts=timeouts), state
+        return connection, state
 
 
 class TargetLink:
@@ -460,6 +478,9 @@ class TargetLink:
 
     def _hand_out_state(self, state: dict[str, Any]) -> None:
         """The sessions waiting for a state get this one and then the live stream."""
+        heard = getattr(self._observer, "link_state", None)
+        if heard is not None:
+            heard(self.target_id, state)
         for session in list(self.waiting):
             session.deliver_state(self.target_id, state)
         self.attached |= self.waiting
@@ -505,6 +526,9 @@ class TargetLink:
         elif kind != "state_delta":
             self.log.debug("ignoring push of type {kind}", kind=kind)
             return
+        heard = getattr(self._observer, "link_pushed", None)
+        if heard is not None:
+            heard(self.target_id, push)
         if not self.attached:
             return
         text = dumps(push)  # once, not per session

@@ -102,6 +102,11 @@ def target_service(config: TargetConfig, reactor: Any) -> tuple[MultiService, Su
     LogCapture(supervisor).setServiceParent(top)
     ProcessOwnership(config.ipc.target_id, reactor).setServiceParent(top)
     supervisor.setServiceParent(top)
+    listen = config.spec.observability.prometheus.listen
+    if listen is not None:
+        from supervisor.target.metrics import metrics_service
+
+        metrics_service(supervisor, reactor, listen).setServiceParent(top)
     if config.ipc.enabled:
         from supervisor.ipc.service import ipc_services
 

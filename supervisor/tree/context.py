@@ -49,6 +49,10 @@ def config_version(spec: SupervisorSpec) -> str:
     )
 
 
+def _none(*args: Any) -> None:
+    return None
+
+
 class Tree:
     """The context of one tree: clock and reactor, journals, ids, status and state publication."""
 
@@ -84,6 +88,10 @@ class Tree:
         #: how far the tree's shutdown got, and the correlation id its events share
         self.shutdown_phase = ShutdownPhase.IDLE
         self.shutdown_correlation = ""
+        #: the published ``resources`` of a child path and of the target process (set by a
+        #: resource monitor; none without one)
+        self.resources_of: Callable[[str], dict[str, Any] | None] = _none
+        self.own_resources: Callable[[], dict[str, Any] | None] = _none
         self._state_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._correlations = itertools.count(1)
 

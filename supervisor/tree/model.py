@@ -264,6 +264,7 @@ def runtime_row(child: ChildRuntime) -> dict[str, Any]:
         "last_failure": child.last_failure,
         "last_policy_decision": child.last_policy_decision,
         "shutdown_state": child.shutdown_state.value,
+        "resources": None if child.runner is None else child.node.tree.resources_of(child.path),
     }
 
 

@@ -15,6 +15,7 @@ from supervisor.tree.context import Tree
 from supervisor.tree.health import HeartbeatMonitor
 from supervisor.tree.journal import EventRecord, LogRecord, Ring
 from supervisor.tree.model import ROOT_PATH, ChildRuntime, child_at, runtime_row
+from supervisor.tree.resources import PsutilSampler, ResourceMonitor, Sampler
 from supervisor.tree.shutdown import TreeShutdown
 from supervisor.tree.spec import SupervisorSpec
 from supervisor.tree.state import dashboard_state, publish_topology, rows
@@ -42,6 +43,7 @@ class Supervisor(Service):
         target_id: str = "local",
         rng: random.Random | None = None,
         manifest_parser: ManifestParser | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         if reactor is None or clock is None:
             from twisted.internet import reactor as default_reactor
@@ -59,6 +61,12 @@ class Supervisor(Service):
         self._shutdown = TreeShutdown(self.root, self._heartbeats)
         self._manifest_parser = manifest_parser
         self._commands = Commands(self.root, self._supervision, self._shutdown, manifest_parser)
+        interval_ms = spec.observability.resources.interval_ms
+        #: samples process children's CPU, memory, descriptors and threads (``None`` when off)
+        self.resources: ResourceMonitor | None = None
+        if interval_ms > 0:
+            self.resources = ResourceMonitor(self.root, sampler or PsutilSampler(), interval_ms / 1000)
+            self._shutdown.on_stopped(lambda report: self.resources and self.resources.stop())
 
     @property
     def events(self) -> Ring[EventRecord]:
@@ -89,6 +97,8 @@ class Supervisor(Service):
         publish_topology(self.root)
         self._heartbeats.start()
         self._supervision.start(self.root)
+        if self.resources is not None:
+            self.resources.start()
 
     def stopService(self) -> defer.Deferred[dict[str, Any]]:
         Service.stopService(self)

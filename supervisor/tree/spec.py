@@ -124,14 +124,36 @@ OUTPUT_LINE_BYTES_RANGE = (256, 1024 * 1024)
 
 
 @attrs.frozen
+class ResourcesConfig:
+    """How often process children's CPU, memory, descriptors and threads are sampled."""
+
+    #: milliseconds between samples; 0 turns sampling off
+    interval_ms: int = 2000
+
+    def __attrs_post_init__(self) -> None:
+        if self.interval_ms != 0 and self.interval_ms < 100:
+            raise ValueError("interval_ms: must be 0 (off) or ≥ 100")
+
+
+@attrs.frozen
+class PrometheusConfig:
+    """Where the target serves Prometheus metrics: a Twisted endpoint string, or off."""
+
+    #: ``unix:PATH`` or ``tcp:PORT:interface=ADDRESS``; ``None`` serves nothing
+    listen: str | None = None
+
+
+@attrs.frozen
 class Observability:
-    """Journal sizes, what is recorded, and the longest process output line kept whole."""
+    """Journal sizes, what is recorded, the longest output line kept whole, resources, metrics."""
 
     event_journal_capacity: int = 256
     log_journal_capacity: int = 1024
     metrics_enabled: bool = True
     audit_enabled: bool = True
     max_output_line_bytes: int = 8192
+    resources: ResourcesConfig = ResourcesConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
 
     def __attrs_post_init__(self) -> None:
         for name in ("event_journal_capacity", "log_journal_capacity"):

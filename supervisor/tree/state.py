@@ -123,4 +123,5 @@ def dashboard_state(root: SupervisorNode, display_name: str) -> dict[str, Any]:
         "config_version": tree.config_version,
         **stamp("generated", tree.now()),
         "state_generation": tree.state_generation,
+        "target_resources": tree.own_resources(),
     }

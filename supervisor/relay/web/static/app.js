@@ -7,6 +7,7 @@ import { RelayConnection, uuid, websocketUrl } from './protocol.js';
 import { Selection, defaultTarget } from './selection.js';
 import { PositionMemory, Preferences, openStorage } from './storage.js';
 import { Store } from './store.js';
+import { AlertsPanel } from './panels/alerts.js';
 import { AuditPanel } from './panels/audit.js';
 import { ControlPanel } from './panels/control.js';
 import { DetailPanel } from './panels/detail.js';
@@ -34,6 +35,16 @@ let connection = null; // the RelayConnection; none with ?offline=1
 
 const toasts = new ToastsPanel(document, { timers: window });
 const header = new HeaderPanel(document, { store });
+const alerts = new AlertsPanel(document, {
+  store,
+  onSelect: (targetId, path) => {
+    if (targetId !== selection.targetId) selectTarget(targetId);
+    if (path) {
+      selectNode(path);
+      topology.render();
+    }
+  },
+});
 const targets = new TargetsPanel(document, { store, selection, onSelect: (id) => selectTarget(id) });
 const topology = new TopologyPanel(document, {
   store, selection, memory: new PositionMemory(storage), onSelect: (path) => selectNode(path),
@@ -99,6 +110,7 @@ function renderFrame() {
   }
   if (changes.targets || runtimeChanged || changes.dropped) renderTargets();
   if (changes.session || changes.targets || changes.counters || runtimeChanged) header.render();
+  if (changes.targets) alerts.render();
   const { targetId, path } = selection;
   if (targetId && changes.topology.has(targetId)) topology.render();
   const rt = changes.runtime.get(targetId);
@@ -118,6 +130,7 @@ function renderFrame() {
 function tick() {
   header.render();
   renderTargets();
+  detail.render(); // its sparklines move with the time
   if (topology.view.failedOnly) topology.refreshStates();
 }
 
@@ -128,6 +141,7 @@ function renderTargets() {
 
 function renderAll() {
   header.render();
+  alerts.render();
   renderTargets();
   topology.render();
   detail.render();

@@ -3,6 +3,7 @@
 // No DOM access.
 
 import { FailureLedger } from './failures.js';
+import { ResourceHistory } from './resources.js';
 
 // Buffer caps. Oldest entries are evicted first; every row buffer is per target, so the
 // timeline holds at most targets × (events + logs + audit + results) rows (21,500 for one
@@ -109,6 +110,8 @@ function newTarget(targetId) {
     droppedEvents: 0,
     droppedLogs: 0,
     failures: new FailureLedger(),
+    history: new ResourceHistory(), // CPU, RSS and restarts per node, last 15 minutes
+    ownResources: null, // the target process's figures (the root node's)
     clockOffset: 0, // browser ms minus the target's clock, from the last state's generated_at
     listed: false,
   };
@@ -332,9 +335,51 @@ export class Store {
         if (is === 'running' && was !== 'running') t.failures.running(path, at);
         if (was === 'running' && is !== 'running') t.failures.left(path, at);
       }
+      this._recordFigures(t, path, row.resources, before ? before.resources : undefined, at);
+      if (before && row.restart_count > before.restart_count) {
+        t.history.restart(path, at, Math.min(100, row.restart_count - before.restart_count));
+      }
       t.runtime.set(path, row);
       this._markRuntime(t.targetId, path);
     }
+  }
+
+  // A node's resource figures (a row's `resources`, the state's `target_resources`) into its
+  // history, at the time they were sampled on the browser's clock.
+  _recordFigures(t, path, resources, before, at) {
+    if (resources === undefined || (resources === null && !before)) return;
+    if (before && resources && before.sampled_at === resources.sampled_at) return;
+    const sampled = resources ? Date.parse(resources.sampled_at) + t.clockOffset : at;
+    t.history.record(path, resources, Number.isNaN(sampled) ? at : sampled);
+  }
+
+  _setOwnResources(t, resources) {
+    if (resources === undefined) return;
+    const before = t.ownResources;
+    if ((before && before.sampled_at) === (resources && resources.sampled_at)) return;
+    const rootPath = (t.state && t.state.topology && t.state.topology.root && t.state.topology.root.path) || '/root';
+    this._recordFigures(t, rootPath, resources, t.ownResources || undefined, this.now().getTime());
+    t.ownResources = resources;
+    this._markRuntime(t.targetId, rootPath);
+  }
+
+  // The figures of a node: its row's, or the target process's for the root.
+  resourcesOf(targetId, path) {
+    const t = this.targets.get(targetId);
+    if (!t) return null;
+    const rt = t.runtime.get(path);
+    if (rt) return rt.resources || null;
+    return t.nodes.get(path) && t.nodes.get(path).kind === 'root_supervisor' ? t.ownResources : null;
+  }
+
+  // Alerts the relay reports active (its target_list's active_alerts), oldest first.
+  activeAlerts() {
+    const out = [];
+    for (const t of this.listedTargets()) {
+      for (const a of (t.info && t.info.active_alerts) || []) out.push({ ...a, targetId: t.targetId, targetName: t.displayName });
+    }
+    out.sort((a, b) => (a.started_at < b.started_at ? -1 : a.started_at > b.started_at ? 1 : 0));
+    return out;
   }
 
   // Failures and runs told by replayed events, at their time on the browser's clock.
@@ -377,6 +422,7 @@ export class Store {
       this._applyRuntimeRows(t, delta.runtime_state);
     }
     if (typeof delta.state_generation === 'number') t.stateGeneration = delta.state_generation;
+    this._setOwnResources(t, delta.target_resources);
     this._setDropped(t, delta.dropped_event_count, delta.dropped_log_count);
   }
 
@@ -445,8 +491,10 @@ const HANDLERS = {
     if (st.topology) store._applyTopology(t, st.topology);
     const generated = Date.parse(st.generated_at);
     if (!Number.isNaN(generated)) t.clockOffset = store.now().getTime() - generated;
+    const previousRows = t.runtime;
     t.runtime = new Map();
-    store._applyRuntimeRows(t, st.runtime_state, { live: false });
+    store._applyRuntimeRows(t, st.runtime_state, { live: false, previous: previousRows });
+    store._setOwnResources(t, st.target_resources ?? null);
     t.stateGeneration = st.state_generation ?? null;
     store._setDropped(t, st.dropped_event_count, st.dropped_log_count);
     // A target without instance_id: a journal numbered below what we hold is a new process.

@@ -33,6 +33,18 @@ export function childrenMap(topology) {
   return children;
 }
 
+// Siblings by rank, largest first; those without a rank keep their order after the others.
+export function rankSiblings(paths, rank) {
+  const ranked = paths.map((path, index) => ({ path, index, value: rank(path) }));
+  ranked.sort((a, b) => {
+    if (a.value === null || b.value === null) {
+      return (a.value === null) - (b.value === null) || a.index - b.index;
+    }
+    return b.value - a.value || a.index - b.index;
+  });
+  return ranked.map((r) => r.path);
+}
+
 // Rows per leaf column so a block of n leaves is about `aspect` times wider than tall.
 export function rowsForLeaves(n, g = GEOMETRY, aspect = 1.6) {
   if (n <= 8) return Math.max(1, n);
@@ -45,11 +57,14 @@ export function rowsForLeaves(n, g = GEOMETRY, aspect = 1.6) {
 // supervisors follow below the grid, each laid out recursively.
 // Returns {positions: Map path->{x,y}, blocks: Map parent->{top, columns:[{x, paths}]},
 // width, height, order: paths in drawing order}.
-export function layoutTree(topology, g = GEOMETRY) {
+// `rank(path)` (optional) orders siblings: larger first, null (no figure) last, ties and
+// nulls in declaration order.
+export function layoutTree(topology, g = GEOMETRY, rank = null) {
   const nodesByPath = new Map((topology.nodes || []).map((n) => [n.path, n]));
   const rootPath = topology.root ? topology.root.path : '/root';
   if (topology.root && !nodesByPath.has(rootPath)) nodesByPath.set(rootPath, topology.root);
   const children = childrenMap({ ...topology, nodes: [...nodesByPath.values()] });
+  if (rank) for (const [parent, list] of children) children.set(parent, rankSiblings(list, rank));
   const positions = new Map();
   const blocks = new Map();
   const order = [];

@@ -11,6 +11,8 @@ const KIND_MARK = {
   root_supervisor: 'R', supervisor: 'S', child_task: 'T', child_process: 'P', child_service: 'V',
 };
 
+const FIGURE_KINDS = new Set(['child_process', 'root_supervisor']);
+
 function truncate(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
@@ -30,12 +32,17 @@ export function treeMarkup(topology, layout, positions, manual) {
     const node = nodes.get(path);
     const p = positions.get(path);
     if (!node || !p) return;
+    // OS processes (and the target itself, on the root) have figures, written small just above
+    // the node's right edge (in the gap between rows), so that names keep their room
+    const figures = FIGURE_KINDS.has(node.kind);
     const name = truncate(node.name || node.child_id || path, 20);
     html.push(`<g class="node" id="tree-node-${i}" role="treeitem" aria-selected="false" data-path="${esc(path)}" transform="translate(${p.x},${p.y})">`
       + `<title>${esc(path)}</title>`
       + `<rect width="${GEOMETRY.nodeW}" height="${GEOMETRY.nodeH}" rx="7"/>`
       + `<text class="kind" x="10" y="19">${KIND_MARK[node.kind] || '?'}</text>`
-      + `<text class="name" x="26" y="19">${esc(name)}</text></g>`);
+      + `<text class="name" x="26" y="19">${esc(name)}</text>`
+      + (figures ? `<text class="figures" x="${GEOMETRY.nodeW - 6}" y="-2" text-anchor="end"></text>` : '')
+      + '</g>');
   });
   return { html: html.join(''), names };
 }
@@ -44,8 +51,10 @@ export function treeMarkup(topology, layout, positions, manual) {
 // isFailing(path) whether it counts as failed (failures.js) for "failed only";
 // memory (a PositionMemory) keeps hand-placed positions.
 export class TopologyView {
-  constructor(svg, { memory, onSelect, lifecycleOf, isFailing }) {
+  constructor(svg, { memory, onSelect, lifecycleOf, isFailing, figuresOf = () => '' }) {
     this.svg = svg;
+    this.figuresOf = figuresOf;
+    this.rank = null; // orders siblings (topology-layout.js rankSiblings); null: as declared
     this.memory = memory;
     this.onSelect = onSelect;
     this.lifecycleOf = lifecycleOf;
@@ -83,7 +92,7 @@ export class TopologyView {
       this.layout = null;
       return;
     }
-    this.layout = layoutTree(topology);
+    this.layout = layoutTree(topology, GEOMETRY, this.rank);
     this._mergePositions();
     this._draw();
     if (targetChanged || !this._fitted) this.fit();
@@ -130,7 +139,21 @@ export class TopologyView {
       if (q) cls += this._matches(path) ? ' match' : ' dim';
       else if (this.failedOnly && !this.isFailing(path)) cls += ' dim';
       el.setAttribute('class', cls);
+      const figures = el.querySelector('text.figures');
+      if (figures) {
+        const text = this.figuresOf(path) || '';
+        if (figures.textContent !== text) figures.textContent = text;
+      }
     }
+  }
+
+  // Orders siblings by `rank(path)` (largest first) or, with null, as declared; lays out again.
+  setRank(rank) {
+    this.rank = rank;
+    if (!this.topology) return;
+    this.layout = layoutTree(this.topology, GEOMETRY, rank);
+    this._mergePositions();
+    this._draw();
   }
 
   _matches(path) {
@@ -201,6 +224,7 @@ export class TopologyView {
     this.manual = new Map();
     if (this.targetId) this.memory.save(this.targetId, this.manual);
     if (!this.topology) return;
+    this.layout = layoutTree(this.topology, GEOMETRY, this.rank);
     this._mergePositions();
     this._draw();
     this.fit();

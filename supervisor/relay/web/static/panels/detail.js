@@ -2,6 +2,7 @@
 
 import { elements, h, pathText } from '../dom.js';
 import { policyText, t, tv } from '../i18n.js';
+import { compactFigures, formatBytes, formatCpu, sparkPath } from '../resources.js';
 import { nodeEvents } from '../store.js';
 import { shortTime, utcTime } from '../timeline.js';
 
@@ -14,6 +15,39 @@ function field(labelKey, value, cls = '') {
 // Two facts in one line ("task · critical"); none when neither is known.
 function joined(a, b) {
   return [a, b].filter((v) => v !== null && v !== undefined && v !== '').join(' · ');
+}
+
+const SPARK_W = 120;
+const SPARK_H = 20;
+
+// One sparkline row: label, the line (an inline SVG of numbers only), the latest value.
+function spark(labelKey, values, latest, floor) {
+  const line = h('span', { class: 'spark' });
+  line.innerHTML = `<svg viewBox="0 0 ${SPARK_W} ${SPARK_H}" preserveAspectRatio="none" aria-hidden="true">`
+    + `<path d="${sparkPath(values, SPARK_W, SPARK_H, floor)}"/></svg>`;
+  return [h('span', { class: 'muted' }, t(labelKey)), line, h('span', { class: 'now mono' }, latest)];
+}
+
+// CPU, RSS and restarts per minute over the last 15 minutes (resources.js).
+function resourceBlock(store, tg, node) {
+  const series = tg.history.series(node.path, store.now().getTime());
+  const res = store.resourcesOf(tg.targetId, node.path);
+  const rows = [];
+  const hasFigures = res || series.cpu.some((v) => v !== null);
+  if (hasFigures) {
+    rows.push(...spark('d_cpu', series.cpu, res ? formatCpu(res.cpu_percent) : '–', 1));
+    rows.push(...spark('d_rss', series.rss, res ? formatBytes(res.rss_bytes) : '–', 0));
+  }
+  if (node.kind !== 'root_supervisor') {
+    const perMinute = series.restarts;
+    rows.push(...spark('d_restarts_per_min', perMinute, String(perMinute[perMinute.length - 1]), 1));
+  }
+  return [
+    h('h3', {}, t('d_resources')),
+    h('div', { class: 'sparks', 'data-figures': compactFigures(res) }, rows),
+    res ? h('p', { class: 'muted mono' }, `${t('d_fds_threads')}: ${res.open_fds} · ${res.threads}`)
+      : (hasFigures ? null : h('p', { class: 'muted no-figures' }, t('d_no_figures'))),
+  ];
 }
 
 // The lifecycle is the title's badge; the facts come in pairs where they belong together, so
@@ -54,6 +88,7 @@ export class DetailPanel {
         field('d_last_policy', policyText(rt.last_policy_decision)),
         rt.shutdown_state && rt.shutdown_state !== 'idle' ? field('d_shutdown', tv('sh', rt.shutdown_state)) : null,
         diag.message ? field('d_diagnostic', diag.message) : null),
+      ...resourceBlock(store, tg, node),
       h('h3', {}, t('d_recent_events')),
       events.length
         ? h('ol', { class: 'node-events' }, events.map((e) => h('li', { class: `sev-${e.severity}` },

@@ -3,6 +3,7 @@
 
 import { elements, h } from '../dom.js';
 import { t } from '../i18n.js';
+import { compactFigures, siblingRank } from '../resources.js';
 import { TopologyView } from '../topology-view.js';
 import { LIFECYCLE_STATES } from '../vocabulary.js';
 
@@ -13,13 +14,14 @@ export class TopologyPanel {
     this.selection = selection;
     this.el = elements(root, [
       'topology-svg', 'topology-empty', 'topology-target', 'node-search', 'failed-only',
-      'zoom-in', 'zoom-out', 'fit-view', 'relayout', 'legend',
+      'zoom-in', 'zoom-out', 'fit-view', 'relayout', 'legend', 'node-sort',
     ]);
     this.view = new TopologyView(this.el.topologySvg, {
       memory,
       onSelect,
       lifecycleOf: (path) => store.lifecycleOf(selection.targetId, path),
       isFailing: (path) => store.isFailing(selection.targetId, path),
+      figuresOf: (path) => compactFigures(store.resourcesOf(selection.targetId, path)),
     });
     this._bind();
   }
@@ -38,6 +40,15 @@ export class TopologyPanel {
     el.zoomOut.addEventListener('click', () => view.zoom(0.8));
     el.fitView.addEventListener('click', () => view.fit());
     el.relayout.addEventListener('click', () => view.relayout());
+    // Siblings by CPU or memory, largest first: ordered when picked (and on Relayout), so
+    // that nodes do not move under the pointer as figures change.
+    el.nodeSort.addEventListener('change', () => this.sortBy(el.nodeSort.value));
+  }
+
+  sortBy(key) {
+    const { store, selection } = this;
+    this.el.nodeSort.value = key;
+    this.view.setRank(siblingRank(key, (path) => store.resourcesOf(selection.targetId, path)));
   }
 
   // Draws the selected target's tree (or why there is none) with the node selection and search.

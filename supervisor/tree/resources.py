@@ -1,0 +1,231 @@
+"""What process children cost: CPU, memory, descriptors and threads, sampled on the tree's clock.
+
+A :class:`ResourceMonitor` asks a :class:`Sampler` every ``observability.resources.interval_ms``
+for the figures of each process child's process group (the child leads its own) and of the
+target process itself. The latest figures are kept for metrics; the RuntimeState rows show the
+last *published* ones, and a row is published (a ``state_delta``) only when its figures moved
+by more than :data:`THRESHOLDS` say, so an idle tree stays quiet on the wire.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Collection, Protocol
+
+import attrs
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from supervisor.tree.context import Tree
+from supervisor.tree.model import SupervisorNode, runtime_row, walk
+from supervisor.tree.spec import ChildKind
+from supervisor.wire.timestamps import stamp
+
+
+@attrs.frozen
+class Figures:
+    """One sample of one process group (or of the target process)."""
+
+    cpu_percent: float
+    rss_bytes: int
+    open_fds: int
+    threads: int
+
+    def to_json(self, sampled_at: float) -> dict[str, Any]:
+        """The wire ``resources`` object (CONTRACTS.md §1 extension, docs/protocol.md)."""
+        return {
+            "cpu_percent": round(self.cpu_percent, 1),
+            "rss_bytes": self.rss_bytes,
+            "open_fds": self.open_fds,
+            "threads": self.threads,
+            **stamp("sampled", sampled_at),
+        }
+
+
+@attrs.frozen
+class Thresholds:
+    """How far figures must move from the last published ones before a row is published again."""
+
+    #: CPU percentage points (of one core)
+    cpu_points: float = 2.0
+    #: relative change of the resident set
+    rss_ratio: float = 0.05
+
+    def significant(self, old: Figures | None, new: Figures | None) -> bool:
+        """Whether ``new`` differs enough from the published ``old`` to publish it."""
+        if old is None or new is None:
+            return old is not new
+        if abs(new.cpu_percent - old.cpu_percent) >= self.cpu_points:
+            return True
+        if abs(new.rss_bytes - old.rss_bytes) > self.rss_ratio * max(old.rss_bytes, 1):
+            return True
+        return new.open_fds != old.open_fds or new.threads != old.threads
+
+
+THRESHOLDS = Thresholds()
+
+
+class Sampler(Protocol):
+    """Reads process figures; the monitor owns the timing."""
+
+    def sample_groups(self, pgids: Collection[int]) -> dict[int, Figures]:
+        """Figures summed over each live process group of ``pgids`` (missing ones left out)."""
+
+    def sample_self(self) -> Figures | None:
+        """The figures of the process running the tree."""
+
+
+class PsutilSampler:
+    """A :class:`Sampler` over psutil: every member of a group is found by its pgid once per sample.
+
+    CPU percent is the CPU time a process used since the previous sample, over the wall time
+    between them (100 = one core); a process seen for the first time counts 0.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._procs: dict[int, Any] = {}
+        self._self = psutil.Process()
+        self._self.cpu_percent(None)
+
+    def _figures(self, proc: Any) -> Figures:
+        with proc.oneshot():
+            return Figures(proc.cpu_percent(None), proc.memory_info().rss, proc.num_fds(),
+                           proc.num_threads())
+
+    def sample_groups(self, pgids: Collection[int]) -> dict[int, Figures]:
+        if not pgids:
+            self._procs.clear()
+            return {}
+        psutil = self._psutil
+        wanted = set(pgids)
+        totals: dict[int, list[float]] = {}
+        seen: dict[int, Any] = {}
+        for pid in psutil.pids():
+            try:
+                group = os.getpgid(pid)
+            except OSError:
+                continue
+            if group not in wanted:
+                continue
+            proc = self._procs.get(pid)
+            try:
+                if proc is None:
+                    proc = psutil.Process(pid)
+                figures = self._figures(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            seen[pid] = proc
+            total = totals.setdefault(group, [0.0, 0, 0, 0])
+            total[0] += figures.cpu_percent
+            total[1] += figures.rss_bytes
+            total[2] += figures.open_fds
+            total[3] += figures.threads
+        self._procs = seen
+        return {g: Figures(t[0], int(t[1]), int(t[2]), int(t[3])) for g, t in totals.items()}
+
+    def sample_self(self) -> Figures | None:
+        try:
+            return self._figures(self._self)
+        except self._psutil.Error:
+            return None
+
+
+@attrs.define
+class _Published:
+    figures: Figures
+    wire: dict[str, Any]
+
+
+class ResourceMonitor:
+    """Samples a tree's process children and the target process on the tree's clock."""
+
+    _log = Logger()
+
+    def __init__(self, root: SupervisorNode, sampler: Sampler, interval: float,
+                 thresholds: Thresholds = THRESHOLDS) -> None:
+        self._root = root
+        self._tree: Tree = root.tree
+        self._sampler = sampler
+        self._interval = interval
+        self._thresholds = thresholds
+        self._published: dict[str, _Published] = {}
+        self._own: _Published | None = None
+        #: the latest figures by child path (unpublished ones included), for metrics
+        self.latest: dict[str, Figures] = {}
+        #: the target process's latest figures
+        self.latest_self: Figures | None = None
+        self.samples = 0
+        self._loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        """Sample every interval from now on, until :meth:`stop`; rows show what it publishes."""
+        if self._loop is not None:
+            return
+        self._tree.resources_of = self.resources_of
+        self._tree.own_resources = self.own_resources
+        self._loop = LoopingCall(self.sample)
+        self._loop.clock = self._tree.clock
+        self._loop.start(self._interval, now=False).addErrback(
+            lambda f: self._log.failure("resource sampling stopped", f))
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def resources_of(self, path: str) -> dict[str, Any] | None:
+        """The published wire ``resources`` of the child at ``path``, or ``None``."""
+        published = self._published.get(path)
+        return None if published is None else published.wire
+
+    def own_resources(self) -> dict[str, Any] | None:
+        """The published wire ``resources`` of the target process, or ``None``."""
+        return None if self._own is None else self._own.wire
+
+    def sample(self) -> None:
+        """Take one sample and publish the rows whose figures moved beyond the thresholds."""
+        tree = self._tree
+        groups: dict[str, int] = {}
+        for child in walk(self._root):
+            if child.spec.kind is not ChildKind.PROCESS or child.runner is None:
+                continue
+            pid = getattr(child.runner, "pid", None)
+            if pid is not None:
+                groups[child.path] = pid
+        figures = self._sampler.sample_groups(set(groups.values())) if groups else {}
+        own = self._sampler.sample_self()
+        now = tree.now()
+        self.samples += 1
+        self.latest = {path: figures[pid] for path, pid in groups.items() if pid in figures}
+        self.latest_self = own
+        changed = []
+        for path in set(self._published) - set(self.latest):
+            del self._published[path]
+            if path in groups:  # a row without a runner shows no resources already
+                changed.append(path)
+        for path, new in self.latest.items():
+            old = self._published.get(path)
+            if self._thresholds.significant(None if old is None else old.figures, new):
+                self._published[path] = _Published(new, new.to_json(now))
+                changed.append(path)
+        own_changed = self._thresholds.significant(None if self._own is None else self._own.figures,
+                                                   own)
+        if own_changed:
+            self._own = None if own is None else _Published(own, own.to_json(now))
+        if not changed and not own_changed:
+            return
+        paths = set(changed)
+        tree.state_changed(lambda: self._delta(paths, own_changed))
+
+    def _delta(self, paths: set[str], own_changed: bool) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        rows = [runtime_row(c) for c in walk(self._root) if c.path in paths]
+        if rows:
+            delta["runtime_state"] = rows
+        if own_changed:
+            delta["target_resources"] = self.own_resources()
+        return delta
+
