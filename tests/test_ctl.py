@@ -242,24 +242,68 @@ def state_answer(peer: Peer) -> dict[str, Any]:
     return result["state"]
 
 
-def test_json_status_prints_the_status_rows_and_status_a_table(sockpath, listener):
+def status_result(started_at_unix_nanos: int | None) -> dict[str, Any]:
+    return {"type": "status", "target_id": "t1", "display_name": "payments worker a",
+            "state_generation": 57, "generated_at": "2026-11-28T13:05:15.123456Z",
+            "generated_at_unix_nanos": 1795871115123456000, "rows": [
+                {"child_path": "/root/web", "kind": "child_process", "lifecycle_state": "running",
+                 "health": "healthy", "readiness": "ready", "pid": 4242, "restart_count": 1,
+                 "last_failure": None, "started_at": "2026-11-25T08:35:15.123456Z",
+                 "started_at_unix_nanos": started_at_unix_nanos},
+                {"child_path": "/root/invoice_writer", "kind": "child_task",
+                 "lifecycle_state": "paused", "health": "unknown", "readiness": "not_ready",
+                 "pid": None, "restart_count": 2, "last_failure": "exit status 3",
+                 "started_at": None, "started_at_unix_nanos": None}]}
+
+
+def test_json_status_prints_the_status_result_and_status_a_table(sockpath, listener):
+    # started 3 days, 4 hours and 30 minutes ago: the table shows whole days and hours
+    started = time.time_ns() - (3 * 86400 + 4 * 3600 + 1800) * 1_000_000_000
     proc = ctl(sockpath, "--json", "status")
     peer = Peer(listener)
     hello(peer)
-    state = state_answer(peer)
+    request = peer.answer(status_result(started))
+    assert (request["method"], request["params"]) == ("status", {"target_id": "t1"})
     code, out, err = finish(proc)
     assert (code, err) == (0, "")
-    assert json.loads(out) == {"target": state["target"], "state_generation": state["state_generation"],
-                               "runtime_state": state["runtime_state"]}
+    want = status_result(started)
+    del want["type"]
+    assert json.loads(out) == want
 
     proc = ctl(sockpath, "status")
     peer = Peer(listener)
     hello(peer)
+    peer.answer(status_result(started))
+    assert finish(proc) == (0, (
+        "payments worker a (t1), generation 57\n"
+        "PATH                  KIND     STATE    HEALTH   READY      PID   RESTARTS  UPTIME  LAST FAILURE\n"
+        "/root/web             process  running  healthy  ready      4242  1         3d 4h   -\n"
+        "/root/invoice_writer  task     paused   unknown  not_ready  -     2         -       exit status 3\n"), "")
+
+
+def test_status_reads_the_full_state_from_a_target_without_the_status_method(sockpath, listener):
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    hello(peer)
+    request = peer.request()
+    assert request["method"] == "status"
+    peer.send({"request_id": request["request_id"], "ok": False, "error": {
+        "code": "unsupported_method", "stage": "protocol_parse", "target_id": None,
+        "message": "unsupported dashboard IPC method status", "retryable": False}})
     state_answer(peer)
     assert finish(proc) == (0, (
         "payments worker a (payments-worker-a), generation 57\n"
-        "PATH                  KIND     STATE   HEALTH   READY      RESTARTS  LAST FAILURE\n"
-        "/root/invoice_writer  process  paused  unknown  not_ready  2         exit status 3\n"), "")
+        "PATH                  KIND     STATE   HEALTH   READY      PID  RESTARTS  UPTIME  LAST FAILURE\n"
+        "/root/invoice_writer  process  paused  unknown  not_ready  -    2         -       exit status 3\n"), "")
+
+
+def test_uptime_is_shown_in_its_two_largest_units():
+    from supervisor.ctl import uptime
+
+    second = 1_000_000_000
+    assert [uptime(0, n * second) for n in (0, 12, 247, 7500, 3 * 86400 + 4 * 3600 + 59)] == [
+        "0s", "12s", "4m 07s", "2h 05m", "3d 4h"]
+    assert uptime(None, 5) == "-" and uptime(10 * second, 0) == "0s"
 
 
 def test_the_socket_comes_from_the_config_file_or_the_environment(sockpath, listener):
