@@ -164,15 +164,21 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
         "rows": [{
             "child_path": row["child_path"], "kind": kinds.get(row["child_path"], "unknown"),
             "lifecycle_state": row["lifecycle_state"], "health": row["health"],
-            "readiness": row["readiness"], "pid": None, "restart_count": row["restart_count"],
+            "readiness": row["readiness"], "pid": None, "generation": row["generation"],
+            "restart_count": row["restart_count"],
             "last_failure": row["last_failure"], "started_at": None, "started_at_unix_nanos": None,
         } for row in state["runtime_state"]],
     }
 
 
 def _status(status: dict[str, Any]) -> dict[str, Any]:
-    """What ``--json status`` prints: the status result without its ``type``."""
-    return {k: v for k, v in status.items() if k != "type"}
+    """What ``--json status`` prints: the target, its state generation and one status row
+    per child (under ``runtime_state``, the key this output has always had)."""
+    return {"target": {"target_id": status["target_id"], "display_name": status["display_name"]},
+            "state_generation": status["state_generation"],
+            "generated_at": status["generated_at"],
+            "generated_at_unix_nanos": status["generated_at_unix_nanos"],
+            "runtime_state": status["rows"]}
 
 
 def uptime(started_at_unix_nanos: int | None, now_unix_nanos: int) -> str:

@@ -247,12 +247,13 @@ def status_result(started_at_unix_nanos: int | None) -> dict[str, Any]:
             "state_generation": 57, "generated_at": "2026-11-28T13:05:15.123456Z",
             "generated_at_unix_nanos": 1795871115123456000, "rows": [
                 {"child_path": "/root/web", "kind": "child_process", "lifecycle_state": "running",
-                 "health": "healthy", "readiness": "ready", "pid": 4242, "restart_count": 1,
+                 "health": "healthy", "readiness": "ready", "pid": 4242, "generation": 2,
+                 "restart_count": 1,
                  "last_failure": None, "started_at": "2026-11-25T08:35:15.123456Z",
                  "started_at_unix_nanos": started_at_unix_nanos},
                 {"child_path": "/root/invoice_writer", "kind": "child_task",
                  "lifecycle_state": "paused", "health": "unknown", "readiness": "not_ready",
-                 "pid": None, "restart_count": 2, "last_failure": "exit status 3",
+                 "pid": None, "generation": 3, "restart_count": 2, "last_failure": "exit status 3",
                  "started_at": None, "started_at_unix_nanos": None}]}
 
 
@@ -267,8 +268,10 @@ def test_json_status_prints_the_status_result_and_status_a_table(sockpath, liste
     code, out, err = finish(proc)
     assert (code, err) == (0, "")
     want = status_result(started)
-    del want["type"]
-    assert json.loads(out) == want
+    assert json.loads(out) == {
+        "target": {"target_id": "t1", "display_name": "payments worker a"},
+        "state_generation": 57, "generated_at": want["generated_at"],
+        "generated_at_unix_nanos": want["generated_at_unix_nanos"], "runtime_state": want["rows"]}
 
     proc = ctl(sockpath, "status")
     peer = Peer(listener)

@@ -58,7 +58,8 @@ def test_status_is_one_flat_row_per_child_encoded_like_every_answer():
     assert [r["child_path"] for r in result["rows"]] == ["/root/worker", "/root/billing"]
     row = result["rows"][0]
     assert row == {"child_path": "/root/worker", "kind": "child_task", "lifecycle_state": "running",
-                   "health": "unknown", "readiness": "ready", "pid": None, "restart_count": 0,
+                   "health": "unknown", "readiness": "ready", "pid": None, "generation": 1,
+                   "restart_count": 0,
                    "last_failure": None, "started_at": row["started_at"],
                    "started_at_unix_nanos": row["started_at_unix_nanos"]}
     assert row["started_at"] is not None and isinstance(row["started_at_unix_nanos"], int)

@@ -115,6 +115,7 @@ def _status_row(child: ChildRuntime) -> dict[str, Any]:
         "health": child.health.value,
         "readiness": child.readiness.value,
         "pid": pid,
+        "generation": child.generation,
         "restart_count": child.restart_count,
         "last_failure": child.last_failure,
         "started_at": None if started is None else rfc3339(started),
