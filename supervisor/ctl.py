@@ -158,6 +158,7 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
         "type": "status",
         "target_id": state["target"]["target_id"],
         "display_name": state["target"]["display_name"],
+        "instance_id": state["target"].get("instance_id"),
         "state_generation": state["state_generation"],
         "generated_at": state["generated_at"],
         "generated_at_unix_nanos": state.get("generated_at_unix_nanos"),
@@ -174,7 +175,8 @@ def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
 def _status(status: dict[str, Any]) -> dict[str, Any]:
     """What ``--json status`` prints: the target, its state generation and one status row
     per child (under ``runtime_state``, the key this output has always had)."""
-    return {"target": {"target_id": status["target_id"], "display_name": status["display_name"]},
+    return {"target": {"target_id": status["target_id"], "display_name": status["display_name"],
+                       "instance_id": status.get("instance_id")},
             "state_generation": status["state_generation"],
             "generated_at": status["generated_at"],
             "generated_at_unix_nanos": status["generated_at_unix_nanos"],

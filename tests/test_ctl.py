@@ -244,7 +244,7 @@ def state_answer(peer: Peer) -> dict[str, Any]:
 
 def status_result(started_at_unix_nanos: int | None) -> dict[str, Any]:
     return {"type": "status", "target_id": "t1", "display_name": "payments worker a",
-            "state_generation": 57, "generated_at": "2026-11-28T13:05:15.123456Z",
+            "instance_id": "i-1", "state_generation": 57, "generated_at": "2026-11-28T13:05:15.123456Z",
             "generated_at_unix_nanos": 1795871115123456000, "rows": [
                 {"child_path": "/root/web", "kind": "child_process", "lifecycle_state": "running",
                  "health": "healthy", "readiness": "ready", "pid": 4242, "generation": 2,
@@ -269,7 +269,7 @@ def test_json_status_prints_the_status_result_and_status_a_table(sockpath, liste
     assert (code, err) == (0, "")
     want = status_result(started)
     assert json.loads(out) == {
-        "target": {"target_id": "t1", "display_name": "payments worker a"},
+        "target": {"target_id": "t1", "display_name": "payments worker a", "instance_id": "i-1"},
         "state_generation": 57, "generated_at": want["generated_at"],
         "generated_at_unix_nanos": want["generated_at_unix_nanos"], "runtime_state": want["rows"]}
 

@@ -54,6 +54,7 @@ def test_status_is_one_flat_row_per_child_encoded_like_every_answer():
     assert answer["request_id"] == "r1" and answer["ok"] is True
     result = answer["result"]
     assert result["type"] == "status" and result["target_id"] == TARGET_ID
+    assert result["instance_id"] == wired.harness.supervisor.tree.instance_id
     assert result["state_generation"] == wired.harness.supervisor.tree.state_generation
     assert [r["child_path"] for r in result["rows"]] == ["/root/worker", "/root/billing"]
     row = result["rows"][0]

@@ -129,7 +129,8 @@ def status(root: SupervisorNode, display_name: str) -> dict[str, Any]:
     tree = root.tree
     return {
         "target_id": tree.target_id,
-        "display_name": display_name,
+        "display_name": encodable(display_name),
+        "instance_id": tree.instance_id,
         "state_generation": tree.state_generation,
         **stamp("generated", tree.now()),
         "rows": [_status_row(c) for c in walk(root)],
