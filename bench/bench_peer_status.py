@@ -1,4 +1,5 @@
-"""(2) status query latency with 20 and 100 process children: our IPC ``state``, supervisord's
+"""(2) status query latency with 20 and 100 process children: our IPC ``status`` (the lean
+flat rows, not the full ``state``), supervisord's
 XML-RPC ``getAllProcessInfo`` (over its unix HTTP socket) and circus's ``status`` (its zmq
 client), each timed in-process by a client running under that tool's own interpreter
 (bench/peers/driver.py): send, read the whole reply, decode it. procmon has no status API.

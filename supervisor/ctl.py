@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import sys
+import time
 import uuid
 from typing import Any, Callable, NoReturn, TextIO
 
@@ -120,6 +121,17 @@ class Connection:
         except WireError as e:
             raise _explain(e) from None
 
+    async def status(self, scope: dict[str, Any]) -> dict[str, Any]:
+        """The lean ``status`` read; made from ``state`` on a target that has no ``status``."""
+        try:
+            return await self._client.request("status", scope)
+        except RemoteError as e:
+            if e.code != "unsupported_method":
+                raise _explain(e) from None
+        except WireError as e:
+            raise _explain(e) from None
+        return status_from_state((await self.call("state", scope))["state"])
+
     async def until_closed(self) -> NoReturn:
         """Wait while pushes stream in; a followed stream ends only with its connection."""
         raise _explain(await self._client.closed)
@@ -138,10 +150,27 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
-def _status(state: dict[str, Any]) -> dict[str, Any]:
-    """What ``--json status`` prints: the target, its state generation and one row per child."""
-    return {"target": state["target"], "state_generation": state["state_generation"],
-            "runtime_state": state["runtime_state"]}
+def status_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``status`` result made from a full DashboardState, for a target without ``status``
+    (it tells no pids and no start times)."""
+    kinds = {n["path"]: n["kind"] for n in state["topology"]["nodes"]}
+    return {
+        "type": "status",
+        "target_id": state["target"]["target_id"],
+        "display_name": state["target"]["display_name"],
+        "instance_id": state["target"].get("instance_id"),
+        "state_generation": state["state_generation"],
+        "generated_at": state["generated_at"],
+        "generated_at_unix_nanos": state.get("generated_at_unix_nanos"),
+        "rows": [{
+            "child_path": row["child_path"], "kind": kinds.get(row["child_path"], "unknown"),
+            "lifecycle_state": row["lifecycle_state"], "health": row["health"],
+            "readiness": row["readiness"], "pid": None, "generation": row["generation"],
+            "restart_count": row["restart_count"],
+            "last_failure": row["last_failure"], "started_at": None, "started_at_unix_nanos": None,
+            "resources": row.get("resources"),
+        } for row in state["runtime_state"]],
+    }
 
 
 def _size(n: int) -> str:
@@ -161,17 +190,47 @@ def _figures(resources: Any) -> list[str]:
     return [f"{resources.get('cpu_percent', 0):.1f}%", _size(int(resources.get("rss_bytes", 0)))]
 
 
-def _print_status(state: dict[str, Any], out: TextIO) -> None:
-    kinds = {n["path"]: n["kind"].replace("child_", "") for n in state["topology"]["nodes"]}
-    rows = [["PATH", "KIND", "STATE", "HEALTH", "READY", "RESTARTS", "CPU", "RSS", "LAST FAILURE"]]
-    for row in state["runtime_state"]:
+def _status(status: dict[str, Any]) -> dict[str, Any]:
+    """What ``--json status`` prints: the target, its state generation and one status row
+    per child (under ``runtime_state``, the key this output has always had)."""
+    return {"target": {"target_id": status["target_id"], "display_name": status["display_name"],
+                       "instance_id": status.get("instance_id")},
+            "state_generation": status["state_generation"],
+            "generated_at": status["generated_at"],
+            "generated_at_unix_nanos": status["generated_at_unix_nanos"],
+            "runtime_state": status["rows"]}
+
+
+def uptime(started_at_unix_nanos: int | None, now_unix_nanos: int) -> str:
+    """``3d 4h``, ``2h 05m``, ``4m 07s``, ``12s``; ``-`` when not running."""
+    if started_at_unix_nanos is None:
+        return "-"
+    seconds = max(0, (now_unix_nanos - started_at_unix_nanos) // 1_000_000_000)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
+
+
+def _print_status(status: dict[str, Any], out: TextIO) -> None:
+    now = time.time_ns()
+    rows = [["PATH", "KIND", "STATE", "HEALTH", "READY", "PID", "RESTARTS", "UPTIME", "CPU", "RSS",
+             "LAST FAILURE"]]
+    for row in status["rows"]:
         rows.append([
-            row["child_path"], kinds.get(row["child_path"], "?"), row["lifecycle_state"],
-            row["health"], row["readiness"], str(row["restart_count"]),
+            row["child_path"], row["kind"].replace("child_", ""), row["lifecycle_state"],
+            row["health"], row["readiness"], "-" if row["pid"] is None else str(row["pid"]),
+            str(row["restart_count"]), uptime(row["started_at_unix_nanos"], now),
             *_figures(row.get("resources")), row["last_failure"] or "-",
         ])
-    target = state["target"]
-    out.write(f"{target['display_name']} ({target['target_id']}), generation {state['state_generation']}\n")
+    out.write(f"{status['display_name']} ({status['target_id']}), "
+              f"generation {status['state_generation']}\n")
     _table(rows, out)
 
 
@@ -325,8 +384,8 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
     target_id = (await conn.call("hello", None))["target_id"]
     scope = {"target_id": target_id}
     if args.action == "status":
-        state = (await conn.call("state", scope))["state"]
-        out.write(json.dumps(_status(state)) + "\n") if args.json else _print_status(state, out)
+        status = await conn.status(scope)
+        out.write(json.dumps(_status(status)) + "\n") if args.json else _print_status(status, out)
         return 0
     if args.action in ("events", "logs"):
         # one rule with and without --follow: the subscription replays what the target holds

@@ -242,47 +242,91 @@ def state_answer(peer: Peer) -> dict[str, Any]:
     return result["state"]
 
 
-def test_json_status_prints_the_status_rows_and_status_a_table(sockpath, listener):
+def status_result(started_at_unix_nanos: int | None) -> dict[str, Any]:
+    return {"type": "status", "target_id": "t1", "display_name": "payments worker a",
+            "instance_id": "i-1", "state_generation": 57, "generated_at": "2026-11-28T13:05:15.123456Z",
+            "generated_at_unix_nanos": 1795871115123456000, "rows": [
+                {"child_path": "/root/web", "kind": "child_process", "lifecycle_state": "running",
+                 "health": "healthy", "readiness": "ready", "pid": 4242, "generation": 2,
+                 "restart_count": 1,
+                 "last_failure": None, "started_at": "2026-11-25T08:35:15.123456Z",
+                 "started_at_unix_nanos": started_at_unix_nanos},
+                {"child_path": "/root/invoice_writer", "kind": "child_task",
+                 "lifecycle_state": "paused", "health": "unknown", "readiness": "not_ready",
+                 "pid": None, "generation": 3, "restart_count": 2, "last_failure": "exit status 3",
+                 "started_at": None, "started_at_unix_nanos": None}]}
+
+
+def test_json_status_prints_the_status_result_and_status_a_table(sockpath, listener):
+    # started 3 days, 4 hours and 30 minutes ago: the table shows whole days and hours
+    started = time.time_ns() - (3 * 86400 + 4 * 3600 + 1800) * 1_000_000_000
     proc = ctl(sockpath, "--json", "status")
     peer = Peer(listener)
     hello(peer)
-    state = state_answer(peer)
+    request = peer.answer(status_result(started))
+    assert (request["method"], request["params"]) == ("status", {"target_id": "t1"})
     code, out, err = finish(proc)
     assert (code, err) == (0, "")
-    assert json.loads(out) == {"target": state["target"], "state_generation": state["state_generation"],
-                               "runtime_state": state["runtime_state"]}
+    want = status_result(started)
+    assert json.loads(out) == {
+        "target": {"target_id": "t1", "display_name": "payments worker a", "instance_id": "i-1"},
+        "state_generation": 57, "generated_at": want["generated_at"],
+        "generated_at_unix_nanos": want["generated_at_unix_nanos"], "runtime_state": want["rows"]}
 
     proc = ctl(sockpath, "status")
     peer = Peer(listener)
     hello(peer)
+    peer.answer(status_result(started))
+    assert finish(proc) == (0, (
+        "payments worker a (t1), generation 57\n"
+        "PATH                  KIND     STATE    HEALTH   READY      PID   RESTARTS  UPTIME  CPU  RSS  LAST FAILURE\n"
+        "/root/web             process  running  healthy  ready      4242  1         3d 4h   -    -    -\n"
+        "/root/invoice_writer  task     paused   unknown  not_ready  -     2         -       -    -    exit status 3\n"), "")
+
+
+def test_status_reads_the_full_state_from_a_target_without_the_status_method(sockpath, listener):
+    proc = ctl(sockpath, "status")
+    peer = Peer(listener)
+    hello(peer)
+    request = peer.request()
+    assert request["method"] == "status"
+    peer.send({"request_id": request["request_id"], "ok": False, "error": {
+        "code": "unsupported_method", "stage": "protocol_parse", "target_id": None,
+        "message": "unsupported dashboard IPC method status", "retryable": False}})
     state_answer(peer)
     assert finish(proc) == (0, (
         "payments worker a (payments-worker-a), generation 57\n"
-        "PATH                  KIND     STATE   HEALTH   READY      RESTARTS  CPU  RSS  LAST FAILURE\n"
-        "/root/invoice_writer  process  paused  unknown  not_ready  2         -    -    exit status 3\n"), "")
+        "PATH                  KIND     STATE   HEALTH   READY      PID  RESTARTS  UPTIME  CPU  RSS  LAST FAILURE\n"
+        "/root/invoice_writer  process  paused  unknown  not_ready  -    2         -       -    -    exit status 3\n"), "")
 
 
 def test_status_shows_cpu_and_rss_of_rows_with_figures(sockpath, listener):
     proc = ctl(sockpath, "status")
     peer = Peer(listener)
     hello(peer)
-    with open(os.path.join(CONTRACT, "ipc.state.response.json")) as f:
-        result = json.load(f)["result"]
-    row = result["state"]["runtime_state"][0]
+    result = status_result(time.time_ns())
     sampled = {"sampled_at": "2026-11-28T13:05:15.123456Z", "sampled_at_unix_nanos": 1}
-    row["resources"] = {"cpu_percent": 12.5, "rss_bytes": 41_943_040, "open_fds": 9, "threads": 3,
-                        **sampled}
-    result["state"]["runtime_state"].append(
-        {**row, "child_path": "/root/tiny", "resources": {**row["resources"], "cpu_percent": 0,
-                                                          "rss_bytes": 900}})
-    peer.answer({**result, "target_id": "t1"})
+    result["rows"][0]["resources"] = {"cpu_percent": 12.5, "rss_bytes": 41_943_040, "open_fds": 9,
+                                      "threads": 3, **sampled}
+    result["rows"][1]["resources"] = {**result["rows"][0]["resources"], "cpu_percent": 0,
+                                      "rss_bytes": 900}
+    peer.answer(result)
     code, out, err = finish(proc)
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[1].split() == ["PATH", "KIND", "STATE", "HEALTH", "READY", "RESTARTS", "CPU", "RSS",
-                                "LAST", "FAILURE"]
-    assert lines[2].split()[6:8] == ["12.5%", "40.0M"]
-    assert lines[3].split()[6:8] == ["0.0%", "900B"]
+    assert lines[1].split() == ["PATH", "KIND", "STATE", "HEALTH", "READY", "PID", "RESTARTS",
+                                "UPTIME", "CPU", "RSS", "LAST", "FAILURE"]
+    assert lines[2].split()[8:10] == ["12.5%", "40.0M"]
+    assert lines[3].split()[8:10] == ["0.0%", "900B"]
+
+
+def test_uptime_is_shown_in_its_two_largest_units():
+    from supervisor.ctl import uptime
+
+    second = 1_000_000_000
+    assert [uptime(0, n * second) for n in (0, 12, 247, 7500, 3 * 86400 + 4 * 3600 + 59)] == [
+        "0s", "12s", "4m 07s", "2h 05m", "3d 4h"]
+    assert uptime(None, 5) == "-" and uptime(10 * second, 0) == "0s"
 
 
 def test_the_socket_comes_from_the_config_file_or_the_environment(sockpath, listener):

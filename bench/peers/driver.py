@@ -65,12 +65,12 @@ def status_ours(path, target_id):
 
     def call():
         counter[0] += 1
-        request = {"request_id": "s%d" % counter[0], "method": "state", "params": {"target_id": target_id}}
+        request = {"request_id": "s%d" % counter[0], "method": "status", "params": {"target_id": target_id}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         reply = json.loads(lines.line())
         if not reply.get("ok"):
-            raise RuntimeError("state failed: %r" % (reply,))
-        return len(reply["result"]["state"]["runtime_state"])
+            raise RuntimeError("status failed: %r" % (reply,))
+        return len(reply["result"]["rows"])
 
     return call
 

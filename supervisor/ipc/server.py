@@ -24,14 +24,16 @@ from supervisor.ipc.commands import run_command
 from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
 from supervisor.wire.errors import WireError
-from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, encode
+from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, dumps, encode
 from supervisor.tree.descendants import start_time
 from supervisor.wire.unixsocket import peer_credentials
 from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, ipc_method
 
 INVALID_REQUEST_ID = "invalid-request"
+#: ``status`` is an extension beside ``state``: the lean status read (docs/protocol.md).
 METHODS = frozenset(
-    {"hello", "state", "events.subscribe", "logs.tail"} | {ipc_method(c) for c in COMMANDS}
+    {"hello", "state", "status", "events.subscribe", "logs.tail"}
+    | {ipc_method(c) for c in COMMANDS}
 )
 
 
@@ -207,9 +209,15 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         self._succeed(result, request_id)
         return None
 
-    def _succeed(self, result: tuple[dict[str, Any], Callable[[], None] | None], request_id: str) -> None:
+    def _succeed(self, result: tuple[dict[str, Any] | bytes, Callable[[], None] | None],
+                 request_id: str) -> None:
         body, after = result
-        self._respond({"request_id": request_id, "ok": True, "result": body})
+        if isinstance(body, bytes):  # a result encoded once for many answers
+            if self.out is not None and not self.transport.disconnecting:
+                self.out.send(b'{"request_id":%s,"ok":true,"result":%s}\n'
+                              % (dumps(request_id).encode("utf-8"), body))
+        else:
+            self._respond({"request_id": request_id, "ok": True, "result": body})
         if after is not None:
             after()
 
@@ -229,13 +237,10 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             origin, peer = self.origin()
             return run_command(server, method, params, origin, peer).addCallback(
                 lambda body: (body, None))
-        self._check_target(params, "state" if method == "state" else "subscription")
-        if method == "state":
-            return {
-                "type": "state",
-                "target_id": target_id,
-                "state": server.supervisor.state(server.display_name),
-            }, None
+        reads = method in ("state", "status")
+        self._check_target(params, "state" if reads else "subscription")
+        if reads:
+            return server.encoded_result(method), None
         if params.get("session_established") is not True:
             raise _error(
                 "session_required", "subscription",
@@ -359,6 +364,38 @@ class IpcServer(Factory):
         self.allowed_uids = frozenset({os.getuid(), *config.allowed_uids})
         self.connections: set[IpcConnection] = set()
         self._encoded: dict[str, tuple[Any, bytes]] = {}
+        self._results: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        #: how often a ``state``/``status`` result was encoded, and how often one was reused
+        self.result_encodings = 0
+        self.result_reuses = 0
+
+    def encoded_result(self, method: str) -> bytes:
+        """The encoded result of ``state`` or ``status``, built once and reused for every
+        answer while nothing it shows has changed.
+
+        ``status`` shows only what a new ``state_generation`` announces; ``state`` also holds
+        the recent events and logs and the rings' eviction counts. One entry per method.
+        """
+        sup = self.supervisor
+        tree = sup.tree
+        if method == "status":
+            key: tuple[Any, ...] = (tree.state_generation,)
+        else:
+            key = (tree.state_generation, tree.config_version, sup.events.last_sequence,
+                   sup.events.evicted, sup.logs.last_sequence, sup.logs.evicted)
+        cached = self._results.get(method)
+        if cached is not None and cached[0] == key:
+            self.result_reuses += 1
+            return cached[1]
+        if method == "status":
+            result = {"type": "status", **sup.lean_status(self.display_name)}
+        else:
+            result = {"type": "state", "target_id": self.target_id,
+                      "state": sup.state(self.display_name)}
+        body = dumps(result).encode("utf-8")
+        self._results[method] = (key, body)
+        self.result_encodings += 1
+        return body
 
     def push_line(self, kind: str, record: EventRecord | LogRecord) -> bytes:
         """The push line for ``record``, encoded once however many connections stream it."""

@@ -18,7 +18,7 @@ from supervisor.tree.model import ROOT_PATH, ChildRuntime, child_at, runtime_row
 from supervisor.tree.resources import PsutilSampler, ResourceMonitor, Sampler
 from supervisor.tree.shutdown import TreeShutdown
 from supervisor.tree.spec import SupervisorSpec
-from supervisor.tree.state import dashboard_state, publish_topology, rows
+from supervisor.tree.state import dashboard_state, publish_topology, rows, status
 from supervisor.tree.supervision import Supervision
 from supervisor.wire.errors import WireError
 
@@ -124,6 +124,10 @@ class Supervisor(Service):
     def state(self, display_name: str | None = None) -> dict[str, Any]:
         """The §1 DashboardState, computed now."""
         return dashboard_state(self.root, display_name or self.tree.target_id)
+
+    def lean_status(self, display_name: str | None = None) -> dict[str, Any]:
+        """The lean status read (one flat row per child), computed now."""
+        return status(self.root, display_name or self.tree.target_id)
 
     def subscribe_state(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``listener(delta)`` after every change; returns the unsubscribe function."""

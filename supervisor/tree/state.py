@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from supervisor.tree.model import ChildRuntime, SupervisorNode, runtime_row, walk
+from supervisor.tree.lifecycle import Lifecycle
 from supervisor.tree.spec import ChildKind
-from supervisor.wire.timestamps import rfc3339, stamp
+from supervisor.wire.timestamps import rfc3339, stamp, unix_nanos
 from supervisor.wire.ndjson import encodable
 
 RECENT_LIMIT = 128
@@ -95,6 +96,45 @@ def topology(root: SupervisorNode) -> dict[str, Any]:
         "nodes": nodes,
         "edges": edges,
         "declaration_order": [n["path"] for n in nodes],
+    }
+
+
+#: States in which a child's current generation has a live OS process (its ``pid``).
+_PROCESS_UP = frozenset({Lifecycle.STARTING, Lifecycle.RUNNING, Lifecycle.STOPPING})
+
+
+def _status_row(child: ChildRuntime) -> dict[str, Any]:
+    state = child.phase.wire
+    runner = child.runner
+    pid = getattr(runner, "pid", None) if state in _PROCESS_UP else None
+    started = child.started_at if state is Lifecycle.RUNNING else None
+    return {
+        "child_path": child.path,
+        "kind": _KIND[child.spec.kind],
+        "lifecycle_state": state.value,
+        "health": child.health.value,
+        "readiness": child.readiness.value,
+        "pid": pid,
+        "generation": child.generation,
+        "restart_count": child.restart_count,
+        "last_failure": child.last_failure,
+        "started_at": None if started is None else rfc3339(started),
+        "started_at_unix_nanos": None if started is None else unix_nanos(started),
+        "resources": None if runner is None else child.node.tree.resources_of(child.path),
+    }
+
+
+def status(root: SupervisorNode, display_name: str) -> dict[str, Any]:
+    """The lean status read: one flat row per child, nothing that changes without a new
+    ``state_generation`` (uptime is carried as ``started_at``, so one answer stays true)."""
+    tree = root.tree
+    return {
+        "target_id": tree.target_id,
+        "display_name": encodable(display_name),
+        "instance_id": tree.instance_id,
+        "state_generation": tree.state_generation,
+        **stamp("generated", tree.now()),
+        "rows": [_status_row(c) for c in walk(root)],
     }
 
 
