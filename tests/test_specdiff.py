@@ -153,3 +153,20 @@ def test_a_kept_child_that_depends_on_a_removed_one_is_a_conflict():
     running = Running.from_specs([proc("a"), proc("b"), proc("extra", dependencies=["b"])])
     with pytest.raises(ReloadConflict, match="extra.*depends on b"):
         diff(old, tree(proc("a")), running)
+
+
+def test_numprocs_groups_diff_instance_by_instance():
+    import yaml
+
+    from supervisor.config.target import parse_target_config
+
+    def spec(count: int, command: str = "60") -> SupervisorSpec:
+        text = f"children: [{{name: web, kind: process, command: [sleep, '{command}'], numprocs: {count}}}]"
+        return parse_target_config(yaml.safe_load(text), "/tmp").spec
+
+    d = diff(spec(2), spec(3))
+    assert d.added == ("/root/web/web_02",) and d.unchanged == 3  # web, web_00, web_01
+    d = diff(spec(3), spec(2, "61"))
+    assert d.removed == ("/root/web/web_02",)
+    assert [c.path for c in d.changed] == ["/root/web/web_00", "/root/web/web_01"]
+    assert all(c.keys == ("command",) and c.restart for c in d.changed)
