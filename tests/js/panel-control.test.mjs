@@ -14,9 +14,10 @@ function fakeSession({ established = true, accepts = true } = {}) {
   return { established, sent: [], send(msg) { this.sent.push(msg); return accepts; } };
 }
 
-function setup({ session = fakeSession(), selected = TARGET, commands = null } = {}) {
+function setup({ session = fakeSession(), selected = TARGET, commands = null, permitted = null } = {}) {
   const doc = loadPage();
   const store = contractStore();
+  if (permitted) store.session.permittedCommands = permitted; // as a server_hello granting them
   if (commands) {
     store.apply({
       type: 'target_list',
@@ -196,7 +197,7 @@ test('a validation hint stays until the operator acts, whatever the stream bring
 });
 
 test('reload_config is first sent as a dry run; its diff is what the confirmation dialog lists', () => {
-  const { $, fill, panel, session, store } = setup({ commands: ['pause_child', 'reload_config'] });
+  const { $, fill, panel, session, store } = setup({ commands: ['pause_child', 'reload_config'], permitted: ['pause_child', 'reload_config'] });
   fill('reload_config', null, 'roll out the new worker');
   assert.equal($('cmd-path').disabled, true, 'reload_config acts on the whole tree');
   $('cmd-send').click();
@@ -244,7 +245,7 @@ test('reload_config is first sent as a dry run; its diff is what the confirmatio
 });
 
 test('a reload whose dry run fails says why and opens no dialog', () => {
-  const { $, fill, panel, session, store } = setup({ commands: ['reload_config'] });
+  const { $, fill, panel, session, store } = setup({ commands: ['reload_config'], permitted: ['reload_config'] });
   fill('reload_config', null, 'edit');
   $('cmd-send').click();
   const [dry] = session.sent;
