@@ -64,3 +64,42 @@ class StopOnce:
             previous(signum, frame)
 
         return handle
+
+
+class ReloadOnHangup:
+    """``SIGHUP`` asks the target to reload its config, as a ``reload_config`` command would.
+
+    The handler only wakes the reactor (``callFromThread``); ``reload()`` runs there, one at
+    a time (a hangup during a reload is logged and dropped: the running reload reads the
+    file anyway).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, reload: Callable[[str], Any]) -> None:
+        self._reactor = reactor
+        self._reload = reload
+        self._count = 0
+        self._running = False
+
+    def install(self) -> None:
+        """Take over ``SIGHUP`` once the reactor runs."""
+        self._reactor.addSystemEventTrigger("after", "startup", self._install_now)
+
+    def _install_now(self) -> None:
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._reactor.callFromThread(self.hangup))
+
+    def hangup(self) -> None:
+        """Run one reload (on the reactor thread)."""
+        if self._running:
+            self.log.info("SIGHUP during a config reload: that reload reads the file already")
+            return
+        self._count += 1
+        self._running = True
+        d = self._reload(f"sighup-{self._count}")
+
+        def done(result: Any) -> Any:
+            self._running = False
+            return result
+
+        d.addBoth(done)

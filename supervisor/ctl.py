@@ -25,7 +25,7 @@ from supervisor.config._common import ConfigError
 from supervisor.config.target import load_ipc_config
 from supervisor.wire.client import NDJSONClientProtocol, RemoteError, connect_unix
 from supervisor.wire.errors import WireError
-from supervisor.wire.vocabulary import DANGEROUS_COMMANDS, ipc_method
+from supervisor.wire.vocabulary import DRY_RUN_COMMANDS, ipc_method, needs_confirmation
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 SOCKET_ENV = "SUPERVISOR_SOCKET"
@@ -43,6 +43,8 @@ examples:
   python -m supervisor.ctl --config target.yaml add /root --manifest child.yaml --reason "scale" --yes
   python -m supervisor.ctl --config target.yaml restart 'worker:*' --reason "deploy"
   python -m supervisor.ctl --config target.yaml signal HUP /root/web
+  python -m supervisor.ctl --config target.yaml reload --dry-run --reason "check the edit"
+  python -m supervisor.ctl --config target.yaml reload --reason "new worker" --yes
 
 children are named by path (/root/web, /root/web/web_00) or as supervisorctl names them:
 'web:*' is the group /root/web (every instance of a numprocs child), 'web:web_00' one of
@@ -327,6 +329,11 @@ def _parser() -> argparse.ArgumentParser:
     sig.add_argument("signal", help="signal name, e.g. HUP or SIGUSR1")
     sig.add_argument("child", help="child path, e.g. /root/web or 'web:*'")
     sig.add_argument("--reason", help="why (default: names the signal and ctl)")
+    reload = sub.add_parser("reload", help="reload_config: re-read the target's YAML and apply it")
+    reload.add_argument("--dry-run", action="store_true",
+                        help="print what would change and change nothing")
+    reload.add_argument("--reason", required=True)
+    reload.add_argument("--yes", action="store_true", help="confirm (not needed with --dry-run)")
     shutdown = sub.add_parser("shutdown", help="shutdown_tree")
     shutdown.add_argument("--reason", required=True)
     shutdown.add_argument("--yes", action="store_true")
@@ -418,19 +425,27 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
                 target["child_manifest"] = f.read()
         except OSError as e:
             raise CtlError(f"cannot read {args.manifest}: {e.strerror}") from None
+    elif args.action == "reload":
+        command = "reload_config"
     else:
         command = "shutdown_tree"
-    if command in DANGEROUS_COMMANDS and not args.yes:
-        raise CtlError(f"{command} is dangerous; repeat with --yes to confirm")
+    dry_run = bool(getattr(args, "dry_run", False))
+    if needs_confirmation(command, dry_run) and not args.yes:
+        raise CtlError(f"{command} is dangerous; repeat with --yes to confirm"
+                       + (" (or try --dry-run)" if command in DRY_RUN_COMMANDS else ""))
     command_id = f"ctl-{uuid.uuid4().hex[:12]}"
     params = {
         "command_id": command_id, "correlation_id": command_id, "target_id": target_id,
         "command": command, "target": target, "reason": reason,
         "requested_by": args.requested_by, "confirmed": bool(getattr(args, "yes", False)),
     }
+    if dry_run:
+        params["dry_run"] = True
     result = (await conn.call(ipc_method(command), params))["result"]
     if args.json:
         out.write(json.dumps(result) + "\n")
+    elif command == "reload_config":
+        _print_reload(result, dry_run, out)
     else:
         error = result["error"]
         detail = f" ({error['code']}: {error['message']})" if error else ""
@@ -439,6 +454,40 @@ async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> 
             for row in (result.get("state_delta") or {}).get("runtime_state") or []:
                 out.write(f"  {target['signal']} -> {row['child_path']}\n")
     return 0 if result["accepted"] else 2
+
+
+def _print_reload(result: dict[str, Any], dry_run: bool, out: TextIO) -> None:
+    """The reload's outcome and, when it was read, its diff (docs/protocol.md)."""
+    error = result["error"]
+    if error:
+        out.write(f"reload_config: {result['status']} ({error['code']}: {error['message']})\n")
+        return
+    out.write(f"reload_config{' (dry run, nothing changed)' if dry_run else ''}: "
+              f"{result['status']}\n")
+    diff = result.get("diff") or {}
+    out.write(format_diff(diff))
+
+
+def format_diff(diff: dict[str, Any]) -> str:
+    """A reload diff as lines: added, removed, changed (with their keys), the rest counted."""
+    lines = []
+    for path in diff.get("added", []):
+        lines.append(f"  + {path}  (added: starts)")
+    for path in diff.get("removed", []):
+        lines.append(f"  - {path}  (removed: stops)")
+    for change in diff.get("changed", []):
+        what = "restarts" if change["restart"] else "applied without a restart"
+        lines.append(f"  ~ {change['path']}  {', '.join(change['keys'])}  ({what})")
+    for level in diff.get("supervisors", []):
+        lines.append(f"  ~ {level['path']}  {', '.join(level['keys'])}  (applied without a restart)")
+    for path in diff.get("added_at_run_time", []):
+        lines.append(f"  = {path}  (added at run time, not in the file: kept)")
+    for path in diff.get("removed_at_run_time", []):
+        lines.append(f"  = {path}  (removed at run time, still in the file: stays removed)")
+    for key in diff.get("not_applied", []):
+        lines.append(f"  ! {key}  (read only at start: restart the target to apply)")
+    lines.append(f"  {diff.get('unchanged', 0)} unchanged")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> NoReturn:

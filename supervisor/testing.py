@@ -37,6 +37,7 @@ from supervisor.tree.children import ChildContext
 from supervisor.tree.journal import EventRecord
 from supervisor.tree.resources import Figures
 from supervisor.tree.commands import CommandOutcome
+from supervisor.tree.reconfigure import Reloaded
 from supervisor.tree.runtime import Supervisor
 from supervisor.tree.spec import SupervisorSpec
 from supervisor.wire.errors import WireError
@@ -128,6 +129,7 @@ class TreeHarness:
         manifest_parser: Callable[[Any], Any] | None = None,
         reactor: Any = None,
         sampler: Any = None,
+        config_loader: Callable[[], Any] | None = None,
     ) -> None:
         self.clock = Clock()
         self.sampler = sampler if sampler is not None else FakeSampler()
@@ -139,15 +141,35 @@ class TreeHarness:
             rng=random.Random(seed),
             manifest_parser=manifest_parser,
             sampler=self.sampler,
+            config_loader=config_loader,
         )
+        #: the YAML :meth:`reload` reads (set by :meth:`from_yaml`)
+        self.yaml_text: str | None = None
 
     @classmethod
     def from_yaml(cls, text: str, base_dir: str = ".", **kwargs: Any) -> "TreeHarness":
-        """Build from the same YAML a target config file holds."""
+        """Build from the same YAML a target config file holds; :meth:`reload` reads it again."""
         config = parse_target_config(yaml.safe_load(text), base_dir)
         kwargs.setdefault("manifest_parser", config.manifest_parser())
         kwargs.setdefault("target_id", config.ipc.target_id)
-        return cls(config.spec, **kwargs)
+
+        def load() -> Reloaded:
+            fresh = parse_target_config(yaml.safe_load(harness.yaml_text or "{}"), base_dir)
+            return Reloaded(fresh.spec, fresh.manifest_parser())
+
+        kwargs.setdefault("config_loader", load)
+        harness = cls(config.spec, **kwargs)
+        harness.yaml_text = text
+        return harness
+
+    def reload(self, text: str | None = None, *, dry_run: bool = False, requested_by: str = "test",
+               reason: str = "test", **kwargs: Any) -> CommandOutcome:
+        """Run ``reload_config`` to completion on fake time, reading ``text`` (else the YAML
+        given before)."""
+        if text is not None:
+            self.yaml_text = text
+        return self.command("reload_config", requested_by=requested_by, reason=reason,
+                            dry_run=dry_run, **kwargs)
 
     def start(self) -> "TreeHarness":
         self.supervisor.startService()

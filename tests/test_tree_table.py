@@ -34,7 +34,7 @@ from supervisor.wire.vocabulary import EVENT_TYPES, LIFECYCLE_STATES
 FACTS = {
     "outcome": "exit status 1", "normal": False, "reason": "why", "delay_ms": 5, "attempt": 2,
     "strategy": "one_for_one", "scope": "child", "limit": 3, "window_ms": 1000,
-    "silent_ms": 3000, "requested_by": "CN=op", "kind": "task",
+    "silent_ms": 3000, "requested_by": "CN=op", "kind": "task", "keys": ["tags"], "restart": False,
 }
 
 

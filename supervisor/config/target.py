@@ -48,6 +48,8 @@ from supervisor.tree.spec import (
 )
 from supervisor.tree.children import signal_number
 from supervisor.wire.ndjson import encodable
+from supervisor.tree.reconfigure import ConfigLoader, Reloaded
+from supervisor.tree.specdiff import changed_keys
 
 TOP_KEYS = ("supervisor", "policy", "shutdown", "observability", "ipc", "include", "children")
 #: What an included file may hold.
@@ -125,6 +127,26 @@ class TargetConfig:
     spec: SupervisorSpec
     ipc: IpcConfig
     base_dir: str
+    #: the file it was read from, read again by ``reload_config`` (None: not from a file)
+    source: str | None = None
+
+    def config_loader(self) -> ConfigLoader | None:
+        """Reads :attr:`source` again for ``reload_config``; the ``ipc`` section is only
+        read at start, so its changes are reported as not applied."""
+        source = self.source
+        if source is None:
+            return None
+
+        def load() -> Reloaded:
+            try:
+                fresh = load_target_config(source)
+            except ConfigError as e:
+                raise ConfigError(e.key, f"{e.message} (in {source})") from None
+            ipc_keys = changed_keys(self.ipc, fresh.ipc)
+            return Reloaded(fresh.spec, fresh.manifest_parser(),
+                            tuple(f"ipc.{k}" for k in ipc_keys))
+
+        return load
 
     def manifest_parser(self) -> Callable[[Any], ChildSpec]:
         """Parser for ``add_child`` manifests, with this file's policies as defaults."""
@@ -136,8 +158,9 @@ class TargetConfig:
 def load_target_config(path: str, environ: Mapping[str, str] | None = None) -> TargetConfig:
     """Read and validate a target YAML file (and the files its ``include`` names)."""
     data = load_yaml_mapping(path)
-    return parse_target_config(data, os.path.dirname(os.path.abspath(path)), environ,
-                               source=os.path.abspath(path))
+    config = parse_target_config(data, os.path.dirname(os.path.abspath(path)), environ,
+                                 source=os.path.abspath(path))
+    return attrs.evolve(config, source=os.path.abspath(path))
 
 
 def load_ipc_config(path: str, environ: Mapping[str, str] | None = None) -> IpcConfig:

@@ -13,7 +13,7 @@ from supervisor.tree.runtime import Supervisor
 from supervisor.wire.commands import CommandResult
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339
-from supervisor.wire.vocabulary import DANGEROUS_COMMANDS, ipc_method
+from supervisor.wire.vocabulary import DRY_RUN_COMMANDS, ipc_method, needs_confirmation
 
 
 class CommandHost(Protocol):
@@ -27,7 +27,7 @@ class CommandHost(Protocol):
 
 
 REQUIRED = ("command_id", "target_id", "command", "target", "reason", "requested_by", "confirmed")
-TOPOLOGY_COMMANDS = frozenset({"add_child", "remove_child", "shutdown_tree"})
+TOPOLOGY_COMMANDS = frozenset({"add_child", "remove_child", "shutdown_tree", "reload_config"})
 
 
 def _invalid(message: str, target_id: str) -> WireError:
@@ -65,6 +65,11 @@ def parse_request(method: str, params: dict[str, Any], target_id: str,
     correlation = params.get("correlation_id")
     if correlation is not None and not isinstance(correlation, str):
         raise _invalid("correlation_id must be a string or null", target_id)
+    dry_run = params.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise _invalid("dry_run must be true or false", target_id)
+    if dry_run and command not in DRY_RUN_COMMANDS:
+        raise _invalid(f"{command} has no dry run", target_id)
     return CommandRequest(
         command=command,
         command_id=params["command_id"],
@@ -75,6 +80,7 @@ def parse_request(method: str, params: dict[str, Any], target_id: str,
         origin=origin,
         peer=peer,
         signal=signal,
+        dry_run=dry_run,
     )
 
 
@@ -87,7 +93,7 @@ def run_command(server: CommandHost, method: str, params: dict[str, Any],
     target_id = server.target_id
     request = parse_request(method, params, target_id, origin, peer)
     correlation = params.get("correlation_id") or request.command_id
-    if request.command in DANGEROUS_COMMANDS and params["confirmed"] is not True:
+    if needs_confirmation(request.command, request.dry_run) and params["confirmed"] is not True:
         return defer.succeed(_body(server, request, correlation, _refused(
             request, "confirmation_required", "dangerous command requires confirmed=true", target_id)))
     timeout = server.config.command_timeout_seconds
@@ -125,7 +131,7 @@ def _body(server: CommandHost, request: CommandRequest, correlation: str,
           outcome: CommandOutcome) -> dict[str, Any]:
     sup = server.supervisor
     delta = None
-    if outcome.accepted:
+    if outcome.accepted and not request.dry_run:
         delta = {"state_generation": sup.tree.state_generation}
         if request.command in TOPOLOGY_COMMANDS:
             state = sup.state(server.display_name)
@@ -143,4 +149,5 @@ def _body(server: CommandHost, request: CommandRequest, correlation: str,
         error=outcome.error,
         state_delta=delta,
         completed_at=rfc3339(server.clock.seconds()),
+        diff=outcome.report if request.command == "reload_config" and outcome.accepted else None,
     ).to_message()

@@ -30,14 +30,14 @@ from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.registry import Registry
 from supervisor.wire.client import RemoteError
 from supervisor.wire.commands import CommandResult
-from supervisor.wire.vocabulary import COMMANDS, DANGEROUS_COMMANDS, ipc_method
+from supervisor.wire.vocabulary import COMMANDS, DRY_RUN_COMMANDS, ipc_method, needs_confirmation
 from supervisor.wire.errors import WireError
 from supervisor.wire.timestamps import rfc3339, unix_nanos
 
 __all__ = ["CommandProcessor", "COMMAND_KEYS"]
 
 COMMAND_KEYS = frozenset({"type", "command_id", "correlation_id", "target_id", "command",
-                          "target", "reason", "confirmed", "requested_by"})
+                          "target", "reason", "confirmed", "requested_by", "dry_run"})
 TARGET_KEYS = frozenset({"child_path", "child_id", "child_manifest", "signal"})
 #: Longest signal name a command may carry (``SIGRTMIN+15``).
 MAX_SIGNAL_CHARS = 16
@@ -80,6 +80,11 @@ def _schema_problem(message: dict[str, Any]) -> str | None:
         return f"target.signal must be a signal name of at most {MAX_SIGNAL_CHARS} characters"
     if "confirmed" in message and not isinstance(message["confirmed"], bool):
         return "confirmed must be true or false"
+    if "dry_run" in message:
+        if not isinstance(message["dry_run"], bool):
+            return "dry_run must be true or false"
+        if message["dry_run"] and message.get("command") not in DRY_RUN_COMMANDS:
+            return f"{message.get('command')} has no dry run"
     return None
 
 
@@ -239,7 +244,8 @@ class CommandProcessor:
         reason = message.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             return _refusal("empty_reason", "every command needs a non-blank reason", target_id)
-        if command in DANGEROUS_COMMANDS and message.get("confirmed") is not True:
+        if (needs_confirmation(command, message.get("dry_run") is True)
+                and message.get("confirmed") is not True):
             return _refusal("confirmation_required",
                             "dangerous command requires confirmed=true", target_id)
         if not self._authorizer.permits(session.identity, command):
@@ -321,9 +327,11 @@ class CommandProcessor:
         correlation_id = message.get("correlation_id") or command_id
         entry = self._hub.registry.get(target_id)
         spec = entry.registration.command(command) if entry is not None else None
+        dry_run = message.get("dry_run") is True
+        note = " (dry run)" if dry_run else ""
         try:
             accepted = await self._audit.append(
-                self._record(session, message, "accepted", "forwarded to target"))
+                self._record(session, message, "accepted", "forwarded to target" + note))
         except Exception as e:
             self._count("audit_unavailable")
             self.log.error("audit write failed; refusing {command_id}: {error}",
@@ -353,6 +361,8 @@ class CommandProcessor:
             "requested_at": rfc3339(now),
             "requested_at_unix_nanos": unix_nanos(now),
         }
+        if dry_run:
+            params["dry_run"] = True
         link = self._hub.links.get(target_id)
         timeout = float(spec.timeout_seconds) if spec is not None else 30.0
         result = await self._forward(link, command, params, timeout)
@@ -361,7 +371,7 @@ class CommandProcessor:
         self._count(audit_result)
         error = result.error
         detail = (result.status if error is None
-                  else f"{result.status}: {error.code}: {error.message}")
+                  else f"{result.status}: {error.code}: {error.message}") + note
         final = attrs.evolve(accepted, audit_id=None, result=audit_result, detail=detail,
                              occurred_at=self._clock.seconds())
         stored: AuditRecord | None

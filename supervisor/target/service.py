@@ -7,10 +7,12 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import task
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from supervisor.config.target import TargetConfig
+from supervisor.tree.commands import CommandOutcome
 from supervisor.tree.context import RECORDED_KEY, severity_of
 from supervisor.tree.descendants import Orphans, alive, become_subreaper, kill_leftovers
 from supervisor.tree.runtime import Supervisor
@@ -92,7 +94,36 @@ def supervisor_from_config(config: TargetConfig, reactor: Any = None) -> Supervi
         clock=reactor,
         target_id=config.ipc.target_id,
         manifest_parser=config.manifest_parser(),
+        config_loader=config.config_loader(),
     )
+
+
+_log = Logger()
+
+
+def reload_logged(supervisor: Supervisor, command_id: str) -> Deferred[CommandOutcome]:
+    """``reload_config`` on behalf of a ``SIGHUP``, its outcome logged (what and why)."""
+
+    def report(outcome: CommandOutcome) -> CommandOutcome:
+        if outcome.accepted:
+            diff = outcome.report or {}
+            _log.info(
+                "config reloaded ({command_id}): {added} added, {removed} removed, "
+                "{changed} changed, {unchanged} unchanged",
+                command_id=command_id, added=len(diff.get("added", [])),
+                removed=len(diff.get("removed", [])), changed=len(diff.get("changed", [])),
+                unchanged=diff.get("unchanged", 0),
+            )
+        else:
+            assert outcome.error is not None
+            _log.error("config reload refused ({command_id}): {code}: {message}",
+                       command_id=command_id, code=outcome.error.code,
+                       message=outcome.error.message)
+        return outcome
+
+    d = supervisor.reload(requested_by="signal:SIGHUP", reason="SIGHUP received",
+                          command_id=command_id)
+    return d.addCallback(report)
 
 
 def target_service(config: TargetConfig, reactor: Any) -> tuple[MultiService, Supervisor]:

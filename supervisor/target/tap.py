@@ -40,8 +40,8 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from supervisor._signals import StopOnce
-    from supervisor.target.service import target_service
+    from supervisor._signals import ReloadOnHangup, StopOnce
+    from supervisor.target.service import reload_logged, target_service
     from supervisor.tree.spawn import seal_inherited_fds
 
     seal_inherited_fds()  # process children get only the descriptors they are given
@@ -52,6 +52,7 @@ def makeService(options: Options) -> IService:
     signals = StopOnce(reactor)
     signals.install()
     supervisor.on_tree_stopped(lambda report: signals.stopping_now())
+    ReloadOnHangup(reactor, lambda command_id: reload_logged(supervisor, command_id)).install()
 
     def tree_stopped(report: dict[str, Any]) -> None:
         # A tree that stopped on its own (escalation, shutdown_tree) ends the process; one

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from supervisor.tree.children import PROCESS_CONTROL, ProcessRunner, signal_number
+from supervisor.tree.context import config_version
 from supervisor.tree.lifecycle import HELD, LIVE, IllegalTransition, Lifecycle, Trigger, move_for
 from supervisor.tree.model import (
     ROOT_PATH,
@@ -27,13 +28,15 @@ from supervisor.tree.model import (
     wait_for,
     walk,
 )
+from supervisor.tree.reconfigure import ConfigLoader, Reconfigure, Reloaded, running_of
 from supervisor.tree.shutdown import TreeShutdown, stop_child
-from supervisor.tree.spec import ChildKind, ChildSpec
+from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
+from supervisor.tree.specdiff import TreeDiff, diff_tree
 from supervisor.tree.state import publish_topology
 from supervisor.tree.supervision import Supervision
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import encodable
-from supervisor.wire.vocabulary import COMMANDS
+from supervisor.wire.vocabulary import COMMANDS, DRY_RUN_COMMANDS
 
 
 @attrs.frozen
@@ -53,6 +56,8 @@ class CommandRequest:
     peer: Any = None
     #: the signal ``signal_child`` sends (``"HUP"`` or ``"SIGHUP"``)
     signal: str | None = attrs.field(default=None, converter=encodable)
+    #: report what the command would do and change nothing (``reload_config`` only)
+    dry_run: bool = False
 
 
 @attrs.frozen
@@ -118,12 +123,20 @@ class Commands:
         supervision: Supervision,
         shutdown: TreeShutdown,
         manifest_parser: ManifestParser | None,
+        spec: SupervisorSpec,
+        config_loader: ConfigLoader | None = None,
+        on_reloaded: Callable[[Reloaded], None] | None = None,
     ) -> None:
         self._root = root
         self._tree = root.tree
         self._supervision = supervision
         self._shutdown = shutdown
-        self._manifest_parser = manifest_parser
+        self.manifest_parser = manifest_parser
+        #: the spec the tree was last built or reloaded from
+        self.spec = spec
+        self._config_loader = config_loader
+        self._on_reloaded = on_reloaded
+        self._reloading = False
 
     def execute(self, request: CommandRequest) -> defer.Deferred[CommandOutcome]:
         """Run one command; always fires with a :class:`CommandOutcome`, never errbacks."""
@@ -144,6 +157,8 @@ class Commands:
             return refuse("empty_reason", "a non-blank reason is required")
         if not request.requested_by or not request.requested_by.strip():
             return refuse("validation_failed", "requested_by is required")
+        if request.dry_run and request.command not in DRY_RUN_COMMANDS:
+            return refuse("invalid_command_params", f"{request.command} has no dry run")
         path = request.child_path or ROOT_PATH
         audit = tree.observability.audit_enabled
         if audit:
@@ -206,6 +221,8 @@ class Commands:
             return (), report
         if name == "add_child":
             return self._add(request)
+        if name == "reload_config":
+            return (), await self._reload(request)
         if not request.child_path:
             raise self._error("unknown_child", "command_execute", f"{name} needs a child_path")
         child = child_at(self._root, request.child_path)
@@ -332,11 +349,11 @@ class Commands:
         manifest = request.child_manifest
         if isinstance(manifest, ChildSpec):
             spec = manifest
-        elif self._manifest_parser is None:
+        elif self.manifest_parser is None:
             raise self._error("invalid_manifest", "command_execute", "this tree accepts no child manifests")
         else:
             try:
-                spec = self._manifest_parser(manifest)
+                spec = self.manifest_parser(manifest)
             except WireError:
                 raise
             except Exception as e:
@@ -355,3 +372,63 @@ class Commands:
         if child.phase not in HELD:
             self._supervision.start_when_ready(child)
         return (child.path,), None
+
+    async def _reload(self, request: CommandRequest) -> dict[str, Any]:
+        """Read the config again, diff it against the running tree and (unless a dry run)
+        apply it; the diff's wire form is the report. An invalid file changes nothing."""
+        if self._config_loader is None:
+            raise self._error("invalid_config", "command_execute",
+                              "this tree was not built from a config file")
+        if self._reloading:
+            raise WireError("reload_in_progress", "command_execute",
+                            "another reload_config is being applied", self._tree.target_id, True)
+        try:
+            reloaded = self._config_loader()
+            diff = diff_tree(self.spec, running_of(self._root), reloaded.spec)
+        except WireError:
+            raise
+        except Exception as e:  # a config error names its key; a ReloadConflict its child
+            raise self._error("invalid_config", "command_execute",
+                              f"nothing was changed: {e}") from None
+        diff = attrs.evolve(diff, not_applied=diff.not_applied + reloaded.not_applied)
+        if request.dry_run:
+            return diff.to_json()
+        self._reloading = True
+        try:
+            await Reconfigure(self._root, self._supervision).apply(
+                reloaded.spec, diff, request.command_id,
+                {"requested_by": request.requested_by, "reason": request.reason},
+            )
+        finally:
+            self._reloading = False
+        self.spec = reloaded.spec
+        self.manifest_parser = reloaded.manifest_parser
+        self._reloaded(diff, request.command_id)
+        if self._on_reloaded is not None:
+            self._on_reloaded(reloaded)
+        return diff.to_json()
+
+    def _reloaded(self, diff: TreeDiff, correlation: str) -> None:
+        """The tree-wide settings of the new spec, and the ``config_reloaded`` event."""
+        tree = self._tree
+        spec = self.spec
+        tree.name = spec.name
+        tree.observability = attrs.evolve(
+            spec.observability,
+            event_journal_capacity=tree.observability.event_journal_capacity,
+            log_journal_capacity=tree.observability.log_journal_capacity,
+            resources=tree.observability.resources,
+            prometheus=tree.observability.prometheus,
+        )
+        tree.reloads += 1
+        tree.config_version = config_version(spec, tree.reloads)
+        tree.emit("config_reloaded", ROOT_PATH, None, correlation, {
+            "added": len(diff.added),
+            "removed": len(diff.removed),
+            "changed": len(diff.changed),
+            "restarted": len(diff.restarted),
+            "unchanged": diff.unchanged,
+            "added_at_run_time": len(diff.added_at_run_time),
+            "removed_at_run_time": len(diff.removed_at_run_time),
+            "not_applied": list(diff.not_applied),
+        })

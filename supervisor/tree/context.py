@@ -39,14 +39,15 @@ def severity_of(level: LogLevel | None) -> str:
     return _LEVELS.get(level, "info") if level is not None else "info"
 
 
-def config_version(spec: SupervisorSpec) -> str:
-    """A short, human-readable digest of the settings that shape the tree's behaviour."""
+def config_version(spec: SupervisorSpec, reloads: int = 0) -> str:
+    """A short, human-readable digest of the settings that shape the tree's behaviour
+    (with the number of config reloads applied, once there was one)."""
     return (
         f"supervisor-{spec.strategy.value}"
         f"-policy-{spec.policy.child_restart_limit}-{spec.policy.supervisor_failure_limit}"
         f"-shutdown-{spec.shutdown.graceful_timeout_ms}"
         f"-observe-{spec.observability.event_journal_capacity}"
-    )
+    ) + (f"-reload-{reloads}" if reloads else "")
 
 
 def _none(*args: Any) -> None:
@@ -76,6 +77,8 @@ class Tree:
         self.name = spec.name
         self.observability = spec.observability
         self.config_version = config_version(spec)
+        #: config reloads applied so far
+        self.reloads = 0
         self.events: Ring[EventRecord] = Ring(spec.observability.event_journal_capacity)
         self.logs: Ring[LogRecord] = Ring(spec.observability.log_journal_capacity)
         self.state_generation = 0

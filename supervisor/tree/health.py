@@ -22,6 +22,17 @@ class HeartbeatMonitor:
     def start(self) -> None:
         self._loop.start(self._interval, now=False)
 
+    def set_interval(self, interval: float) -> None:
+        """Check every ``interval`` seconds from now on (a reloaded policy)."""
+        if interval == self._interval:
+            return
+        self._interval = interval
+        if self._loop.running:
+            self._loop.stop()
+            self._loop = task.LoopingCall(self.check)
+            self._loop.clock = self._tree.clock
+            self.start()
+
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()

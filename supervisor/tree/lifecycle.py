@@ -165,6 +165,7 @@ class Trigger(enum.Enum):
     ORDER_RESTART = "restarted"  # the restart command is accepted (the moves follow)
     ADOPT = "added"
     REMOVE = "removed"
+    RECONFIGURE = "reconfigured"  # a config reload changed the child's settings
 
 
 T = Trigger
@@ -261,6 +262,8 @@ _ROWS: list[Move] = [
     *_moves(T.ORDER_RESTART, LIVE | IDLE),
     *_moves(T.ADOPT, {P.STOPPED} | HELD, after=("child_added",)),
     Move(P.STOPPED, T.REMOVE, P.STOPPED, after=("child_removed",)),
+    # a config reload writes new settings in any phase; a restart, if any, are moves of its own
+    *_moves(T.RECONFIGURE, Phase, before=("child_reconfigured",)),
 ]
 
 
@@ -295,6 +298,7 @@ EVENT_PAYLOADS: dict[str, tuple[str, ...]] = {
     "child_resumed": ("requested_by", "reason"),
     "child_added": ("kind",),
     "child_removed": (),
+    "child_reconfigured": ("keys", "restart"),
 }
 
 

@@ -147,6 +147,16 @@ class SupervisorNode:
             self.policy.supervisor_failure_limit, self.policy.supervisor_failure_window_ms / 1000
         )
 
+    def reconfigure(self, strategy: Strategy, policy: Policy, shutdown: ShutdownPolicy) -> None:
+        """Take a reloaded config's settings; restarts and failures counted so far still count."""
+        self.strategy = strategy
+        self.shutdown = shutdown
+        if policy != self.policy:
+            self.policy = policy
+            self.failures = self.failures.resized(
+                policy.supervisor_failure_limit, policy.supervisor_failure_window_ms / 1000
+            )
+
     def cancel_restart(self, name: str) -> None:
         """Cancel the restart ``name``'s failure scheduled, if any."""
         call = self.restart_timers.pop(name, None)

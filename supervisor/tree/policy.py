@@ -35,3 +35,11 @@ class IntensityWindow:
     def fresh(self) -> "IntensityWindow":
         """An empty window with the same limit and length."""
         return IntensityWindow(self.limit, self.window)
+
+    def resized(self, limit: int, window: float) -> "IntensityWindow":
+        """The same occurrences counted against a new limit and length (a reloaded policy)."""
+        resized = IntensityWindow(limit, window)
+        resized._times.extend(self._times)
+        while len(resized._times) > limit + 1:
+            resized._times.popleft()
+        return resized

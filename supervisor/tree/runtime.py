@@ -14,6 +14,7 @@ from supervisor.tree.commands import Commands, CommandOutcome, CommandRequest, M
 from supervisor.tree.context import Tree
 from supervisor.tree.health import HeartbeatMonitor
 from supervisor.tree.journal import EventRecord, LogRecord, Ring
+from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 from supervisor.tree.model import ROOT_PATH, ChildRuntime, child_at, runtime_row
 from supervisor.tree.resources import PsutilSampler, ResourceMonitor, Sampler
 from supervisor.tree.shutdown import TreeShutdown
@@ -44,13 +45,13 @@ class Supervisor(Service):
         rng: random.Random | None = None,
         manifest_parser: ManifestParser | None = None,
         sampler: Sampler | None = None,
+        config_loader: ConfigLoader | None = None,
     ) -> None:
         if reactor is None or clock is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = reactor if reactor is not None else default_reactor
             clock = clock if clock is not None else reactor
-        self.spec = spec
         self.setName("supervisor")
         self.tree = Tree(spec, clock, reactor, target_id, rng or random.Random())
         self._heartbeats = HeartbeatMonitor(self.tree, spec.policy.heartbeat_interval_ms / 1000)
@@ -59,14 +60,26 @@ class Supervisor(Service):
             ROOT_PATH, spec.strategy, spec.policy, spec.shutdown, spec.children
         )
         self._shutdown = TreeShutdown(self.root, self._heartbeats)
-        self._manifest_parser = manifest_parser
-        self._commands = Commands(self.root, self._supervision, self._shutdown, manifest_parser)
+        self._commands = Commands(self.root, self._supervision, self._shutdown, manifest_parser,
+                                  spec, config_loader, self._reloaded)
         interval_ms = spec.observability.resources.interval_ms
         #: samples process children's CPU, memory, descriptors and threads (``None`` when off)
         self.resources: ResourceMonitor | None = None
         if interval_ms > 0:
             self.resources = ResourceMonitor(self.root, sampler or PsutilSampler(), interval_ms / 1000)
             self._shutdown.on_stopped(lambda report: self.resources and self.resources.stop())
+
+    @property
+    def spec(self) -> SupervisorSpec:
+        """The spec the tree was built from, or last reloaded from."""
+        return self._commands.spec
+
+    @property
+    def _manifest_parser(self) -> ManifestParser | None:
+        return self._commands.manifest_parser
+
+    def _reloaded(self, reloaded: Reloaded) -> None:
+        self._heartbeats.set_interval(reloaded.spec.policy.heartbeat_interval_ms / 1000)
 
     @property
     def events(self) -> Ring[EventRecord]:
@@ -103,6 +116,12 @@ class Supervisor(Service):
     def stopService(self) -> defer.Deferred[dict[str, Any]]:
         Service.stopService(self)
         return self.shutdown("service stopped")
+
+    def reload(self, *, requested_by: str, reason: str, dry_run: bool = False,
+               command_id: str | None = None) -> defer.Deferred[CommandOutcome]:
+        """Re-read the config (``config_loader``) and apply it: the ``reload_config`` command."""
+        return self.command("reload_config", requested_by=requested_by, reason=reason,
+                            dry_run=dry_run, command_id=command_id)
 
     def on_tree_stopped(self, observer: Callable[[dict[str, Any]], None]) -> None:
         """Call ``observer(report)`` once the tree has completed a shutdown."""
@@ -157,7 +176,7 @@ class Supervisor(Service):
 
     def command(self, command: str, child_path: str | None = None, *, requested_by: str, reason: str,
                 command_id: str | None = None, child_manifest: Any = None,
-                signal: str | None = None) -> defer.Deferred[CommandOutcome]:
+                signal: str | None = None, dry_run: bool = False) -> defer.Deferred[CommandOutcome]:
         """Shorthand for :meth:`execute` from Python code."""
         request = CommandRequest(
             command=command,
@@ -167,6 +186,7 @@ class Supervisor(Service):
             child_path=child_path,
             child_manifest=child_manifest,
             signal=signal,
+            dry_run=dry_run,
         )
         return self.execute(request)
 

@@ -5,7 +5,8 @@ The target builds one from its outcome; the relay reads the target's answer with
 :meth:`CommandResult.from_json` given a *fallback* (the result it would report itself), which
 makes the rules for an imperfect answer explicit: a field that is missing or of the wrong type
 takes the fallback's value, a ``status`` outside the four is ``failed``, and ``accepted``
-that is not a boolean follows the status. Keys outside the contract are not carried on.
+that is not a boolean follows the status. Keys outside the contract are not carried on, but for ``diff``
+(``reload_config``'s report, docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class CommandResult:
     error: WireError | None = attrs.field(eq=attrs.cmp_using(eq=_same_error))
     state_delta: dict[str, Any] | None
     completed_at: str
+    #: what ``reload_config`` changed (or would change, in a dry run); omitted when absent
+    diff: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "command_id": self.command_id,
             "correlation_id": self.correlation_id,
             "target_id": self.target_id,
@@ -58,6 +61,9 @@ class CommandResult:
             "state_delta": self.state_delta,
             "completed_at": self.completed_at,
         }
+        if self.diff is not None:
+            body["diff"] = self.diff
+        return body
 
     def to_message(self) -> dict[str, Any]:
         """``{type: command_result, target_id, result}``: the IPC result body of §1 and the
@@ -106,4 +112,5 @@ class CommandResult:
             error=WireError.from_json(error) if isinstance(error, dict) else error,
             state_delta=pick("state_delta", dict, nullable=True),
             completed_at=pick("completed_at", str),
+            diff=obj["diff"] if isinstance(obj.get("diff"), dict) else None,
         )

@@ -14,7 +14,8 @@ import sys
 #: The ``protocol_version`` a target answers ``hello`` with (CONTRACTS.md §1).
 PROTOCOL_VERSION = "dashboard-ipc.v1"
 
-#: The control commands of CONTRACTS.md §4, in the order of §2's ``supported_commands``.
+#: The control commands of CONTRACTS.md §4, in the order of §2's ``supported_commands``,
+#: then ``reload_config`` (docs/protocol.md).
 COMMANDS: tuple[str, ...] = (
     "restart_child",
     "pause_child",
@@ -24,10 +25,17 @@ COMMANDS: tuple[str, ...] = (
     "add_child",
     "shutdown_tree",
     "signal_child",
+    "reload_config",
 )
 
 #: Commands that need ``confirmed: true``.
-DANGEROUS_COMMANDS: frozenset[str] = frozenset({"remove_child", "add_child", "shutdown_tree"})
+DANGEROUS_COMMANDS: frozenset[str] = frozenset(
+    {"remove_child", "add_child", "shutdown_tree", "reload_config"}
+)
+
+#: Commands that take ``dry_run: true`` (report what they would do, change nothing); a dry
+#: run needs no confirmation.
+DRY_RUN_COMMANDS: frozenset[str] = frozenset({"reload_config"})
 
 #: Where a command came from, as its ``command_received`` and ``command_completed`` events
 #: say (``payload.origin``): ``relay`` (an IPC connection from the process of the relay this
@@ -57,6 +65,8 @@ EVENT_SEVERITY: dict[str, str] = {
     "tree_stopped": "info",
     "command_received": "info",
     "command_completed": "info",
+    "child_reconfigured": "info",
+    "config_reloaded": "info",
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_SEVERITY)
 
@@ -95,6 +105,11 @@ def event_severity(event_type: str) -> str:
     return EVENT_SEVERITY.get(event_type, "info")
 
 
+def needs_confirmation(command: str, dry_run: bool = False) -> bool:
+    """Whether ``command`` must carry ``confirmed: true`` (a dry run changes nothing)."""
+    return command in DANGEROUS_COMMANDS and not (dry_run and command in DRY_RUN_COMMANDS)
+
+
 def ipc_method(command: str) -> str:
     """The §1 IPC method that carries ``command``."""
     return f"command.{command}"
@@ -115,6 +130,7 @@ def javascript() -> str:
         "// do not edit (a test checks that this file is current).",
         f"export const COMMANDS = {frozen(list(COMMANDS))};",
         f"export const DANGEROUS_COMMANDS = {frozen(sorted(DANGEROUS_COMMANDS))};",
+        f"export const DRY_RUN_COMMANDS = {frozen(sorted(DRY_RUN_COMMANDS))};",
         f"export const EVENT_TYPES = {frozen(list(EVENT_TYPES))};",
         f"export const EVENT_SEVERITY = {frozen(EVENT_SEVERITY)};",
         f"export const EVENT_LIFECYCLE = {frozen(EVENT_LIFECYCLE)};",

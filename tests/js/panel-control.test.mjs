@@ -14,9 +14,10 @@ function fakeSession({ established = true, accepts = true } = {}) {
   return { established, sent: [], send(msg) { this.sent.push(msg); return accepts; } };
 }
 
-function setup({ session = fakeSession(), selected = TARGET, commands = null } = {}) {
+function setup({ session = fakeSession(), selected = TARGET, commands = null, permitted = null } = {}) {
   const doc = loadPage();
   const store = contractStore();
+  if (permitted) store.session.permittedCommands = permitted; // as a server_hello granting them
   if (commands) {
     store.apply({
       type: 'target_list',
@@ -77,9 +78,10 @@ test('the form says why nothing can be sent without a target or commands', () =>
   const mute = setup({ commands: [] });
   assert.equal(mute.$('cmd-hint').textContent, 'This target accepts no commands.');
   const all = setup();
-  // every command but signal_child, whose signal name the form does not ask for
+  // every command but signal_child, whose signal name the form does not ask for, and
+  // reload_config, which the contract example's target does not advertise
   assert.deepEqual(all.$('cmd-command').options.map((o) => o.value),
-    COMMANDS.filter((c) => c !== 'signal_child'));
+    COMMANDS.filter((c) => c !== 'signal_child' && c !== 'reload_config'));
   assert.equal(all.$('manifest-field').hidden, true);
   choose(all.$('cmd-command'), 'add_child');
   assert.equal(all.$('manifest-field').hidden, false);
@@ -192,4 +194,69 @@ test('a validation hint stays until the operator acts, whatever the stream bring
   assert.equal($('cmd-hint').textContent, 'A reason is required.');
   panel.renderOptions();
   assert.equal($('cmd-hint').textContent, 'A reason is required.');
+});
+
+test('reload_config is first sent as a dry run; its diff is what the confirmation dialog lists', () => {
+  const { $, fill, panel, session, store } = setup({ commands: ['pause_child', 'reload_config'], permitted: ['pause_child', 'reload_config'] });
+  fill('reload_config', null, 'roll out the new worker');
+  assert.equal($('cmd-path').disabled, true, 'reload_config acts on the whole tree');
+  $('cmd-send').click();
+  assert.equal($('confirm-dialog').open, false, 'the dialog waits for the diff');
+  assert.equal(session.sent.length, 1);
+  const [dry] = session.sent;
+  assert.deepEqual(dry, {
+    type: 'command', command_id: '00000000-0000-4000-8000-000000000002', correlation_id: null, target_id: TARGET,
+    command: 'reload_config', target: { child_path: null }, reason: 'roll out the new worker', confirmed: false, dry_run: true,
+  });
+  assert.equal($('cmd-hint').textContent, 'Reading the target\'s config (dry run)…');
+  const diff = {
+    added: ['/root/fresh'], removed: ['/root/gone'],
+    changed: [{ path: '/root/edit', keys: ['command', 'environment'], restart: true },
+      { path: '/root/label', keys: ['policy.max_backoff_ms'], restart: false }],
+    unchanged: 4, added_at_run_time: ['/root/extra'], removed_at_run_time: [], supervisors: [],
+    not_applied: ['ipc.path'],
+  };
+  store.apply({ type: 'command_result', target_id: TARGET, result: {
+    command_id: dry.command_id, correlation_id: dry.command_id, target_id: TARGET, accepted: true, status: 'completed',
+    requested_by: 'CN=demo operator', error: null, state_delta: null, completed_at: '2026-12-02T01:00:00.000000Z', diff,
+  } });
+  for (const r of store.changes.results) panel.onResult(r);
+  assert.equal($('confirm-dialog').open, true);
+  assert.equal($('confirm-command').textContent, 'Reload config (reload_config)');
+  assert.equal($('confirm-path').textContent, '—');
+  assert.equal($('confirm-diff').hidden, false);
+  const lines = $('confirm-diff').querySelectorAll('li').map((li) => li.textContent);
+  assert.deepEqual(lines, [
+    '+ /root/fresh added: starts',
+    '− /root/gone removed: stops',
+    '~ /root/edit command, environment: restarts',
+    '~ /root/label policy.max_backoff_ms: applied without a restart',
+    '= /root/extra added at run time, not in the file: kept',
+    '! ipc.path read only at start: restart the target to apply',
+    '4 unchanged',
+  ]);
+  $('confirm-ok').click();
+  assert.equal(session.sent.length, 2);
+  const real = session.sent[1];
+  assert.equal(real.command, 'reload_config');
+  assert.equal(real.confirmed, true);
+  assert.equal(real.dry_run, undefined, 'the confirmed command is the real one');
+  assert.notEqual(real.command_id, dry.command_id);
+});
+
+test('a reload whose dry run fails says why and opens no dialog', () => {
+  const { $, fill, panel, session, store } = setup({ commands: ['reload_config'], permitted: ['reload_config'] });
+  fill('reload_config', null, 'edit');
+  $('cmd-send').click();
+  const [dry] = session.sent;
+  store.apply({ type: 'command_result', target_id: TARGET, result: {
+    command_id: dry.command_id, correlation_id: dry.command_id, target_id: TARGET, accepted: false, status: 'failed',
+    requested_by: 'CN=demo operator', completed_at: '2026-12-02T01:00:00.000000Z', state_delta: null,
+    error: { code: 'invalid_config', stage: 'command_execute', target_id: TARGET, message: 'nothing was changed: children[2].kind: must be one of task', retryable: false },
+  } });
+  for (const r of store.changes.results) panel.onResult(r);
+  assert.equal($('confirm-dialog').open, false);
+  assert.equal($('cmd-hint').textContent, 'The config cannot be reloaded: invalid_config: nothing was changed: children[2].kind: must be one of task');
+  assert.equal($('cmd-hint').classList.contains('bad'), true);
+  assert.equal(session.sent.length, 1, 'nothing more was sent');
 });

@@ -21,10 +21,20 @@ test('client_hello has exactly the contract keys', () => {
   assert.throws(() => clientHello('  '));
 });
 
-test('commands list the contract commands, signal_child, and three dangerous ones', () => {
+test('commands list the contract commands, signal_child, reload_config; four are dangerous', () => {
   assert.deepEqual(COMMANDS, ['restart_child', 'pause_child', 'resume_child', 'quarantine_child',
-    'remove_child', 'add_child', 'shutdown_tree', 'signal_child']);
-  assert.deepEqual([...DANGEROUS].sort(), ['add_child', 'remove_child', 'shutdown_tree']);
+    'remove_child', 'add_child', 'shutdown_tree', 'signal_child', 'reload_config']);
+  assert.deepEqual([...DANGEROUS].sort(), ['add_child', 'reload_config', 'remove_child', 'shutdown_tree']);
+});
+
+test('a dry run is built for reload_config only, unconfirmed, and needs no child path', () => {
+  const msg = buildCommand({ commandId: 'c1', targetId: 't', command: 'reload_config', reason: 'edit', dryRun: true });
+  assert.deepEqual(msg, { type: 'command', command_id: 'c1', correlation_id: null, target_id: 't',
+    command: 'reload_config', target: { child_path: null }, reason: 'edit', confirmed: false, dry_run: true });
+  assert.throws(() => buildCommand({ commandId: 'c2', targetId: 't', command: 'reload_config', reason: 'edit' }),
+    (e) => e.code === 'confirmation_required');
+  assert.throws(() => buildCommand({ commandId: 'c3', targetId: 't', command: 'pause_child', childPath: '/root/a', reason: 'x', dryRun: true }),
+    (e) => e.code === 'invalid_message_schema');
 });
 
 test('a built command matches the contract example and never carries requested_by', () => {

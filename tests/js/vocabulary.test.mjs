@@ -39,7 +39,7 @@ test('the detector finds copied lists and maps, not small subsets', () => {
   const events = vocabulary.EVENT_TYPES.slice(0, 12).map((e) => `'${e}'`).join(', ');
   assert.deepEqual(copiedLists(`const X = [${events}];`).map((f) => f.name), ['EVENT_TYPES']);
   assert.deepEqual(copiedLists(`const SEV = new Set(["trace", "debug", "info", 'warning']);`).map((f) => f.name), ['SEVERITIES']);
-  const map = `const L = {\n  child_started: 'starting',\n  child_running: 'running',\n  child_ready: 'running',\n  child_exited: 'stopped',\n  child_failed: 'failed',\n  child_restarting: 'restarting',\n  child_restarted: 'starting',\n  backoff_scheduled: 'restarting',\n  restart_intensity_exceeded: 'failed',\n  child_paused: 'paused',\n  child_resumed: 'running',\n};`;
+  const map = `const L = {\n  child_started: 'starting',\n  child_running: 'running',\n  child_ready: 'running',\n  child_exited: 'stopped',\n  child_failed: 'failed',\n  child_restarting: 'restarting',\n  child_restarted: 'starting',\n  backoff_scheduled: 'restarting',\n  restart_intensity_exceeded: 'failed',\n  child_paused: 'paused',\n  child_resumed: 'running',\n  child_quarantined: 'quarantined',\n};`;
   assert.deepEqual(copiedLists(map).map((f) => f.name), ['EVENT_TYPES']);
   assert.deepEqual(copiedLists(`const D = ['add_child', 'remove_child', 'shutdown_tree'];`).map((f) => f.name), ['DANGEROUS_COMMANDS']);
   assert.deepEqual(copiedLists(`if (['unavailable', 'expired'].includes(s)) x({ failed: 1 });`), []);

@@ -282,7 +282,7 @@ def test_config_defaults_relative_paths_and_errors(tmp_path, pki):
     assert config.mtls and config.limits.session_queue == 1000
     assert config.authorization.operators[0].commands == frozenset(
         ["restart_child", "pause_child", "resume_child", "quarantine_child", "remove_child",
-         "add_child", "shutdown_tree", "signal_child"])
+         "add_child", "shutdown_tree", "signal_child", "reload_config"])
 
     def error(**sections):
         with pytest.raises(ConfigError) as e:

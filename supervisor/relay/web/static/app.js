@@ -122,7 +122,10 @@ function renderFrame() {
   timeline.update(changes);
   audit.update(changes, tabs.active === 'audit');
   diagnostics.update(changes, tabs.active === 'diagnostics');
-  for (const r of changes.results) toasts.showResult(r);
+  for (const r of changes.results) {
+    toasts.showResult(r);
+    control.onResult(r);
+  }
   while (frameWaiters.length) frameWaiters.shift()();
 }
 

@@ -1,7 +1,7 @@
 // Dashboard session protocol (CONTRACTS.md §3): message builders, validation and the
 // reconnecting WebSocket session. Pure except RelayConnection, whose I/O is injected.
 
-import { COMMANDS, DANGEROUS_COMMANDS } from './vocabulary.js';
+import { COMMANDS, DANGEROUS_COMMANDS, DRY_RUN_COMMANDS } from './vocabulary.js';
 
 // Commands that must carry confirmed: true (§4).
 export const DANGEROUS = new Set(DANGEROUS_COMMANDS);
@@ -13,6 +13,14 @@ export const SERVER_TYPES = new Set([
 
 export function isDangerous(command) {
   return DANGEROUS.has(command);
+}
+
+// Commands that act on the whole tree: no child path.
+export const TREE_COMMANDS = new Set(['shutdown_tree', 'reload_config']);
+
+// Commands that take dry_run: true (report what they would do; no confirmation needed).
+export function hasDryRun(command) {
+  return DRY_RUN_COMMANDS.includes(command);
 }
 
 // Same origin as the page, path /supervisor: the page's client certificate covers the socket.
@@ -48,23 +56,24 @@ export class CommandInputError extends Error {
 // Builds a §3 command message; never includes requested_by (the relay sets it).
 export function buildCommand({
   commandId, targetId, command, childPath = null, childManifest = undefined,
-  reason, confirmed = false, correlationId = null,
+  reason, confirmed = false, correlationId = null, dryRun = false,
 }) {
   if (!commandId || !String(commandId).trim()) throw new CommandInputError('invalid_message_schema', 'blank command_id');
   if (!targetId) throw new CommandInputError('target_not_bound', 'no target selected');
   if (!COMMANDS.includes(command)) throw new CommandInputError('unsupported_command', `unknown command ${command}`);
   if (typeof reason !== 'string' || !reason.trim()) throw new CommandInputError('empty_reason', 'a reason is required');
-  if (isDangerous(command) && confirmed !== true) {
+  if (dryRun && !hasDryRun(command)) throw new CommandInputError('invalid_message_schema', `${command} has no dry run`);
+  if (isDangerous(command) && confirmed !== true && !dryRun) {
     throw new CommandInputError('confirmation_required', `${command} requires confirmation`);
   }
-  if (command !== 'shutdown_tree' && command !== 'add_child' && !childPath) {
+  if (!TREE_COMMANDS.has(command) && command !== 'add_child' && !childPath) {
     throw new CommandInputError('invalid_message_schema', `${command} needs a child path`);
   }
   const target = { child_path: childPath || null };
   if (childManifest !== undefined && childManifest !== null && childManifest !== '') {
     target.child_manifest = childManifest;
   }
-  return {
+  const msg = {
     type: 'command',
     command_id: String(commandId),
     correlation_id: correlationId,
@@ -72,8 +81,10 @@ export function buildCommand({
     command,
     target,
     reason: reason.trim(),
-    confirmed: isDangerous(command) ? true : Boolean(confirmed),
+    confirmed: isDangerous(command) && !dryRun ? true : Boolean(confirmed),
   };
+  if (dryRun) msg.dry_run = true;
+  return msg;
 }
 
 // Manifest text for add_child: a JSON object when it parses as one, the raw (YAML) text otherwise.
