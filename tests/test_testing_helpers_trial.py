@@ -45,3 +45,19 @@ class HarnessFromTrial(unittest.TestCase):
         report = self.harness.stop()
         self.assertEqual([r["child_path"] for r in report["children"]], ["/root/worker"])
         self.assertTrue(self.worker.current.ended)
+
+
+class CrashingACooperativeLoop(unittest.TestCase):
+    def test_a_crashed_loop_that_awaits_its_cancellation_ends_and_restarts(self) -> None:
+        # the demo's worker loops ``while not ctx.stopping`` awaiting a timer or its
+        # cancellation; failing it cancels both, and it must then end rather than spin
+        from supervisor.demo import steady_worker
+
+        harness = TreeHarness(SupervisorSpec(
+            policy=Policy(initial_backoff_ms=100, max_backoff_ms=100, jitter_ratio=0),
+            children=[ChildSpec("steady", ChildKind.TASK, factory=steady_worker)])).start()
+        harness.crash("/root/steady", "crashed by test")
+        self.assertEqual(harness.lifecycle("/root/steady"), "restarting")
+        harness.advance(0.1)
+        self.assertEqual(harness.lifecycle("/root/steady"), "running")
+        self.assertEqual(harness.events("child_failed")[0].payload, {"reason": "crashed by test"})

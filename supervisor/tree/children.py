@@ -66,8 +66,10 @@ class ChildContext:
         self.clock = clock
         self._hooks = hooks
         self.stopping = False
-        #: fires (with None) when the supervisor asks the child to stop gracefully
-        self.cancellation: defer.Deferred[None] = defer.Deferred()
+        #: fires (with None) when the supervisor asks the child to stop gracefully; cancelled
+        #: when the child is aborted or failed, which makes it ``stopping`` too, so a loop on
+        #: ``while not ctx.stopping`` that awaits it ends instead of spinning on a fired Deferred
+        self.cancellation: defer.Deferred[None] = defer.Deferred(self._cancelled)
         self._fail_hook: Callable[[str], None] | None = None
 
     def heartbeat(self) -> None:
@@ -82,6 +84,9 @@ class ChildContext:
         """Report that the child has failed even though it has not returned (services)."""
         if self._fail_hook is not None:
             self._fail_hook(reason)
+
+    def _cancelled(self, _: "defer.Deferred[None]") -> None:
+        self.stopping = True
 
     def _request_stop(self) -> None:
         if not self.stopping:
