@@ -1,63 +1,21 @@
-"""``supervisor.testing`` from a trial-style TestCase, as a user's own test suite would."""
+"""``supervisor.testing`` under ``twisted.trial``, in a process of its own as a user's suite is."""
 
-from twisted.trial import unittest
+from __future__ import annotations
 
-from supervisor import ChildKind, ChildSpec, Policy, Strategy, SupervisorSpec
-from supervisor.testing import ManualTask, TreeHarness
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-
-class HarnessFromTrial(unittest.TestCase):
-    def setUp(self) -> None:
-        self.worker = ManualTask(heartbeat=True)
-        spec = SupervisorSpec(
-            strategy=Strategy.ONE_FOR_ONE,
-            policy=Policy(initial_backoff_ms=200, max_backoff_ms=200, jitter_ratio=0),
-            children=[ChildSpec("worker", ChildKind.TASK, factory=self.worker)],
-        )
-        self.harness = TreeHarness(spec).start()
-
-    def test_crash_and_restart_on_fake_time(self) -> None:
-        self.harness.crash("/root/worker", "disk full")
-        self.assertEqual(self.harness.lifecycle("/root/worker"), "restarting")
-        self.harness.advance(0.199)
-        self.assertEqual(len(self.worker.runs), 1)
-        self.harness.advance(0.001)
-        self.assertEqual(self.harness.lifecycle("/root/worker"), "running")
-        self.assertEqual(
-            self.harness.event_types("/root/worker")[3:],
-            ["child_exited", "child_failed", "backoff_scheduled", "child_restarting",
-             "child_started", "child_running", "child_ready", "child_restarted"],
-        )
-        self.assertEqual(self.harness.events("child_failed")[0].payload, {"reason": "disk full"})
-
-    def test_yaml_and_python_build_the_same_tree(self) -> None:
-        from_yaml = TreeHarness.from_yaml(
-            "supervisor: {strategy: OneForAll}\n"
-            "children:\n"
-            "  - {name: worker, kind: task, callable: 'supervisor.demo:steady_worker'}\n"
-        ).start()
-        self.assertEqual(from_yaml.supervisor.spec.strategy, Strategy.ONE_FOR_ALL)
-        self.assertEqual(from_yaml.lifecycle("/root/worker"), "running")
-        report = from_yaml.stop()
-        self.assertEqual(report["children"][0]["outcome"], "stopped")
-
-    def test_stop_reports_every_child(self) -> None:
-        report = self.harness.stop()
-        self.assertEqual([r["child_path"] for r in report["children"]], ["/root/worker"])
-        self.assertTrue(self.worker.current.ended)
+ROOT = Path(__file__).resolve().parent.parent
 
 
-class CrashingACooperativeLoop(unittest.TestCase):
-    def test_a_crashed_loop_that_awaits_its_cancellation_ends_and_restarts(self) -> None:
-        # the demo's worker loops ``while not ctx.stopping`` awaiting a timer or its
-        # cancellation; failing it cancels both, and it must then end rather than spin
-        from supervisor.demo import steady_worker
-
-        harness = TreeHarness(SupervisorSpec(
-            policy=Policy(initial_backoff_ms=100, max_backoff_ms=100, jitter_ratio=0),
-            children=[ChildSpec("steady", ChildKind.TASK, factory=steady_worker)])).start()
-        harness.crash("/root/steady", "crashed by test")
-        self.assertEqual(harness.lifecycle("/root/steady"), "restarting")
-        harness.advance(0.1)
-        self.assertEqual(harness.lifecycle("/root/steady"), "running")
-        self.assertEqual(harness.events("child_failed")[0].payload, {"reason": "crashed by test"})
+def test_the_harness_cases_pass_under_trial(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning:supervisor", "-m", "twisted.trial",
+         "--temp-directory", str(tmp_path / "_trial_temp"), "tests.trial_harness_cases"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "PASSED (successes=4)" in out, out

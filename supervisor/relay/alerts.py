@@ -115,6 +115,7 @@ class AlertEngine:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+        self._sender.stop()
 
     def _rules(self, kind: str) -> list[AlertRule]:
         return [r for r in self._config.rules if r.kind == kind]
@@ -282,6 +283,8 @@ class WebhookSender:
         self.in_flight = 0
         self.counts = {"delivered": 0, "failed_attempt": 0, "gave_up": 0, "dropped": 0}
         self._wake: Any = None
+        self._stopped = False
+        self._requests: set[Deferred[Any]] = set()
 
     def send(self, document: dict[str, Any]) -> None:
         """Queue ``document`` for every webhook (the oldest queued one goes when full)."""
@@ -300,6 +303,8 @@ class WebhookSender:
         self.queue.append(delivery)
 
     def _pump(self) -> None:
+        if self._stopped:
+            return
         now = self._reactor.seconds()
         waiting = []
         while self.queue and self.in_flight < MAX_IN_FLIGHT:
@@ -317,6 +322,20 @@ class WebhookSender:
         self._wake = None
         self._pump()
 
+    def stop(self) -> None:
+        """The relay stops: nothing more is sent or retried; what was still queued or in
+        flight is counted as dropped and logged."""
+        unsent = len(self.queue) + len(self._requests)
+        if unsent and not self._stopped:
+            self.counts["dropped"] += unsent
+            self.log.warn("relay stopping: {unsent} webhook deliveries not sent", unsent=unsent)
+        self._stopped = True
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        self._wake = None
+        for request in list(self._requests):
+            request.cancel()
+
     def _post(self, delivery: _Delivery) -> None:
         webhook = delivery.webhook
         headers = Headers({b"content-type": [b"application/json"],
@@ -327,6 +346,7 @@ class WebhookSender:
         d: Deferred[Any] = self._agent.request(b"POST", webhook.url.encode(), headers,
                                                FileBodyProducer(_bytes_io(delivery.body)))
         d.addTimeout(webhook.timeout_seconds, self._reactor)
+        self._requests.add(d)
 
         def answered(response: Any) -> None:
             response.deliverBody(_Discard())
@@ -336,6 +356,8 @@ class WebhookSender:
                 raise RuntimeError(f"HTTP {response.code}")
 
         def failed(f: Any) -> None:
+            if self._stopped:
+                return  # cancelled by stop, which counted it as dropped
             self.counts["failed_attempt"] += 1
             delivery.attempt += 1
             if delivery.attempt >= self._config.max_attempts:
@@ -355,6 +377,7 @@ class WebhookSender:
         d.addCallback(answered)
         d.addErrback(failed)
         d.addBoth(done)
+        d.addBoth(lambda _: self._requests.discard(d))
 
     def metric_families(self) -> Iterator[Any]:
         deliveries = CounterMetricFamily("relay_alert_webhook_deliveries",
