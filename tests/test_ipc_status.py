@@ -62,7 +62,7 @@ def test_status_is_one_flat_row_per_child_encoded_like_every_answer():
                    "health": "unknown", "readiness": "ready", "pid": None, "generation": 1,
                    "restart_count": 0,
                    "last_failure": None, "started_at": row["started_at"],
-                   "started_at_unix_nanos": row["started_at_unix_nanos"]}
+                   "started_at_unix_nanos": row["started_at_unix_nanos"], "resources": None}
     assert row["started_at"] is not None and isinstance(row["started_at_unix_nanos"], int)
 
 
