@@ -10,6 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from supervisor import ChildKind, ChildSpec, Policy, ShutdownPolicy, SupervisorSpec, Supervisor
+from supervisor.tree.descendants import alive
 from tests.waiting import eventually
 
 PY = sys.executable
@@ -21,14 +22,6 @@ def supervise(*children: ChildSpec, **kwargs) -> Supervisor:
     sup.startService()
     return sup
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 @pytest_twisted.ensureDeferred

@@ -10,6 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from supervisor import ChildKind, ChildSpec, Policy, RestartPolicy, SupervisorSpec, Supervisor
+from supervisor.tree.descendants import alive
 from tests.waiting import eventually
 
 PY = sys.executable
@@ -115,18 +116,10 @@ async def test_numprocs_three_runs_three_instances_and_a_group_restart_restarts_
         new_pids = [c.runner.pid for c in instances]
         assert all(n != o for n, o in zip(new_pids, pids))
         assert [c.generation for c in instances] == [2, 2, 2]
-        assert not any(_alive(pid) for pid in pids)
+        assert not any(alive(pid) for pid in pids)
     finally:
         await sup.stopService()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 TRAP_HUP = ("import signal, sys, time\n"
@@ -198,9 +191,6 @@ async def test_user_group_and_umask_are_set_in_the_child(tmp_path):
         await sup.stopService()
 
 
-def _pid_alive(pid: int) -> bool:
-    return _alive(pid)
-
 
 @pytest_twisted.ensureDeferred
 async def test_stop_and_kill_as_group_reach_the_whole_group_by_default_and_only_the_leader_when_off():
@@ -218,9 +208,9 @@ async def test_stop_and_kill_as_group_reach_the_whole_group_by_default_and_only_
             await sup.command("pause_child", path, requested_by="t", reason="stop it")
         grouped, alone = pids["/root/grouped"], pids["/root/leader_only"]
         orphans.append(alone)
-        await eventually(lambda: not _pid_alive(grouped), what="group member stopped with its leader")
+        await eventually(lambda: not alive(grouped), what="group member stopped with its leader")
         assert sup.child("/root/leader_only").state.value == "paused"
-        assert _pid_alive(alone), "with both off, the leader's group is left alone"
+        assert alive(alone), "with both off, the leader's group is left alone"
         # the leader's last words are read although the member still holds its pipes
         done = [r.fields["child_path"] for r in sup.logs if r.message == "leader done"]
         assert sorted(done) == ["/root/grouped", "/root/leader_only"]

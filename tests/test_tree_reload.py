@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from supervisor import Supervisor
 from supervisor.config.target import parse_target_config
 from supervisor.testing import TreeHarness
+from supervisor.tree.descendants import alive
 from supervisor.tree.reconfigure import Reloaded
 from tests.waiting import eventually
 
@@ -285,15 +286,8 @@ async def test_unchanged_process_children_keep_their_pid_through_a_reload(tmp_pa
         edit = sup.child("/root/edit")
         assert edit.runner.pid != edit_pid and edit.generation == 2
         assert list(edit.spec.command)[-1] == "changed"
-        await eventually(lambda: not _alive(gone_pid) and not _alive(edit_pid), what="old pids gone")
-        assert _alive(keep_pid)
+        await eventually(lambda: not alive(gone_pid) and not alive(edit_pid), what="old pids gone")
+        assert alive(keep_pid)
     finally:
         await sup.stopService()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+from supervisor.tree.descendants import alive
+
 from tests.test_twistd_target import TWISTD, ctl, workdir  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
@@ -43,13 +45,6 @@ def pids(folder: pathlib.Path, name: str) -> list[int]:
     path = folder / f"pids-{name}"
     return [int(x) for x in path.read_text().split()] if path.exists() else []
 
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def running(folder: pathlib.Path, *paths: str) -> bool:
