@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 from supervisor.tree.descendants import alive
-
 from tests.test_twistd_target import TWISTD, ctl, workdir  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
