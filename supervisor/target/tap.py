@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application.service import IService
@@ -27,7 +28,10 @@ class Options(usage.Options):
         try:
             self.loaded = load_target_config(self["config"])
         except ConfigError as e:
-            raise usage.UsageError(f"invalid config {self['config']}: {e}") from None
+            # the error alone, without twistd's usage text (with --check and at start)
+            sys.stderr.write(f"invalid config {self['config']}: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
         if self["check"]:
             print("ok")
             raise SystemExit(0)
