@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.tree.descendants import MARK_TREE, alive, marked, reap
+from supervisor.tree.journal import plain_text
 from supervisor.tree.spawn import ChildProcess, Identity, spawn_child
 from supervisor.tree.spec import ChildSpec
 from supervisor.wire.ndjson import encodable
@@ -47,6 +48,8 @@ class RunnerHooks:
     heartbeat: Callable[[], None]
     ready: Callable[[], None]
     log: Callable[[str, str, dict[str, Any]], None]  # severity, message, fields
+    #: severity, messages, their bytes when plain (or None), the fields they share
+    log_lines: Callable[[str, list[str], list[bytes] | None, dict[str, Any]], None]
 
 
 class Runner(Protocol):
@@ -253,37 +256,67 @@ class _LineSplitter:
 
     Lines longer than ``limit`` bytes are cut into pieces of ``limit`` bytes, each but the
     last emitted as truncated; at most ``limit`` bytes of an unfinished line are buffered.
+    Every read is split at once: ``emit(messages, raw)`` gets all its whole lines (``raw``,
+    their bytes, when they need no JSON escaping, else None), ``cut(message)`` each
+    truncated piece, in the order they were written.
     """
 
-    def __init__(self, emit: Callable[[str, bool], None], limit: int) -> None:
+    def __init__(
+        self,
+        emit: Callable[[list[str], list[bytes] | None], None],
+        cut: Callable[[str], None],
+        limit: int,
+    ) -> None:
         self._emit = emit
+        self._cut_piece = cut
         self._limit = limit
-        self._pending = bytearray()
+        self._pending = b""
 
     def feed(self, data: bytes) -> None:
-        self._pending += data
-        while True:
-            end = self._pending.find(b"\n")
-            if end < 0:
-                break
-            self._cut(bytes(self._pending[:end]))
-            del self._pending[: end + 1]
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        end = data.rfind(b"\n")
+        if end >= 0:
+            self._lines(data[:end])
+            data = data[end + 1 :]
         limit = self._limit
-        while len(self._pending) > limit:
-            self._emit(self._text(bytes(self._pending[:limit])), True)
-            del self._pending[:limit]
+        while len(data) > limit:
+            self._cut_piece(self._text(data[:limit]))
+            data = data[limit:]
+        self._pending = data
 
-    def _cut(self, line: bytes) -> None:
+    def _lines(self, body: bytes) -> None:
+        """Emit the lines of ``body`` (no final newline): C-level splits in the common case."""
+        raw = body.split(b"\n")
+        if b"\r" in body or (len(body) > self._limit and max(map(len, raw)) > self._limit):
+            self._one_by_one(raw)
+            return
+        try:
+            messages = body.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            self._emit([line.decode("utf-8", "replace") for line in raw], None)
+            return
+        self._emit(messages, raw if plain_text(body) else None)
+
+    def _one_by_one(self, lines: list[bytes]) -> None:
+        batch: list[str] = []
         limit = self._limit
-        while len(line) > limit:
-            self._emit(self._text(line[:limit]), True)
-            line = line[limit:]
-        self._emit(self._text(line), False)
+        for line in lines:
+            while len(line) > limit:
+                if batch:
+                    self._emit(batch, None)
+                    batch = []
+                self._cut_piece(self._text(line[:limit]))
+                line = line[limit:]
+            batch.append(self._text(line))
+        if batch:
+            self._emit(batch, None)
 
     def flush(self) -> None:
         if self._pending:
-            self._cut(bytes(self._pending))
-            del self._pending[:]
+            self._one_by_one([self._pending])
+            self._pending = b""
 
     @staticmethod
     def _text(raw: bytes) -> str:
@@ -323,8 +356,8 @@ class ProcessRunner(ProcessProtocol):
         self._injected: str | None = None
         self._pgid: int | None = None
         self._streams = {
-            1: _LineSplitter(lambda text, cut: self._line("stdout", text, cut), max_line_bytes),
-            2: _LineSplitter(lambda text, cut: self._line("stderr", text, cut), max_line_bytes),
+            fd: self._splitter(stream, severity, max_line_bytes)
+            for fd, stream, severity in ((1, "stdout", "info"), (2, "stderr", "warning"))
         }
         self.pid: int | None = None
         self._marks = marks or {}
@@ -397,11 +430,16 @@ class ProcessRunner(ProcessProtocol):
             except ProcessLookupError:
                 pass
 
-    def _line(self, stream: str, text: str, cut: bool) -> None:
+    def _splitter(self, stream: str, severity: str, limit: int) -> _LineSplitter:
+        """The splitter of one stream; its records share one ``fields`` mapping (never mutated)."""
         fields: dict[str, Any] = {"stream": stream, "child_path": self._path}
-        if cut:
-            fields["truncated"] = True
-        self._hooks.log("info" if stream == "stdout" else "warning", text, fields)
+        cut_fields: dict[str, Any] = {**fields, "truncated": True}
+        hooks = self._hooks
+        return _LineSplitter(
+            lambda messages, raw: hooks.log_lines(severity, messages, raw, fields),
+            lambda message: hooks.log_lines(severity, [message], None, cut_fields),
+            limit,
+        )
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         splitter = self._streams.get(childFD)

@@ -16,7 +16,15 @@ from twisted.logger import ILogObserver, LogLevel, Logger, formatEvent, globalLo
 from zope.interface import provider
 
 from supervisor.tree.descendants import tree_mark
-from supervisor.tree.journal import EventRecord, LogRecord, Ring
+from supervisor.tree.journal import (
+    EventRecord,
+    LogRecord,
+    LogRing,
+    RecordSink,
+    Ring,
+    encode_log_lines,
+    encode_record,
+)
 from supervisor.tree.lifecycle import ShutdownPhase
 from supervisor.tree.spec import SupervisorSpec
 from supervisor.wire.ndjson import encodable
@@ -77,7 +85,11 @@ class Tree:
         self.observability = spec.observability
         self.config_version = config_version(spec)
         self.events: Ring[EventRecord] = Ring(spec.observability.event_journal_capacity)
-        self.logs: Ring[LogRecord] = Ring(spec.observability.log_journal_capacity)
+        self.logs = LogRing(spec.observability.log_journal_capacity)
+        #: new each time the process starts; sequences restart at 1 with it
+        self.instance_id = uuid.uuid4().hex
+        #: where records go besides the rings (the on-disk history), when there is one
+        self.record_sink: RecordSink | None = None
         self.state_generation = 0
         self.metrics: dict[str, int] = {}
         #: ``running`` | ``stopping`` | ``stopped``: the root node's state_summary
@@ -114,7 +126,7 @@ class Tree:
             self.metrics[event_type] = self.metrics.get(event_type, 0) + 1
         now = self.now()
         payload = encodable(payload)
-        return self.events.append(
+        record = self.events.append(
             lambda sequence: EventRecord(
                 target_id=self.target_id,
                 sequence=sequence,
@@ -128,6 +140,9 @@ class Tree:
                 payload=payload,
             )
         )
+        if self.record_sink is not None:
+            self.record_sink.write("events", encode_record(record, self.instance_id), 1)
+        return record
 
     def log(
         self,
@@ -136,11 +151,12 @@ class Tree:
         fields: dict[str, Any],
         correlation: str | None = None,
     ) -> LogRecord:
-        """Append one record to the log ring; its text is made encodable here, on entry."""
+        """Append one record to the log ring (and the history); its text is made encodable
+        here, on entry."""
         now = self.now()
         message = encodable(message)
         fields = encodable(fields)
-        return self.logs.append(
+        record = self.logs.append(
             lambda sequence: LogRecord(
                 target_id=self.target_id,
                 sequence=sequence,
@@ -151,6 +167,31 @@ class Tree:
                 occurred_at=now,
             )
         )
+        if self.record_sink is not None:
+            self.record_sink.write("logs", encode_record(record, self.instance_id), 1)
+        return record
+
+    def log_lines(
+        self,
+        severity: str,
+        messages: list[str],
+        raw: list[bytes] | None,
+        fields: dict[str, Any],
+        correlation: str | None = None,
+    ) -> None:
+        """Append one record per line of a process child's output, all sharing ``fields``.
+
+        ``raw`` is the UTF-8 of each message when it needs no JSON escaping (see
+        :func:`~supervisor.tree.journal.encode_log_lines`), else None.
+        """
+        if not messages:
+            return
+        now = self.now()
+        first = self.logs.extend_lines(self.target_id, correlation, severity, messages, fields, now)
+        if self.record_sink is not None:
+            data = encode_log_lines(self.target_id, self.instance_id, correlation, severity,
+                                    first, messages, raw, fields, now)
+            self.record_sink.write("logs", data, len(messages))
 
     def child_logger(self, path: str) -> Logger:
         """A logger whose events land in this tree's log ring and then in the global log."""

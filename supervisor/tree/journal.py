@@ -9,11 +9,14 @@ anything was lost in between.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Generic, Iterator, TypeVar
+import re
+from itertools import chain, repeat
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import attrs
 from twisted.logger import Logger
 
+from supervisor.wire.ndjson import dumps
 from supervisor.wire.timestamps import rfc3339, unix_nanos
 
 
@@ -114,16 +117,120 @@ class Ring(Generic[T]):
             return []
         held = len(self._records)
         wanted = min(held, self.last_sequence - sequence)
-        return list(self._records)[held - wanted :]
+        return self._view(list(self._records)[held - wanted :])
 
     def last(self, count: int) -> list[T]:
         """The newest ``count`` records, oldest first."""
         if count <= 0:
             return []
-        return list(self._records)[-count:]
+        return self._view(list(self._records)[-count:])
 
     def __iter__(self) -> Iterator[T]:
-        return iter(list(self._records))
+        return iter(self._view(list(self._records)))
+
+    def _view(self, held: list[Any]) -> list[T]:
+        return held
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def _as_log_record(entry: Any) -> LogRecord:
+    return entry if type(entry) is LogRecord else LogRecord(*entry)
+
+
+class LogRing(Ring[LogRecord]):
+    """The log ring; a batch of output lines is kept as plain tuples until somebody reads it.
+
+    A process child's lines arrive a pipe read at a time (dozens per read): building a
+    :class:`LogRecord` for each, only for the ring to evict it a moment later, is most of
+    the cost of a chatty child. Records are built on read, or at once when a live
+    subscriber wants each of them.
+    """
+
+    def extend_lines(
+        self,
+        target_id: str,
+        correlation_id: str | None,
+        severity: str,
+        messages: Sequence[str],
+        fields: dict[str, Any],
+        occurred_at: float,
+    ) -> int:
+        """Append one record per message (sharing ``fields``); return the first sequence."""
+        count = len(messages)
+        first = self.last_sequence + 1
+        self.last_sequence += count
+        overflow = len(self._records) + count - self.capacity
+        if overflow > 0:
+            self.evicted += overflow
+        entries = zip(repeat(target_id), range(first, first + count), repeat(correlation_id),
+                      repeat(severity), messages, repeat(fields), repeat(occurred_at))
+        if not self._subscribers:
+            self._records.extend(entries)
+            return first
+        records = [LogRecord(*entry) for entry in entries]
+        self._records.extend(records)
+        for record in records:
+            for subscriber in list(self._subscribers):
+                try:
+                    subscriber(record)
+                except Exception:
+                    self._log.failure("journal subscriber failed")
+        return first
+
+    def _view(self, held: list[Any]) -> list[LogRecord]:
+        return [_as_log_record(entry) for entry in held]
+
+
+class RecordSink(Protocol):
+    """Where every record goes besides the rings (the on-disk history): NDJSON lines."""
+
+    def write(self, stream: str, data: bytes, count: int) -> None:
+        """Take ``count`` records of ``stream`` (``"logs"`` or ``"events"``), encoded."""
+
+
+#: Bytes that JSON must escape inside a string (``\n`` separates lines, so it is allowed).
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x09\x0b-\x1f"\\]')
+
+
+def plain_text(data: bytes) -> bool:
+    """Whether ``data`` (valid UTF-8) can sit between JSON quotes as it is, line by line."""
+    return _NEEDS_ESCAPE.search(data) is None
+
+
+def encode_record(record: EventRecord | LogRecord, instance_id: str) -> bytes:
+    """One history line: the record's wire shape plus the target's ``instance_id``."""
+    body = record.to_json()
+    body["instance_id"] = instance_id
+    return dumps(body).encode("utf-8") + b"\n"
+
+
+def encode_log_lines(
+    target_id: str,
+    instance_id: str,
+    correlation_id: str | None,
+    severity: str,
+    first_sequence: int,
+    messages: Sequence[str],
+    raw: Iterable[bytes] | None,
+    fields: dict[str, Any],
+    occurred_at: float,
+) -> bytes:
+    """History lines for a batch of log records, byte for byte what :func:`encode_record`
+    writes for each; ``raw`` (the UTF-8 of each message, when :func:`plain_text`) skips
+    escaping, so a batch costs a few C-level joins rather than a JSON encoding per line."""
+    head = ('{"target_id":' + dumps(target_id) + ',"sequence":').encode("utf-8")
+    middle = (',"correlation_id":' + dumps(correlation_id) + ',"severity":' + dumps(severity)
+              + ',"message":').encode("utf-8")
+    tail = (',"fields":' + dumps(fields) + ',"occurred_at":"' + rfc3339(occurred_at)
+            + '","occurred_at_unix_nanos":' + str(unix_nanos(occurred_at))
+            + ',"instance_id":' + dumps(instance_id) + "}\n").encode("utf-8")
+    sequences = map(b"%d".__mod__, range(first_sequence, first_sequence + len(messages)))
+    if raw is not None:
+        middle += b'"'
+        tail = b'"' + tail
+        texts: Iterable[bytes] = raw
+    else:
+        texts = (dumps(m).encode("utf-8") for m in messages)
+    return b"".join(chain.from_iterable(zip(repeat(head), sequences, repeat(middle), texts, repeat(tail))))

@@ -59,7 +59,7 @@ from zope.interface import implementer
 _ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
 #: The child's stdin, opened by posix_spawn in the child itself.
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
-_READ_SIZE = 8192
+_READ_SIZE = 65536  # a full pipe (Linux default) in one read
 #: Most bytes :meth:`ChildProcess.drainAndClose` reads from one pipe (a Linux pipe holds 64 KiB).
 _DRAIN_LIMIT = 1024 * 1024
 

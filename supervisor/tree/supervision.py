@@ -171,6 +171,9 @@ class Supervision:
             log=lambda severity, message, log_fields: self._tree.log(
                 severity, message, log_fields, child.correlation or None
             ),
+            log_lines=lambda severity, messages, raw, log_fields: self._tree.log_lines(
+                severity, messages, raw, log_fields, child.correlation or None
+            ),
         )
         runner = self._make_runner(child, hooks)
         fire(
