@@ -34,6 +34,8 @@ from supervisor.tree.spec import (
     ChildKind,
     ChildSpec,
     Criticality,
+    HistoryConfig,
+    MIN_SEGMENT_BYTES,
     Observability,
     Policy,
     PrometheusConfig,
@@ -62,6 +64,7 @@ PROCESS_KEYS = (
 )
 RESOURCES_KEYS = tuple(f.name for f in attrs.fields(ResourcesConfig))
 PROMETHEUS_KEYS = tuple(f.name for f in attrs.fields(PrometheusConfig))
+HISTORY_KEYS = tuple(f.name for f in attrs.fields(HistoryConfig))
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
     "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
@@ -175,6 +178,7 @@ def parse_target_config(
                                           maximum=OUTPUT_LINE_BYTES_RANGE[1]),
         resources=_resources(obs),
         prometheus=_prometheus(obs, base_dir),
+        history=_history(obs.section("history", HISTORY_KEYS), base_dir),
     )
     sources = [_Source(source, "children", top.data.get("children"), base_dir)]
     sources += _included(top, base_dir, environ)
@@ -206,6 +210,22 @@ def _prometheus(obs: Section, base_dir: str) -> PrometheusConfig:
         return PrometheusConfig()
     return PrometheusConfig(listen=metrics_listen("observability.prometheus.listen",
                                                   section.string("listen"), base_dir))
+
+
+def _history(section: Section, base_dir: str) -> HistoryConfig:
+    d = defaults(HistoryConfig)
+    if not section.boolean("enabled", d.enabled):
+        return HistoryConfig()
+    segment_bytes = section.integer("segment_bytes", d.segment_bytes, minimum=MIN_SEGMENT_BYTES,
+                                    maximum=1024 * 1024 * 1024)
+    return HistoryConfig(
+        enabled=True,
+        path=section.path("path", base_dir),
+        max_bytes=section.integer("max_bytes", d.max_bytes, minimum=2 * segment_bytes),
+        segment_bytes=segment_bytes,
+        flush_interval_ms=section.integer("flush_interval_ms", d.flush_interval_ms, minimum=1,
+                                          maximum=60_000),
+    )
 
 
 def parse_manifest(

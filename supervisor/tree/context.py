@@ -110,6 +110,16 @@ class Tree:
     def now(self) -> float:
         return self.clock.seconds()
 
+    def dropped_count(self, stream: str) -> int:
+        """Records of ``stream`` (``"events"`` or ``"logs"``) no reader can get any more.
+
+        With a history, what the rings evict is still on disk: only what the history could
+        not keep counts. Without one, every record the ring evicted is gone.
+        """
+        if self.record_sink is not None:
+            return self.record_sink.lost(stream)
+        return (self.events if stream == "events" else self.logs).evicted
+
     def new_correlation(self) -> str:
         return f"incident-{next(self._correlations)}"
 

@@ -189,6 +189,9 @@ class RecordSink(Protocol):
     def write(self, stream: str, data: bytes, count: int) -> None:
         """Take ``count`` records of ``stream`` (``"logs"`` or ``"events"``), encoded."""
 
+    def lost(self, stream: str) -> int:
+        """How many records of ``stream`` it could not keep."""
+
 
 #: Bytes that JSON must escape inside a string (``\n`` separates lines, so it is allowed).
 _NEEDS_ESCAPE = re.compile(rb'[\x00-\x09\x0b-\x1f"\\]')
