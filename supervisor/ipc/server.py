@@ -209,9 +209,17 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             self._send_error(request_id, e)
             return None
         if isinstance(result, defer.Deferred):
-            return result.addCallback(self._succeed, request_id)
+            return result.addCallbacks(self._succeed, self._failed, callbackArgs=(request_id,),
+                                       errbackArgs=(request_id,))
         self._succeed(result, request_id)
         return None
+
+    def _failed(self, failure: Failure, request_id: str) -> Failure | None:
+        """A method that failed later with an error for the wire answers with it."""
+        if failure.check(WireError):
+            self._send_error(request_id, failure.value)
+            return None
+        return failure
 
     def _succeed(self, result: tuple[dict[str, Any], Callable[[], None] | None], request_id: str) -> None:
         body, after = result
@@ -384,10 +392,7 @@ class IpcServer(Factory):
 
     def history_page(self, stream: str, params: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """One page of the history (``history.logs`` / ``history.events``), read off the reactor."""
-        try:
-            kwargs = self._history_params(stream, params)
-        except WireError as e:
-            return defer.fail(e)
+        kwargs = self._history_params(stream, params)  # a WireError answers at once
         assert self.history is not None
         directory = self.history.directory(stream)
         pool = getattr(self.clock, "getThreadPool", None)
