@@ -138,14 +138,14 @@ def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path, monkeypatch)
 def test_a_failing_disk_counts_the_loss_and_leaves_no_torn_line(tmp_path):
     failing = {"on": False, "partial": False}
 
-    def write(fd, data):
+    def write(fd, buffers):
         if failing["partial"]:
             failing["partial"] = False
             failing["on"] = True
-            return os.write(fd, bytes(data[:17]))  # a torn line, then the disk is full
+            return os.write(fd, bytes(buffers[0][:17]))  # a torn line, then the disk is full
         if failing["on"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return os.write(fd, data)
+        return os.writev(fd, buffers)
 
     reactor = FakeReactor()
     store = HistoryStore(config(tmp_path), reactor, write=write)

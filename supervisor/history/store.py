@@ -8,8 +8,8 @@ the last of a segment, and readers skip it.
 
 Writing: the reactor thread hands over encoded lines (:meth:`HistoryStore.write`, a lock and
 a deque append); one writer thread takes everything queued at least every
-``flush_interval_ms`` (sooner once :data:`BATCH_BYTES` wait) and writes it with one
-``os.write`` per segment. The queue holds at most :data:`MAX_QUEUED_BYTES`: records that
+``flush_interval_ms`` (sooner once :data:`BATCH_BYTES` wait) and writes it with
+``os.writev`` (no copy). The queue holds at most :data:`MAX_QUEUED_BYTES`: records that
 would pass it (a slow or stuck disk) are dropped and counted; a failed write (a full disk)
 is counted as lost and the segment is cut back to its last whole line. Nothing blocks the
 reactor and memory stays bounded.
@@ -45,7 +45,9 @@ MIN_EVENT_SEGMENT_BYTES = 4096
 
 SEGMENT_NAME = re.compile(r"^(\d{10})\.ndjson$")
 
-Write = Callable[[int, bytes], int]
+#: ``os.writev``: write a list of buffers without joining them first.
+Write = Callable[[int, list[Any]], int]
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
 def segment_name(number: int) -> str:
@@ -141,12 +143,19 @@ class _Stream:
     def _flush(self, buffer: list[bytes], size: int, count: int) -> None:
         self._make_room(size)
         current = self.segments[-1]
-        data = b"".join(buffer) if len(buffer) > 1 else buffer[0]
-        view = memoryview(data)
         done = 0
         try:
-            while done < size:
-                done += self._write(self._fd, view[done:])
+            for start in range(0, len(buffer), _IOV_MAX):
+                group = buffer[start : start + _IOV_MAX]
+                wanted = sum(map(len, group))
+                wrote = self._write(self._fd, group)
+                done += wrote
+                if wrote < wanted:  # a short write: the rest, one piece at a time
+                    rest = memoryview(b"".join(group))[wrote:]
+                    while rest:
+                        wrote = self._write(self._fd, [rest])
+                        done += wrote
+                        rest = rest[wrote:]
         except OSError as e:
             self.counts.failed += count
             self.problem = f"writing {current[1]} failed: {e.strerror or e}"
@@ -197,7 +206,7 @@ class HistoryStore:
 
     _log = Logger()
 
-    def __init__(self, config: HistoryConfig, reactor: Any, write: Write = os.write) -> None:
+    def __init__(self, config: HistoryConfig, reactor: Any, write: Write = os.writev) -> None:
         assert config.path is not None
         self.config = config
         self.path = config.path
