@@ -92,6 +92,14 @@ def _glob(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern))
 
 
+def user_sys_seconds(pid: int) -> tuple[float, float]:
+    """utime and stime of one process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 def peak_rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -120,6 +128,7 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
         time.sleep(1)  # measurement window, not synchronisation: let start-up work finish
         baseline = counter.poll()
         cpu0 = cpu_seconds(proc.pid)
+        user0, sys0 = user_sys_seconds(proc.pid)
         t0 = time.monotonic()
         (folder / "go").touch()
         last_progress, last_count = t0, baseline
@@ -135,7 +144,10 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
             time.sleep(0.02)
         elapsed = (last_progress if count < LINES else now) - t0
         cpu = cpu_seconds(proc.pid) - cpu0
+        user1, sys1 = user_sys_seconds(proc.pid)
         return {"seconds_until_on_disk": round(elapsed, 3), "supervisor_cpu_s": round(cpu, 3),
+                "supervisor_user_s": round(user1 - user0, 3),
+                "supervisor_sys_s": round(sys1 - sys0, 3),
                 "peak_rss_kib": peak_rss_kib(proc.pid), "lines_on_disk": count,
                 "lines_lost": max(0, LINES - count)}
     finally:

@@ -248,12 +248,12 @@ def test_a_bad_cursor_is_refused(tmp_path):
         read_page(str(tmp_path), Filter("logs"), after="not-a-cursor")
 
 
-@pytest.mark.parametrize("messages", [["plain", "two words", ""], ["quote \" and \\", "tab\there",
-                                                                   "ünïcödé ✓"]])
+@pytest.mark.parametrize("messages", [["plain", "two words", "", "100% ünïcödé ✓"],
+                                      ["quote \" and \\", "tab\there", "ünïcödé ✓"]])
 def test_batch_encoding_is_byte_for_byte_the_record_encoding(messages):
     fields = {"stream": "stderr", "child_path": "/root/p"}
-    raw = [m.encode() for m in messages] if messages[0] == "plain" else None
-    batch = encode_log_lines("t", INSTANCE, "incident-9", "warning", 41, messages, raw, fields,
+    plain = "\n".join(messages).encode() if messages[0] == "plain" else None
+    batch = encode_log_lines("t", INSTANCE, "incident-9", "warning", 41, messages, plain, fields,
                              1_764_000_000.25)
     single = b"".join(
         encode_record(LogRecord("t", 41 + i, "incident-9", "warning", m, fields, 1_764_000_000.25),

@@ -48,8 +48,8 @@ class RunnerHooks:
     heartbeat: Callable[[], None]
     ready: Callable[[], None]
     log: Callable[[str, str, dict[str, Any]], None]  # severity, message, fields
-    #: severity, messages, their bytes when plain (or None), the fields they share
-    log_lines: Callable[[str, list[str], list[bytes] | None, dict[str, Any]], None]
+    #: severity, messages, their bytes joined by newlines when plain (or None), shared fields
+    log_lines: Callable[[str, list[str], bytes | None, dict[str, Any]], None]
 
 
 class Runner(Protocol):
@@ -256,14 +256,14 @@ class _LineSplitter:
 
     Lines longer than ``limit`` bytes are cut into pieces of ``limit`` bytes, each but the
     last emitted as truncated; at most ``limit`` bytes of an unfinished line are buffered.
-    Every read is split at once: ``emit(messages, raw)`` gets all its whole lines (``raw``,
-    their bytes, when they need no JSON escaping, else None), ``cut(message)`` each
-    truncated piece, in the order they were written.
+    Every read is split at once: ``emit(messages, plain)`` gets all its whole lines
+    (``plain``: their bytes joined by newlines, when they need no JSON escaping, else None),
+    ``cut(message)`` each truncated piece, in the order they were written.
     """
 
     def __init__(
         self,
-        emit: Callable[[list[str], list[bytes] | None], None],
+        emit: Callable[[list[str], bytes | None], None],
         cut: Callable[[str], None],
         limit: int,
     ) -> None:
@@ -288,16 +288,16 @@ class _LineSplitter:
 
     def _lines(self, body: bytes) -> None:
         """Emit the lines of ``body`` (no final newline): C-level splits in the common case."""
-        raw = body.split(b"\n")
-        if b"\r" in body or (len(body) > self._limit and max(map(len, raw)) > self._limit):
-            self._one_by_one(raw)
+        limit = self._limit
+        if b"\r" in body or (len(body) > limit and max(map(len, body.split(b"\n"))) > limit):
+            self._one_by_one(body.split(b"\n"))
             return
         try:
             messages = body.decode("utf-8").split("\n")
         except UnicodeDecodeError:
-            self._emit([line.decode("utf-8", "replace") for line in raw], None)
+            self._emit([line.decode("utf-8", "replace") for line in body.split(b"\n")], None)
             return
-        self._emit(messages, raw if plain_text(body) else None)
+        self._emit(messages, body if plain_text(body) else None)
 
     def _one_by_one(self, lines: list[bytes]) -> None:
         batch: list[str] = []
@@ -436,7 +436,7 @@ class ProcessRunner(ProcessProtocol):
         cut_fields: dict[str, Any] = {**fields, "truncated": True}
         hooks = self._hooks
         return _LineSplitter(
-            lambda messages, raw: hooks.log_lines(severity, messages, raw, fields),
+            lambda messages, plain: hooks.log_lines(severity, messages, plain, fields),
             lambda message: hooks.log_lines(severity, [message], None, cut_fields),
             limit,
         )

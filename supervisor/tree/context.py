@@ -185,14 +185,14 @@ class Tree:
         self,
         severity: str,
         messages: list[str],
-        raw: list[bytes] | None,
+        plain: bytes | None,
         fields: dict[str, Any],
         correlation: str | None = None,
     ) -> None:
         """Append one record per line of a process child's output, all sharing ``fields``.
 
-        ``raw`` is the UTF-8 of each message when it needs no JSON escaping (see
-        :func:`~supervisor.tree.journal.encode_log_lines`), else None.
+        ``plain`` is the messages' UTF-8 joined by newlines when they need no JSON escaping
+        (see :func:`~supervisor.tree.journal.encode_log_lines`), else None.
         """
         if not messages:
             return
@@ -200,7 +200,7 @@ class Tree:
         first = self.logs.extend_lines(self.target_id, correlation, severity, messages, fields, now)
         if self.record_sink is not None:
             data = encode_log_lines(self.target_id, self.instance_id, correlation, severity,
-                                    first, messages, raw, fields, now)
+                                    first, messages, plain, fields, now)
             self.record_sink.write("logs", data, len(messages))
 
     def child_logger(self, path: str) -> Logger:
