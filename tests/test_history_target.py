@@ -143,6 +143,11 @@ def test_every_line_of_a_fast_child_is_in_history_in_order_once(workdir):
         # a search scans a bounded stretch per page; its cursor continues the scan
         assert read_all(ipc, text="line 0123456")[0]["message"] == expected[123456]
         assert [r["message"][:12] for r in read_all(ipc, text="line 0123456")] == ["line 0123456"]
+        printed = ctl(workdir, "--json", "logs", "--child", "/root/chatty", "--since", "1h")
+        assert printed.returncode == 0, printed.stderr
+        assert [json.loads(l)["log"]["message"] for l in printed.stdout.splitlines()] == expected
+        grep = ctl(workdir, "logs", "--grep", "line 0199999")
+        assert grep.stdout.count("line 0199999") == 1 and len(grep.stdout.splitlines()) == 1
         events = ipc.call("history.events", {"target_id": "hist-target", "limit": 100})
         assert "child_started" in [e["event_type"] for e in events["result"]["records"]]
         state = ipc.call("state", {"target_id": "hist-target"})["result"]["state"]
@@ -188,6 +193,46 @@ def test_after_a_sigkill_the_kept_lines_are_a_prefix_and_the_next_instance_appen
         segments = list_segments(str(logs))
         assert segments[: len(first_segments)] == first_segments
     finally:
+        ipc.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def ctl(folder: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "supervisor.ctl", "--socket", str(folder / "t.sock"),
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+#: a tick every few hundred microseconds, for ever
+STEADY_CHILD = (
+    "import itertools, sys, time\n"
+    "for i in itertools.count():\n"
+    "    sys.stdout.write('tick %d\\n' % i)\n"
+    "    sys.stdout.flush()\n"
+    "    time.sleep(0.0003)\n"
+)
+
+
+def test_logs_follow_continues_from_history_without_a_gap_or_a_repeat(workdir):
+    proc = start_target(workdir, write_config(workdir, STEADY_CHILD, flush_interval_ms=200))
+    ipc = Ipc(workdir / "t.sock")
+    follower = None
+    try:
+        wait_until(lambda: len(read_all(ipc, child_path="/root/chatty")) > 3000, 60,
+                   "a history to continue from")
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.ctl", "--socket", str(workdir / "t.sock"), "--json",
+             "logs", "--follow", "--child", "/root/chatty"], stdout=subprocess.PIPE, text=True)
+        ticks = []
+        while len(ticks) < 12_000:
+            line = follower.stdout.readline()
+            assert line, "ctl logs --follow ended"
+            ticks.append(int(json.loads(line)["log"]["message"].split()[1]))
+        assert ticks == list(range(len(ticks)))
+    finally:
+        if follower is not None:
+            follower.kill()
+            follower.wait(10)
         ipc.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
