@@ -8,7 +8,10 @@ is on disk (the supervisor's files are read as they grow; a run that makes no pr
 BENCH_HISTORY_STALL seconds, 10, ends and counts the missing lines as lost), the supervisor's
 CPU seconds over that time (utime+stime of the daemon, all its threads, /proc/<pid>/stat),
 its peak RSS (VmHWM) and the lines lost. Ours also reports the wall time and CPU with the
-history turned off (lines reach only the ring, nothing on disk) as ``ours_ring_only``.
+history turned off (lines reach only the ring, nothing on disk) as ``ours_ring_only``, and
+``ours_sigkill``: a child writing a timestamped line every ~100 µs, the target SIGKILLed after
+3 s; how much output written before the kill is not on disk (kill time minus the timestamp
+of the last line kept), against ``flush_interval_ms``.
 Env: BENCH_HISTORY_LINES, BENCH_PEERS (default "ours,supervisord,circus"). Prints one JSON
 object.
 """
@@ -257,6 +260,59 @@ def floor(folder: pathlib.Path) -> dict:
             "peak_rss_kib": 0, "lines_on_disk": count, "lines_lost": LINES - count}
 
 
+#: a line every ~100 µs carrying the time it was written
+TIMED_CHILD = (
+    "import sys, time\n"
+    "w = sys.stdout.write\n"
+    "i = 0\n"
+    "while True:\n"
+    "    w('tick %d %.6f\\n' % (i, time.time()))\n"
+    "    sys.stdout.flush()\n"
+    "    i += 1\n"
+    "    time.sleep(0.0001)\n"
+)
+
+
+def sigkill_window(folder: pathlib.Path, flush_interval_ms: int = 200) -> dict:
+    """SIGKILL our target while a child writes: how much output before the kill is not on disk."""
+    script = folder / "timed.py"
+    script.write_text(TIMED_CHILD)
+    config = {
+        "observability": {"history": {"enabled": True, "path": str(folder / "history"),
+                                      "flush_interval_ms": flush_interval_ms}},
+        "ipc": {"enabled": True, "target_id": "bench", "path": str(folder / "t.sock"),
+                "bind_mode": "replace_stale"},
+        "children": [{"name": "w", "kind": "process", "command": [PYTHON, "-S", str(script)]}],
+    }
+    (folder / "target.yaml").write_text(json.dumps(config))
+    twistd = str(pathlib.Path(sys.executable).parent / "twistd")
+    proc = subprocess.Popen([twistd, "-n", "--pidfile=", "supervisor-target", "--config",
+                             str(folder / "target.yaml")], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    windows = []
+    try:
+        wait_for(lambda: (folder / "t.sock").exists(), 60, "target ready")
+        time.sleep(3)  # measurement window: the child writes for a while
+        killed_at = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        last = None
+        for path in _glob(str(folder / "history" / "logs" / "*.ndjson")):
+            with open(path, "rb") as f:
+                for raw in f:
+                    if b'"message":"tick ' in raw and raw.endswith(b"\n"):
+                        last = json.loads(raw)["message"]
+        if last is not None:
+            windows.append(killed_at - float(last.split()[2]))
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return {"flush_interval_ms": flush_interval_ms,
+            "output_lost_before_kill_ms": round(windows[0] * 1000, 1) if windows else None}
+
+
 def main() -> None:
     base = pathlib.Path(tempfile.mkdtemp(prefix="bhist", dir="/tmp"))
     runs = {"floor": floor, "ours": ours, "supervisord": supervisord, "circus": circus}
@@ -274,6 +330,9 @@ def main() -> None:
             folder = base / "ours_ring_only"
             folder.mkdir()
             results["ours_ring_only"] = ours(folder, history=False)
+            folder = base / "ours_sigkill"
+            folder.mkdir()
+            results["ours_sigkill"] = sigkill_window(folder)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     floor_s = results["floor"].get("seconds_until_on_disk")
