@@ -148,3 +148,22 @@ observability:
     assert not parse_target_config({}, "/tmp").spec.observability.history.enabled
     for name in ("demo-target.yaml", "production-target.yaml"):
         assert load_target_config(str(ROOT / "etc" / name)).spec.observability.history.enabled
+
+
+def test_a_process_child_may_have_a_rotated_log_file(tmp_path):
+    text = """
+children:
+  - {name: p, kind: process, command: [sleep, "1"], log_file: {path: logs/p.log, backups: 5}}
+"""
+    child = parse_target_config(yaml.safe_load(text), str(tmp_path)).spec.children[0]
+    assert (child.log_file.path, child.log_file.max_bytes, child.log_file.backups) == (
+        str(tmp_path / "logs" / "p.log"), 50 * 1024 * 1024, 5)
+    for bad, key in (("{name: t, callable: 'supervisor.demo:steady_worker', log_file: {path: x}}",
+                      "children[0].log_file"),
+                     ("{name: p, kind: process, command: [x], log_file: {path: x, max_bytes: 10}}",
+                      "children[0].log_file.max_bytes"),
+                     ("{name: p, kind: process, command: [x], log_file: {}}",
+                      "children[0].log_file.path")):
+        with pytest.raises(ConfigError) as caught:
+            parse_target_config(yaml.safe_load(f"children: [{bad}]"), "/tmp")
+        assert caught.value.key == key

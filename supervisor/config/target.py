@@ -35,6 +35,7 @@ from supervisor.tree.spec import (
     ChildSpec,
     Criticality,
     HistoryConfig,
+    LogFileSpec,
     MIN_SEGMENT_BYTES,
     Observability,
     Policy,
@@ -68,7 +69,7 @@ HISTORY_KEYS = tuple(f.name for f in attrs.fields(HistoryConfig))
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
     "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
-    "stale_is_failure", "hold", "priority", "policy", "shutdown", "strategy", "children",
+    "stale_is_failure", "hold", "priority", "policy", "shutdown", "strategy", "children", "log_file",
     *PROCESS_KEYS,
 )
 #: Keys named after supervisord's that are spelled differently here.
@@ -78,6 +79,7 @@ RENAMED_KEYS = {
 #: Most instances one ``numprocs`` child may have.
 MAX_NUMPROCS = 1000
 DEFAULT_PROCESS_NAME = "{name}_{index:02d}"
+LOG_FILE_KEYS = ("path", "max_bytes", "backups")
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
     "max_request_bytes", "max_backlog_lines", "idle_timeout_seconds", "max_pending_pushes",
@@ -390,7 +392,7 @@ def _child(
         "policy": own_policy,
         "shutdown": own_shutdown,
     }
-    process_only = {"command", "cwd", "environment", "stop_signal", *PROCESS_KEYS}
+    process_only = {"command", "cwd", "environment", "stop_signal", "log_file", *PROCESS_KEYS}
     allowed = {
         ChildKind.TASK: {"callable"},
         ChildKind.SERVICE: {"callable"},
@@ -406,6 +408,8 @@ def _child(
         fields["callable_ref"] = ref
     elif kind is ChildKind.PROCESS:
         _process_fields(section, key, base_dir, fields)
+        if section.has("log_file"):
+            fields["log_file"] = _log_file(section.section("log_file", LOG_FILE_KEYS), base_dir)
         if section.has("numprocs"):
             return _process_group(section, key, fields)
         for name in ("process_name", "numprocs_start"):
@@ -421,6 +425,15 @@ def _child(
         return ChildSpec(**fields)
     except ValueError as e:
         raise ConfigError(key, str(e)) from None
+
+
+def _log_file(section: Section, base_dir: str) -> LogFileSpec:
+    d = defaults(LogFileSpec)
+    return LogFileSpec(
+        path=section.path("path", base_dir),
+        max_bytes=section.integer("max_bytes", d.max_bytes, minimum=1024),
+        backups=section.integer("backups", d.backups, minimum=0, maximum=1000),
+    )
 
 
 def _euid() -> int:

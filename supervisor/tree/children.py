@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from supervisor.tree.descendants import MARK_TREE, alive, marked, reap
 from supervisor.tree.journal import plain_text
+from supervisor.tree.logfile import RotatingLogFile
 from supervisor.tree.spawn import ChildProcess, Identity, spawn_child
 from supervisor.tree.spec import ChildSpec
 from supervisor.wire.ndjson import encodable
@@ -328,7 +329,8 @@ class ProcessRunner(ProcessProtocol):
 
     It is started by :func:`supervisor.tree.spawn.spawn_child` (no fork, no extra exec).
 
-    Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes.
+    Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes, and
+    with ``spec.log_file`` also lines of a plain text file (:mod:`supervisor.tree.logfile`).
 
     Descendants that left the group (``setsid``) are found by the ``marks`` they inherit
     (:mod:`supervisor.tree.descendants`): they get the stop signal with the group and are
@@ -355,6 +357,9 @@ class ProcessRunner(ProcessProtocol):
         self._stop_requested = False
         self._injected: str | None = None
         self._pgid: int | None = None
+        self._log_file = None if spec.log_file is None else RotatingLogFile(
+            spec.log_file.path, spec.log_file.max_bytes, spec.log_file.backups,
+            lambda problem: hooks.log("error", problem, {"child_path": path}))
         self._streams = {
             fd: self._splitter(stream, severity, max_line_bytes)
             for fd, stream, severity in ((1, "stdout", "info"), (2, "stderr", "warning"))
@@ -435,11 +440,24 @@ class ProcessRunner(ProcessProtocol):
         fields: dict[str, Any] = {"stream": stream, "child_path": self._path}
         cut_fields: dict[str, Any] = {**fields, "truncated": True}
         hooks = self._hooks
-        return _LineSplitter(
-            lambda messages, plain: hooks.log_lines(severity, messages, plain, fields),
-            lambda message: hooks.log_lines(severity, [message], None, cut_fields),
-            limit,
-        )
+        file = self._log_file
+        if file is None:
+            return _LineSplitter(
+                lambda messages, plain: hooks.log_lines(severity, messages, plain, fields),
+                lambda message: hooks.log_lines(severity, [message], None, cut_fields),
+                limit,
+            )
+
+        def lines(messages: list[str], plain: bytes | None) -> None:
+            hooks.log_lines(severity, messages, plain, fields)
+            text = plain if plain is not None else "\n".join(messages).encode("utf-8", "replace")
+            file.write_lines(text + b"\n", len(messages))
+
+        def piece(message: str) -> None:
+            hooks.log_lines(severity, [message], None, cut_fields)
+            file.write_lines(message.encode("utf-8", "replace") + b"\n", 1)
+
+        return _LineSplitter(lines, piece, limit)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         splitter = self._streams.get(childFD)
@@ -484,6 +502,8 @@ class ProcessRunner(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         for splitter in self._streams.values():
             splitter.flush()
+        if self._log_file is not None:
+            self._log_file.close()
         self._ended = reason
         self._deliver()
 

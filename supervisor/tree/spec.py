@@ -195,6 +195,21 @@ class Observability:
             raise ValueError(f"max_output_line_bytes: must be between {low} and {high}")
 
 
+@attrs.frozen
+class LogFileSpec:
+    """``children[].log_file``: a process child's output as a plain text file, rotated."""
+
+    path: str
+    max_bytes: int = 50 * 1024 * 1024
+    backups: int = 3
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_bytes < 1024:
+            raise ValueError("max_bytes: must be ≥ 1024")
+        if not 0 <= self.backups <= 1000:
+            raise ValueError("backups: must be between 0 and 1000")
+
+
 def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
@@ -254,6 +269,7 @@ class ChildSpec:
     stop_as_group: bool = True
     #: aborts (SIGKILL), and the sweep after the leader exits, reach the whole group
     kill_as_group: bool = True
+    log_file: LogFileSpec | None = None  # process children: output also as a plain text file
     policy: Policy | None = None
     shutdown: ShutdownPolicy | None = None
     # nested supervisors only
