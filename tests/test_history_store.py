@@ -260,3 +260,31 @@ def test_batch_encoding_is_byte_for_byte_the_record_encoding(messages):
                       INSTANCE)
         for i, m in enumerate(messages))
     assert batch == single
+
+
+def test_a_writer_behind_pauses_the_children_until_it_catches_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "HIGH_WATER_BYTES", 4000)
+    monkeypatch.setattr(store_module, "LOW_WATER_BYTES", 1000)
+    monkeypatch.setattr(store_module, "MAX_QUEUED_BYTES", 8000)
+    reactor = FakeReactor()
+    store = HistoryStore(config(tmp_path), reactor)
+    gate = []
+    store.congestion = gate.append
+    line = log_line(1, "p" * 100)
+    while store._queued_bytes < 4000:
+        store.write("logs", line, 1)
+    assert gate == [True] and store.pauses == 1
+    store.flush_now()  # the writer caught up: reading resumes
+    assert gate == [True, False] and not reactor.getDelayedCalls()
+    # a writer that stays behind: the pause ends after MAX_PAUSE_SECONDS, then lines drop
+    while store._queued_bytes < 4000:
+        store.write("logs", line, 1)
+    assert gate[-1] is True
+    reactor.advance(store_module.MAX_PAUSE_SECONDS)
+    assert gate[-1] is False and store.pauses_expired == 1
+    for _ in range(100):
+        store.write("logs", line, 1)
+    assert gate.count(True) == 2, "no new pause until the queue drained"
+    assert store.counts["logs"].dropped > 0
+    store.flush_now()
+    assert store.lost("logs") == store.counts["logs"].dropped

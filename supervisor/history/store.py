@@ -9,8 +9,10 @@ the last of a segment, and readers skip it.
 Writing: the reactor thread hands over encoded lines (:meth:`HistoryStore.write`, a lock and
 a deque append); one writer thread takes everything queued at least every
 ``flush_interval_ms`` (sooner once :data:`BATCH_BYTES` wait) and writes it with
-``os.writev`` (no copy). The queue holds at most :data:`MAX_QUEUED_BYTES`: records that
-would pass it (a slow or stuck disk) are dropped and counted; a failed write (a full disk)
+``os.writev`` (no copy). Past :data:`HIGH_WATER_BYTES` waiting, the process children's
+pipes are not read until the writer catches up (the children wait, as they would writing to
+a slow file; at most :data:`MAX_PAUSE_SECONDS` at a time). The queue holds at most
+:data:`MAX_QUEUED_BYTES`: records that would pass it (a stuck disk) are dropped and counted; a failed write (a full disk)
 is counted as lost and the segment is cut back to its last whole line. Nothing blocks the
 reactor and memory stays bounded.
 
@@ -36,6 +38,13 @@ from supervisor.tree.spec import HistoryConfig
 STREAMS = ("logs", "events")
 #: Most bytes waiting for the writer; beyond it records are dropped (and counted).
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
+#: Past this much waiting, process children's output is no longer read (they wait on their
+#: pipes) until the writer is back under :data:`LOW_WATER_BYTES`...
+HIGH_WATER_BYTES = 8 * 1024 * 1024
+LOW_WATER_BYTES = 2 * 1024 * 1024
+#: ...or for at most this long: a disk that stays stuck must not stall the children, so
+#: reading resumes and what passes :data:`MAX_QUEUED_BYTES` is dropped until it recovers.
+MAX_PAUSE_SECONDS = 5.0
 #: The writer wakes before the flush interval once this much is waiting.
 BATCH_BYTES = 1024 * 1024
 #: Events' share of ``max_bytes`` is ``1 / EVENTS_SHARE``.
@@ -231,6 +240,14 @@ class HistoryStore:
         self._report_due = False
         self._reported: dict[str, tuple[int, int, int, str | None]] = {}
         self.report: Callable[[], None] | None = None
+        #: called on the reactor with True when the writer falls behind, False once it caught up
+        self.congestion: Callable[[bool], None] | None = None
+        self._congested = False
+        self._gave_up = False  # paused for MAX_PAUSE_SECONDS: no pause until the queue drains
+        self._pause_timer: Any = None
+        #: how often reading was paused for the writer, and how often a pause ran out
+        self.pauses = 0
+        self.pauses_expired = 0
 
     def directory(self, stream: str) -> str:
         return self._streams[stream].directory
@@ -255,6 +272,33 @@ class HistoryStore:
                     self._wake.notify()  # start the flush-interval clock, or write a full batch
         if dropped:
             self._report_soon()
+        elif (self._queued_bytes >= HIGH_WATER_BYTES and not self._congested
+              and not self._gave_up and self.congestion is not None):
+            self._congested = True
+            self.pauses += 1
+            self._pause_timer = self._reactor.callLater(MAX_PAUSE_SECONDS, self._pause_expired)
+            self.congestion(True)
+
+    def _pause_expired(self) -> None:
+        self._pause_timer = None
+        if self._congested:
+            self.pauses_expired += 1
+            self._gave_up = True
+            self._end_congestion()
+
+    def _caught_up(self) -> None:
+        """The writer is back under the low-water mark (called on the reactor)."""
+        self._gave_up = False
+        if self._congested:
+            if self._pause_timer is not None and self._pause_timer.active():
+                self._pause_timer.cancel()
+            self._pause_timer = None
+            self._end_congestion()
+
+    def _end_congestion(self) -> None:
+        self._congested = False
+        if self.congestion is not None:
+            self.congestion(False)
 
     def lost(self, stream: str) -> int:
         """Records of ``stream`` that never reached the disk (dropped or failed)."""
@@ -278,6 +322,11 @@ class HistoryStore:
             self._thread = None
         for stream in self._streams.values():
             stream.close()
+        if self._pause_timer is not None and self._pause_timer.active():
+            self._pause_timer.cancel()
+        self._pause_timer = None
+        if self._congested:
+            self._end_congestion()
 
     def flush_now(self) -> None:
         """Write everything queued on the calling thread (tests and a stopped writer)."""
@@ -322,6 +371,8 @@ class HistoryStore:
                 except Exception as e:  # never let the writer thread die
                     stream.counts.failed += sum(count for _, count in pieces[name])
                     stream.problem = f"history writer failed: {e!r}"
+        if (self._congested or self._gave_up) and self._queued_bytes < LOW_WATER_BYTES:
+            self._call_reactor(self._caught_up)
         if self._changed():
             self._call_reactor(self._report_soon)
 

@@ -96,6 +96,7 @@ class HistoryService(Service):
         self._supervisor = supervisor
         self.store = store
         store.report = self._publish_loss
+        store.congestion = supervisor.tree.output_gate.set_paused
 
     def startService(self) -> None:
         Service.startService(self)

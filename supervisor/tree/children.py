@@ -343,12 +343,14 @@ class ProcessRunner(ProcessProtocol):
     def __init__(
         self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int,
         marks: dict[str, str] | None = None, settle_seconds: float = 1.0,
-        clock: IReactorTime | None = None,
+        clock: IReactorTime | None = None, gate: Any = None,
     ) -> None:
         self._spec = spec
         self._path = path
         self._hooks = hooks
         self._reactor = reactor
+        #: the tree's OutputGate: reading pauses while the history catches up
+        self._gate = gate
         self._clock: IReactorTime = clock if clock is not None else reactor
         #: fires after ``startsecs``: only then does the child count as running
         self._start_window: Any = None
@@ -398,6 +400,8 @@ class ProcessRunner(ProcessProtocol):
             return
         self.pid = child.pid
         self._child = child
+        if self._gate is not None:
+            self._gate.register(child)
         self._pgid = child.pid  # the child leads its own session and process group
         if self._spec.startsecs > 0:
             self._spawned_at = self._clock.seconds()
@@ -511,6 +515,8 @@ class ProcessRunner(ProcessProtocol):
         if self._ended is None or not self._settled:
             return
         self._pgid = None
+        if self._gate is not None and self._child is not None:
+            self._gate.unregister(self._child)
         self._child = None
         outcome = self._outcome(self._ended)
         if self._start_window is not None:

@@ -61,6 +61,32 @@ def _none(*args: Any) -> None:
     return None
 
 
+class OutputGate:
+    """Every running process child's output pipes, paused together while the history's
+    writer is behind (see :mod:`supervisor.history.store`), so children wait rather than
+    lines being dropped."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._children: set[Any] = set()
+
+    def register(self, child: Any) -> None:
+        """``child`` has ``pauseReading`` / ``resumeReading`` (a started process child)."""
+        self._children.add(child)
+        if self.paused:
+            child.pauseReading()
+
+    def unregister(self, child: Any) -> None:
+        self._children.discard(child)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        for child in list(self._children):
+            child.pauseReading() if paused else child.resumeReading()
+
+
 class Tree:
     """The context of one tree: clock and reactor, journals, ids, status and state publication."""
 
@@ -90,6 +116,8 @@ class Tree:
         self.instance_id = uuid.uuid4().hex
         #: where records go besides the rings (the on-disk history), when there is one
         self.record_sink: RecordSink | None = None
+        #: pauses the process children's output while the record sink catches up
+        self.output_gate = OutputGate()
         self.state_generation = 0
         self.metrics: dict[str, int] = {}
         #: ``running`` | ``stopping`` | ``stopped``: the root node's state_summary
