@@ -145,3 +145,9 @@ test('node detail reads the node logs from history and shows them', async () => 
   assert.equal(lines.length, 1);
   assert.match(lines[0], /invoice 42 written$/);
 });
+
+test('scrolling at the top again while a page is on its way asks nothing more', () => {
+  const store = contractStore();
+  assert.equal(store.historyRequests(T, 'older').length, 2);
+  assert.equal(store.historyRequests(T, 'older').length, 0);
+});

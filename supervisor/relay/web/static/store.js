@@ -338,6 +338,8 @@ export class Store {
     for (const stream of streams) {
       const before = purpose === 'older' ? t.historyCursor[stream] : 'end';
       if (before === null) continue; // scrolled back to the oldest record kept
+      if (purpose === 'older' && [...this.historyPending.values()].some((p) => p.purpose === 'older'
+        && p.targetId === targetId && p.stream === stream)) continue; // that page is on its way
       if (this.historyPending.size >= LIMITS.historyPending) break;
       const requestId = `h${this.nextHistoryId}`;
       this.nextHistoryId += 1;
