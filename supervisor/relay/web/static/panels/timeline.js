@@ -26,7 +26,7 @@ export class TimelinePanel {
     this.store = store;
     this.onOlder = onOlder;
     this.el = elements(root, ['timeline', 'follow-state', 'follow-resume', 'row-count', 'row-detail', 'row-detail-body', 'row-detail-close',
-      'history-search-form', 'history-search', 'history-state']);
+      'history-search-go', 'history-search', 'history-state']);
     this.view = new TimelineView(store); // the filtered rows
     this.pausedNew = 0; // rows arrived while follow is paused
     this.grid = new Timeline(this.el.timeline, {
@@ -44,12 +44,17 @@ export class TimelinePanel {
       onOpen: (row) => this._openRow(row),
       onTop: () => this._older(),
     });
-    this.el.historySearchForm.addEventListener('submit', (ev) => {
-      ev.preventDefault();
+    const search = () => {
       const text = this.el.historySearch.value.trim();
       if (!text) return;
       this.el.historyState.textContent = t('history_searching', { text });
       onSearch(text);
+    };
+    this.el.historySearchGo.addEventListener('click', search);
+    this.el.historySearch.addEventListener('keydown', (ev) => {
+      if (ev.key !== 'Enter') return;
+      ev.preventDefault(); // not the filter form's submit
+      search();
     });
     this.el.followResume.addEventListener('click', () => {
       this.grid.setFollowing(true);
