@@ -112,8 +112,6 @@ class Tree:
         self.config_version = config_version(spec)
         self.events: Ring[EventRecord] = Ring(spec.observability.event_journal_capacity)
         self.logs = LogRing(spec.observability.log_journal_capacity)
-        #: new each time the process starts; sequences restart at 1 with it
-        self.instance_id = uuid.uuid4().hex
         #: where records go besides the rings (the on-disk history), when there is one
         self.record_sink: RecordSink | None = None
         #: pauses the process children's output while the record sink catches up
