@@ -24,12 +24,13 @@ VENV_BIN = pathlib.Path(sys.executable).parent
 TWISTD = str(VENV_BIN / "twistd")
 LINES = 200_000
 FAST_CHILD = (
-    "import sys, time\n"
+    "import os, sys, time\n"
+    "parent = os.getppid()\n"
     "w = sys.stdout.write\n"
     f"for i in range({LINES}):\n"
     "    w('line %07d ' % i + 'x' * 80 + '\\n')\n"
     "sys.stdout.flush()\n"
-    "time.sleep(3600)\n"
+    "while os.getppid() == parent: time.sleep(0.2)\n"  # until the target is gone
 )
 #: writes until a file named ``quiet`` exists in its folder, then sleeps
 ENDLESS_CHILD = (
@@ -38,7 +39,7 @@ ENDLESS_CHILD = (
     "    sys.stdout.write('tick %d\\n' % i)\n"
     "    if i % 1000 == 999:\n"
     "        sys.stdout.flush()\n"
-    "        if os.path.exists('quiet'): time.sleep(3600)\n"
+    "        while os.path.exists('quiet'): time.sleep(0.2)\n"
 )
 
 
@@ -64,6 +65,15 @@ def write_config(folder: pathlib.Path, program: str, flush_interval_ms: int = 50
             command: {json.dumps([sys.executable, "-c", program])}
     """))
     return config
+
+
+def stop_target(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def start_target(folder: pathlib.Path, config: pathlib.Path) -> subprocess.Popen:
@@ -156,8 +166,7 @@ def test_every_line_of_a_fast_child_is_in_history_in_order_once(workdir):
         assert refused["error"]["code"] == "validation_failed"
     finally:
         ipc.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop_target(proc)
 
 
 def test_after_a_sigkill_the_kept_lines_are_a_prefix_and_the_next_instance_appends(workdir):
@@ -194,8 +203,7 @@ def test_after_a_sigkill_the_kept_lines_are_a_prefix_and_the_next_instance_appen
         assert segments[: len(first_segments)] == first_segments
     finally:
         ipc.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop_target(proc)
 
 
 def ctl(folder: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
@@ -234,8 +242,7 @@ def test_logs_follow_continues_from_history_without_a_gap_or_a_repeat(workdir):
             follower.kill()
             follower.wait(10)
         ipc.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop_target(proc)
 
 
 def instances(ipc: Ipc) -> set[str]:

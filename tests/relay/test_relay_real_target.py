@@ -126,8 +126,9 @@ async def test_a_session_pages_through_a_fast_childs_history(relay, target_proce
     relay.start()
     lines = 200_000
     history = os.path.join(relay.sockdir, "history")
-    program = (f"import sys, time\nw = sys.stdout.write\nfor i in range({lines}):\n"
-               "    w('line %07d\\n' % i)\nsys.stdout.flush()\ntime.sleep(3600)\n")
+    program = (f"import os, sys, time\nparent = os.getppid()\nw = sys.stdout.write\n"
+               f"for i in range({lines}):\n    w('line %07d\\n' % i)\nsys.stdout.flush()\n"
+               "while os.getppid() == parent: time.sleep(0.2)\n")  # until the target is gone
     config = target_config(relay.sockdir, relay.registration_path)
     with open(config) as f:
         data = yaml.safe_load(f)
