@@ -9,9 +9,11 @@ by ``--socket PATH``, else by the ``ipc.path`` of ``--config FILE`` (its YAML), 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import pwd
+import re
 import sys
 import time
 import uuid
@@ -19,7 +21,7 @@ from typing import Any, Callable, NoReturn, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.task import react
+from twisted.internet.task import deferLater, react
 
 from supervisor.config._common import ConfigError
 from supervisor.config.target import load_ipc_config
@@ -50,10 +52,24 @@ children are named by path (/root/web, /root/web/web_00) or as supervisorctl nam
 'web:*' is the group /root/web (every instance of a numprocs child), 'web:web_00' one of
 its instances, and a bare name a child of the root.
 
-events and logs print what the target still holds (all of its event journal after --since,
-the last --lines log records); --follow then keeps streaming. When older events were
+  python -m supervisor.ctl --config target.yaml logs --since 10m --grep timeout --child /root/api
+  python -m supervisor.ctl --config target.yaml events --since 2026-11-28T13:00:00Z --follow
+
+events and logs print what the target still holds (all of its event journal after --since
+SEQUENCE, the last --lines log records); --follow then keeps streaming. When older events were
 evicted from the journal, a line says so.
+
+With --since TIME (10m, 2h, 1d, 30s or an RFC 3339 instant), --until, --grep, --child or
+--severity they read the target's history instead (observability.history): every record
+kept on disk that matches, oldest first; --follow then continues with live records, without
+a gap or a repeat, filtered the same way.
 """
+#: ``10m`` and friends: how far back ``--since`` reaches.
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: How long a follower waits for the history to catch up with the live stream.
+CATCH_UP_SECONDS = 10.0
+HISTORY_PAGE = 1000
 CHILD_COMMANDS = {
     "restart": "restart_child",
     "pause": "pause_child",
@@ -259,14 +275,51 @@ class Pushes:
     def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
         self._json = args.json
         self._out = out
-        self._since = getattr(args, "since", 0)
+        since = getattr(args, "since", 0)
+        self._since = since if isinstance(since, int) else 0
         self._first = True  # no event or log line yet
         self._cut = 0  # events already evicted when the subscription began
         self._held: dict[str, Any] | None = None  # a dropped_count ahead of the first line
+        self._holding: str | None = None  # pushes of this type wait (history --follow)
+        self._waiting = []
+        self._keep: Callable[[dict[str, Any]], bool] = lambda push: True
+
+    def hold(self, key: str) -> None:
+        """Keep ``key`` (``log`` / ``event``) pushes back until :meth:`release`."""
+        self._holding = key
+        self._waiting: list[dict[str, Any]] = []
+
+    def first_held(self) -> int | None:
+        return self._waiting[0][self._holding]["sequence"] if self._waiting else None
+
+    def release(self, after: int, keep: Callable[[dict[str, Any]], bool]) -> None:
+        """Print the held pushes newer than sequence ``after`` that ``keep``, then stream."""
+        key = self._holding
+        self._holding = None
+        self._keep = lambda push: push.get("type") != key or (keep(push[key]))
+        for push in self._waiting:
+            if push[key]["sequence"] > after:
+                self(push)
+        self._waiting = []
+
+    def print_record(self, key: str, record: dict[str, Any]) -> None:
+        """One record read from the history, printed as its push would be."""
+        push = {"type": key, key: record}
+        if self._json:
+            self._out.write(json.dumps(push) + "\n")
+        else:
+            _print_push(push, self._out)
+        self._first = False
+        self._out.flush()
 
     def __call__(self, push: dict[str, Any]) -> None:
         kind = push.get("type")
         if kind == "state_delta":
+            return
+        if self._holding is not None and kind == self._holding:
+            self._waiting.append(push)
+            return
+        if not self._keep(push):
             return
         if self._json:
             self._out.write(json.dumps(push) + "\n")
@@ -297,6 +350,131 @@ class Pushes:
             self._out.write(f"!! dropped {events} events, {logs} log lines\n")
 
 
+def _instant(text: str) -> str:
+    """``10m`` (that long ago) or an RFC 3339 instant, as an RFC 3339 UTC string."""
+    match = _DURATION.match(text)
+    if match:
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+        moment = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (10m) or RFC 3339 time: {text}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a zone (Z or +hh:mm): {text}")
+    return text
+
+
+def _since(text: str) -> int | str:
+    """A plain number is a sequence (the journal); anything else a time (the history)."""
+    return int(text) if text.isdigit() else _instant(text)
+
+
+def _wants_history(args: argparse.Namespace) -> bool:
+    return (isinstance(args.since, str) or args.until is not None or args.grep is not None
+            or args.child is not None or bool(args.severity))
+
+
+class _LiveFilter:
+    """The history filter, applied to live records on the client (same rules as the target)."""
+
+    def __init__(self, args: argparse.Namespace, stream: str) -> None:
+        self.stream = stream
+        self.child = args.child.rstrip("/") if args.child else None
+        self.text = args.grep
+        self.severities = set(args.severity)
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        if self.severities and record.get("severity") not in self.severities:
+            return False
+        if self.child:
+            path = (record.get("fields") or {}).get("child_path") if self.stream == "logs" \
+                else record.get("target_path")
+            if not isinstance(path, str) or not (path == self.child or path.startswith(self.child + "/")):
+                return False
+        if self.text:
+            haystack = record.get("message", "") if self.stream == "logs" else \
+                record.get("event_type", "") + " " + json.dumps(record.get("payload"),
+                                                                separators=(",", ":"),
+                                                                ensure_ascii=False)
+            if self.text not in haystack:
+                return False
+        return True
+
+
+async def _from_history(reactor: Any, conn: Connection, args: argparse.Namespace, out: TextIO,
+                        pushes: "Pushes", target_id: str) -> int:
+    """Print the matching history, then (``--follow``) live records: no gap, no repeat.
+
+    The live subscription starts first and its records wait; the history is read to its end
+    (again, while it is behind the first waiting record: it is written within its flush
+    interval); then the waiting records newer than the last one printed follow, and the rest
+    as they come.
+    """
+    stream = args.action
+    key = "log" if stream == "logs" else "event"
+    scope = {"target_id": target_id}
+    live = _LiveFilter(args, stream)
+    instance = None
+    if args.follow:
+        state = (await conn.call("state", scope))["state"]
+        instance = state["target"].get("instance_id")
+        pushes.hold(key)
+        subscribe = {**scope, "session_established": True}
+        if stream == "events":
+            recent = state["recent_events"]
+            await conn.call("events.subscribe",
+                            {**subscribe, "since_sequence": recent[-1]["sequence"] if recent else 0})
+        else:
+            await conn.call("logs.tail", {**subscribe, "lines": 0})
+    params = {**scope, "limit": HISTORY_PAGE, "child_path": args.child,
+              "severities": args.severity, "since": args.since if isinstance(args.since, str) else None,
+              "until": args.until, "text": args.grep}
+    method = f"history.{stream}"
+    newest = 0  # the last sequence of the current instance printed
+    last_page: set[tuple[Any, int]] = set()  # what the page read last held (read again)
+    cursor = None
+    final = False
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while True:
+        start = cursor  # where the last page began: reading again starts there
+        while True:
+            page = await conn.call(method, {**params, "after": cursor, "before": None})
+            marks = set()
+            for record in page["records"]:
+                mark = (record.get("instance_id"), record["sequence"])
+                marks.add(mark)
+                if mark in last_page:
+                    continue
+                pushes.print_record(key, record)
+                if record.get("instance_id") == instance:
+                    newest = max(newest, record["sequence"])
+            last_page = marks
+            if page["next_cursor"] is None:
+                break
+            cursor = start = page["next_cursor"]
+        if not args.follow:
+            return 0
+        first_live = pushes.first_held()
+        if final or first_live is None or first_live <= newest + 1:
+            break
+        # the live stream starts after what was printed: filtered out, or not on disk yet?
+        tip = (await conn.call(method, {**scope, "limit": 1, "before": "end", "after": None}))
+        top = tip["records"][-1] if tip["records"] else None
+        cursor = start
+        if top is not None and top.get("instance_id") == instance and top["sequence"] >= first_live - 1:
+            final = True  # the history holds everything before the live stream: read it once more
+            continue
+        if time.monotonic() > deadline:
+            out.write(f"-- the history did not catch up with the live stream: records before "
+                      f"#{first_live} may be missing\n")
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    pushes.release(newest, live)
+    await conn.until_closed()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m supervisor.ctl", description=DESCRIPTION,
                                      epilog=EXAMPLES,
@@ -311,10 +489,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="one line per child")
     events = sub.add_parser("events", help="the events the target holds (and live ones with --follow)")
     events.add_argument("--follow", action="store_true", help="keep streaming new events")
-    events.add_argument("--since", type=int, default=0, help="only events after this sequence")
+    events.add_argument("--since", type=_since, default=0,
+                        help="a sequence (journal), or a time: 10m, 2h, 1d, RFC 3339 (history)")
     logs = sub.add_parser("logs", help="the last log records (and live ones with --follow)")
     logs.add_argument("--follow", action="store_true", help="keep streaming new records")
     logs.add_argument("--lines", type=int, default=50, help="how many of the last records")
+    logs.add_argument("--since", type=_since, default=None,
+                      help="from the history: records since 10m, 2h, 1d or an RFC 3339 time")
+    for p in (events, logs):
+        p.add_argument("--until", type=_instant, default=None, help="history: records before this time")
+        p.add_argument("--grep", metavar="TEXT", default=None, help="history: records containing TEXT")
+        p.add_argument("--child", metavar="PATH", default=None,
+                       help="history: records of this child and its subtree")
+        p.add_argument("--severity", action="append", default=[],
+                       choices=["trace", "debug", "info", "warning", "error"],
+                       help="history: only this severity (repeatable)")
     for name in CHILD_COMMANDS:
         p = sub.add_parser(name, help=f"{CHILD_COMMANDS[name]} on one child")
         p.add_argument("child", help="child path, e.g. /root/worker")
@@ -380,16 +569,21 @@ async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) ->
 
 async def _session(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
     # pushes come only after events.subscribe or logs.tail
-    conn = await Connection.open(reactor, _socket_path(args), args.timeout, Pushes(args, out))
+    pushes = Pushes(args, out)
+    conn = await Connection.open(reactor, _socket_path(args), args.timeout, pushes)
     try:
-        return await _dispatch(conn, args, out)
+        return await _dispatch(conn, args, out, reactor, pushes)
     finally:
         conn.close()
 
 
-async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO) -> int:
+async def _dispatch(conn: Connection, args: argparse.Namespace, out: TextIO,
+                    reactor: Any = None, pushes: "Pushes | None" = None) -> int:
     target_id = (await conn.call("hello", None))["target_id"]
     scope = {"target_id": target_id}
+    if args.action in ("events", "logs") and _wants_history(args):
+        assert pushes is not None
+        return await _from_history(reactor, conn, args, out, pushes, target_id)
     if args.action == "status":
         status = await conn.status(scope)
         out.write(json.dumps(_status(status)) + "\n") if args.json else _print_status(status, out)

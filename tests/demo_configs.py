@@ -29,6 +29,7 @@ def write_demo_configs(run_dir: Path, certs) -> tuple[Path, Path, int]:
     relay["audit"]["path"] = str(run_dir / "audit.sqlite3")
     target = yaml.safe_load((ETC / "demo-target.yaml").read_text())
     target["ipc"]["path"] = str(run_dir / "payments-worker-a.sock")
+    target["observability"]["history"]["path"] = str(run_dir / "history")
     target["ipc"]["registration"]["relay_registration_path"] = relay["registration"]["listen_path"]
     relay_path, target_path = run_dir / "relay.yaml", run_dir / "target.yaml"
     relay_path.write_text(yaml.safe_dump(relay))

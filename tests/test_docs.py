@@ -9,7 +9,9 @@ import attrs
 import pytest
 
 from supervisor.config import relay, target
-from supervisor.tree.spec import Observability, Policy, PrometheusConfig, ResourcesConfig, ShutdownPolicy
+from supervisor.tree.spec import (
+    HistoryConfig, Observability, Policy, PrometheusConfig, ResourcesConfig, ShutdownPolicy,
+)
 
 DOC = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
 
@@ -30,6 +32,7 @@ def table(heading: str) -> dict[str, str]:
         ("observability", target.OBSERVABILITY_KEYS),
         ("observability.resources", target.RESOURCES_KEYS),
         ("observability.prometheus", target.PROMETHEUS_KEYS),
+        ("observability.history", target.HISTORY_KEYS),
         ("children[]", target.CHILD_KEYS),
         ("ipc", target.IPC_KEYS),
         ("ipc.registration", target.REGISTRATION_KEYS),
@@ -42,15 +45,17 @@ def test_every_target_key_is_documented(heading, keys):
 @pytest.mark.parametrize(
     "heading, model", [("policy", Policy), ("shutdown", ShutdownPolicy), ("observability", Observability),
                        ("observability.resources", ResourcesConfig),
-                       ("observability.prometheus", PrometheusConfig)]
+                       ("observability.prometheus", PrometheusConfig),
+                       ("observability.history", HistoryConfig)]
 )
 def test_documented_defaults_match_the_models(heading, model):
     documented = table(heading)
     for field in attrs.fields(model):
         if attrs.has(type(field.default)):  # a nested section: its own table below
             assert documented[field.name] == f"see `{heading}.{field.name}`", field.name
-        elif field.default is None:
-            assert documented[field.name] == "off", field.name
+        elif field.default is None:  # off, or required once the section is enabled
+            assert documented[field.name] == "off" or documented[field.name].startswith(
+                "required"), field.name
         else:
             assert documented[field.name] == str(field.default).lower(), field.name
 

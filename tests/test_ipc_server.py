@@ -481,3 +481,20 @@ async def test_commands_that_did_not_come_through_the_relay_say_so(tmp_path):
             relay.kill()
         relay.wait()
         await target.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_methods_say_when_the_target_keeps_no_history():
+    target = Target().start()
+    try:
+        client = await target.connect()
+        for method in ("history.logs", "history.events"):
+            answer = await client.call(method, {"target_id": TARGET_ID, "limit": 10}, method)
+            assert answer["request_id"] == method and answer["ok"] is False
+            assert (answer["error"]["code"], answer["error"]["stage"]) == ("history_disabled",
+                                                                          "history")
+        bad = await client.call("history.logs", {"target_id": "other"}, "r9")
+        assert bad["error"]["code"] == "validation_failed"
+        assert (await client.call("hello", None, "r10"))["ok"], "the connection survives"
+    finally:
+        await target.stop()

@@ -251,3 +251,45 @@ async def test_a_descendant_still_there_after_sigkill_is_reported_and_fails_the_
         assert (done.payload["status"], done.payload["error"]) == ("failed", "processes_survived")
     finally:
         await sup.stopService()
+
+
+def test_a_log_file_keeps_every_line_and_rotates(tmp_path):
+    from supervisor.tree.logfile import RotatingLogFile
+
+    problems = []
+    log = RotatingLogFile(str(tmp_path / "out" / "w.log"), max_bytes=1024, backups=2,
+                          report=problems.append)
+    for i in range(100):
+        log.write_lines(f"line {i:03d} {'x' * 40}\n".encode(), 1)
+    log.close()
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["w.log", "w.log.1", "w.log.2"]
+    for name in names:
+        assert (tmp_path / "out" / name).stat().st_size <= 1024
+    kept = "".join((tmp_path / "out" / n).read_text() for n in ["w.log.2", "w.log.1", "w.log"])
+    numbers = [int(line.split()[1]) for line in kept.splitlines()]
+    assert numbers == list(range(numbers[0], 100)), "the newest lines, in order, none torn"
+    (tmp_path / "blocked").write_text("a file where the log's folder should be")
+    broken = RotatingLogFile(str(tmp_path / "blocked" / "w.log"), 1024, 2, report=problems.append)
+    broken.write_lines(b"a\n", 1)
+    broken.write_lines(b"b\n", 1)
+    assert broken.lost_lines == 2 and len(problems) == 1, "counted, reported once"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_process_child_with_a_log_file_writes_its_lines_there_too(tmp_path):
+    from supervisor.tree.spec import LogFileSpec
+
+    script = ("import sys\nfor i in range(2000):\n    print('out %d' % i)\n"
+              "print('err \"quoted\"', file=sys.stderr, flush=True)\nimport time; time.sleep(30)")
+    target = tmp_path / "logs" / "talker.log"
+    sup = supervise(ChildSpec("talker", ChildKind.PROCESS, command=[PY, "-c", script],
+                              log_file=LogFileSpec(str(target), max_bytes=1024 * 1024)))
+    try:
+        await eventually(lambda: target.exists() and 'err "quoted"' in target.read_text(),
+                         what="the child's lines in its log file")
+        lines = target.read_text().splitlines()
+        assert [l for l in lines if l.startswith("out")] == [f"out {i}" for i in range(2000)]
+        assert lines.count('err "quoted"') == 1
+    finally:
+        await sup.stopService()

@@ -123,3 +123,47 @@ def test_names_from_the_config_with_lone_surrogates_become_encodable():
     assert (child.display_name, child.tags) == ("report-\ufffd.csv", ("\ufffd",))
     harness = TreeHarness(config.spec)
     encode(harness.supervisor.state("d\udcff"))  # raises UnicodeEncodeError if anything is left
+
+
+def test_history_settings_are_read_checked_and_on_in_the_examples(tmp_path):
+    text = """
+observability:
+  history: {enabled: true, path: hist, max_bytes: 1048576, segment_bytes: 65536,
+            flush_interval_ms: 50}
+"""
+    history = parse_target_config(yaml.safe_load(text), str(tmp_path)).spec.observability.history
+    assert (history.enabled, history.path, history.max_bytes, history.segment_bytes,
+            history.flush_interval_ms) == (True, str(tmp_path / "hist"), 1048576, 65536, 50)
+    for bad, key in (
+        ("{enabled: true}", "observability.history.path"),
+        ("{enabled: true, path: h, segment_bytes: 100}", "observability.history.segment_bytes"),
+        ("{enabled: true, path: h, segment_bytes: 65536, max_bytes: 65536}",
+         "observability.history.max_bytes"),
+        ("{enabled: true, path: h, flush_interval_ms: 0}", "observability.history.flush_interval_ms"),
+        ("{enabled: true, path: h, depth: 3}", "observability.history.depth"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_target_config(yaml.safe_load(f"observability: {{history: {bad}}}"), "/tmp")
+        assert caught.value.key == key
+    assert not parse_target_config({}, "/tmp").spec.observability.history.enabled
+    for name in ("demo-target.yaml", "production-target.yaml"):
+        assert load_target_config(str(ROOT / "etc" / name)).spec.observability.history.enabled
+
+
+def test_a_process_child_may_have_a_rotated_log_file(tmp_path):
+    text = """
+children:
+  - {name: p, kind: process, command: [sleep, "1"], log_file: {path: logs/p.log, backups: 5}}
+"""
+    child = parse_target_config(yaml.safe_load(text), str(tmp_path)).spec.children[0]
+    assert (child.log_file.path, child.log_file.max_bytes, child.log_file.backups) == (
+        str(tmp_path / "logs" / "p.log"), 50 * 1024 * 1024, 5)
+    for bad, key in (("{name: t, callable: 'supervisor.demo:steady_worker', log_file: {path: x}}",
+                      "children[0].log_file"),
+                     ("{name: p, kind: process, command: [x], log_file: {path: x, max_bytes: 10}}",
+                      "children[0].log_file.max_bytes"),
+                     ("{name: p, kind: process, command: [x], log_file: {}}",
+                      "children[0].log_file.path")):
+        with pytest.raises(ConfigError) as caught:
+            parse_target_config(yaml.safe_load(f"children: [{bad}]"), "/tmp")
+        assert caught.value.key == key

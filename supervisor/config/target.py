@@ -34,6 +34,9 @@ from supervisor.tree.spec import (
     ChildKind,
     ChildSpec,
     Criticality,
+    HistoryConfig,
+    LogFileSpec,
+    MIN_SEGMENT_BYTES,
     Observability,
     Policy,
     PrometheusConfig,
@@ -64,10 +67,11 @@ PROCESS_KEYS = (
 )
 RESOURCES_KEYS = tuple(f.name for f in attrs.fields(ResourcesConfig))
 PROMETHEUS_KEYS = tuple(f.name for f in attrs.fields(PrometheusConfig))
+HISTORY_KEYS = tuple(f.name for f in attrs.fields(HistoryConfig))
 CHILD_KEYS = (
     "name", "kind", "callable", "command", "cwd", "environment", "stop_signal",
     "restart_policy", "criticality", "tags", "dependencies", "display_name", "wait_ready",
-    "stale_is_failure", "hold", "priority", "policy", "shutdown", "strategy", "children",
+    "stale_is_failure", "hold", "priority", "policy", "shutdown", "strategy", "children", "log_file",
     *PROCESS_KEYS,
 )
 #: Keys named after supervisord's that are spelled differently here.
@@ -77,6 +81,7 @@ RENAMED_KEYS = {
 #: Most instances one ``numprocs`` child may have.
 MAX_NUMPROCS = 1000
 DEFAULT_PROCESS_NAME = "{name}_{index:02d}"
+LOG_FILE_KEYS = ("path", "max_bytes", "backups")
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
     "max_request_bytes", "max_backlog_lines", "idle_timeout_seconds", "max_pending_pushes",
@@ -198,6 +203,7 @@ def parse_target_config(
                                           maximum=OUTPUT_LINE_BYTES_RANGE[1]),
         resources=_resources(obs),
         prometheus=_prometheus(obs, base_dir),
+        history=_history(obs.section("history", HISTORY_KEYS), base_dir),
     )
     sources = [_Source(source, "children", top.data.get("children"), base_dir)]
     sources += _included(top, base_dir, environ)
@@ -229,6 +235,22 @@ def _prometheus(obs: Section, base_dir: str) -> PrometheusConfig:
         return PrometheusConfig()
     return PrometheusConfig(listen=metrics_listen("observability.prometheus.listen",
                                                   section.string("listen"), base_dir))
+
+
+def _history(section: Section, base_dir: str) -> HistoryConfig:
+    d = defaults(HistoryConfig)
+    if not section.boolean("enabled", d.enabled):
+        return HistoryConfig()
+    segment_bytes = section.integer("segment_bytes", d.segment_bytes, minimum=MIN_SEGMENT_BYTES,
+                                    maximum=1024 * 1024 * 1024)
+    return HistoryConfig(
+        enabled=True,
+        path=section.path("path", base_dir),
+        max_bytes=section.integer("max_bytes", d.max_bytes, minimum=2 * segment_bytes),
+        segment_bytes=segment_bytes,
+        flush_interval_ms=section.integer("flush_interval_ms", d.flush_interval_ms, minimum=1,
+                                          maximum=60_000),
+    )
 
 
 def parse_manifest(
@@ -393,7 +415,7 @@ def _child(
         "policy": own_policy,
         "shutdown": own_shutdown,
     }
-    process_only = {"command", "cwd", "environment", "stop_signal", *PROCESS_KEYS}
+    process_only = {"command", "cwd", "environment", "stop_signal", "log_file", *PROCESS_KEYS}
     allowed = {
         ChildKind.TASK: {"callable"},
         ChildKind.SERVICE: {"callable"},
@@ -409,6 +431,8 @@ def _child(
         fields["callable_ref"] = ref
     elif kind is ChildKind.PROCESS:
         _process_fields(section, key, base_dir, fields)
+        if section.has("log_file"):
+            fields["log_file"] = _log_file(section.section("log_file", LOG_FILE_KEYS), base_dir)
         if section.has("numprocs"):
             return _process_group(section, key, fields)
         for name in ("process_name", "numprocs_start"):
@@ -424,6 +448,15 @@ def _child(
         return ChildSpec(**fields)
     except ValueError as e:
         raise ConfigError(key, str(e)) from None
+
+
+def _log_file(section: Section, base_dir: str) -> LogFileSpec:
+    d = defaults(LogFileSpec)
+    return LogFileSpec(
+        path=section.path("path", base_dir),
+        max_bytes=section.integer("max_bytes", d.max_bytes, minimum=1024),
+        backups=section.integer("backups", d.backups, minimum=0, maximum=1000),
+    )
 
 
 def _euid() -> int:

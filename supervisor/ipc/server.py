@@ -12,7 +12,7 @@ import collections
 import os
 from typing import Any, Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -20,21 +20,28 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from supervisor.config.target import IpcConfig
+from supervisor.history.query import END, MAX_LIMIT, CursorError, Filter, parse_cursor, read_page
+from supervisor.history.store import HistoryStore
 from supervisor.ipc.commands import run_command
 from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, dumps, encode
 from supervisor.tree.descendants import start_time
+from supervisor.wire.timestamps import parse_rfc3339
 from supervisor.wire.unixsocket import peer_credentials
 from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, ipc_method
 
 INVALID_REQUEST_ID = "invalid-request"
-#: ``status`` is an extension beside ``state``: the lean status read (docs/protocol.md).
+#: ``status`` is an extension beside ``state``: the lean status read; ``history.*`` read the
+#: on-disk history (docs/protocol.md).
+HISTORY_METHODS = {"history.logs": "logs", "history.events": "events"}
 METHODS = frozenset(
     {"hello", "state", "status", "events.subscribe", "logs.tail"}
     | {ipc_method(c) for c in COMMANDS}
+    | set(HISTORY_METHODS)
 )
+SEVERITIES = frozenset({"trace", "debug", "info", "warning", "error"})
 
 
 def _error(code: str, stage: str, message: str, target_id: str | None = None) -> WireError:
@@ -205,9 +212,17 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             self._send_error(request_id, e)
             return None
         if isinstance(result, defer.Deferred):
-            return result.addCallback(self._succeed, request_id)
+            return result.addCallbacks(self._succeed, self._failed, callbackArgs=(request_id,),
+                                       errbackArgs=(request_id,))
         self._succeed(result, request_id)
         return None
+
+    def _failed(self, failure: Failure, request_id: str) -> Failure | None:
+        """A method that failed later with an error for the wire answers with it."""
+        if failure.check(WireError):
+            self._send_error(request_id, failure.value)
+            return None
+        return failure
 
     def _succeed(self, result: tuple[dict[str, Any] | bytes, Callable[[], None] | None],
                  request_id: str) -> None:
@@ -236,6 +251,9 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         if method.startswith("command."):
             origin, peer = self.origin()
             return run_command(server, method, params, origin, peer).addCallback(
+                lambda body: (body, None))
+        if method in HISTORY_METHODS:
+            return server.history_page(HISTORY_METHODS[method], params).addCallback(
                 lambda body: (body, None))
         reads = method in ("state", "status")
         self._check_target(params, "state" if reads else "subscription")
@@ -341,6 +359,7 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
 class IpcServer(Factory):
     """Shared state of all IPC connections of one target."""
 
+    _log = Logger()
     noisy = False  # the service logs where it listens
 
     def __init__(
@@ -350,8 +369,11 @@ class IpcServer(Factory):
         registration_payload: dict[str, Any] | None,
         clock: IReactorTime,
         relay_process: Callable[[], tuple[int, str | None] | None] = lambda: None,
+        history: HistoryStore | None = None,
     ) -> None:
         self.supervisor = supervisor
+        #: the on-disk history that ``history.*`` methods read, when the target keeps one
+        self.history = history
         self.config = config
         self.clock = clock
         self.target_id = config.target_id
@@ -405,6 +427,77 @@ class IpcServer(Factory):
         line = encode({"type": kind, "target_id": self.target_id, kind: record.to_json()})
         self._encoded[kind] = (record, line)
         return line
+
+    def history_page(self, stream: str, params: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        """One page of the history (``history.logs`` / ``history.events``), read off the reactor."""
+        kwargs = self._history_params(stream, params)  # a WireError answers at once
+        assert self.history is not None
+        directory = self.history.directory(stream)
+        pool = getattr(self.clock, "getThreadPool", None)
+        if pool is None:  # a fake clock in tests: read here
+            d = defer.maybeDeferred(read_page, directory, **kwargs)
+        else:
+            d = threads.deferToThreadPool(self.clock, pool(), read_page, directory, **kwargs)
+
+        def done(page: Any) -> dict[str, Any]:
+            return {"type": "history_page", "target_id": self.target_id, **page.to_json()}
+
+        def failed(failure: Failure) -> None:
+            if failure.check(CursorError):
+                raise _error("validation_failed", "history", str(failure.value), self.target_id)
+            self._log.failure("history read failed", failure)
+            raise _error("history_unavailable", "history", "the history could not be read",
+                         self.target_id)
+
+        return d.addCallbacks(done, failed)
+
+    def _history_params(self, stream: str, params: dict[str, Any]) -> dict[str, Any]:
+        target_id = self.target_id
+
+        def bad(message: str) -> WireError:
+            return _error("validation_failed", "history", message, target_id)
+
+        given = params.get("target_id")
+        if given is not None and given != target_id:
+            raise bad(f"this is target {target_id}, not {str(given)[:100]}")
+        if self.history is None:
+            raise _error("history_disabled", "history",
+                         "this target keeps no history (observability.history.enabled)", target_id)
+        after, before = params.get("after"), params.get("before")
+        for name, cursor in (("after", after), ("before", before)):
+            if cursor is not None and not isinstance(cursor, str):
+                raise bad(f"{name} must be a cursor string or null")
+        if after is not None and before is not None:
+            raise bad("give after or before, not both")
+        try:
+            if after is not None:
+                parse_cursor(after)
+            if before is not None and before != END:
+                parse_cursor(before)
+        except CursorError as e:
+            raise bad(str(e)) from None
+        limit = params.get("limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise bad(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        child_path = params.get("child_path")
+        if child_path is not None and (not isinstance(child_path, str) or not child_path.startswith("/")):
+            raise bad("child_path must be a supervisor path such as /root/worker, or null")
+        severities = params.get("severities") or []
+        if not isinstance(severities, list) or not set(severities) <= SEVERITIES:
+            raise bad("severities must be a list of " + ", ".join(sorted(SEVERITIES)))
+        bounds: dict[str, int | None] = {}
+        for name in ("since", "until"):
+            value = params.get(name)
+            try:
+                bounds[name] = None if value is None else parse_rfc3339(value)
+            except (TypeError, ValueError) as e:
+                raise bad(f"{name}: {e}") from None
+        text = params.get("text")
+        if text is not None and (not isinstance(text, str) or len(text) > 1000):
+            raise bad("text must be a string of at most 1000 characters, or null")
+        where = Filter(stream=stream, child_path=child_path, severities=frozenset(severities),
+                       since_nanos=bounds["since"], until_nanos=bounds["until"], text=text or None)
+        return {"where": where, "after": after, "before": before, "limit": limit}
 
     def buildProtocol(self, addr: Any) -> IpcConnection:
         protocol = IpcConnection(self)

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from supervisor.config.target import TargetConfig
+from supervisor.history.store import HistoryStore
 from supervisor.ipc.registration import RegistrationHeartbeat, registration_payload
 from supervisor.ipc.server import IpcServer
 from supervisor.ipc.socketpath import SocketPathRefused, prepare_socket_path, remove_if_ours
@@ -70,13 +71,15 @@ class IpcService(Service):
         return d.addBoth(lambda _: remove_if_ours(path, inode))
 
 
-def ipc_services(config: TargetConfig, supervisor: Supervisor, reactor: Any) -> list[IService]:
+def ipc_services(config: TargetConfig, supervisor: Supervisor, reactor: Any,
+                 history: HistoryStore | None = None) -> list[IService]:
     """Heartbeat first (so it is running when the listener calls ``begin``), then the listener."""
     ipc = config.ipc
     heartbeat = RegistrationHeartbeat(ipc, reactor) if ipc.registration.enabled else None
     payload = registration_payload(ipc) if ipc.registration.enabled else None
     server = IpcServer(supervisor, ipc, payload, reactor,
-                       relay_process=lambda: heartbeat.relay_process if heartbeat is not None else None)
+                       relay_process=lambda: heartbeat.relay_process if heartbeat is not None else None,
+                       history=history)
     services: list[IService] = [heartbeat] if heartbeat is not None else []
     services.append(IpcService(server, reactor, heartbeat))
     return services

@@ -22,6 +22,7 @@ from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.commands import CommandProcessor
 from supervisor.relay.metrics import RelayMetrics
+from supervisor.relay.history import HistoryRequests
 from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session, SessionTransport
 from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connector, TargetLink
@@ -53,6 +54,7 @@ class RelayHub:
         if config.alerts.rules:
             self.alerts = AlertEngine(config.alerts, reactor, WebhookSender(config.alerts, reactor))
             self.alerts.on_change = self._schedule_target_list
+        self.history = HistoryRequests(self.links, config.timeouts.ipc_request_seconds)
         self._target_list_pending = False
         self._closing = False
         # target_id -> instance_id of the last state read (one per registered target)

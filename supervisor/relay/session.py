@@ -80,10 +80,17 @@ class SessionCommands(Protocol):
                             error: WireError) -> None: ...
 
 
+class SessionHistory(Protocol):
+    """Where a session's history requests go (the relay's HistoryRequests)."""
+
+    def handle(self, session: Any, message: dict[str, Any]) -> None: ...
+
+
 class SessionHost(Protocol):
-    """What a session needs from the relay (the hub): binding, commands and audit."""
+    """What a session needs from the relay (the hub): binding, commands, history and audit."""
 
     commands: SessionCommands
+    history: SessionHistory
 
     def session_established(self, session: "Session") -> None: ...
 
@@ -117,6 +124,7 @@ class Session:
         self._pre_state_cap = pre_state_cap
         self.commands_in_flight = 0
         self._refused = False  # the first message was not a valid client_hello
+        self.history_in_flight = 0
         # target-reported drops (per target, cumulative) merged into our own drop counts
         self._target_dropped: dict[str, tuple[int, int]] = {}
         self.outbox = Outbox(transport.send_text, queue_limit,
@@ -241,6 +249,8 @@ class Session:
         kind = message["type"]
         if kind == "command":
             self.hub.commands.handle(self, message)
+        elif kind == "history_request":
+            self.hub.history.handle(self, message)
         elif kind == "log_event_filter_conditions":
             self._filter(message)
         elif kind == "client_hello":

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from supervisor.config.target import TargetConfig
 from supervisor.tree.commands import CommandOutcome
+from supervisor.history.store import HistoryStore
 from supervisor.tree.context import RECORDED_KEY, severity_of
 from supervisor.tree.descendants import Orphans, alive, become_subreaper, kill_leftovers
 from supervisor.tree.runtime import Supervisor
@@ -86,6 +87,40 @@ class ProcessOwnership(Service):
         self.orphans.sweep()
 
 
+class HistoryService(Service):
+    """Keeps the tree's records on disk (``observability.history``) while running.
+
+    It begins before the tree starts and ends after the tree's shutdown completed, so the
+    shutdown's own events are kept too.
+    """
+
+    def __init__(self, supervisor: Supervisor, store: HistoryStore) -> None:
+        self._supervisor = supervisor
+        self.store = store
+        store.report = self._publish_loss
+        store.congestion = supervisor.tree.output_gate.set_paused
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.store.start()
+        self._supervisor.tree.record_sink = self.store
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d = self._supervisor.shutdown("service stopped")
+        d.addBoth(lambda _: self._end())
+        return d
+
+    def _end(self) -> None:
+        self._supervisor.tree.record_sink = None
+        self.store.stop()
+
+    def _publish_loss(self) -> None:
+        tree = self._supervisor.tree
+        tree.state_changed(lambda: {"dropped_event_count": tree.dropped_count("events"),
+                                    "dropped_log_count": tree.dropped_count("logs")})
+
+
 def supervisor_from_config(config: TargetConfig, reactor: Any = None) -> Supervisor:
     """A :class:`Supervisor` for the tree a YAML file describes (embed it anywhere)."""
     return Supervisor(
@@ -127,9 +162,13 @@ def reload_logged(supervisor: Supervisor, command_id: str) -> Deferred[CommandOu
 
 
 def target_service(config: TargetConfig, reactor: Any) -> tuple[MultiService, Supervisor]:
-    """The whole target: log capture, the tree and, when enabled, IPC and registration."""
+    """The whole target: history and log capture when enabled, the tree, IPC and registration."""
     top = MultiService()
     supervisor = supervisor_from_config(config, reactor)
+    history = config.spec.observability.history
+    store = HistoryStore(history, reactor) if history.enabled else None
+    if store is not None:
+        HistoryService(supervisor, store).setServiceParent(top)
     LogCapture(supervisor).setServiceParent(top)
     ProcessOwnership(config.ipc.target_id, reactor).setServiceParent(top)
     supervisor.setServiceParent(top)
@@ -141,6 +180,6 @@ def target_service(config: TargetConfig, reactor: Any) -> tuple[MultiService, Su
     if config.ipc.enabled:
         from supervisor.ipc.service import ipc_services
 
-        for service in ipc_services(config, supervisor, reactor):
+        for service in ipc_services(config, supervisor, reactor, store):
             service.setServiceParent(top)
     return top, supervisor

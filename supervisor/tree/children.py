@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.tree.descendants import MARK_TREE, alive, marked, reap
+from supervisor.tree.journal import plain_text
+from supervisor.tree.logfile import RotatingLogFile
 from supervisor.tree.spawn import ChildProcess, Identity, spawn_child
 from supervisor.tree.spec import ChildSpec
 from supervisor.wire.ndjson import encodable
@@ -47,6 +49,8 @@ class RunnerHooks:
     heartbeat: Callable[[], None]
     ready: Callable[[], None]
     log: Callable[[str, str, dict[str, Any]], None]  # severity, message, fields
+    #: severity, messages, their bytes joined by newlines when plain (or None), shared fields
+    log_lines: Callable[[str, list[str], bytes | None, dict[str, Any]], None]
 
 
 class Runner(Protocol):
@@ -258,37 +262,67 @@ class _LineSplitter:
 
     Lines longer than ``limit`` bytes are cut into pieces of ``limit`` bytes, each but the
     last emitted as truncated; at most ``limit`` bytes of an unfinished line are buffered.
+    Every read is split at once: ``emit(messages, plain)`` gets all its whole lines
+    (``plain``: their bytes joined by newlines, when they need no JSON escaping, else None),
+    ``cut(message)`` each truncated piece, in the order they were written.
     """
 
-    def __init__(self, emit: Callable[[str, bool], None], limit: int) -> None:
+    def __init__(
+        self,
+        emit: Callable[[list[str], bytes | None], None],
+        cut: Callable[[str], None],
+        limit: int,
+    ) -> None:
         self._emit = emit
+        self._cut_piece = cut
         self._limit = limit
-        self._pending = bytearray()
+        self._pending = b""
 
     def feed(self, data: bytes) -> None:
-        self._pending += data
-        while True:
-            end = self._pending.find(b"\n")
-            if end < 0:
-                break
-            self._cut(bytes(self._pending[:end]))
-            del self._pending[: end + 1]
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        end = data.rfind(b"\n")
+        if end >= 0:
+            self._lines(data[:end])
+            data = data[end + 1 :]
         limit = self._limit
-        while len(self._pending) > limit:
-            self._emit(self._text(bytes(self._pending[:limit])), True)
-            del self._pending[:limit]
+        while len(data) > limit:
+            self._cut_piece(self._text(data[:limit]))
+            data = data[limit:]
+        self._pending = data
 
-    def _cut(self, line: bytes) -> None:
+    def _lines(self, body: bytes) -> None:
+        """Emit the lines of ``body`` (no final newline): C-level splits in the common case."""
         limit = self._limit
-        while len(line) > limit:
-            self._emit(self._text(line[:limit]), True)
-            line = line[limit:]
-        self._emit(self._text(line), False)
+        if b"\r" in body or (len(body) > limit and max(map(len, body.split(b"\n"))) > limit):
+            self._one_by_one(body.split(b"\n"))
+            return
+        try:
+            messages = body.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            self._emit([line.decode("utf-8", "replace") for line in body.split(b"\n")], None)
+            return
+        self._emit(messages, body if plain_text(body) else None)
+
+    def _one_by_one(self, lines: list[bytes]) -> None:
+        batch: list[str] = []
+        limit = self._limit
+        for line in lines:
+            while len(line) > limit:
+                if batch:
+                    self._emit(batch, None)
+                    batch = []
+                self._cut_piece(self._text(line[:limit]))
+                line = line[limit:]
+            batch.append(self._text(line))
+        if batch:
+            self._emit(batch, None)
 
     def flush(self) -> None:
         if self._pending:
-            self._cut(bytes(self._pending))
-            del self._pending[:]
+            self._one_by_one([self._pending])
+            self._pending = b""
 
     @staticmethod
     def _text(raw: bytes) -> str:
@@ -300,7 +334,8 @@ class ProcessRunner(ProcessProtocol):
 
     It is started by :func:`supervisor.tree.spawn.spawn_child` (no fork, no extra exec).
 
-    Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes.
+    Its stdout and stderr lines become log records of at most ``max_line_bytes`` bytes, and
+    with ``spec.log_file`` also lines of a plain text file (:mod:`supervisor.tree.logfile`).
 
     Descendants that left the group (``setsid``) are found by the ``marks`` they inherit
     (:mod:`supervisor.tree.descendants`): they get the stop signal with the group and are
@@ -313,12 +348,14 @@ class ProcessRunner(ProcessProtocol):
     def __init__(
         self, spec: ChildSpec, path: str, hooks: RunnerHooks, reactor: Any, max_line_bytes: int,
         marks: dict[str, str] | None = None, settle_seconds: float = 1.0,
-        clock: IReactorTime | None = None,
+        clock: IReactorTime | None = None, gate: Any = None,
     ) -> None:
         self._spec = spec
         self._path = path
         self._hooks = hooks
         self._reactor = reactor
+        #: the tree's OutputGate: reading pauses while the history catches up
+        self._gate = gate
         self._clock: IReactorTime = clock if clock is not None else reactor
         #: fires after ``startsecs``: only then does the child count as running
         self._start_window: Any = None
@@ -327,9 +364,12 @@ class ProcessRunner(ProcessProtocol):
         self._stop_requested = False
         self._injected: str | None = None
         self._pgid: int | None = None
+        self._log_file = None if spec.log_file is None else RotatingLogFile(
+            spec.log_file.path, spec.log_file.max_bytes, spec.log_file.backups,
+            lambda problem: hooks.log("error", problem, {"child_path": path}))
         self._streams = {
-            1: _LineSplitter(lambda text, cut: self._line("stdout", text, cut), max_line_bytes),
-            2: _LineSplitter(lambda text, cut: self._line("stderr", text, cut), max_line_bytes),
+            fd: self._splitter(stream, severity, max_line_bytes)
+            for fd, stream, severity in ((1, "stdout", "info"), (2, "stderr", "warning"))
         }
         self.pid: int | None = None
         self._marks = marks or {}
@@ -365,6 +405,8 @@ class ProcessRunner(ProcessProtocol):
             return
         self.pid = child.pid
         self._child = child
+        if self._gate is not None:
+            self._gate.register(child)
         self._pgid = child.pid  # the child leads its own session and process group
         if self._spec.startsecs > 0:
             self._spawned_at = self._clock.seconds()
@@ -402,11 +444,29 @@ class ProcessRunner(ProcessProtocol):
             except ProcessLookupError:
                 pass
 
-    def _line(self, stream: str, text: str, cut: bool) -> None:
+    def _splitter(self, stream: str, severity: str, limit: int) -> _LineSplitter:
+        """The splitter of one stream; its records share one ``fields`` mapping (never mutated)."""
         fields: dict[str, Any] = {"stream": stream, "child_path": self._path}
-        if cut:
-            fields["truncated"] = True
-        self._hooks.log("info" if stream == "stdout" else "warning", text, fields)
+        cut_fields: dict[str, Any] = {**fields, "truncated": True}
+        hooks = self._hooks
+        file = self._log_file
+        if file is None:
+            return _LineSplitter(
+                lambda messages, plain: hooks.log_lines(severity, messages, plain, fields),
+                lambda message: hooks.log_lines(severity, [message], None, cut_fields),
+                limit,
+            )
+
+        def lines(messages: list[str], plain: bytes | None) -> None:
+            hooks.log_lines(severity, messages, plain, fields)
+            text = plain if plain is not None else "\n".join(messages).encode("utf-8", "replace")
+            file.write_lines(text + b"\n", len(messages))
+
+        def piece(message: str) -> None:
+            hooks.log_lines(severity, [message], None, cut_fields)
+            file.write_lines(message.encode("utf-8", "replace") + b"\n", 1)
+
+        return _LineSplitter(lines, piece, limit)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         splitter = self._streams.get(childFD)
@@ -451,6 +511,8 @@ class ProcessRunner(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         for splitter in self._streams.values():
             splitter.flush()
+        if self._log_file is not None:
+            self._log_file.close()
         self._ended = reason
         self._deliver()
 
@@ -458,6 +520,8 @@ class ProcessRunner(ProcessProtocol):
         if self._ended is None or not self._settled:
             return
         self._pgid = None
+        if self._gate is not None and self._child is not None:
+            self._gate.unregister(self._child)
         self._child = None
         outcome = self._outcome(self._ended)
         if self._start_window is not None:

@@ -16,7 +16,15 @@ from twisted.logger import ILogObserver, LogLevel, Logger, formatEvent, globalLo
 from zope.interface import provider
 
 from supervisor.tree.descendants import tree_mark
-from supervisor.tree.journal import EventRecord, LogRecord, Ring
+from supervisor.tree.journal import (
+    EventRecord,
+    LogRecord,
+    LogRing,
+    RecordSink,
+    Ring,
+    encode_log_lines,
+    encode_record,
+)
 from supervisor.tree.lifecycle import ShutdownPhase
 from supervisor.tree.spec import SupervisorSpec
 from supervisor.wire.ndjson import encodable
@@ -54,6 +62,32 @@ def _none(*args: Any) -> None:
     return None
 
 
+class OutputGate:
+    """Every running process child's output pipes, paused together while the history's
+    writer is behind (see :mod:`supervisor.history.store`), so children wait rather than
+    lines being dropped."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._children: set[Any] = set()
+
+    def register(self, child: Any) -> None:
+        """``child`` has ``pauseReading`` / ``resumeReading`` (a started process child)."""
+        self._children.add(child)
+        if self.paused:
+            child.pauseReading()
+
+    def unregister(self, child: Any) -> None:
+        self._children.discard(child)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        for child in list(self._children):
+            child.pauseReading() if paused else child.resumeReading()
+
+
 class Tree:
     """The context of one tree: clock and reactor, journals, ids, status and state publication."""
 
@@ -80,7 +114,11 @@ class Tree:
         #: config reloads applied so far
         self.reloads = 0
         self.events: Ring[EventRecord] = Ring(spec.observability.event_journal_capacity)
-        self.logs: Ring[LogRecord] = Ring(spec.observability.log_journal_capacity)
+        self.logs = LogRing(spec.observability.log_journal_capacity)
+        #: where records go besides the rings (the on-disk history), when there is one
+        self.record_sink: RecordSink | None = None
+        #: pauses the process children's output while the record sink catches up
+        self.output_gate = OutputGate()
         self.state_generation = 0
         self.metrics: dict[str, int] = {}
         #: ``running`` | ``stopping`` | ``stopped``: the root node's state_summary
@@ -101,6 +139,16 @@ class Tree:
     def now(self) -> float:
         return self.clock.seconds()
 
+    def dropped_count(self, stream: str) -> int:
+        """Records of ``stream`` (``"events"`` or ``"logs"``) no reader can get any more.
+
+        With a history, what the rings evict is still on disk: only what the history could
+        not keep counts. Without one, every record the ring evicted is gone.
+        """
+        if self.record_sink is not None:
+            return self.record_sink.lost(stream)
+        return (self.events if stream == "events" else self.logs).evicted
+
     def new_correlation(self) -> str:
         return f"incident-{next(self._correlations)}"
 
@@ -117,7 +165,7 @@ class Tree:
             self.metrics[event_type] = self.metrics.get(event_type, 0) + 1
         now = self.now()
         payload = encodable(payload)
-        return self.events.append(
+        record = self.events.append(
             lambda sequence: EventRecord(
                 target_id=self.target_id,
                 sequence=sequence,
@@ -131,6 +179,9 @@ class Tree:
                 payload=payload,
             )
         )
+        if self.record_sink is not None:
+            self.record_sink.write("events", encode_record(record, self.instance_id), 1)
+        return record
 
     def log(
         self,
@@ -139,11 +190,12 @@ class Tree:
         fields: dict[str, Any],
         correlation: str | None = None,
     ) -> LogRecord:
-        """Append one record to the log ring; its text is made encodable here, on entry."""
+        """Append one record to the log ring (and the history); its text is made encodable
+        here, on entry."""
         now = self.now()
         message = encodable(message)
         fields = encodable(fields)
-        return self.logs.append(
+        record = self.logs.append(
             lambda sequence: LogRecord(
                 target_id=self.target_id,
                 sequence=sequence,
@@ -154,6 +206,31 @@ class Tree:
                 occurred_at=now,
             )
         )
+        if self.record_sink is not None:
+            self.record_sink.write("logs", encode_record(record, self.instance_id), 1)
+        return record
+
+    def log_lines(
+        self,
+        severity: str,
+        messages: list[str],
+        plain: bytes | None,
+        fields: dict[str, Any],
+        correlation: str | None = None,
+    ) -> None:
+        """Append one record per line of a process child's output, all sharing ``fields``.
+
+        ``plain`` is the messages' UTF-8 joined by newlines when they need no JSON escaping
+        (see :func:`~supervisor.tree.journal.encode_log_lines`), else None.
+        """
+        if not messages:
+            return
+        now = self.now()
+        first = self.logs.extend_lines(self.target_id, correlation, severity, messages, fields, now)
+        if self.record_sink is not None:
+            data = encode_log_lines(self.target_id, self.instance_id, correlation, severity,
+                                    first, messages, plain, fields, now)
+            self.record_sink.write("logs", data, len(messages))
 
     def child_logger(self, path: str) -> Logger:
         """A logger whose events land in this tree's log ring and then in the global log."""

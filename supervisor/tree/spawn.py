@@ -59,7 +59,7 @@ from zope.interface import implementer
 _ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
 #: The child's stdin, opened by posix_spawn in the child itself.
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
-_READ_SIZE = 8192
+_READ_SIZE = 65536  # a full pipe (Linux default) in one read
 #: Most bytes :meth:`ChildProcess.drainAndClose` reads from one pipe (a Linux pipe holds 64 KiB).
 _DRAIN_LIMIT = 1024 * 1024
 
@@ -255,6 +255,7 @@ class ChildProcess:
         self._pipes = {fd: _OutputPipe(self, fd, parent) for fd, parent in pipes.items()}
         self._popen = popen  # kept so that subprocess never polls (and reaps) the pid itself
         self._reason: Failure | None = None
+        self._reading_paused = False
         LIVE_LEADERS.add(pid)
         RECENT_SESSIONS.append(pid)
 
@@ -279,6 +280,22 @@ class ChildProcess:
         """Stop reading the child's output (the child keeps running)."""
         for pipe in list(self._pipes.values()):
             pipe.close()
+
+    def pauseReading(self) -> None:
+        """Stop reading the output pipes for now: a child that keeps writing blocks on a full
+        pipe (backpressure), as it would writing to a slow file."""
+        if not self._reading_paused:
+            self._reading_paused = True
+            for pipe in self._pipes.values():
+                if pipe.fileno() >= 0:
+                    self._reactor.removeReader(pipe)
+
+    def resumeReading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            for pipe in self._pipes.values():
+                if pipe.fileno() >= 0:
+                    self._reactor.addReader(pipe)
 
     def drainAndClose(self) -> None:
         """Read what the pipes already hold (at most ``_DRAIN_LIMIT`` bytes each), then stop

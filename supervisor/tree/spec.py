@@ -123,6 +123,35 @@ class ShutdownPolicy:
 OUTPUT_LINE_BYTES_RANGE = (256, 1024 * 1024)
 
 
+#: Smallest ``HistoryConfig.segment_bytes`` (a segment holds many records).
+MIN_SEGMENT_BYTES = 64 * 1024
+
+
+@attrs.frozen
+class HistoryConfig:
+    """The on-disk history of every log record and event: where, how much, how soon.
+
+    Segments of at most ``segment_bytes`` under ``path``; the oldest go once the store
+    passes ``max_bytes``; what the writer holds reaches the disk within ``flush_interval_ms``.
+    """
+
+    enabled: bool = False
+    path: str | None = None
+    max_bytes: int = 256 * 1024 * 1024
+    segment_bytes: int = 16 * 1024 * 1024
+    flush_interval_ms: int = 200
+
+    def __attrs_post_init__(self) -> None:
+        if self.enabled and not self.path:
+            raise ValueError("path: required when history is enabled")
+        if self.segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes: must be ≥ {MIN_SEGMENT_BYTES}")
+        if self.max_bytes < 2 * self.segment_bytes:
+            raise ValueError(f"max_bytes: must be ≥ 2 × segment_bytes ({2 * self.segment_bytes})")
+        if not 1 <= self.flush_interval_ms <= 60_000:
+            raise ValueError("flush_interval_ms: must be between 1 and 60000")
+
+
 @attrs.frozen
 class ResourcesConfig:
     """How often process children's CPU, memory, descriptors and threads are sampled."""
@@ -145,7 +174,8 @@ class PrometheusConfig:
 
 @attrs.frozen
 class Observability:
-    """Journal sizes, what is recorded, the longest output line kept whole, resources, metrics."""
+    """Journal sizes, what is recorded, the longest output line kept whole, resources, metrics,
+    history."""
 
     event_journal_capacity: int = 256
     log_journal_capacity: int = 1024
@@ -154,6 +184,7 @@ class Observability:
     max_output_line_bytes: int = 8192
     resources: ResourcesConfig = ResourcesConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
+    history: HistoryConfig = HistoryConfig()
 
     def __attrs_post_init__(self) -> None:
         for name in ("event_journal_capacity", "log_journal_capacity"):
@@ -162,6 +193,21 @@ class Observability:
         low, high = OUTPUT_LINE_BYTES_RANGE
         if not low <= self.max_output_line_bytes <= high:
             raise ValueError(f"max_output_line_bytes: must be between {low} and {high}")
+
+
+@attrs.frozen
+class LogFileSpec:
+    """``children[].log_file``: a process child's output as a plain text file, rotated."""
+
+    path: str
+    max_bytes: int = 50 * 1024 * 1024
+    backups: int = 3
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_bytes < 1024:
+            raise ValueError("max_bytes: must be ≥ 1024")
+        if not 0 <= self.backups <= 1000:
+            raise ValueError("backups: must be between 0 and 1000")
 
 
 def _tuple(value: Any) -> tuple[Any, ...]:
@@ -223,6 +269,7 @@ class ChildSpec:
     stop_as_group: bool = True
     #: aborts (SIGKILL), and the sweep after the leader exits, reach the whole group
     kill_as_group: bool = True
+    log_file: LogFileSpec | None = None  # process children: output also as a plain text file
     policy: Policy | None = None
     shutdown: ShutdownPolicy | None = None
     # nested supervisors only

@@ -171,6 +171,9 @@ class Supervision:
             log=lambda severity, message, log_fields: self._tree.log(
                 severity, message, log_fields, child.correlation or None
             ),
+            log_lines=lambda severity, messages, raw, log_fields: self._tree.log_lines(
+                severity, messages, raw, log_fields, child.correlation or None
+            ),
         )
         runner = self._make_runner(child, hooks)
         fire(
@@ -206,6 +209,7 @@ class Supervision:
                 child.spec, child.path, hooks, tree.reactor, tree.observability.max_output_line_bytes,
                 marks=marks(tree.process_mark, child.path, tree.target_id),
                 settle_seconds=child.shutdown.abort_wait_ms / 1000, clock=tree.clock,
+                gate=tree.output_gate,
             )
         if kind is ChildKind.SUPERVISOR:
             assert child.subtree is not None

@@ -27,3 +27,17 @@ def unix_nanos(seconds: float) -> int:
 def stamp(prefix: str, seconds: float) -> dict[str, object]:
     """``{prefix_at: ..., prefix_at_unix_nanos: ...}`` for one instant."""
     return {f"{prefix}_at": rfc3339(seconds), f"{prefix}_at_unix_nanos": unix_nanos(seconds)}
+
+
+def parse_rfc3339(text: str) -> int:
+    """An RFC 3339 instant with a zone (``…Z`` or ``…+02:00``) as integer nanoseconds;
+    ``ValueError`` for anything else."""
+    import datetime
+
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise ValueError(f"not an RFC 3339 timestamp: {str(text)[:60]!r}")
+    parsed = datetime.datetime.fromisoformat(text.replace("z", "Z"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"RFC 3339 timestamp without a zone: {text[:60]!r}")
+    whole = int(parsed.timestamp())
+    return whole * 1_000_000_000 + parsed.microsecond * 1000

@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import pytest_twisted
 import yaml
+from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 
 from relay_faketarget import fixture
@@ -102,3 +104,82 @@ async def test_real_target_session_command_and_restart(relay, target_processes):
     types = [m["type"] for m in ws.received]
     lost = next(i for i, m in enumerate(ws.received) if m.get("state") == "unavailable")
     assert "event" not in types[lost:types.index("state", lost)]  # the state came first
+
+
+def answers(ws) -> list[dict]:
+    return [m for m in ws.received if str(m.get("request_id", "")).startswith("b")]
+
+
+def _on_disk(folder: str, needle: bytes) -> bool:
+    """Whether any history segment under ``folder`` holds ``needle``."""
+    import glob
+
+    for path in glob.glob(os.path.join(folder, "logs", "*.ndjson")):
+        with open(path, "rb") as f:
+            if needle in f.read():
+                return True
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_pages_through_a_fast_childs_history(relay, target_processes):
+    relay.start()
+    lines = 200_000
+    history = os.path.join(relay.sockdir, "history")
+    program = (f"import os, sys, time\nparent = os.getppid()\nw = sys.stdout.write\n"
+               f"for i in range({lines}):\n    w('line %07d\\n' % i)\nsys.stdout.flush()\n"
+               "while os.getppid() == parent: time.sleep(0.2)\n")  # until the target is gone
+    config = target_config(relay.sockdir, relay.registration_path)
+    with open(config) as f:
+        data = yaml.safe_load(f)
+    data["observability"] = {"history": {"enabled": True, "path": history}}
+    data["children"].append({"name": "chatty", "kind": "process", "restart_policy": "temporary",
+                             "command": [sys.executable, "-c", program]})
+    with open(config, "w") as f:
+        yaml.safe_dump(data, f)
+    target = TargetProcess(config, relay.sockdir)
+    target_processes.append(target)
+    await eventually(lambda: relay.service.registry.get("real-target") is not None
+                     or target.proc.poll() is not None, 30, "real target registered")
+    assert target.proc.poll() is None, target.output()
+    needle = f"line {lines - 1:07d}".encode()
+    deadline = time.monotonic() + 120
+    while not await deferToThread(_on_disk, history, needle):  # read off the reactor
+        assert time.monotonic() < deadline, "the child's last line never reached the history"
+        await task.deferLater(reactor, 0.1, lambda: None)
+    ws = await relay.session()
+    await ws.hello()
+    await ws.next("state", timeout=10)
+    await eventually(lambda: relay.service.hub.links["real-target"].state == "connected", 10)
+    messages: list[str] = []
+    cursor = None
+    count = 0
+    while True:
+        count += 1
+        ws.send({"type": "history_request", "request_id": f"h{count}", "target_id": "real-target",
+                 "stream": "logs", "after": cursor, "limit": 1000, "child_path": "/root/chatty"})
+        page = await ws.next("history_page", timeout=20)
+        assert page["request_id"] == f"h{count}" and page["evicted"] is False
+        messages += [r["message"] for r in page["records"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert messages == [f"line {i:07d}" for i in range(lines)]
+    # a target that is not bound, a bad limit, too many at once
+    ws.send({"type": "history_request", "request_id": "x1", "target_id": "nobody",
+             "stream": "logs"})
+    error = await ws.next("error", timeout=10)
+    assert (error["request_id"], error["error"]["code"]) == ("x1", "target_not_bound")
+    ws.send({"type": "history_request", "request_id": "x2", "target_id": "real-target",
+             "stream": "logs", "limit": 5000})
+    error = await ws.next("error", timeout=10)
+    assert (error["request_id"], error["error"]["code"]) == ("x2", "validation_failed")
+    for i in range(8):
+        ws.send({"type": "history_request", "request_id": f"b{i}", "target_id": "real-target",
+                 "stream": "events", "limit": 10})
+    await eventually(lambda: len(answers(ws)) == 8, 20, "every history request answered")
+    pages = [a for a in answers(ws) if a["type"] == "history_page"]
+    busy = [a for a in answers(ws) if a["type"] == "error"]
+    assert len(pages) >= 1 and all(b["error"]["code"] == "history_busy" for b in busy)
+    assert len(pages) + len(busy) == 8
+    assert any(r["event_type"] == "child_started" for r in pages[0]["records"])

@@ -49,11 +49,32 @@ const targets = new TargetsPanel(document, { store, selection, onSelect: (id) =>
 const topology = new TopologyPanel(document, {
   store, selection, memory: new PositionMemory(storage), onSelect: (path) => selectNode(path),
 });
-const detail = new DetailPanel(document, { store, selection });
+// History requests go out on the session, once per target asked.
+function sendHistory(messages) {
+  for (const msg of messages) {
+    if (connection) connection.send(msg);
+  }
+}
+const historyTargets = () => [...store.targets.values()].filter((tg) => tg.listed).map((tg) => tg.targetId);
+const detail = new DetailPanel(document, {
+  store, selection,
+  onLogs: (targetId, path) => {
+    sendHistory(store.historyRequests(targetId, 'child', { path }));
+    scheduleRender();
+  },
+});
 const control = new ControlPanel(document, {
   store, selection, session: () => connection, newId: uuid, notify: (text, level) => toasts.show(text, level),
 });
-const timeline = new TimelinePanel(document, { store });
+const timeline = new TimelinePanel(document, {
+  store,
+  onOlder: () => {
+    for (const id of historyTargets()) sendHistory(store.historyRequests(id, 'older'));
+  },
+  onSearch: (text) => {
+    for (const id of historyTargets()) sendHistory(store.historyRequests(id, 'search', { text }));
+  },
+});
 const filters = new FiltersPanel(document, {
   store,
   timers: window,
@@ -116,7 +137,7 @@ function renderFrame() {
   const rt = changes.runtime.get(targetId);
   if (rt) topology.refreshStates(rt);
   const newRowsForNode = changes.rows.some((r) => r.targetId === targetId && r.path === path);
-  if (changes.topology.has(targetId) || (rt && rt.has(path)) || newRowsForNode) detail.render();
+  if (changes.topology.has(targetId) || (rt && rt.has(path)) || newRowsForNode || changes.childLogs) detail.render();
   if (changes.targets || changes.session) control.renderOptions(); // supported × permitted
   if (changes.targets) filters.refreshTargets();
   timeline.update(changes);

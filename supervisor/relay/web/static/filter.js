@@ -69,8 +69,9 @@ export function matchRow(row, f) {
 export function allRows(store) {
   const lists = [];
   for (const t of store.targets.values()) {
-    for (const ring of [t.events, t.logs, t.audit, t.results]) {
-      if (ring.length) lists.push(ring.toArray());
+    for (const ring of [t.older, t.events, t.logs, t.audit, t.results]) {
+      // history rows arrive a page at a time, newest pages first: sort them by their time id
+      if (ring.length) lists.push(ring === t.older ? ring.toArray().sort((a, b) => a.id - b.id) : ring.toArray());
     }
   }
   if (lists.length === 1) return lists[0];
@@ -102,6 +103,10 @@ export class TimelineView {
 
   // Applies one frame's worth of store changes; returns true when rows changed.
   update(changes) {
+    if (changes.older) { // history rows go ahead of the live ones: rebuild in order
+      this.rebuild();
+      return true;
+    }
     let changed = false;
     if (changes.evicted) {
       this.rows = this.rows.filter((r) => !r.gone);

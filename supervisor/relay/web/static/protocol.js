@@ -8,7 +8,7 @@ export const DANGEROUS = new Set(DANGEROUS_COMMANDS);
 // Message types the relay may send; anything else is reported as a diagnostic.
 export const SERVER_TYPES = new Set([
   'server_hello', 'target_list', 'state', 'event', 'log', 'state_delta', 'dropped_count',
-  'connection_state', 'command_result', 'audit_event', 'error',
+  'connection_state', 'command_result', 'audit_event', 'error', 'history_page',
 ]);
 
 export function isDangerous(command) {

@@ -15,7 +15,21 @@ export const LIMITS = Object.freeze({
   resultsPerTarget: 500,
   diagnostics: 300,
   nodeRecentEvents: 25,
+  olderPerTarget: 10000, // rows read back from a target's history (scrolled to, searched)
+  historyPage: 200, // records asked for per history request
+  historyPending: 50, // history requests awaiting an answer
 });
+
+// Rows read from a history sort before every live row (ids from 1 up), by their time:
+// microseconds since 1970 minus this offset stay negative and exact in a double.
+const HISTORY_ID_OFFSET = 4e15;
+
+// The arrival-order id of a history record: its time, so pages of logs and events interleave.
+export function historyRowId(record) {
+  let micros = Number(record.occurred_at_unix_nanos) / 1000;
+  if (!Number.isFinite(micros)) micros = Date.parse(record.occurred_at) * 1000;
+  return (Number.isFinite(micros) ? micros : 0) - HISTORY_ID_OFFSET;
+}
 
 // Fixed-capacity FIFO; push returns the evicted item (or undefined).
 export class Ring {
@@ -112,6 +126,10 @@ function newTarget(targetId) {
     failures: new FailureLedger(),
     history: new ResourceHistory(), // CPU, RSS and restarts per node, last 15 minutes
     ownResources: null, // the target process's figures (the root node's)
+    older: new Ring(LIMITS.olderPerTarget), // rows read back from the history
+    olderKeys: new Set(), // instance:stream:sequence of the rows in `older`
+    historyCursor: { logs: 'end', events: 'end' }, // where scrolling back continues; null: done
+    childLogs: null, // {path, records, loading} of the node detail's logs view
     clockOffset: 0, // browser ms minus the target's clock, from the last state's generated_at
     listed: false,
   };
@@ -128,8 +146,46 @@ export function emptyChanges() {
     runtime: new Map(), // target id -> Set of paths whose runtime changed
     rows: [], // new rows, ascending id
     evicted: 0,
+    older: false, // rows from a history page joined the timeline (ahead of the live ones)
+    childLogs: false, // a node's logs view has new records
     diagnostics: false,
     results: [], // {kind:'result'|'refused', ...} for toasts
+  };
+}
+
+// The timeline row of an EventRecord.
+function eventRow(targetId, ev) {
+  return {
+    kind: 'event',
+    targetId,
+    sequence: ev.sequence,
+    severity: ev.severity,
+    type: ev.event_type,
+    path: ev.target_path ?? null,
+    correlationId: ev.correlation_id ?? null,
+    time: ev.occurred_at,
+    summary: `${ev.event_type} ${ev.target_path ?? ''}`.trim(),
+    detail: payloadSummary(ev.payload),
+    notViaRelay: notViaRelay(ev.payload),
+    raw: ev,
+  };
+}
+
+// The timeline row of a LogRecord.
+function logRow(targetId, log) {
+  const fields = log.fields || {};
+  return {
+    kind: 'log',
+    targetId,
+    sequence: log.sequence,
+    severity: log.severity,
+    type: 'log',
+    path: fields.child_path ?? null,
+    correlationId: log.correlation_id ?? null,
+    time: log.occurred_at,
+    summary: log.message,
+    detail: [fields.child_path, fields.stream && `stream=${fields.stream}`].filter(Boolean).join(' · '),
+    raw: log,
   };
 }
 
@@ -144,6 +200,8 @@ export class Store {
     this.targets = new Map();
     this.diagnostics = new Ring(LIMITS.diagnostics);
     this.pending = new Map(); // command_id -> sent command message
+    this.historyPending = new Map(); // request_id -> {targetId, stream, purpose, path}
+    this.nextHistoryId = 1;
     this.nextRowId = 1;
     this.eventTotal = 0;
     this.changes = emptyChanges();
@@ -271,6 +329,59 @@ export class Store {
     return row;
   }
 
+  // history_request messages to send (and remembered until answered): `older` continues
+  // scrolling back, `search` looks for `text`, `child` reads the logs of `path`.
+  historyRequests(targetId, purpose, { text = null, path = null } = {}) {
+    const t = this.target(targetId);
+    const streams = purpose === 'child' ? ['logs'] : ['logs', 'events'];
+    const out = [];
+    for (const stream of streams) {
+      const before = purpose === 'older' ? t.historyCursor[stream] : 'end';
+      if (before === null) continue; // scrolled back to the oldest record kept
+      if (purpose === 'older' && [...this.historyPending.values()].some((p) => p.purpose === 'older'
+        && p.targetId === targetId && p.stream === stream)) continue; // that page is on its way
+      if (this.historyPending.size >= LIMITS.historyPending) break;
+      const requestId = `h${this.nextHistoryId}`;
+      this.nextHistoryId += 1;
+      this.historyPending.set(requestId, { targetId, stream, purpose, path });
+      out.push({
+        type: 'history_request', request_id: requestId, target_id: targetId, stream,
+        before, limit: LIMITS.historyPage, child_path: path, text: text || null,
+      });
+    }
+    if (purpose === 'child') {
+      t.childLogs = { path, records: [], loading: true };
+      this.changes.childLogs = true;
+    }
+    return out;
+  }
+
+  // Records of a history page join `older` (once each, never twice with live rows).
+  addOlder(t, stream, records) {
+    const seqs = stream === 'logs' ? t.logSeqs : t.eventSeqs;
+    let added = 0;
+    for (const record of records) {
+      if (!record || typeof record.sequence !== 'number') continue;
+      if (record.instance_id && record.instance_id === t.instanceId && seqs.has(record.sequence)) continue;
+      const key = `${record.instance_id}:${stream}:${record.sequence}`;
+      if (t.olderKeys.has(key)) continue;
+      t.olderKeys.add(key);
+      const row = stream === 'logs' ? logRow(t.targetId, record) : eventRow(t.targetId, record);
+      row.id = historyRowId(record);
+      row.history = true;
+      row.key = key;
+      const evicted = t.older.push(row);
+      if (evicted) {
+        evicted.gone = true;
+        t.olderKeys.delete(evicted.key);
+        this.changes.evicted += 1;
+      }
+      added += 1;
+    }
+    if (added) this.changes.older = true;
+    return added;
+  }
+
   addEvent(targetId, ev) {
     const t = this.target(targetId);
     if (t.eventSeqs.has(ev.sequence)) return null;
@@ -280,40 +391,14 @@ export class Store {
     t.lastEventSeq = Math.max(t.lastEventSeq, ev.sequence);
     t.eventSeqs.add(ev.sequence);
     this.eventTotal += 1;
-    return this._pushRow(t, 'events', {
-      kind: 'event',
-      targetId,
-      sequence: ev.sequence,
-      severity: ev.severity,
-      type: ev.event_type,
-      path: ev.target_path ?? null,
-      correlationId: ev.correlation_id ?? null,
-      time: ev.occurred_at,
-      summary: `${ev.event_type} ${ev.target_path ?? ''}`.trim(),
-      detail: payloadSummary(ev.payload),
-      notViaRelay: notViaRelay(ev.payload),
-      raw: ev,
-    });
+    return this._pushRow(t, 'events', eventRow(targetId, ev));
   }
 
   addLog(targetId, log) {
     const t = this.target(targetId);
     if (t.logSeqs.has(log.sequence)) return null;
     t.logSeqs.add(log.sequence);
-    const fields = log.fields || {};
-    return this._pushRow(t, 'logs', {
-      kind: 'log',
-      targetId,
-      sequence: log.sequence,
-      severity: log.severity,
-      type: 'log',
-      path: fields.child_path ?? null,
-      correlationId: log.correlation_id ?? null,
-      time: log.occurred_at,
-      summary: log.message,
-      detail: [fields.child_path, fields.stream && `stream=${fields.stream}`].filter(Boolean).join(' · '),
-      raw: log,
-    });
+    return this._pushRow(t, 'logs', logRow(targetId, log));
   }
 
   // Replaces or merges runtime rows. With `live`, each row is a change the target just made:
@@ -603,8 +688,36 @@ const HANDLERS = {
     });
   },
 
+  history_page(store, msg) {
+    const asked = store.historyPending.get(msg.request_id);
+    if (!asked) return; // an answer to a request of an earlier page load
+    store.historyPending.delete(msg.request_id);
+    const t = store.target(asked.targetId);
+    const records = Array.isArray(msg.records) ? msg.records : [];
+    if (asked.purpose === 'child') {
+      if (t.childLogs && t.childLogs.path === asked.path) {
+        t.childLogs = { path: asked.path, records, loading: false };
+        store.changes.childLogs = true;
+      }
+      return;
+    }
+    if (asked.purpose === 'older') t.historyCursor[asked.stream] = msg.next_cursor ?? null;
+    store.addOlder(t, asked.stream, records);
+  },
+
   error(store, msg) {
     const err = msg.error || {};
+    const asked = msg.request_id ? store.historyPending.get(msg.request_id) : null;
+    if (asked) {
+      store.historyPending.delete(msg.request_id);
+      const t = store.target(asked.targetId);
+      if (asked.purpose === 'child' && t.childLogs && t.childLogs.path === asked.path) {
+        t.childLogs = { ...t.childLogs, loading: false, error: err.message || err.code };
+        store.changes.childLogs = true;
+      }
+      store.diag('warning', err.code || 'error', err.message || '', asked.targetId);
+      return;
+    }
     // A refused command's id is beside the error (§5); from a relay that does not send it,
     // match the newest pending command of the target.
     let sent = null;

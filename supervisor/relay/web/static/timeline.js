@@ -38,8 +38,11 @@ export class Timeline {
   // host: scrollable element (role grid); labels: {seq(row), kind(k), severity(s),
   // summary(row)} for the translated cells; onFollowChange(following); onOpen(row) when a row
   // is activated. The active row is the grid's aria-activedescendant, with aria-selected.
-  constructor(host, { labels, onFollowChange = () => {}, onOpen = () => {}, targetName = (id) => id }) {
+  constructor(host, {
+    labels, onFollowChange = () => {}, onOpen = () => {}, onTop = () => {}, targetName = (id) => id,
+  }) {
     this.host = host;
+    this.onTop = onTop;
     this.labels = labels;
     this.onFollowChange = onFollowChange;
     this.onOpen = onOpen;
@@ -151,6 +154,16 @@ export class Timeline {
     // bottom was the user's doing: pause; back at the bottom: follow again.
     this.setFollowing(isAtBottom(this.host.scrollTop, this.host.clientHeight, this.host.scrollHeight));
     this.render();
+    // at the top of what is buffered: older rows may be in the targets' histories
+    if (this.host.scrollTop <= 0 && this.rows.length && !this.following) this.onTop();
+  }
+
+  // Keeps the row at the top of the viewport in place after `added` rows went in above it.
+  shiftDown(added) {
+    if (added > 0 && !this.following) {
+      this.host.scrollTop += added * ROW_HEIGHT;
+      this.render();
+    }
   }
 
   _activate(index, open) {

@@ -53,9 +53,11 @@ function resourceBlock(store, tg, node) {
 // The lifecycle is the title's badge; the facts come in pairs where they belong together, so
 // that the node's recent events keep room below them.
 export class DetailPanel {
-  constructor(root, { store, selection }) {
+  // onLogs(targetId, path): read the node's logs from its target's history.
+  constructor(root, { store, selection, onLogs = () => {} }) {
     this.store = store;
     this.selection = selection;
+    this.onLogs = onLogs;
     this.el = elements(root, ['node-detail']);
   }
 
@@ -95,6 +97,26 @@ export class DetailPanel {
           h('span', { class: 'mono muted', title: utcTime(e.time) }, shortTime(e.time)), ' ',
           h('span', {}, tv('evt', e.type)), ' ', h('span', { class: 'mono muted' }, `#${e.sequence}`))))
         : h('p', { class: 'empty' }, t('d_no_events')),
+      h('h3', {}, t('d_logs')),
+      this._logs(tg, node.path),
     );
+  }
+
+  // The node's logs from the history: a button, then the newest lines it read.
+  _logs(tg, path) {
+    const view = tg.childLogs && tg.childLogs.path === path ? tg.childLogs : null;
+    const button = h('button', { type: 'button', class: 'small', id: 'node-logs-load' },
+      t(view ? 'd_reload_logs' : 'd_load_logs'));
+    button.addEventListener('click', () => this.onLogs(tg.targetId, path));
+    if (!view) return h('div', { class: 'node-logs' }, button);
+    let body;
+    if (view.loading) body = h('p', { class: 'muted' }, t('history_loading'));
+    else if (view.error) body = h('p', { class: 'bad' }, view.error);
+    else if (!view.records.length) body = h('p', { class: 'empty' }, t('d_no_logs'));
+    else {
+      body = h('ol', { class: 'node-log-lines mono' }, view.records.map((r) => h('li', { class: `sev-${r.severity}` },
+        h('span', { class: 'muted', title: utcTime(r.occurred_at) }, shortTime(r.occurred_at)), ' ', r.message)));
+    }
+    return h('div', { class: 'node-logs' }, button, body);
   }
 }

@@ -4,7 +4,7 @@
 import { elements } from '../dom.js';
 import { TimelineView } from '../filter.js';
 import { t, tv } from '../i18n.js';
-import { Timeline } from '../timeline.js';
+import { ROW_HEIGHT, Timeline } from '../timeline.js';
 
 // A row's summary in the current language: event types and command outcomes translated, log
 // lines as written.
@@ -21,9 +21,12 @@ export function rowSummary(row) {
 }
 
 export class TimelinePanel {
-  constructor(root, { store }) {
+  // onOlder(): the timeline was scrolled to its top; onSearch(text): search the histories.
+  constructor(root, { store, onOlder = () => {}, onSearch = () => {} }) {
     this.store = store;
-    this.el = elements(root, ['timeline', 'follow-state', 'follow-resume', 'row-count', 'row-detail', 'row-detail-body', 'row-detail-close']);
+    this.onOlder = onOlder;
+    this.el = elements(root, ['timeline', 'follow-state', 'follow-resume', 'row-count', 'row-detail', 'row-detail-body', 'row-detail-close',
+      'history-search-go', 'history-search', 'history-state']);
     this.view = new TimelineView(store); // the filtered rows
     this.pausedNew = 0; // rows arrived while follow is paused
     this.grid = new Timeline(this.el.timeline, {
@@ -39,6 +42,19 @@ export class TimelinePanel {
         this.renderFollow();
       },
       onOpen: (row) => this._openRow(row),
+      onTop: () => this._older(),
+    });
+    const search = () => {
+      const text = this.el.historySearch.value.trim();
+      if (!text) return;
+      this.el.historyState.textContent = t('history_searching', { text });
+      onSearch(text);
+    };
+    this.el.historySearchGo.addEventListener('click', search);
+    this.el.historySearch.addEventListener('keydown', (ev) => {
+      if (ev.key !== 'Enter') return;
+      ev.preventDefault(); // not the filter form's submit
+      search();
     });
     this.el.followResume.addEventListener('click', () => {
       this.grid.setFollowing(true);
@@ -52,10 +68,25 @@ export class TimelinePanel {
 
   // Applies one frame of store changes.
   update(changes) {
+    const top = changes.older ? this._topRow() : null;
     if (!this.view.update(changes)) return;
+    if (changes.older) this.el.historyState.textContent = t('history_loaded');
     if (!this.grid.following) this.pausedNew += changes.rows.length;
     this.grid.setRows(this.view.rows);
+    if (top) this.grid.shiftDown(this.view.rows.indexOf(top.row) - top.index);
     this.renderRowCount();
+  }
+
+  // The row at the top of the viewport and its index, to keep it there when rows go in above.
+  _topRow() {
+    const index = Math.floor(this.el.timeline.scrollTop / ROW_HEIGHT);
+    const row = this.grid.rows[index];
+    return row ? { row, index } : null;
+  }
+
+  _older() {
+    this.el.historyState.textContent = t('history_loading');
+    this.onOlder();
   }
 
   // A view filter from filter.js's makeViewFilter.
@@ -85,7 +116,7 @@ export class TimelinePanel {
 
   renderRowCount() {
     let total = 0;
-    for (const tg of this.store.targets.values()) total += tg.events.length + tg.logs.length + tg.audit.length + tg.results.length;
+    for (const tg of this.store.targets.values()) total += tg.older.length + tg.events.length + tg.logs.length + tg.audit.length + tg.results.length;
     this.el.rowCount.textContent = t('rows', { shown: this.view.rows.length, total });
     if (!this.grid.following) this.renderFollow();
   }

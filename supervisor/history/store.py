@@ -1,0 +1,417 @@
+"""The on-disk history: NDJSON segments written by one thread, under a disk budget.
+
+Layout under ``observability.history.path``: ``logs/`` and ``events/``, each a series of
+numbered segment files (``0000000001.ndjson``, ...), one record per line in the wire shape
+of CONTRACTS.md §1 plus ``instance_id`` (so ``grep`` and ``jq`` read them). A target that
+starts again continues the numbering in a new segment, so a line torn by a crash can only be
+the last of a segment, and readers skip it.
+
+Writing: the reactor thread hands over encoded lines (:meth:`HistoryStore.write`, a lock and
+a deque append); one writer thread takes everything queued at least every
+``flush_interval_ms`` (sooner once :data:`BATCH_BYTES` wait) and writes it with
+``os.writev`` (no copy). Past :data:`HIGH_WATER_BYTES` waiting, the process children's
+pipes are not read until the writer catches up (the children wait, as they would writing to
+a slow file; at most :data:`MAX_PAUSE_SECONDS` at a time). The queue holds at most
+:data:`MAX_QUEUED_BYTES`: records that would pass it (a stuck disk) are dropped and counted; a failed write (a full disk)
+is counted as lost and the segment is cut back to its last whole line. Nothing blocks the
+reactor and memory stays bounded.
+
+Budget: events get one eighth of ``max_bytes`` (so a chatty child cannot push the events
+that explain a crash off the disk), logs the rest; before a write would pass its share, the
+oldest segments of that stream are removed, counted and reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import threading
+import time
+from typing import Any, Callable
+
+import attrs
+from twisted.logger import Logger
+
+from supervisor.tree.spec import HistoryConfig
+
+STREAMS = ("logs", "events")
+#: Most bytes waiting for the writer; beyond it records are dropped (and counted).
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+#: Past this much waiting, process children's output is no longer read (they wait on their
+#: pipes) until the writer is back under :data:`LOW_WATER_BYTES`...
+HIGH_WATER_BYTES = 8 * 1024 * 1024
+LOW_WATER_BYTES = 2 * 1024 * 1024
+#: ...or for at most this long: a disk that stays stuck must not stall the children, so
+#: reading resumes and what passes :data:`MAX_QUEUED_BYTES` is dropped until it recovers.
+MAX_PAUSE_SECONDS = 5.0
+#: The writer wakes before the flush interval once this much is waiting.
+BATCH_BYTES = 1024 * 1024
+#: Events' share of ``max_bytes`` is ``1 / EVENTS_SHARE``.
+EVENTS_SHARE = 8
+#: Smallest segment of the events stream.
+MIN_EVENT_SEGMENT_BYTES = 4096
+
+SEGMENT_NAME = re.compile(r"^(\d{10})\.ndjson$")
+
+#: ``os.writev``: write a list of buffers without joining them first.
+Write = Callable[[int, list[Any]], int]
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+
+
+def segment_name(number: int) -> str:
+    return f"{number:010d}.ndjson"
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    """The segments of one stream, oldest first: ``(number, path)``."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = SEGMENT_NAME.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(directory, name)))
+    return sorted(found)
+
+
+@attrs.define
+class StreamCounts:
+    """What happened to one stream's records and segments (read from any thread)."""
+
+    written: int = 0
+    #: records refused because the writer's queue was full
+    dropped: int = 0
+    #: records whose write failed (a full disk, an I/O error)
+    failed: int = 0
+    evicted_segments: int = 0
+    evicted_bytes: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.dropped + self.failed
+
+
+class _Stream:
+    """One stream's segment files, used by the writer thread only."""
+
+    def __init__(self, directory: str, budget: int, segment_bytes: int, counts: StreamCounts,
+                 write: Write) -> None:
+        self.directory = directory
+        self.budget = budget
+        self.segment_bytes = segment_bytes
+        self.counts = counts
+        self._write = write
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.segments: collections.deque[list[Any]] = collections.deque(
+            [number, path, os.path.getsize(path)] for number, path in list_segments(directory)
+        )
+        self._next_number = self.segments[-1][0] + 1 if self.segments else 1
+        self._fd = -1
+        self.problem: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(segment[2] for segment in self.segments)
+
+    def append(self, pieces: list[tuple[bytes, int]]) -> None:
+        """Write ``(data, count)`` pieces in order, rotating and evicting as needed."""
+        buffer: list[bytes] = []
+        size = 0
+        count = 0
+        for data, records in pieces:
+            if self._fd < 0 or (self.segments[-1][2] + size + len(data) > self.segment_bytes
+                                and self.segments[-1][2] + size > 0):
+                if buffer:
+                    self._flush(buffer, size, count)
+                    buffer, size, count = [], 0, 0
+                self._rotate()
+                if self._fd < 0:
+                    self.counts.failed += records
+                    continue
+            buffer.append(data)
+            size += len(data)
+            count += records
+        if buffer:
+            self._flush(buffer, size, count)
+
+    def _rotate(self) -> None:
+        self.close()
+        number = self._next_number
+        path = os.path.join(self.directory, segment_name(number))
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            self.problem = f"cannot create {path}: {e.strerror or e}"
+            return
+        self._next_number += 1
+        self.segments.append([number, path, 0])
+
+    def _flush(self, buffer: list[bytes], size: int, count: int) -> None:
+        self._make_room(size)
+        current = self.segments[-1]
+        done = 0
+        try:
+            for start in range(0, len(buffer), _IOV_MAX):
+                group = buffer[start : start + _IOV_MAX]
+                wanted = sum(map(len, group))
+                wrote = self._write(self._fd, group)
+                done += wrote
+                if wrote < wanted:  # a short write: the rest, one piece at a time
+                    rest = memoryview(b"".join(group))[wrote:]
+                    while rest:
+                        wrote = self._write(self._fd, [rest])
+                        done += wrote
+                        rest = rest[wrote:]
+        except OSError as e:
+            self.counts.failed += count
+            self.problem = f"writing {current[1]} failed: {e.strerror or e}"
+            if done:
+                self._cut_back(current)
+            return
+        current[2] += size
+        self.counts.written += count
+        self.problem = None
+
+    def _cut_back(self, current: list[Any]) -> None:
+        """After a partial write: drop the torn bytes, or leave the segment for a new one."""
+        try:
+            os.ftruncate(self._fd, current[2])
+        except OSError:
+            current[2] = os.fstat(self._fd).st_size if self._fd >= 0 else current[2]
+            self.close()  # the next write starts a new segment; readers skip the torn line
+
+    def _make_room(self, incoming: int) -> None:
+        total = self.total
+        while total + incoming > self.budget and len(self.segments) > 1:
+            number, path, size = self.segments.popleft()
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.segments.appendleft([number, path, size])
+                self.problem = f"cannot remove {path}: {e.strerror or e}"
+                return
+            total -= size
+            self.counts.evicted_segments += 1
+            self.counts.evicted_bytes += size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class HistoryStore:
+    """The target's history: :meth:`write` from the reactor, one writer thread to the disk.
+
+    ``report`` is called on the reactor thread (through ``reactor.callFromThread``) after the
+    writer evicted segments or met a failure, and after records were dropped, at most once
+    per flush interval: the target logs it and publishes the new loss counts.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: HistoryConfig, reactor: Any, write: Write = os.writev) -> None:
+        assert config.path is not None
+        self.config = config
+        self.path = config.path
+        self._reactor = reactor
+        self._interval = config.flush_interval_ms / 1000
+        self.counts = {stream: StreamCounts() for stream in STREAMS}
+        events_budget = config.max_bytes // EVENTS_SHARE
+        events_segment = max(MIN_EVENT_SEGMENT_BYTES, min(config.segment_bytes, events_budget // 4))
+        self._streams = {
+            "logs": _Stream(os.path.join(self.path, "logs"), config.max_bytes - events_budget,
+                            config.segment_bytes, self.counts["logs"], write),
+            "events": _Stream(os.path.join(self.path, "events"), events_budget, events_segment,
+                              self.counts["events"], write),
+        }
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque[tuple[str, bytes, int]] = collections.deque()
+        self._queued_bytes = 0
+        self._first_queued_at = 0.0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._report_due = False
+        self._reported: dict[str, tuple[int, int, int, str | None]] = {}
+        self.report: Callable[[], None] | None = None
+        #: called on the reactor with True when the writer falls behind, False once it caught up
+        self.congestion: Callable[[bool], None] | None = None
+        self._congested = False
+        self._gave_up = False  # paused for MAX_PAUSE_SECONDS: no pause until the queue drains
+        self._pause_timer: Any = None
+        #: how often reading was paused for the writer, and how often a pause ran out
+        self.pauses = 0
+        self.pauses_expired = 0
+
+    def directory(self, stream: str) -> str:
+        return self._streams[stream].directory
+
+    # ------------------------------------------------------------------ reactor side
+
+    def write(self, stream: str, data: bytes, count: int) -> None:
+        """Queue ``count`` encoded records of ``stream``; over the bound they are dropped."""
+        size = len(data)
+        with self._lock:
+            if self._queued_bytes + size > MAX_QUEUED_BYTES or self._stopping:
+                self.counts[stream].dropped += count
+                dropped = True
+            else:
+                dropped = False
+                was_empty = not self._queue
+                if was_empty:
+                    self._first_queued_at = time.monotonic()
+                self._queue.append((stream, data, count))
+                self._queued_bytes += size
+                if was_empty or self._queued_bytes >= BATCH_BYTES:
+                    self._wake.notify()  # start the flush-interval clock, or write a full batch
+        if dropped:
+            self._report_soon()
+        elif (self._queued_bytes >= HIGH_WATER_BYTES and not self._congested
+              and not self._gave_up and self.congestion is not None):
+            self._congested = True
+            self.pauses += 1
+            self._pause_timer = self._reactor.callLater(MAX_PAUSE_SECONDS, self._pause_expired)
+            self.congestion(True)
+
+    def _pause_expired(self) -> None:
+        self._pause_timer = None
+        if self._congested:
+            self.pauses_expired += 1
+            self._gave_up = True
+            self._end_congestion()
+
+    def _caught_up(self) -> None:
+        """The writer is back under the low-water mark (called on the reactor)."""
+        self._gave_up = False
+        if self._congested:
+            if self._pause_timer is not None and self._pause_timer.active():
+                self._pause_timer.cancel()
+            self._pause_timer = None
+            self._end_congestion()
+
+    def _end_congestion(self) -> None:
+        self._congested = False
+        if self.congestion is not None:
+            self.congestion(False)
+
+    def lost(self, stream: str) -> int:
+        """Records of ``stream`` that never reached the disk (dropped or failed)."""
+        return self.counts[stream].lost
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="supervisor-history",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then end the writer thread (waits at most ``timeout``)."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        for stream in self._streams.values():
+            stream.close()
+        if self._pause_timer is not None and self._pause_timer.active():
+            self._pause_timer.cancel()
+        self._pause_timer = None
+        if self._congested:
+            self._end_congestion()
+
+    def flush_now(self) -> None:
+        """Write everything queued on the calling thread (tests and a stopped writer)."""
+        self._write_batch(self._take())
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _take(self) -> list[tuple[str, bytes, int]]:
+        with self._lock:
+            batch = list(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and self._queued_bytes < BATCH_BYTES:
+                    if self._queue:
+                        left = self._first_queued_at + self._interval - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._wake.wait(left)
+                    else:
+                        self._wake.wait()
+                stopping = self._stopping
+            self._write_batch(self._take())
+            if stopping:
+                self._write_batch(self._take())
+                return
+
+    def _write_batch(self, batch: list[tuple[str, bytes, int]]) -> None:
+        if not batch:
+            return
+        pieces: dict[str, list[tuple[bytes, int]]] = {stream: [] for stream in STREAMS}
+        for stream, data, count in batch:
+            pieces[stream].append((data, count))
+        for name, stream in self._streams.items():
+            if pieces[name]:
+                try:
+                    stream.append(pieces[name])
+                except Exception as e:  # never let the writer thread die
+                    stream.counts.failed += sum(count for _, count in pieces[name])
+                    stream.problem = f"history writer failed: {e!r}"
+        if (self._congested or self._gave_up) and self._queued_bytes < LOW_WATER_BYTES:
+            self._call_reactor(self._caught_up)
+        if self._changed():
+            self._call_reactor(self._report_soon)
+
+    def _changed(self) -> bool:
+        for name, stream in self._streams.items():
+            counts = stream.counts
+            now = (counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem)
+            if self._reported.get(name, (0, 0, 0, None)) != now:
+                return True
+        return False
+
+    def _call_reactor(self, f: Callable[[], None]) -> None:
+        try:
+            self._reactor.callFromThread(f)
+        except Exception:
+            pass  # the reactor is gone (process exit): nobody is left to tell
+
+    # ------------------------------------------------------------------ reporting (reactor)
+
+    def _report_soon(self) -> None:
+        if not self._report_due:
+            self._report_due = True
+            self._reactor.callLater(self._interval, self._report_now)
+
+    def _report_now(self) -> None:
+        self._report_due = False
+        for name, stream in self._streams.items():
+            counts = stream.counts
+            before = self._reported.get(name, (0, 0, 0, None))
+            now = (counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem)
+            self._reported[name] = now
+            if now[1] > before[1]:
+                self._log.info(
+                    "history {stream}: removed {segments} oldest segment(s), {size} bytes, "
+                    "to stay within max_bytes",
+                    stream=name, segments=now[1] - before[1], size=now[2] - before[2])
+            if now[3] and now[3] != before[3]:  # once per problem, not once per lost record
+                self._log.error("history {stream}: {failed} record(s) lost so far: {problem}",
+                                stream=name, failed=counts.failed, problem=now[3])
+        if self.report is not None:
+            self.report()
+
