@@ -25,7 +25,7 @@ import shlex
 import signal
 import socket
 import sys
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 import attrs
 import yaml
@@ -38,7 +38,8 @@ _FALSE = {"false", "no", "off", "0"}
 #: Program keys that need nothing here: our target records both streams in its log
 #: journal, tagged ``stdout`` / ``stderr``, whatever supervisord did with them.
 _NOT_NEEDED = {
-    "redirect_stderr": "both streams are recorded in the target's log journal, each tagged with its stream",
+    "redirect_stderr": "both streams are recorded in the target's log journal, each tagged with "
+                       "its stream, and both go to the log_file when there is one",
 }
 #: ``[supervisord]`` keys that are twistd command-line options here.
 _TWISTD_OPTIONS = {
@@ -85,6 +86,20 @@ def _int(where: str, value: str) -> int:
         return int(value.strip())
     except ValueError:
         raise MigrateError(f"{where}: {value!r} is not an integer") from None
+
+
+_SIZE_UNITS = {"KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
+
+
+def _size(where: str, value: str) -> int:
+    """supervisord's byte sizes: ``50MB``, ``1KB``, ``1024``."""
+    text = value.strip().upper()
+    factor = next((f for unit, f in _SIZE_UNITS.items() if text.endswith(unit)), 1)
+    digits = text[:-2] if factor != 1 else text
+    try:
+        return int(digits) * factor
+    except ValueError:
+        raise MigrateError(f"{where}: {value!r} is not a size (1024, 50KB, 50MB, 1GB)") from None
 
 
 def _number(where: str, value: str) -> float | int:
@@ -360,18 +375,48 @@ def _program(section: str, name: str, group: str, items: dict[str, str],
         child["user"] = expand("user", values.pop("user"))
     if "umask" in values:
         child["umask"] = values.pop("umask").strip().rjust(3, "0")[-3:]
+    _log_file(where, values, child, result, expand)
     for key, why in _NOT_NEEDED.items():
         if key in values:
             values.pop(key)
             result.notes.append(f"{where} {key}: {why}")
     for key in sorted(values):
         if key.startswith(("stdout_", "stderr_")):
-            why = ("no per-program log file here: output lines are kept in the target's log "
-                   "journal (ctl logs, the dashboard)")
+            why = ("no equivalent: output lines are kept in the target's log journal and "
+                   "history (ctl logs, the dashboard)")
         else:
             why = "no equivalent"
         result.untranslated.append(f"{where} {key}: {why}")
     return child
+
+
+def _log_file(where: str, values: dict[str, str], child: dict[str, Any], result: Translation,
+              expand: Callable[[str, str], str]) -> None:
+    """``stdout_logfile`` (and its size keys) as ``log_file``, which holds both streams."""
+    path = values.pop("stdout_logfile", "").strip()
+    if not path or path.upper() == "NONE":
+        return
+    if path.upper() == "AUTO":
+        result.untranslated.append(f"{where} stdout_logfile: AUTO has no equivalent (name the "
+                                   "file; output is in the log journal and history anyway)")
+        return
+    log_file: dict[str, Any] = {"path": expand("stdout_logfile", path)}
+    if "stdout_logfile_maxbytes" in values:
+        log_file["max_bytes"] = _size(f"{where} stdout_logfile_maxbytes",
+                                      values.pop("stdout_logfile_maxbytes"))
+    if "stdout_logfile_backups" in values:
+        log_file["backups"] = _int(f"{where} stdout_logfile_backups",
+                                   values.pop("stdout_logfile_backups"))
+    child["log_file"] = log_file
+    if child.get("numprocs", 1) > 1 and "{" not in log_file["path"]:
+        result.notes.append(f"{where} stdout_logfile: every instance appends to the one file, "
+                            "as under supervisord")
+    redirected = _bool(f"{where} redirect_stderr", values.get("redirect_stderr", "false"))
+    stderr = values.get("stderr_logfile", "").strip()
+    if not redirected and stderr.upper() not in ("", "NONE", "AUTO"):
+        values.pop("stderr_logfile")
+        result.notes.append(f"{where} stderr_logfile: stderr lines go to the log_file with "
+                            "stdout's, each tagged in the log journal")
 
 
 def _process_name(where: str, template: str, name: str, group: str, expander: _Expander) -> str:

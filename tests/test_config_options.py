@@ -56,7 +56,8 @@ def test_numprocs_makes_a_group_of_instances_named_by_process_name():
         {**PROC, "name": "worker", "numprocs": 3, "process_name": "{name}-{index}",
          "command": ["/bin/echo", "{process_name}", "{{literal}}"], "dependencies": ["cache"],
          "environment": {"SLOT": "{index:03d}"}, "priority": 5, "hold": "paused",
-         "stop_signal": "SIGINT", "startsecs": 1, "exitcodes": [0, 2]},
+         "stop_signal": "SIGINT", "startsecs": 1, "exitcodes": [0, 2],
+         "log_file": {"path": "/var/log/{process_name}.log"}},
     ]})
     group = config.spec.children[1]
     assert (group.kind, group.dependencies, group.priority, group.hold) == (
@@ -66,6 +67,7 @@ def test_numprocs_makes_a_group_of_instances_named_by_process_name():
     assert last.kind is ChildKind.PROCESS and last.dependencies == () and last.hold is None
     assert last.command == ("/bin/echo", "worker-2", "{literal}")
     assert last.environment == {"SLOT": "002"}
+    assert last.log_file.path == "/var/log/worker-2.log"  # one file per instance
     assert (last.stop_signal, last.startsecs, last.exitcodes) == ("SIGINT", 1.0, (0, 2))
     default = parse({"children": [{**PROC, "numprocs": 2}]}).spec.children[0]
     assert [c.name for c in default.children] == ["p_00", "p_01"]

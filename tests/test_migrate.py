@@ -66,12 +66,26 @@ def test_the_queue_worker_translates_key_by_key(workdir):
         "restart_policy": "permanent", "startsecs": 1,
         "stop_as_group": True, "kill_as_group": True,
         "shutdown": {"graceful_timeout_ms": 3_600_000}, "user": "www-data",
+        "log_file": {"path": "/var/www/html/worker.log"},
     }]
-    # the one key with no equivalent is said, in the file and on stderr; the other is a note
-    assert "#   [program:laravel-worker] stdout_logfile: no per-program log file here" in text
+    # nothing is left untranslated; what differs is said as notes
     assert "# Note: [program:laravel-worker] redirect_stderr: both streams are recorded" in text
-    assert err.splitlines()[0].startswith("not translated: [program:laravel-worker] stdout_logfile")
-    assert main(["--strict", str(conf)], io.StringIO(), io.StringIO()) == 3
+    assert "# Note: [program:laravel-worker] stdout_logfile: every instance appends" in text
+    assert "not translated" not in err
+    assert main(["--strict", str(conf)], io.StringIO(), io.StringIO()) == 0
+    # sizes and backups as supervisord writes them
+    conf.write_text(QUEUE_WORKER.replace("numprocs=8", "numprocs=1").replace(
+        "stdout_logfile=/var/www/html/worker.log",
+        "stdout_logfile=/var/log/%(program_name)s.log\nstdout_logfile_maxbytes=50MB\n"
+        "stdout_logfile_backups=3"))
+    status, config, text, err = run(conf)
+    assert config["children"][0]["log_file"] == {
+        "path": "/var/log/laravel-worker.log", "max_bytes": 50 * 1024 * 1024, "backups": 3}
+    for value in ("NONE", "AUTO"):
+        conf.write_text(QUEUE_WORKER.replace("/var/www/html/worker.log", value))
+        status, config, text, err = run(conf)
+        assert "log_file" not in config["children"][0]
+        assert ("stdout_logfile: AUTO has no equivalent" in err) is (value == "AUTO")
 
 
 def test_expansions_groups_includes_and_supervisord_defaults(workdir, monkeypatch):

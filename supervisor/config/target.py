@@ -543,6 +543,10 @@ def _process_group(section: Section, key: str, fields: dict[str, Any]) -> ChildS
         }
         if fields.get("cwd"):
             instance["cwd"] = _render(join_key(key, "cwd"), fields["cwd"], values)
+        if fields.get("log_file") is not None:
+            log_file = fields["log_file"]
+            instance["log_file"] = attrs.evolve(log_file, path=_render(
+                join_key(join_key(key, "log_file"), "path"), log_file.path, values))
         if fields.get("environment"):
             instance["environment"] = {
                 k: _render(join_key(join_key(key, "environment"), k), v, values)
