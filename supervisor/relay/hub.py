@@ -6,6 +6,11 @@ opens a target's IPC link; the link closes when its last session unbinds. Regist
 changes become ``target_list`` / ``connection_state`` messages; audit records become
 ``audit_event`` messages for the sessions bound to the record's target, and binding a target
 replays its last ``limits.audit_replay`` records.
+
+``target_list`` is a snapshot, so bursts of changes are coalesced: one per reactor turn, and
+at most one per session every :data:`TARGET_LIST_INTERVAL_SECONDS` (a change inside that
+window is sent, newest content only, when it ends). A session binds a newly registered
+target right after the ``target_list`` that names it, so its ``state`` never comes first.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
@@ -29,7 +35,9 @@ from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connecto
 from supervisor.wire.ndjson import dumps
 from supervisor.wire.registration import Registration
 
-__all__ = ["RelayHub"]
+__all__ = ["RelayHub", "TARGET_LIST_INTERVAL_SECONDS"]
+
+TARGET_LIST_INTERVAL_SECONDS = 0.25
 
 
 class RelayHub:
@@ -56,6 +64,10 @@ class RelayHub:
             self.alerts.on_change = self._schedule_target_list
         self.history = HistoryRequests(self.links, config.timeouts.ipc_request_seconds)
         self._target_list_pending = False
+        self._target_list_cache: str | None = None  # the current text; None after a change
+        # per session: when its last target_list went out, and its deferred next one
+        self._target_list_sent_at: dict[str, float] = {}
+        self._target_list_due: dict[str, IDelayedCall] = {}
         self._closing = False
         # target_id -> instance_id of the last state read (one per registered target)
         self._instances: dict[str, str] = {}
@@ -80,11 +92,13 @@ class RelayHub:
 
     def session_established(self, session: Session) -> None:
         """After ``client_hello``: the target list, then bind (state follows per target)."""
-        session.send_text("target_list", None, self._target_list_text())
-        for entry in self.registry.entries():
-            self._bind(session, entry.target_id)
+        self._send_target_list(session)
 
     def session_closed(self, session: Session) -> None:
+        self._target_list_sent_at.pop(session.session_id, None)
+        due = self._target_list_due.pop(session.session_id, None)
+        if due is not None and due.active():
+            due.cancel()
         for target_id in list(session.bound):
             self._unbind(session, target_id)
         if self.sessions.pop(session.session_id, None) is not None:
@@ -183,30 +197,58 @@ class RelayHub:
         return entries
 
     def _target_list_text(self) -> str:
-        return dumps({"type": "target_list", "targets": self.target_list()})
+        """The current ``target_list``, serialised once per change for every session."""
+        if self._target_list_cache is None:
+            self._target_list_cache = dumps({"type": "target_list",
+                                             "targets": self.target_list()})
+        return self._target_list_cache
 
     def _schedule_target_list(self) -> None:
         """Coalesce bursts of changes into one ``target_list`` per reactor turn."""
+        self._target_list_cache = None
         if not self._target_list_pending:
             self._target_list_pending = True
             self._reactor.callLater(0, self._broadcast_target_list)
 
     def _broadcast_target_list(self) -> None:
         self._target_list_pending = False
-        established = [s for s in self.sessions.values() if s.established]
-        if established:
-            text = self._target_list_text()
-            for session in established:
-                session.send_text("target_list", None, text)
+        for session in list(self.sessions.values()):
+            if session.established:
+                self._offer_target_list(session)
+
+    def _offer_target_list(self, session: Session) -> None:
+        """Send now, or once the session's interval since its last one has passed."""
+        if session.session_id in self._target_list_due:
+            return  # already coming, and it will carry the newest content
+        last = self._target_list_sent_at.get(session.session_id)
+        wait = 0.0 if last is None else last + TARGET_LIST_INTERVAL_SECONDS - \
+            self._reactor.seconds()
+        if wait <= 0:
+            self._send_target_list(session)
+            return
+        self._target_list_due[session.session_id] = self._reactor.callLater(
+            wait, self._due_target_list, session)
+
+    def _due_target_list(self, session: Session) -> None:
+        self._target_list_due.pop(session.session_id, None)
+        if session.established:
+            self._send_target_list(session)
+
+    def _send_target_list(self, session: Session) -> None:
+        """The current list to one session, then bind every target it names."""
+        self._target_list_sent_at[session.session_id] = self._reactor.seconds()
+        session.send_text("target_list", None, self._target_list_text())
+        for entry in self.registry.entries():
+            if not session.established:
+                return  # its queue overflowed and it is closing
+            self._bind(session, entry.target_id)
 
     # registry observer
     def target_added(self, entry: TargetEntry) -> None:
         self._schedule_target_list()
         if self.alerts is not None and self.alerts.watch_always and not self._closing:
             self._link_for(entry).bind(self.alerts.watcher)
-        for session in list(self.sessions.values()):
-            if session.established:
-                self._bind(session, entry.target_id)
+        # sessions bind it when they are sent the target_list that names it
 
     def target_updated(self, entry: TargetEntry, previous: Registration) -> None:
         link = self.links.get(entry.target_id)
@@ -298,6 +340,10 @@ class RelayHub:
     def close(self) -> None:
         """Relay shutdown: close every session (1000, "relay shutting down"), then every link."""
         self._closing = True
+        for due in self._target_list_due.values():
+            if due.active():
+                due.cancel()
+        self._target_list_due.clear()
         if self.alerts is not None:
             self.alerts.stop()
         for session in list(self.sessions.values()):

@@ -5,7 +5,9 @@ asks us to pause (its buffer is full because the browser is not reading), messag
 at most ``limit`` of them. On overflow the oldest ``event``/``log`` message is discarded and
 counted per target; a single ``dropped_count`` message per target is queued (rendered with the
 current totals when it is finally written), so at most ``limit`` plus one message per target
-wait here. If the queue is full of messages that must not be
+wait here. A ``target_list`` is a snapshot: a newer one replaces an older one still waiting
+here (in its place, counted in ``superseded``), so at most one waits. If the queue is full
+of messages that must not be
 dropped (state, results, audit, ...), ``on_overflow`` is called and the session is closed:
 a slow browser never holds relay memory hostage.
 """
@@ -18,9 +20,10 @@ from typing import Callable
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-__all__ = ["Outbox", "DROPPABLE_KINDS"]
+__all__ = ["Outbox", "DROPPABLE_KINDS", "SNAPSHOT_KIND"]
 
 DROPPABLE_KINDS = frozenset({"event", "log"})
+SNAPSHOT_KIND = "target_list"  # each one says everything: only the newest is worth sending
 
 
 @implementer(IPushProducer)
@@ -44,6 +47,9 @@ class Outbox:
         self._pending_dropped: set[str] = set()
         self._paused = False
         self._closed = False
+        self._snapshot: list[object] | None = None  # the queued target_list, if any
+        #: older target_list messages replaced while waiting, never written
+        self.superseded = 0
         self.dropped: dict[str, list[int]] = {}
         self.sent = 0
 
@@ -62,6 +68,10 @@ class Outbox:
         if not self._paused and not self._queue:
             self._write(text)
             return
+        if kind == SNAPSHOT_KIND and self._snapshot is not None:
+            self._snapshot[2] = text
+            self.superseded += 1
+            return
         droppable = kind in DROPPABLE_KINDS
         if len(self._queue) >= self._limit:
             if self._droppable:
@@ -72,9 +82,13 @@ class Outbox:
             else:
                 self._closed = True
                 self._queue.clear()
+                self._snapshot = None
                 self._on_overflow()
                 return
-        self._queue.append([kind, target_id, text])
+        entry: list[object] = [kind, target_id, text]
+        self._queue.append(entry)
+        if kind == SNAPSHOT_KIND:
+            self._snapshot = entry
         if droppable:
             self._droppable += 1
 
@@ -111,7 +125,10 @@ class Outbox:
 
     def _flush(self) -> None:
         while self._queue and not self._paused and not self._closed:
-            kind, target_id, text = self._queue.popleft()
+            entry = self._queue.popleft()
+            kind, target_id, text = entry
+            if entry is self._snapshot:
+                self._snapshot = None
             if kind in DROPPABLE_KINDS:
                 self._droppable -= 1
             if text is None:
@@ -130,3 +147,4 @@ class Outbox:
     def stopProducing(self) -> None:
         self._closed = True
         self._queue.clear()
+        self._snapshot = None

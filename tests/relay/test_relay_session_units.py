@@ -9,6 +9,7 @@ from automat import NoTransition
 
 from relay_faketarget import fixture
 from relay_memory import HELLO, ORDERED_OPERATOR, MemoryRelay
+from supervisor.relay.hub import TARGET_LIST_INTERVAL_SECONDS
 from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER
 
 
@@ -36,6 +37,7 @@ def test_order_rule_server_hello_then_client_hello_then_target_list_and_state():
     assert set(entry) == set(fixture("session.target_list.json")["targets"][0])
     assert entry["connection_state"] == "registered"  # binding follows the first list
     assert entry["instance_id"] is None  # no state read yet
+    relay.settle(TARGET_LIST_INTERVAL_SECONDS)  # the next list waits for its interval
     last = ws.last("target_list")["targets"][0]
     assert last["connection_state"] == "connected"
     assert last["instance_id"] == target.instance_id
@@ -181,6 +183,7 @@ def test_a_target_registering_later_is_announced_and_bound():
     assert ws.last("target_list")["targets"] == []
     target = relay.target("late-target")
     relay.register(target)
+    relay.settle(TARGET_LIST_INTERVAL_SECONDS)
     assert [t["target_id"] for t in ws.last("target_list")["targets"]] == ["late-target"]
     assert ws.last("state")["target_id"] == "late-target"
     types = ws.types()
@@ -194,9 +197,14 @@ def test_target_lists_are_coalesced_per_reactor_turn():
     for name in ("t1", "t2", "t3"):
         relay.registry.register(relay.registration(relay.target(name)), "unix_uid:1000")
     relay.settle()
+    assert len(ws.of_type("target_list")) == before  # the session's first list was just sent
+    relay.settle(TARGET_LIST_INTERVAL_SECONDS)
     lists = ws.of_type("target_list")[before:]
-    assert [t["target_id"] for t in lists[0]["targets"]] == ["t1", "t2", "t3"]
-    assert len(lists) <= 2  # one for the burst, one more when the links changed state
+    assert [[t["target_id"] for t in m["targets"]] for m in lists] == [["t1", "t2", "t3"]]
+    relay.settle(TARGET_LIST_INTERVAL_SECONDS)  # the links connected meanwhile: one more
+    lists = ws.of_type("target_list")[before:]
+    assert len(lists) == 2
+    assert {t["connection_state"] for t in lists[-1]["targets"]} == {"connected"}
 
 
 def _filter(**conditions):
@@ -330,6 +338,8 @@ def test_a_lost_target_is_unavailable_at_once_and_its_return_brings_a_fresh_stat
         assert ws.last("connection_state") == {"type": "connection_state",
                                                "target_id": target.target_id,
                                                "state": "unavailable"}
+    relay.settle(TARGET_LIST_INTERVAL_SECONDS)  # the target_list follows within its interval
+    for _, ws in sessions:
         assert ws.last("target_list")["targets"][0]["connection_state"] == "unavailable"
         assert ws.types().index("connection_state") < len(ws.types()) - 1
     target.restart()
@@ -432,6 +442,7 @@ def test_a_session_whose_queue_fills_with_what_cannot_be_dropped_is_closed():
     session.outbox.pauseProducing()
     for target in targets:
         relay.register(target)  # target_list and state messages: not droppable
+    relay.settle(TARGET_LIST_INTERVAL_SECONDS)
     assert ws.close_code == CLOSE_SLOW_CONSUMER
     assert session.closed and relay.hub.sessions == {}
     assert all(t.connections == [] for t in targets)
