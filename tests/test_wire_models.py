@@ -15,7 +15,8 @@ from supervisor.ipc.registration import registration_payload
 from supervisor.wire.commands import CommandResult
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import decode, dumps, encode
-from supervisor.wire.registration import CommandSpec, Registration, RegistrationRefused
+from supervisor.wire.registration import (MAX_DISPLAY_NAME_CHARS, CommandSpec, Registration,
+                                         RegistrationRefused)
 from tests.ipc_support import contract_registration_payload
 
 EXAMPLES = pathlib.Path(__file__).parent / "contract_examples"
@@ -202,6 +203,15 @@ def test_the_target_sends_the_contract_example():
     assert registration_payload(config) == contract_registration_payload()
 
 
+def test_a_display_name_may_have_up_to_256_characters():
+    assert MAX_DISPLAY_NAME_CHARS == 256
+    assert Registration.from_json(payload(display_name="n" * 256)).display_name == "n" * 256
+    with pytest.raises(RegistrationRefused) as refused_long:
+        Registration.from_json(payload(display_name="n" * 257))
+    assert "at most 256 chars" in refused_long.value.message
+    assert refused_long.value.retryable is False
+
+
 def test_a_blank_display_name_is_the_target_id():
     assert Registration.from_json(payload(display_name=None)).display_name == "payments-worker-a"
     assert Registration.from_json(payload(display_name="")).display_name == "payments-worker-a"
@@ -218,6 +228,7 @@ def test_a_blank_display_name_is_the_target_id():
     payload(target_id="x" * 257),
     payload(target_id="\ud800"),
     payload(display_name=5),
+    payload(display_name="n" * 257),
     payload(ipc_path="/tmp/a\x00b"),
     payload(supported_commands={"name": "pause_child"}),
     payload(supported_commands=[{"name": "pause_child"}]),

@@ -51,6 +51,7 @@ from supervisor.tree.spec import (
 )
 from supervisor.tree.children import signal_number
 from supervisor.wire.ndjson import encodable
+from supervisor.wire.registration import MAX_DISPLAY_NAME_CHARS
 from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 from supervisor.tree.specdiff import changed_keys
 
@@ -641,10 +642,15 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
                 "ipc.registration.registration_heartbeat_interval_seconds",
                 f"must be < lease_seconds ({lease})",
             )
+        display_name = reg.string("display_name", target_id)
+        if len(display_name) > MAX_DISPLAY_NAME_CHARS:
+            raise ConfigError("ipc.registration.display_name",
+                              f"must be at most {MAX_DISPLAY_NAME_CHARS} characters "
+                              "(a relay refuses longer names)")
         registration = RegistrationConfig(
             enabled=True,
             relay_registration_path=os.path.normpath(relay_path),
-            display_name=reg.string("display_name", target_id),
+            display_name=display_name,
             lease_seconds=lease,
             registration_heartbeat_interval_seconds=interval,
             timeout_seconds=reg.number("timeout_seconds", r.timeout_seconds, minimum=0.1,

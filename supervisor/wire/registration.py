@@ -16,9 +16,10 @@ from typing import Any, Protocol
 import attrs
 
 __all__ = ["CommandSpec", "Registration", "RegistrationPolicy", "RegistrationRefused",
-           "MAX_TARGET_ID_CHARS", "MAX_SUPPORTED_COMMANDS"]
+           "MAX_TARGET_ID_CHARS", "MAX_DISPLAY_NAME_CHARS", "MAX_SUPPORTED_COMMANDS"]
 
 MAX_TARGET_ID_CHARS = 256
+MAX_DISPLAY_NAME_CHARS = 256  # every target_list carries every name: keep them short
 MAX_SUPPORTED_COMMANDS = 64
 _KEYS = frozenset({"target_id", "display_name", "ipc_path", "lease_seconds",
                    "supported_commands"})
@@ -142,8 +143,10 @@ class Registration:
         if not _is_text(target_id) or len(target_id) > MAX_TARGET_ID_CHARS:
             raise _malformed(f"target_id must be a string of at most {MAX_TARGET_ID_CHARS} "
                              "chars")
-        if display_name is not None and not _is_text(display_name):
-            raise _malformed("display_name must be a string")
+        if display_name is not None and (not _is_text(display_name)
+                                         or len(display_name) > MAX_DISPLAY_NAME_CHARS):
+            raise _malformed(f"display_name must be a string of at most "
+                             f"{MAX_DISPLAY_NAME_CHARS} chars")
         if not _is_text(ipc_path) or "\x00" in ipc_path:
             raise _malformed("ipc_path must be a string")
         if lease is not None and not _is_int(lease):

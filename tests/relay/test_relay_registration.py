@@ -214,6 +214,18 @@ async def test_owner_from_peer_credentials(relay):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_display_name_over_256_characters_is_refused(relay):
+    relay.start()
+    path = relay.registration_path
+    ack = await register(path, payload(relay, display_name="n" * 257))
+    assert error_code(ack) == "invalid_registration_json" and ack["retryable"] is False
+    assert "at most 256 chars" in ack["error"]["message"]
+    assert relay.service.registry.get("payments-worker-a") is None
+    assert (await register(path, payload(relay, display_name="n" * 256)))["ok"] is True
+    assert relay.service.registry.get("payments-worker-a").registration.display_name == "n" * 256
+
+
+@pytest_twisted.ensureDeferred
 async def test_registry_full_is_retryable(relay):
     relay.start(limits={"max_targets": 1})
     assert (await register(relay.registration_path, payload(relay)))["ok"]
