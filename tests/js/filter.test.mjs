@@ -100,6 +100,15 @@ test('TimelineView appends matching rows and drops evicted ones', () => {
   assert.equal(view.rows.length, LIMITS.eventsPerTarget);
 });
 
+test('a filter changed between a row arriving and its frame shows the row once', () => {
+  const store = new Store();
+  const view = new TimelineView(store, makeViewFilter());
+  store.apply(eventMsg(T, 1, { severity: 'error' }));
+  view.setFilter(makeViewFilter({ conditions: { severities: ['error'] } })); // rebuild: row 1 in
+  view.update(store.takeChanges()); // the frame that reports row 1
+  assert.deepEqual(view.rows.map((r) => r.sequence), [1]);
+});
+
 test('rebuild applies a new filter to everything buffered', () => {
   const store = new Store();
   store.apply(fixture('session.state'));

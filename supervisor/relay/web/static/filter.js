@@ -86,6 +86,9 @@ export class TimelineView {
     this.store = store;
     this.filter = filter;
     this.rows = [];
+    // the rows in `rows`: a rebuild between a row's arrival and the frame that reports it
+    // has already taken it in, and the frame must not add it a second time
+    this.shown = new WeakSet();
   }
 
   setFilter(filter) {
@@ -99,6 +102,7 @@ export class TimelineView {
       if (matchRow(row, this.filter)) out.push(row);
     }
     this.rows = out;
+    this.shown = new WeakSet(out);
   }
 
   // Applies one frame's worth of store changes; returns true when rows changed.
@@ -113,8 +117,9 @@ export class TimelineView {
       changed = true;
     }
     for (const row of changes.rows) {
-      if (!row.gone && matchRow(row, this.filter)) {
+      if (!row.gone && !this.shown.has(row) && matchRow(row, this.filter)) {
         this.rows.push(row);
+        this.shown.add(row);
         changed = true;
       }
     }
