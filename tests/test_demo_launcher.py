@@ -68,6 +68,15 @@ def ctl(ipc_path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
+def kill_services(logs):
+    """SIGKILL the relay and target the launcher started, by their pid files, if still there."""
+    for name in ("relay", "target"):
+        try:
+            os.kill(int((logs / f"{name}.pid").read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
 def test_the_demo_console_is_an_operators_view_and_ctrl_c_stops_both_ends(run_dir):
     certs = write_demo_certs(str(run_dir / "certs"))
     relay_config, target_config, port = write_demo_configs(run_dir, certs)
@@ -127,6 +136,7 @@ def test_the_demo_console_is_an_operators_view_and_ctrl_c_stops_both_ends(run_di
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        kill_services(logs)  # a failed test leaves no relay or target behind
     assert text.rstrip().endswith("stopped."), text
     assert not any(s.exists() for s in sockets)
     for name in ("relay", "target"):
