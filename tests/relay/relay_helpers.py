@@ -300,3 +300,16 @@ class RelayHarness:
                 await d
         if self.service is not None and self.service.running:
             await self.service.stopService()
+
+
+async def ready(relay, target=None, client=None):
+    """A relay with one registered target and an established, bound session."""
+    if relay.service is None:
+        relay.start()
+    target = target or relay.target()
+    await relay.register(target)
+    ws = await relay.session(client)
+    await ws.hello()
+    await ws.next("state", target_id=target.target_id)
+    await eventually(lambda: "logs.tail" in target.methods())
+    return target, ws

@@ -9,26 +9,13 @@ import sqlite3
 import pytest_twisted
 
 from relay_faketarget import fixture
-from relay_helpers import eventually
+from relay_helpers import eventually, ready
 
 
 def command(**changes):
     message = fixture("session.command.json")
     message.update(changes)
     return message
-
-
-async def ready(relay, target=None, client=None):
-    """A relay with one registered target and an established, bound session."""
-    if relay.service is None:
-        relay.start()
-    target = target or relay.target()
-    await relay.register(target)
-    ws = await relay.session(client)
-    await ws.hello()
-    await ws.next("state", target_id=target.target_id)
-    await eventually(lambda: "logs.tail" in target.methods())
-    return target, ws
 
 
 async def records(relay):

@@ -10,7 +10,7 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay_faketarget import fixture
-from relay_helpers import eventually
+from relay_helpers import eventually, ready
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from tests.http_support import get  # noqa: E402
@@ -78,12 +78,7 @@ async def test_the_scrape_matches_the_hub(relay):
 async def test_drops_of_a_full_session_queue_are_counted_and_kept_after_it_closes(relay):
     relay.start(metrics={"listen": "tcp:0"}, limits={"session_queue": 16})
     await relay.service.metrics.listening
-    target = relay.target()
-    await relay.register(target)
-    ws = await relay.session()
-    await ws.hello()
-    await ws.next("state")
-    await eventually(lambda: "logs.tail" in target.methods())
+    target, ws = await ready(relay)
     session = next(iter(relay.service.hub.sessions.values()))
     session.outbox.pauseProducing()  # as when the browser's socket stops taking bytes
     for _ in range(60):
