@@ -10,11 +10,22 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from supervisor import ChildKind, ChildSpec, Policy, ShutdownPolicy, SupervisorSpec, Supervisor
+from supervisor.tree import descendants
 from supervisor.tree.descendants import alive
 from tests.waiting import eventually
 
 PY = sys.executable
 FAST = Policy(initial_backoff_ms=0, max_backoff_ms=0, jitter_ratio=0)
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "subreaper"])
+def subreaper(request):
+    """This process as a child subreaper or not (a target is one), restored afterwards."""
+    was = descendants.is_subreaper()
+    descendants._PRCTL(descendants._PR_SET_CHILD_SUBREAPER, int(request.param), 0, 0, 0)
+    assert descendants.is_subreaper() is request.param
+    yield request.param
+    descendants._PRCTL(descendants._PR_SET_CHILD_SUBREAPER, int(was), 0, 0, 0)
 
 
 def supervise(*children: ChildSpec, **kwargs) -> Supervisor:
@@ -203,7 +214,8 @@ def open_fds() -> set[str]:
 
 @pytest.mark.parametrize("command", ["remove_child", "shutdown_tree"])
 @pytest_twisted.ensureDeferred
-async def test_a_grandchild_that_escaped_the_group_is_killed_with_the_child_and_reported(tmp_path, command):
+async def test_a_grandchild_that_escaped_the_group_is_killed_with_the_child_and_reported(
+        tmp_path, command, subreaper):
     pidfile = tmp_path / "grandchild.pid"
     before = open_fds()
     sup = supervise(ChildSpec("escaper", ChildKind.PROCESS, command=[PY, "-c", ESCAPER, str(pidfile)]),
@@ -225,6 +237,35 @@ async def test_a_grandchild_that_escaped_the_group_is_killed_with_the_child_and_
         assert done.payload["processes"] == {"stopped": [leader], "killed": [grandchild], "survived": []}
     finally:
         await sup.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subreaper_finds_what_a_child_left_without_scanning_proc(tmp_path, monkeypatch):
+    """With no adopted children, a child's processes are all in its leader's subtree."""
+    scans = []
+    real_marked = descendants.marked
+    monkeypatch.setattr(descendants, "marked", lambda *a: scans.append(a) or real_marked(*a))
+    was = descendants.is_subreaper()
+    descendants._PRCTL(descendants._PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    pidfile = tmp_path / "grandchild.pid"
+    sup = supervise(ChildSpec("crasher", ChildKind.PROCESS, command=[PY, "-c", "import time; time.sleep(60)"]),
+                    ChildSpec("escaper", ChildKind.PROCESS, command=[PY, "-c", ESCAPER, str(pidfile)]))
+    try:
+        crasher = await eventually(lambda: sup.child("/root/crasher").runner)
+        first = crasher.pid
+        os.kill(first, 9)
+        await eventually(lambda: sup.child("/root/crasher").restart_count == 1
+                         and sup.child("/root/crasher").state.value == "running")
+        assert scans == [], "a crash that left nothing behind reads no other process"
+        await eventually(lambda: pidfile.exists(), what="the grandchild wrote its pid")
+        grandchild = int(pidfile.read_text())
+        leader = sup.child("/root/escaper").runner.pid
+        outcome = await sup.command("remove_child", "/root/escaper", requested_by="CN=op", reason="t")
+        assert outcome.report["processes"] == {"stopped": [leader], "killed": [grandchild], "survived": []}
+        assert len(scans) == 1, "the orphan came back to this process: found by its marks"
+    finally:
+        await sup.stopService()
+        descendants._PRCTL(descendants._PR_SET_CHILD_SUBREAPER, int(was), 0, 0, 0)
 
 
 @pytest_twisted.ensureDeferred

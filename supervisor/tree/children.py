@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from supervisor.tree.descendants import MARK_TREE, alive, marked, reap
+from supervisor.tree.descendants import MARK_TREE, alive, of_child, reap
 from supervisor.tree.journal import plain_text
 from supervisor.tree.logfile import RotatingLogFile
 from supervisor.tree.spawn import ChildProcess, Identity, spawn_child
@@ -423,7 +423,7 @@ class ProcessRunner(ProcessProtocol):
         """Live processes carrying this child's marks (its group and any that escaped it)."""
         if MARK_TREE not in self._marks:
             return []
-        return [pid for pid in marked(self._marks[MARK_TREE], self._path) if pid != self.pid]
+        return of_child(self.pid, self._marks[MARK_TREE], self._path)
 
     def _escaped(self) -> list[int]:
         """Marked processes outside the child's process group."""

@@ -16,6 +16,11 @@ which every descendant inherits through ``fork`` and ``exec``:
 tree process is gone (the target was SIGKILLed): a restarted target kills them before it
 starts anything, so it never runs a second copy. A descendant that execs with a scrubbed
 environment is not found; it is still stopped when it stays in the child's group.
+
+Scanning ``/proc`` costs a read of every process's environment, so :func:`of_child` avoids it
+where the kernel already says enough: in a child subreaper with no adopted children, every
+live descendant of a process child is in the subtree of its leader (each orphan would have
+been reparented to this process), and that subtree is read from ``/proc/<pid>/task/*/children``.
 """
 
 from __future__ import annotations
@@ -34,15 +39,32 @@ MARK_TREE = "SUPERVISOR_TREE"
 MARK_PATH = "SUPERVISOR_CHILD_PATH"
 MARK_TARGET = "SUPERVISOR_TARGET_ID"
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+#: Most processes :func:`subtree` walks: a fork bomb must not make a stop unbounded.
+SUBTREE_LIMIT = 65536
+
+
+def _prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
 
 
 def become_subreaper() -> bool:
     """Make this process the child subreaper of its descendants; False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
+    return _PRCTL is not None and _PRCTL(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def is_subreaper() -> bool:
+    """True when this process is a child subreaper (orphaned descendants come to it)."""
+    if _PRCTL is None:
         return False
+    flag = ctypes.c_int(0)
+    return _PRCTL(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value == 1
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -155,20 +177,52 @@ def reap(pids: list[int]) -> None:
                 raise
 
 
-def own_children() -> list[int]:
-    """Pids of this process's direct children (adopted orphans included)."""
+def children_of(pid: int | str) -> list[int]:
+    """Pids of the direct children of ``pid`` (of any of its threads); [] when it is gone."""
     found: list[int] = []
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return found
     for tid in tasks:
         try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                found.extend(int(pid) for pid in f.read().split())
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(int(child) for child in f.read().split())
         except OSError:
             pass
     return sorted(set(found))
+
+
+def own_children() -> list[int]:
+    """Pids of this process's direct children (adopted orphans included)."""
+    return children_of("self")
+
+
+def subtree(pid: int) -> list[int]:
+    """Pids of the live descendants of ``pid`` reachable through their parents (at most
+    :data:`SUBTREE_LIMIT`), sorted."""
+    found: set[int] = set()
+    todo = children_of(pid)
+    while todo and len(found) < SUBTREE_LIMIT:
+        child = todo.pop()
+        if child in found:
+            continue
+        found.add(child)
+        todo.extend(children_of(child))
+    return sorted(p for p in found if alive(p))
+
+
+def of_child(leader: int | None, tree: str, path: str) -> list[int]:
+    """Live processes of the process child at ``path`` led by ``leader``, the leader excluded.
+
+    Read from the leader's subtree when this process is a subreaper with no adopted children
+    (then nothing of the child can be elsewhere); otherwise found by the marks
+    (:func:`marked`), the leader's subtree added for any that scrubbed their environment.
+    """
+    walked = subtree(leader) if leader is not None else []
+    if is_subreaper() and all(pid in LIVE_LEADERS for pid in own_children()):
+        return walked
+    return sorted((set(marked(tree, path)) | set(walked)) - {leader})
 
 
 class Orphans:
