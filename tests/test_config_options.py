@@ -87,6 +87,7 @@ def test_numprocs_makes_a_group_of_instances_named_by_process_name():
     ({**PROC, "group": "no-such-group-here"}, "children[0].group: no such group"),
     ({**PROC, "stop_as_group": "yes"}, "children[0].stop_as_group: must be true or false"),
     ({**PROC, "autostart": False}, "children[0].autostart: is not a key here; write hold: paused"),
+    ({**PROC, "parent_death_signal": "SIGNOPE"}, "children[0].parent_death_signal: unknown signal"),
     ({"name": "t", "kind": "task", "callable": "supervisor.demo:steady_worker", "numprocs": 2},
      "children[0].numprocs: is not used by a task child"),
 ])
@@ -112,6 +113,12 @@ def test_user_group_umask_and_group_signals_are_kept():
     assert (child.user, child.group, child.umask) == ("nobody", str(nobody.pw_gid), 0o022)
     assert (child.stop_as_group, child.kill_as_group) == (False, False)
     assert parse({"children": [PROC]}).spec.children[0].stop_as_group is True
+
+
+def test_a_parent_death_signal_is_off_unless_asked_for():
+    assert parse({"children": [PROC]}).spec.children[0].parent_death_signal is None
+    child = parse({"children": [{**PROC, "parent_death_signal": "KILL"}]}).spec.children[0]
+    assert child.parent_death_signal == "KILL"
 
 
 def test_include_concatenates_children_and_a_duplicate_names_both_files(tmp_path):

@@ -152,7 +152,8 @@ def write_owner_config(folder: pathlib.Path) -> pathlib.Path:
         shutdown: {{graceful_timeout_ms: 500, abort_wait_ms: 2000}}
         ipc: {{enabled: true, target_id: owner-target, path: {folder}/t.sock, bind_mode: replace_stale}}
         children:
-          - {{name: stubborn, kind: process, command: [{sys.executable}, -c, {json.dumps(STUBBORN)}, {folder}]}}
+          - {{name: stubborn, kind: process, parent_death_signal: KILL,
+              command: [{sys.executable}, -c, {json.dumps(STUBBORN)}, {folder}]}}
           - {{name: daemonizer, kind: process, command: [{sys.executable}, -c, {json.dumps(DAEMONIZER)}, {folder}]}}
     """))
     return config
@@ -190,7 +191,7 @@ def test_a_killed_target_leaves_no_second_copy_and_orphans_come_back_to_it(workd
         first.wait(timeout=30)
         for name in names:
             (workdir / name).unlink()
-        # the leader gets SIGKILL as its parent-death signal; what left its session waits
+        # the leader was given SIGKILL as its parent-death signal; what left its session waits
         wait_until(lambda: not running(old["leader"]), 10, "the leader died with the target")
         assert running(old["grandchild"])
         second = subprocess.Popen([TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(config)],

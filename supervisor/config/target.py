@@ -64,7 +64,7 @@ OBSERVABILITY_KEYS = tuple(f.name for f in attrs.fields(Observability))
 #: Keys only a process child has, besides command, cwd, environment and stop_signal.
 PROCESS_KEYS = (
     "exitcodes", "startsecs", "startretries", "user", "group", "umask", "stop_as_group",
-    "kill_as_group", "numprocs", "numprocs_start", "process_name",
+    "kill_as_group", "parent_death_signal", "numprocs", "numprocs_start", "process_name",
 )
 RESOURCES_KEYS = tuple(f.name for f in attrs.fields(ResourcesConfig))
 PROMETHEUS_KEYS = tuple(f.name for f in attrs.fields(PrometheusConfig))
@@ -481,6 +481,13 @@ def _process_fields(section: Section, key: str, base_dir: str, fields: dict[str,
     except ValueError as e:
         raise ConfigError(join_key(key, "stop_signal"), str(e)) from None
     fields["stop_signal"] = stop_signal
+    if section.data.get("parent_death_signal") is not None:
+        death = section.string("parent_death_signal")
+        try:
+            signal_number(death)
+        except ValueError as e:
+            raise ConfigError(join_key(key, "parent_death_signal"), str(e)) from None
+        fields["parent_death_signal"] = death
     codes = section.data.get("exitcodes", list(d.exitcodes))
     if (not isinstance(codes, list) or not codes
             or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255 for c in codes)):

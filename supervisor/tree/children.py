@@ -399,7 +399,8 @@ class ProcessRunner(ProcessProtocol):
             identity = Identity(self._spec.user, self._spec.group, self._spec.umask)
             child = spawn_child(self._reactor, self, executable, command, env,
                                 cwd=self._spec.cwd, identity=identity,
-                                parent_death_signal=signal.SIGKILL)
+                                parent_death_signal=None if self._spec.parent_death_signal is None
+                                else signal_number(self._spec.parent_death_signal))
         except Exception:
             self._exit(Outcome(False, "spawn failed: " + describe_failure(Failure())))
             return

@@ -269,6 +269,8 @@ class ChildSpec:
     stop_as_group: bool = True
     #: aborts (SIGKILL), and the sweep after the leader exits, reach the whole group
     kill_as_group: bool = True
+    #: signal the child gets when the target dies (``PR_SET_PDEATHSIG``); costs an exec
+    parent_death_signal: str | None = None
     log_file: LogFileSpec | None = None  # process children: output also as a plain text file
     policy: Policy | None = None
     shutdown: ShutdownPolicy | None = None
