@@ -26,17 +26,16 @@ TOLERANCE = 1.05
 #: Why we are behind, per metric prefix; shown in the closing note only when we are behind there.
 #: Evidence and profile numbers: the report in bench/peers/NOTES.md.
 CAUSES = {
-    "crash→restart": "Each start execs /usr/bin/setsid before the child (ProcessRunner.start): "
-                     "measured +1.2 ms from spawn to first output (7.7 vs 6.5 ms), i.e. nearly all "
-                     "of our ~1.3 ms above the floor; procmon spawns the child directly (≈ floor).",
-    "restart overhead": "See crash→restart: the setsid exec.",
-    "supervisor CPU": "Twisted's posix_spawn path lists /dev/fd and fcntl()s every open fd on each "
-                      "spawn (~0.9–1.0 ms per spawnProcess in a daemon with 20–100 children), plus "
-                      "~6 journal events and state deltas per restart.",
-    "status": "The reply is the full DashboardState (~42 KB for 20 children: recent_events 23 KB, "
-              "topology 9 KB, recent_logs 5 KB, rows 5 KB), rebuilt (0.16 ms) and JSON-encoded "
-              "(0.3 ms) on every call, then decoded by the client; supervisord's and circus's "
-              "replies are flat lists.",
+    "crash→restart": "A child with parent_death_signal is started through util-linux setpriv, an "
+                     "extra exec: 1.2–2.0 ms above the Popen floor with it, 0.04 ms without (the "
+                     "default), in one run of bench_peer_restart.",
+    "restart overhead": "See crash→restart: the parent-death shim's exec, off by default.",
+    "supervisor CPU": "Per restart: the exit's pidfd watch, the spawn (posix_spawn), the journal "
+                      "events and state deltas of the restart, and their IPC pushes.",
+    "status": "The floor row is a bare Twisted server answering with our captured reply: the "
+              "socket round trip and the reply's size (6 KB for 20 children, 29 KB for 100, "
+              "flat rows with resources) cost that much for anyone; circus's reply has no "
+              "per-process rows.",
     "event delivery": "The child_exited push is written in the same reactor turn that schedules "
                       "the restart (callLater(0)); the restart's spawnProcess runs before the "
                       "reactor flushes the IPC socket, so each event waits for a spawn: in-process "
