@@ -4,8 +4,9 @@ Each daemon is started with 20 children, measured, stopped, then started with 10
 after all are up and BENCH_IDLE_SETTLE seconds (2) have passed, its CPU (utime+stime of the
 daemon process only, /proc/<pid>/stat) is read over BENCH_IDLE_SECONDS (60) and its VmRSS at the
 end. Per additional child = (RSS@100 − RSS@20) / 80. circus runs with the check_delay it uses
-for its fastest restart (see bench_peer_restart). Env: BENCH_IDLE_SECONDS, BENCH_IDLE_CHILDREN
-("20,100"), BENCH_PEERS. Prints one JSON object.
+for its fastest restart (see bench_peer_restart). Then ours alone with BENCH_IDLE_HUGE
+(1,000) children: RSS and CPU over BENCH_IDLE_HUGE_SECONDS (5) once all are up (0: skipped).
+Env: BENCH_IDLE_SECONDS, BENCH_IDLE_CHILDREN ("20,100"), BENCH_PEERS. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from bench.peers.harness import env_float, guarded, row  # noqa: E402
 DURATION = env_float("BENCH_IDLE_SECONDS", 60)
 SETTLE = env_float("BENCH_IDLE_SETTLE", 2)
 SMALL, LARGE = (int(n) for n in os.environ.get("BENCH_IDLE_CHILDREN", "20,100").split(","))
+HUGE = int(os.environ.get("BENCH_IDLE_HUGE", 1000))
+HUGE_SECONDS = env_float("BENCH_IDLE_HUGE_SECONDS", 5)
 
 
 def measure(session: harness.Session, peer: str, size: int, seconds: float) -> dict:
@@ -57,6 +60,8 @@ def main() -> None:
                     "window_s": large["window_s"], "unexpected_restarts": large["unexpected_restarts"],
                 }
             results[peer] = guarded(peer, run)
+        if HUGE:
+            results["ours"][f"at_{HUGE}"] = guarded("ours", lambda: measure(session, "ours", HUGE, HUGE_SECONDS))
     values = lambda key: {p: harness.value(r, key) for p, r in results.items()}  # noqa: E731
     rss = {p: r["rss_kib"] for p, r in results.items() if p != "ours" and "rss_kib" in r}
     ours = results["ours"]
@@ -71,6 +76,9 @@ def main() -> None:
             "≤ 20 KiB", per_child_met),
         row(f"idle CPU with {LARGE} children (% of a core)", values("idle_cpu_percent"), "< 1 %", cpu_met),
     ]
+    if HUGE:
+        rows.append(row(f"daemon RSS with {HUGE} children (KiB)",
+                        {"ours": harness.value(ours, f"at_{HUGE}", "rss_kib")}, compare=False))
     emit("peer_idle", {
         "title": f"(3) daemon RSS and idle CPU with {LARGE} process children",
         "idle_seconds": DURATION, "settle_seconds": SETTLE, "sizes": [SMALL, LARGE],

@@ -40,10 +40,11 @@ CAUSES = {
                       "the restart (callLater(0)); the restart's spawnProcess runs before the "
                       "reactor flushes the IPC socket, so each event waits for a spawn: in-process "
                       "3.8 ms → 1.8 ms p50 when the restart is deferred one more reactor turn.",
-    "daemon RSS": "Importing the reactor with pyOpenSSL installed (twisted[tls], needed by the "
-                  "relay) loads OpenSSL + cryptography via twisted.internet._newtls: +12.6 MB "
-                  "(reactor import 35.0 MB here vs 22.4 MB in procmon's venv); twistd's plugin "
-                  "scan +3 MB, our modules +4 MB. Per-child state is small.",
+    "daemon RSS": "Any process with Twisted's reactor imported is 31.1 MB here before any "
+                  "supervision (procmon's venv and ours alike; supervisord has no reactor: 27 MB). "
+                  "With pyOpenSSL installed (twisted[tls], which the relay needs) the reactor "
+                  "itself imports OpenSSL and cryptography (twisted.internet.posixbase → ssl, "
+                  "tcp → _newtls): 43.8 MB; our modules, yaml and psutil add ~7 MB.",
     "RSS per additional child": "procmon keeps only a protocol per child; we keep runtime rows, "
                                 "journal entries and a protocol (still ≤ 20 KiB).",
     "idle CPU": "The heartbeat LoopingCall wakes every heartbeat_interval_ms.",
