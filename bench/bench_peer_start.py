@@ -6,6 +6,12 @@ the same event ends the clock for everyone. Also reported: launch → first chil
 start-up: interpreter, imports, config) and first → last child up (the spawning itself).
 The floor: the harness Popen()s the same children itself. Trials are interleaved peer by peer. Env: BENCH_START_CHILDREN (100), BENCH_TRIALS (3),
 BENCH_PEERS. Prints one JSON object.
+
+Beside it, the start-up floor of each Twisted daemon (``imports``): the wall time and RSS of an
+interpreter that only imports what the daemon imports before it starts anything — ours
+(twistd, the reactor, the target's modules), procmon (the reactor and procmon, in its own
+venv), and the reactor alone in our venv with and without the TLS stack that Twisted's
+reactor imports when pyOpenSSL is installed. Median of BENCH_IMPORT_RUNS (5), interleaved.
 """
 
 from __future__ import annotations
@@ -22,6 +28,16 @@ from bench.peers.harness import env_int, guarded, median_of, ms, row  # noqa: E4
 
 CHILDREN = env_int("BENCH_START_CHILDREN", 100)
 TRIALS = env_int("BENCH_TRIALS", 3)
+IMPORT_RUNS = env_int("BENCH_IMPORT_RUNS", 5)
+#: what each daemon imports before it starts a child, and what the reactor alone costs
+IMPORTS = {
+    "ours": "import twisted.scripts.twistd, twisted.internet.reactor, supervisor.target.tap, "
+            "supervisor.target.service, supervisor.ipc.service",
+    "reactor": "import twisted.internet.reactor",
+    "reactor_without_tls": "import sys; sys.modules['OpenSSL'] = None; import twisted.internet.reactor",
+    "procmon": "import twisted.internet.reactor, twisted.runner.procmon",
+}
+_REPORT = "; import re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
 
 
 def trial(session: harness.Session, peer: str, index: int) -> dict:
@@ -64,6 +80,26 @@ def floor_trial(session: harness.Session, index: int) -> dict:
             "spawn_spread_ms": ms(times[-1] - times[0])}
 
 
+def import_floor() -> dict:
+    """Wall time and RSS of interpreters that only import (see the module docstring)."""
+    import statistics
+    import subprocess
+
+    from bench.peers import envs
+
+    pythons = {name: sys.executable for name in IMPORTS}
+    pythons["procmon"] = envs.ensure("procmon")
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in IMPORTS}
+    for _ in range(IMPORT_RUNS):
+        for name, code in IMPORTS.items():
+            t0 = time.monotonic()
+            out = subprocess.run([pythons[name], "-c", code + _REPORT], capture_output=True, text=True,
+                                 timeout=120, check=True)
+            samples[name].append((time.monotonic() - t0, int(out.stdout.split()[-1])))
+    return {name: {"wall_ms": ms(statistics.median(t for t, _ in got)),
+                   "rss_kib": statistics.median(r for _, r in got)} for name, got in samples.items()}
+
+
 def main() -> None:
     harness.use_results_dir()
     peers = harness.selected_peers()
@@ -80,6 +116,7 @@ def main() -> None:
                     failed[peer] = result
                 else:
                     runs[peer].append(result)
+    imports = guarded("imports", import_floor)
     results = {
         p: failed.get(p) or {k: median_of(t, k) for k in ("all_running_ms", "first_child_ms", "spawn_spread_ms")}
         | {"trials": t}
@@ -101,9 +138,13 @@ def main() -> None:
         row(f"start {CHILDREN} children: first → last child up (ms)", values("spawn_spread_ms"),
             "≥ 2× faster than the best peer", best_peer_ratio("spawn_spread_ms")),
     ]
+    if "unavailable" not in imports:
+        for key, label in (("wall_ms", "imports before the first child (ms)"), ("rss_kib", "RSS after those imports (KiB)")):
+            rows.append(row(label, {"ours": imports["ours"][key], "procmon": imports["procmon"][key],
+                                    "floor": imports["reactor_without_tls"][key]}))
     emit("peer_start", {
         "title": f"(4) start {CHILDREN} process children until all are running",
-        "children": CHILDREN, "trials": TRIALS, "results": results, "rows": rows,
+        "children": CHILDREN, "trials": TRIALS, "results": results, "imports": imports, "rows": rows,
         "method": "t0 just before launching the daemon; each child's own up report ends the clock",
         "generated_at": time.time(),
     })
