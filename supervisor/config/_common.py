@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import types
@@ -165,6 +166,12 @@ class Section:
         value = self._get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(join_key(self.key, name), "must be a number")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:  # NaN passes every comparison: refuse it (and infinities) first
+            raise ConfigError(join_key(self.key, name), "must be a finite number")
         _check_range(join_key(self.key, name), value, minimum, maximum)
         return float(value)
 

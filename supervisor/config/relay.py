@@ -19,6 +19,7 @@ from supervisor.config._common import (
     metrics_listen,
     resolve_path,
 )
+from supervisor.wire.bounds import LEASE_SECONDS_RANGE
 from supervisor.wire.vocabulary import COMMANDS
 
 __all__ = [
@@ -450,8 +451,10 @@ def _registration(s: Section, base_dir: str) -> RegistrationConfig:
         prefixes.append(resolve_path(join_key(prefixes_key, index), raw, base_dir).rstrip("/")
                         or "/")
     d = defaults(RegistrationConfig)
-    max_lease = s.integer("max_lease_seconds", d.max_lease_seconds, minimum=1)
-    default_lease = s.integer("default_lease_seconds", d.default_lease_seconds, minimum=1)
+    max_lease = s.integer("max_lease_seconds", d.max_lease_seconds, minimum=1,
+                          maximum=LEASE_SECONDS_RANGE[1])
+    default_lease = s.integer("default_lease_seconds", d.default_lease_seconds, minimum=1,
+                              maximum=LEASE_SECONDS_RANGE[1])
     if default_lease > max_lease:
         raise ConfigError(join_key(s.key, "default_lease_seconds"),
                           "must not exceed registration.max_lease_seconds")

@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from supervisor.history.store import list_segments
+from supervisor.wire.bounds import HISTORY_LIMIT_RANGE
 from supervisor.wire.ndjson import dumps
 
 MAX_PAGE_BYTES = 1024 * 1024
 MAX_SCAN_BYTES = 32 * 1024 * 1024
-MAX_LIMIT = 1000
+MAX_LIMIT = HISTORY_LIMIT_RANGE[1]
 END = "end"
 _WINDOW = 4 * 1024 * 1024
 _CURSOR = re.compile(r"^(\d{1,10})-(\d{1,15})$")

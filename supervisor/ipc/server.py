@@ -25,6 +25,7 @@ from supervisor.history.store import HistoryStore
 from supervisor.ipc.commands import run_command
 from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
+from supervisor.wire.bounds import SEQUENCE_RANGE, TAIL_LINES_RANGE, describe, int_in
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, dumps, encode
 from supervisor.tree.descendants import start_time
@@ -266,17 +267,17 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
                 target_id,
             )
         since = params.get("since_sequence")
-        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        if since is not None and not int_in(since, SEQUENCE_RANGE):
             raise _error("validation_failed", "subscription",
-                         "since_sequence must be a non-negative integer", target_id)
+                         describe("since_sequence", SEQUENCE_RANGE), target_id)
         if method == "events.subscribe":
             kind = "events"
             after = lambda: self._subscribe_events(since or 0)  # noqa: E731
         else:
             lines = params.get("lines", 100)
-            if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            if not int_in(lines, TAIL_LINES_RANGE):
                 raise _error("validation_failed", "subscription",
-                             "lines must be a non-negative integer", target_id)
+                             describe("lines", TAIL_LINES_RANGE), target_id)
             kind = "logs"
             after = lambda: self._subscribe_logs(lines, since)  # noqa: E731
         if kind in self.subscriptions:

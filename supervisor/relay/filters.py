@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from supervisor.wire.bounds import SEQUENCE_RANGE, describe, int_in
 from supervisor.wire.errors import WireError
 from supervisor.wire.vocabulary import EVENT_LIFECYCLE
 
@@ -60,8 +61,8 @@ class FilterConditions:
                 raise _schema(f"{key} must be a list of at most {MAX_FILTER_ITEMS} strings")
             values[key] = tuple(raw)
         seq = message.get("sequence_min")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-            raise _schema("sequence_min must be an integer or null")
+        if seq is not None and not int_in(seq, SEQUENCE_RANGE):
+            raise _schema(describe("sequence_min", SEQUENCE_RANGE) + ", or null")
         corr = message.get("correlation_id")
         if corr is not None and not isinstance(corr, str):
             raise _schema("correlation_id must be a string or null")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from supervisor.wire.bounds import HISTORY_LIMIT_RANGE, describe, int_in
 from supervisor.wire.errors import WireError
 
 MAX_IN_FLIGHT = 4
@@ -60,6 +61,9 @@ class HistoryRequests:
             if stream not in STREAMS:
                 raise WireError("invalid_message_schema", "history",
                                 "stream must be \"logs\" or \"events\"")
+            if "limit" in message and not int_in(message["limit"], HISTORY_LIMIT_RANGE):
+                raise WireError("invalid_message_schema", "history",
+                                describe("limit", HISTORY_LIMIT_RANGE))
             if not isinstance(target_id, str) or target_id not in session.bound:
                 raise WireError("target_not_bound", "history",
                                 "this session has no such target bound", _text(target_id))

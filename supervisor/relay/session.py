@@ -27,6 +27,7 @@ from supervisor.relay.filters import FilterConditions
 from supervisor.relay.outbox import Outbox
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import dumps
+from supervisor.wire.bounds import check_wire_int
 
 __all__ = ["SessionTransport", "SessionHost", "Session", "CLOSE_SLOW_CONSUMER",
            "CLOSE_PROTOCOL_ERROR", "AWAITING_HELLO", "ESTABLISHED", "CLOSED"]
@@ -207,7 +208,7 @@ class Session:
                             "binary messages are not JSON text")
         try:
             message = json.loads(payload.decode("utf-8"), parse_constant=_not_json,
-                                 parse_float=_finite_float)
+                                 parse_float=_finite_float, parse_int=check_wire_int)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise WireError("invalid_message_json", "session",
                             f"message is not valid JSON: {str(e)[:120]}") from None

@@ -2,8 +2,9 @@
 
 :func:`dumps` is the JSON text of every message (WebSocket frames included): compact, UTF-8
 rather than ``\\u`` escapes, and never ``NaN``/``Infinity``, which JSON does not have.
-:func:`encode` is the same text as one NDJSON line; :func:`decode` refuses those constants
-and numbers beyond a float's range (``1e999``), which would decode as infinities. With
+:func:`encode` is the same text as one NDJSON line; :func:`decode` refuses those constants,
+numbers beyond a float's range (``1e999``), which would decode as infinities, and integers
+beyond what 64 bits hold (:mod:`supervisor.wire.bounds`). With
 ``lone_surrogates="replace"`` (what a reader of pushes and answers asks for) every lone
 surrogate a ``\\ud800``-style escape produces becomes U+FFFD: such strings are made
 encodable where they enter, so no later :func:`encode` (a push fanned out, a log line, an
@@ -32,6 +33,7 @@ from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from supervisor.wire.bounds import check_wire_int
 from supervisor.wire.errors import WireError
 
 DEFAULT_MAX_LINE_BYTES = 65536
@@ -64,7 +66,8 @@ def decode(line: bytes, stage: str = "protocol_parse", *, lone_surrogates: str =
         raise WireError("invalid_json", stage, "request line is blank")
     try:
         text = line.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                           parse_int=check_wire_int)
         if lone_surrogates == "replace" and _SURROGATE_ESCAPE.search(line):
             return encodable(value)
         return value

@@ -4,8 +4,14 @@
 :class:`RegistrationRefused` with the contract's code. Two of them depend on where the payload
 is read: which ``ipc_path`` prefixes are allowed and which leases are granted. A relay passes
 those as a :class:`RegistrationPolicy`, applied at their place in the order; without one only
-the contract's own rules hold (an absolute path, a lease of at least one second). The checks
-that follow the model's (symlinks, owners, conflicts) are the relay's.
+the contract's own rules hold (an absolute path, a lease within ``LEASE_SECONDS_RANGE``). The
+checks that follow the model's (symlinks, owners, conflicts) are the relay's.
+
+Numbers (:mod:`supervisor.wire.bounds`): ``lease_seconds`` and ``timeout_seconds`` that are
+not integers, or beyond what a JavaScript client reads exactly, are malformed
+(``invalid_registration_json``); a lease outside the granted range is
+``invalid_lease_seconds`` and a timeout outside ``COMMAND_TIMEOUT_SECONDS_RANGE`` is
+``unsupported_command_schema``, the contract's code for a timeout of 0.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import os
 from typing import Any, Protocol
 
 import attrs
+
+from supervisor.wire.bounds import (COMMAND_TIMEOUT_SECONDS_RANGE, LEASE_SECONDS_RANGE,
+                                     SAFE_INT_MAX, int_in)
 
 __all__ = ["CommandSpec", "Registration", "RegistrationPolicy", "RegistrationRefused",
            "MAX_TARGET_ID_CHARS", "MAX_DISPLAY_NAME_CHARS", "MAX_SUPPORTED_COMMANDS"]
@@ -51,15 +60,16 @@ class RegistrationPolicy(Protocol):
 
 
 class _ContractRules:
-    """The policy of a reader without one: any absolute path, a lease of at least 1 s."""
+    """The policy of a reader without one: any absolute path, a lease in LEASE_SECONDS_RANGE."""
 
     def ipc_path(self, path: str) -> str:
         return path
 
     def lease_seconds(self, requested: int | None) -> int:
-        if requested is None or requested <= 0:
+        low, high = LEASE_SECONDS_RANGE
+        if requested is None or not low <= requested <= high:
             raise RegistrationRefused("invalid_lease_seconds",
-                                      "lease_seconds must be a positive integer")
+                                      f"lease_seconds must be an integer from {low} to {high}")
         return requested
 
 
@@ -68,7 +78,8 @@ def _malformed(message: str) -> RegistrationRefused:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, not a boolean, that a JavaScript client reads exactly."""
+    return int_in(value, (-SAFE_INT_MAX, SAFE_INT_MAX))
 
 
 def _is_text(value: Any) -> bool:
@@ -150,7 +161,7 @@ class Registration:
         if not _is_text(ipc_path) or "\x00" in ipc_path:
             raise _malformed("ipc_path must be a string")
         if lease is not None and not _is_int(lease):
-            raise _malformed("lease_seconds must be an integer")
+            raise _malformed(f"lease_seconds must be an integer of at most {SAFE_INT_MAX}")
         if not isinstance(commands, list) or len(commands) > MAX_SUPPORTED_COMMANDS:
             raise _malformed(f"supported_commands must be a list of at most "
                              f"{MAX_SUPPORTED_COMMANDS} objects")
@@ -160,7 +171,9 @@ class Registration:
                                  "timeout_seconds")
             if (not _is_text(item["name"]) or not isinstance(item["idempotent"], bool)
                     or not _is_int(item["timeout_seconds"])):
-                raise _malformed("supported command fields have the wrong types")
+                raise _malformed("supported command fields have the wrong types (name: string, "
+                                 "idempotent: boolean, timeout_seconds: integer of at most "
+                                 f"{SAFE_INT_MAX})")
 
         if not target_id.strip():
             raise RegistrationRefused("empty_target_id", "target_id must not be blank")
@@ -170,11 +183,13 @@ class Registration:
         recorded_path = rules.ipc_path(ipc_path)
         lease_seconds = rules.lease_seconds(lease)
         specs = []
+        low, high = COMMAND_TIMEOUT_SECONDS_RANGE
         for item in commands:
-            if not item["name"].strip() or item["timeout_seconds"] <= 0:
+            if not item["name"].strip() or not low <= item["timeout_seconds"] <= high:
                 raise RegistrationRefused(
                     "unsupported_command_schema",
-                    "supported commands need a non-blank name and timeout_seconds > 0")
+                    f"supported commands need a non-blank name and timeout_seconds from {low} "
+                    f"to {high}")
             specs.append(CommandSpec(item["name"], item["idempotent"], item["timeout_seconds"]))
         return cls(
             target_id=target_id,

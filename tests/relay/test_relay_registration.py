@@ -214,6 +214,28 @@ async def test_owner_from_peer_credentials(relay):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_401_digit_timeout_is_refused_and_registers_nothing(relay):
+    relay.start()
+    path = relay.registration_path
+    body = payload(relay)
+    for command in body["supported_commands"]:
+        command["timeout_seconds"] = int("9" * 401)
+    ack = await register(path, body)
+    assert error_code(ack) == "invalid_registration_json" and ack["retryable"] is False
+    assert "out of range" in ack["error"]["message"]
+    assert relay.service.registry.get("payments-worker-a") is None
+    for command in body["supported_commands"]:
+        command["timeout_seconds"] = 86_401
+    ack = await register(path, body)
+    assert error_code(ack) == "unsupported_command_schema"
+    assert "86400" in ack["error"]["message"]
+    assert relay.service.registry.get("payments-worker-a") is None
+    for command in body["supported_commands"]:
+        command["timeout_seconds"] = 86_400
+    assert (await register(path, body))["ok"] is True
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_display_name_over_256_characters_is_refused(relay):
     relay.start()
     path = relay.registration_path

@@ -1,0 +1,60 @@
+"""The dashboard session's numbers are bounded (supervisor.wire.bounds): filters, history
+requests, and any integer literal a JSON decoder would read without limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay_memory import MemoryRelay
+
+
+def _filter(**conditions):
+    message = {"type": "log_event_filter_conditions", "target_ids": [], "child_paths": [],
+               "lifecycle_states": [], "event_types": [], "severities": [],
+               "sequence_min": None, "correlation_id": None}
+    message.update(conditions)
+    return message
+
+
+@pytest.mark.parametrize("value, ok", [
+    (None, True), (0, True), (2**53 - 1, True), (2**53, False), (-1, False), (True, False),
+    (1.0, False),
+])
+def test_the_filter_sequence_min_is_bounded(value, ok):
+    relay = MemoryRelay()
+    session, ws = relay.session()
+    before = len(ws.of_type("error"))
+    relay.send(session, _filter(sequence_min=value))
+    errors = ws.of_type("error")[before:]
+    if ok:
+        assert errors == []
+    else:
+        assert [e["error"]["code"] for e in errors] == ["invalid_message_schema"]
+        assert "sequence_min" in errors[0]["error"]["message"]
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"type": "log_event_filter_conditions", "sequence_min": ' + b"9" * 401 + b"}",
+    b'{"type": "log_event_filter_conditions", "sequence_min": 1e999}',
+    b'{"type": "log_event_filter_conditions", "sequence_min": -Infinity}',
+])
+def test_a_session_message_with_an_unrepresentable_number_is_invalid_json(payload):
+    relay = MemoryRelay()
+    session, ws = relay.session()
+    session.receive(payload, False)
+    assert ws.last("error")["error"]["code"] == "invalid_message_json"
+    assert session.established and ws.close_code is None
+
+
+@pytest.mark.parametrize("limit", [0, 1001, 2**63 - 1, True, 1.5, "10"])
+def test_a_history_request_limit_out_of_range_is_refused_by_the_relay(limit):
+    relay = MemoryRelay()
+    target = relay.target()
+    relay.register(target)
+    session, ws = relay.session()
+    relay.send(session, {"type": "history_request", "request_id": "h1",
+                         "target_id": target.target_id, "stream": "logs", "limit": limit})
+    error = ws.last("error")
+    assert error["error"]["code"] == "invalid_message_schema", error
+    assert "limit" in error["error"]["message"]
+    assert "history.logs" not in target.methods()
