@@ -36,6 +36,7 @@ def table(heading: str) -> dict[str, str]:
         ("children[]", target.CHILD_KEYS),
         ("ipc", target.IPC_KEYS),
         ("ipc.registration", target.REGISTRATION_KEYS),
+        ("ipc.add_child", target.ADD_CHILD_KEYS),
     ],
 )
 def test_every_target_key_is_documented(heading, keys):
@@ -77,7 +78,9 @@ MODE_0600 = '`"0600"`'
 
 
 @pytest.mark.parametrize("part, heading, model, phrases", [
-    ("target", "ipc", target.IpcConfig, {"permissions": MODE_0600, "registration": "disabled"}),
+    ("target", "ipc", target.IpcConfig, {"permissions": MODE_0600, "registration": "disabled",
+                                         "add_child": "refuses all"}),
+    ("target", "ipc.add_child", target.AddChildPolicy, {}),
     ("target", "ipc.registration", target.RegistrationConfig, {"display_name": "the target id"}),
     ("relay", "registration", relay.RegistrationConfig, {"permissions": MODE_0600}),
     ("relay", "audit", relay.AuditConfig, {}),

@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from supervisor.config.target import IpcConfig
+from supervisor.config.target import AddChildPolicy, IpcConfig
 from supervisor.ipc.server import IpcServer
 from supervisor.testing import ManualTask, TreeHarness
 from supervisor.tree.spec import ChildKind, ChildSpec, ShutdownPolicy, SupervisorSpec
@@ -294,7 +294,7 @@ def command(name: str, path: str | None = "/root/worker", **extra) -> dict:
 
 @pytest_twisted.ensureDeferred
 async def test_commands_tell_the_truth():
-    target = Target().start()
+    target = Target(add_child=AddChildPolicy(allowed_callables=("supervisor.demo",))).start()
     try:
         client = await target.connect()
         await client.call("events.subscribe", {"target_id": TARGET_ID, "session_established": True,
@@ -391,7 +391,8 @@ def _logs_a_non_utf8_filename(ctx):
 
 @pytest_twisted.ensureDeferred
 async def test_lone_surrogates_never_make_the_state_unencodable():
-    target = Target(children=[ChildSpec("writer", ChildKind.TASK, factory=_logs_a_non_utf8_filename)])
+    target = Target(children=[ChildSpec("writer", ChildKind.TASK, factory=_logs_a_non_utf8_filename)],
+                    add_child=AddChildPolicy(allowed_callables=("supervisor.demo",)))
     target.start()
     try:
         client = await target.connect()

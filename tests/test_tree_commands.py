@@ -22,7 +22,8 @@ def harness():
             ChildSpec("sub", ChildKind.SUPERVISOR, children=[]),
         ],
     )
-    h = TreeHarness.from_yaml("{}")  # exercise the YAML path for the manifest parser
+    # exercise the YAML path for the manifest parser, with what its manifests may start
+    h = TreeHarness.from_yaml("ipc: {add_child: {allowed_callables: [supervisor.demo, sys]}}")
     h = TreeHarness(spec, manifest_parser=h.supervisor._manifest_parser).start()
     h.tasks = tasks
     return h

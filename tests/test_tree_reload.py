@@ -202,8 +202,9 @@ def test_the_next_failure_uses_the_reloaded_backoff():
     h.stop()
 
 
-def test_children_added_or_removed_by_commands_are_reported_not_undone(harness):
-    h = harness
+def test_children_added_or_removed_by_commands_are_reported_not_undone():
+    allow = "ipc: {add_child: {allowed_callables: [supervisor.demo]}}\n"
+    h = TreeHarness.from_yaml(BASE + allow).start()
     assert h.command("add_child", "/root", child_manifest=f"{{name: extra, kind: task, callable: '{W}'}}").accepted
     assert h.command("remove_child", "/root/gone").accepted
     extra = snapshot(h, "/root/extra")

@@ -12,6 +12,7 @@ import grp
 import importlib
 import os
 import pwd
+import re
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -51,6 +52,7 @@ from supervisor.tree.spec import (
 )
 from supervisor.tree.children import signal_number
 from supervisor.wire.ndjson import encodable
+from supervisor.wire.bounds import COMMAND_TIMEOUT_SECONDS_RANGE, LEASE_SECONDS_RANGE
 from supervisor.wire.registration import MAX_DISPLAY_NAME_CHARS
 from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 from supervisor.tree.specdiff import changed_keys
@@ -79,6 +81,9 @@ CHILD_KEYS = (
 RENAMED_KEYS = {
     "autostart": "hold: paused (the child waits, paused, until resume_child starts it)",
 }
+#: Largest value of any policy or shutdown number (limits and milliseconds: a week of ms):
+#: they become timers, and a timer cannot be set past a float's range.
+_POLICY_MAXIMUM = 7 * 24 * 3600 * 1000
 #: Most instances one ``numprocs`` child may have.
 MAX_NUMPROCS = 1000
 DEFAULT_PROCESS_NAME = "{name}_{index:02d}"
@@ -86,8 +91,9 @@ LOG_FILE_KEYS = ("path", "max_bytes", "backups")
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
     "max_request_bytes", "max_backlog_lines", "idle_timeout_seconds", "max_pending_pushes",
-    "command_timeout_seconds", "registration",
+    "command_timeout_seconds", "registration", "add_child",
 )
+ADD_CHILD_KEYS = ("allowed_commands", "allowed_callables")
 REGISTRATION_KEYS = (
     "enabled", "relay_registration_path", "display_name", "lease_seconds",
     "registration_heartbeat_interval_seconds", "timeout_seconds", "retry_jitter_ratio",
@@ -110,6 +116,41 @@ class RegistrationConfig:
 
 
 @attrs.frozen
+class AddChildPolicy:
+    """What an ``add_child`` manifest may start (``ipc.add_child``); empty refuses all.
+
+    A manifest is code: a ``process`` child runs its ``command`` as the target's user and a
+    ``task``/``service`` child imports its ``callable``'s module (running its import-time
+    code). Each is checked here, while the manifest is read, before anything is imported or
+    spawned. ``allowed_commands`` are absolute paths compared with ``command[0]`` as exact
+    strings (no ``PATH`` search, no symlink resolution); ``allowed_callables`` are module
+    names, each allowing itself and the modules under it (``myapp.jobs`` allows
+    ``myapp.jobs:run`` and ``myapp.jobs.nightly:run``, not ``myapp.jobs_old``).
+    """
+
+    allowed_commands: tuple[str, ...] = ()
+    allowed_callables: tuple[str, ...] = ()
+
+    def check_command(self, key: str, argv0: str) -> None:
+        """``ConfigError`` unless ``argv0`` is one of :attr:`allowed_commands`."""
+        if argv0 not in self.allowed_commands:
+            raise ConfigError(key, f"{argv0!r} is not in ipc.add_child.allowed_commands "
+                                   f"({_listed(self.allowed_commands)})")
+
+    def check_callable(self, key: str, ref: str) -> None:
+        """``ConfigError`` unless the module of ``ref`` is under :attr:`allowed_callables`."""
+        module = ref.partition(":")[0]
+        if not any(module == prefix or module.startswith(prefix + ".")
+                   for prefix in self.allowed_callables):
+            raise ConfigError(key, f"module {module!r} is not under ipc.add_child."
+                                   f"allowed_callables ({_listed(self.allowed_callables)})")
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    return ", ".join(values) if values else "empty: add_child starts nothing until it is set"
+
+
+@attrs.frozen
 class IpcConfig:
     """The local ``dashboard-ipc.v1`` socket (CONTRACTS.md §1)."""
 
@@ -126,6 +167,8 @@ class IpcConfig:
     max_pending_pushes: int = 4096
     command_timeout_seconds: int = 30
     registration: RegistrationConfig = RegistrationConfig()
+    #: what ``add_child`` manifests may start, whatever sends them
+    add_child: AddChildPolicy = AddChildPolicy()
 
 
 @attrs.frozen
@@ -149,15 +192,17 @@ class TargetConfig:
             except ConfigError as e:
                 raise ConfigError(e.key, f"{e.message} (in {source})") from None
             ipc_keys = changed_keys(self.ipc, fresh.ipc)
-            return Reloaded(fresh.spec, fresh.manifest_parser(),
-                            tuple(f"ipc.{k}" for k in ipc_keys))
+            # the ipc section is not applied by a reload: manifests keep this allow-list
+            parser = attrs.evolve(fresh, ipc=self.ipc).manifest_parser()
+            return Reloaded(fresh.spec, parser, tuple(f"ipc.{k}" for k in ipc_keys))
 
         return load
 
     def manifest_parser(self) -> Callable[[Any], ChildSpec]:
-        """Parser for ``add_child`` manifests, with this file's policies as defaults."""
+        """Parser for ``add_child`` manifests, with this file's policies as defaults and
+        ``ipc.add_child`` deciding what they may start."""
         return lambda manifest: parse_manifest(
-            manifest, self.spec.policy, self.spec.shutdown, self.base_dir
+            manifest, self.spec.policy, self.spec.shutdown, self.base_dir, self.ipc.add_child
         )
 
 
@@ -255,9 +300,13 @@ def _history(section: Section, base_dir: str) -> HistoryConfig:
 
 
 def parse_manifest(
-    manifest: Any, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
+    manifest: Any, policy: Policy, shutdown: ShutdownPolicy, base_dir: str,
+    allow: AddChildPolicy | None = None,
 ) -> ChildSpec:
-    """One child from a YAML string or a mapping, as ``add_child`` receives it."""
+    """One child from a YAML string or a mapping, as ``add_child`` receives it; every command
+    and callable in it (nested children too) is checked against ``allow`` (default: the
+    empty policy, which refuses them all) before any is imported."""
+    allow = allow if allow is not None else AddChildPolicy()
     if isinstance(manifest, str):
         try:
             manifest = yaml.safe_load(manifest)
@@ -266,7 +315,7 @@ def parse_manifest(
     if not isinstance(manifest, dict):
         raise ConfigError("child_manifest", "must be a mapping describing one child")
     manifest = expand_environment(manifest, os.environ, "child_manifest")
-    return _child(manifest, "child_manifest", policy, shutdown, base_dir)
+    return _child(manifest, "child_manifest", policy, shutdown, base_dir, allow)
 
 
 def _strategy(section: Section, name: str) -> Strategy:
@@ -289,7 +338,7 @@ def _policy(data: Any, key: str, base: Policy) -> Policy:
         if field.name == "jitter_ratio":
             values[field.name] = section.number(field.name)
         else:
-            values[field.name] = section.integer(field.name)
+            values[field.name] = section.integer(field.name, maximum=_POLICY_MAXIMUM)
     merged = {**attrs.asdict(base), **values}
     problems = policy_problems(merged)
     if problems:
@@ -301,8 +350,10 @@ def _policy(data: Any, key: str, base: Policy) -> Policy:
 def _shutdown(data: Any, key: str, base: ShutdownPolicy) -> ShutdownPolicy:
     section = Section(key, data, SHUTDOWN_KEYS)
     return ShutdownPolicy(
-        graceful_timeout_ms=section.integer("graceful_timeout_ms", base.graceful_timeout_ms, minimum=0),
-        abort_wait_ms=section.integer("abort_wait_ms", base.abort_wait_ms, minimum=0),
+        graceful_timeout_ms=section.integer("graceful_timeout_ms", base.graceful_timeout_ms,
+                                            minimum=0, maximum=_POLICY_MAXIMUM),
+        abort_wait_ms=section.integer("abort_wait_ms", base.abort_wait_ms, minimum=0,
+                                      maximum=_POLICY_MAXIMUM),
     )
 
 
@@ -341,9 +392,11 @@ def _included(top: Section, base_dir: str, environ: Mapping[str, str]) -> list[_
 
 
 def _children(
-    sources: list[_Source], policy: Policy, shutdown: ShutdownPolicy
+    sources: list[_Source], policy: Policy, shutdown: ShutdownPolicy,
+    allow: AddChildPolicy | None = None,
 ) -> tuple[ChildSpec, ...]:
-    """Children from one or more files, concatenated; names are unique across all of them."""
+    """Children from one or more files, concatenated; names are unique across all of them.
+    ``allow``: the ``add_child`` policy when they come from a manifest (None: the file's)."""
     parsed: list[tuple[str, str, ChildSpec]] = []
     for source in sources:
         if source.data is None:
@@ -353,7 +406,7 @@ def _children(
         for index, item in enumerate(source.data):
             key = join_key(source.key, index)
             parsed.append((key, source.file,
-                           _child(item, key, policy, shutdown, source.base_dir)))
+                           _child(item, key, policy, shutdown, source.base_dir, allow)))
     names: dict[str, str] = {}
     for key, file, child in parsed:
         if child.name in names:
@@ -383,7 +436,8 @@ def _enum(section: Section, name: str, enum_type: Any, default: str) -> Any:
 
 
 def _child(
-    data: Any, key: str, policy: Policy, shutdown: ShutdownPolicy, base_dir: str
+    data: Any, key: str, policy: Policy, shutdown: ShutdownPolicy, base_dir: str,
+    allow: AddChildPolicy | None = None,
 ) -> ChildSpec:
     if isinstance(data, Mapping):
         for old, new in RENAMED_KEYS.items():
@@ -428,14 +482,18 @@ def _child(
             raise ConfigError(join_key(key, extra), f"is not used by a {kind.value} child")
     if kind in (ChildKind.TASK, ChildKind.SERVICE):
         ref = section.string("callable")
+        if allow is not None:
+            allow.check_callable(join_key(key, "callable"), ref)
         fields["factory"] = _import(join_key(key, "callable"), ref)
         fields["callable_ref"] = ref
     elif kind is ChildKind.PROCESS:
         _process_fields(section, key, base_dir, fields)
+        if allow is not None:
+            allow.check_command(join_key(key, "command"), fields["command"][0])
         if section.has("log_file"):
             fields["log_file"] = _log_file(section.section("log_file", LOG_FILE_KEYS), base_dir)
         if section.has("numprocs"):
-            return _process_group(section, key, fields)
+            return _process_group(section, key, fields, allow)
         for name in ("process_name", "numprocs_start"):
             if section.has(name):
                 raise ConfigError(join_key(key, name), "is used only with numprocs")
@@ -443,7 +501,7 @@ def _child(
         fields["strategy"] = _strategy(section, "strategy")
         fields["children"] = _children(
             [_Source("", join_key(key, "children"), section.data.get("children"), base_dir)],
-            own_policy or policy, own_shutdown or shutdown,
+            own_policy or policy, own_shutdown or shutdown, allow,
         )
     try:
         return ChildSpec(**fields)
@@ -517,7 +575,8 @@ def _process_fields(section: Section, key: str, base_dir: str, fields: dict[str,
         fields[name] = value
 
 
-def _process_group(section: Section, key: str, fields: dict[str, Any]) -> ChildSpec:
+def _process_group(section: Section, key: str, fields: dict[str, Any],
+                   allow: AddChildPolicy | None = None) -> ChildSpec:
     """``numprocs`` instances of one process child, under a supervisor node of its name."""
     count = section.integer("numprocs", 1, minimum=1, maximum=MAX_NUMPROCS)
     first = section.integer("numprocs_start", 0, minimum=0, maximum=1_000_000)
@@ -549,6 +608,8 @@ def _process_group(section: Section, key: str, fields: dict[str, Any]) -> ChildS
             "policy": None,
             "shutdown": None,
         }
+        if allow is not None:  # the template may make another program of command[0]
+            allow.check_command(join_key(key, "command"), instance["command"][0])
         if fields.get("cwd"):
             instance["cwd"] = _render(join_key(key, "cwd"), fields["cwd"], values)
         if fields.get("log_file") is not None:
@@ -616,8 +677,9 @@ def _import(key: str, ref: str) -> Callable[..., Any]:
 def _ipc(data: Any, base_dir: str) -> IpcConfig:
     section = Section("ipc", data, IPC_KEYS)
     d = defaults(IpcConfig)
+    add_child = _add_child(section.section("add_child", ADD_CHILD_KEYS))
     if not section.boolean("enabled", d.enabled):
-        return IpcConfig()
+        return IpcConfig(add_child=add_child)  # in-process add_child reads manifests too
     target_id = section.string("target_id")
     raw_path = section.string("path")
     if not os.path.isabs(raw_path):
@@ -641,7 +703,8 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
                 f"must be an absolute path (got {relay_path!r})",
             )
         check_unix_socket_path("ipc.registration.relay_registration_path", relay_path)
-        lease = reg.integer("lease_seconds", r.lease_seconds, minimum=1)
+        lease = reg.integer("lease_seconds", r.lease_seconds, minimum=1,
+                            maximum=LEASE_SECONDS_RANGE[1])
         interval = reg.integer("registration_heartbeat_interval_seconds",
                                r.registration_heartbeat_interval_seconds, minimum=1)
         if interval >= lease:
@@ -679,6 +742,27 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
                                             minimum=0.1),
         max_pending_pushes=section.integer("max_pending_pushes", d.max_pending_pushes, minimum=1),
         command_timeout_seconds=section.integer("command_timeout_seconds",
-                                                d.command_timeout_seconds, minimum=1),
+                                                d.command_timeout_seconds,
+                                                minimum=COMMAND_TIMEOUT_SECONDS_RANGE[0],
+                                                maximum=COMMAND_TIMEOUT_SECONDS_RANGE[1]),
         registration=registration,
+        add_child=add_child,
     )
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _add_child(section: Section) -> AddChildPolicy:
+    """``ipc.add_child``: absolute program paths and dotted module names."""
+    commands = section.string_list("allowed_commands", [])
+    for index, command in enumerate(commands):
+        if not os.path.isabs(command) or "\x00" in command:
+            raise ConfigError(join_key(join_key(section.key, "allowed_commands"), index),
+                              f"must be an absolute path (got {command!r})")
+    modules = section.string_list("allowed_callables", [])
+    for index, module in enumerate(modules):
+        if not _MODULE_NAME.match(module):
+            raise ConfigError(join_key(join_key(section.key, "allowed_callables"), index),
+                              f"must be a module name such as myapp.jobs (got {module!r})")
+    return AddChildPolicy(allowed_commands=tuple(commands), allowed_callables=tuple(modules))
