@@ -38,6 +38,7 @@ from zope.interface import implementer
 from supervisor._backoff import retry_policy
 from supervisor.config.relay import LimitsConfig, TimeoutsConfig
 from supervisor.relay.registry import TargetEntry
+from supervisor.wire.bounds import DROPPED_COUNT_RANGE, SEQUENCE_RANGE, int_in
 from supervisor.wire.client import NDJSONClientProtocol
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import dumps
@@ -139,7 +140,7 @@ class _Sequences:
 
     def reported(self, events: Any, logs: Any) -> None:
         """The connected target's own ``dropped_count`` totals."""
-        if isinstance(events, int) and isinstance(logs, int):
+        if int_in(events, DROPPED_COUNT_RANGE) and int_in(logs, DROPPED_COUNT_RANGE):
             self._dropped_current = (events, logs)
 
 
@@ -654,9 +655,11 @@ def _state_of(answer: dict[str, Any], target_id: str) -> dict[str, Any]:
 
 
 def _sequence(record: Any) -> int | None:
+    """A record's sequence; one outside ``SEQUENCE_RANGE`` counts as none (it could not be
+    asked for again in ``since_sequence``)."""
     if isinstance(record, dict):
         seq = record.get("sequence")
-        if isinstance(seq, int) and not isinstance(seq, bool):
+        if int_in(seq, SEQUENCE_RANGE):
             return seq
     return None
 

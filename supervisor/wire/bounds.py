@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "WIRE_INT_RANGE", "SAFE_INT_MAX", "LEASE_SECONDS_RANGE", "COMMAND_TIMEOUT_SECONDS_RANGE",
-    "SEQUENCE_RANGE", "TAIL_LINES_RANGE", "HISTORY_LIMIT_RANGE", "check_wire_int",
+    "SEQUENCE_RANGE", "DROPPED_COUNT_RANGE", "TAIL_LINES_RANGE", "HISTORY_LIMIT_RANGE", "check_wire_int",
     "int_in", "number_in", "describe",
 ]
 
@@ -33,6 +33,8 @@ LEASE_SECONDS_RANGE = (1, 86_400)
 COMMAND_TIMEOUT_SECONDS_RANGE = (1, 86_400)
 #: A journal sequence a client names: ``since_sequence``, ``sequence_min``.
 SEQUENCE_RANGE = (0, SAFE_INT_MAX)
+#: A ``dropped_count`` total a target reports.
+DROPPED_COUNT_RANGE = (0, SAFE_INT_MAX)
 #: ``logs.tail`` ``lines``: at most what the largest log journal holds.
 TAIL_LINES_RANGE = (0, 1_000_000)
 #: ``history.*`` ``limit``: records in one page.

@@ -58,3 +58,35 @@ def test_a_history_request_limit_out_of_range_is_refused_by_the_relay(limit):
     assert error["error"]["code"] == "invalid_message_schema", error
     assert "limit" in error["error"]["message"]
     assert "history.logs" not in target.methods()
+
+
+def test_a_target_sequence_beyond_the_bounds_is_never_asked_for_again():
+    relay = MemoryRelay(timeouts={"reconnect_initial_ms": 100, "reconnect_max_ms": 100})
+    target = relay.target()
+    relay.register(target)
+    session, ws = relay.session()
+    target.emit_event("child_started")
+    target._next_event = 2**60
+    target.emit_event("child_running")
+    relay.settle()
+    target.stop()
+    relay.settle()
+    target.start()
+    relay.settle(0.2)
+    subscribes = [params for method, params in target.requests if method == "events.subscribe"]
+    assert len(subscribes) == 2, target.methods()
+    assert subscribes[-1]["since_sequence"] == 1
+
+
+@pytest.mark.parametrize("events, logs", [(True, 1), (-1, 0), (2**53, 0), (1.5, 0)])
+def test_target_dropped_counts_out_of_range_are_ignored(events, logs):
+    relay = MemoryRelay()
+    target = relay.target()
+    relay.register(target)
+    session, ws = relay.session()
+    target.report_dropped(3, 4)
+    relay.settle()
+    target.report_dropped(events, logs)
+    relay.settle()
+    last = ws.last("dropped_count")
+    assert (last["dropped_event_count"], last["dropped_log_count"]) == (3, 4)
