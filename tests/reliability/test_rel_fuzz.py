@@ -22,6 +22,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from supervisor.wire.bounds import COMMAND_TIMEOUT_SECONDS_RANGE, SEQUENCE_RANGE
+from tests.fuzz_strategies import (
+    decodable,
+    huge_numbers as bounded_numbers,
+    in_range,
+    long_names,
+    many_ids,
+    safe_int,
+)
 from rel_support import (
     ERROR_KEYS,
     SESSION_CODES,
@@ -133,8 +142,9 @@ edge_text = st.sampled_from(EDGE_STRINGS) | st.text(max_size=40) | st.text(
     alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=4)
 huge_numbers = st.sampled_from([2 ** 63, -2 ** 63 - 1, 10 ** 300, 1e308, -0.0, 1e-320,
                                 float("nan"), float("inf"), float("-inf"),
-                                2 ** 1000]) | st.integers() | st.floats(allow_nan=False)
-json_leaf = st.none() | st.booleans() | huge_numbers | edge_text
+                                2 ** 1000]) | st.integers() | st.floats(allow_nan=False) \
+    | bounded_numbers
+json_leaf = st.none() | st.booleans() | huge_numbers | edge_text | long_names
 json_values = st.recursive(
     json_leaf,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(edge_text, children,
@@ -199,11 +209,48 @@ def mutated_registration(draw: Any, sockdir: str) -> bytes:
     return line
 
 
+def expected_for_number(field: str, value: Any) -> str:
+    """The ack code of a valid payload whose ``field`` is ``value`` (the fuzzed relay grants
+    leases of 1 or 2 s)."""
+    if field == "lease_seconds" and value is None:
+        return "ok"
+    if not decodable(value) or not safe_int(value):
+        return "invalid_registration_json"
+    if field == "lease_seconds":
+        return "ok" if in_range(value, (1, 2)) else "invalid_lease_seconds"
+    return "ok" if in_range(value, COMMAND_TIMEOUT_SECONDS_RANGE) else "unsupported_command_schema"
+
+
 @st.composite
 def registration_input(draw: Any, sockdir: str) -> tuple[bytes, bool, str]:
-    """(bytes to send, whether to half-close afterwards, what kind of input it is)."""
+    """(bytes to send, whether to half-close afterwards, what kind of input it is); a kind
+    ``numbers:CODE`` is a valid payload but for one number, which must be acked with CODE."""
     kind = draw(st.sampled_from(["bytes", "mutated", "truncated", "oversized", "deep",
-                                 "multi", "huge_digits", "bad_utf8"]))
+                                 "multi", "huge_digits", "bad_utf8", "numbers", "long",
+                                 "many"]))
+    if kind == "numbers":
+        payload = valid_payload(sockdir, "num")
+        field = draw(st.sampled_from(["lease_seconds", "timeout_seconds"]))
+        value = draw(bounded_numbers | st.none())
+        if field == "lease_seconds":
+            payload["lease_seconds"] = value
+        else:
+            payload["supported_commands"][0]["timeout_seconds"] = value
+        if field == "timeout_seconds" and value is None:
+            return json.dumps(payload).encode() + b"\n", False, "numbers:invalid_registration_json"
+        return (json.dumps(payload).encode() + b"\n", False,
+                "numbers:" + expected_for_number(field, value))
+    if kind == "long":  # names around and past the 256-character limits
+        payload = valid_payload(sockdir, "long")
+        field = draw(st.sampled_from(["target_id", "display_name"]))
+        payload[field] = draw(long_names)
+        return encode_json(payload, draw(st.booleans()))[:MAX_MESSAGE_BYTES * 2] + b"\n", \
+            False, kind
+    if kind == "many":  # many commands (ids), most past the 64-command limit or the line cap
+        payload = valid_payload(sockdir, "many")
+        payload["supported_commands"] = [{"name": name, "idempotent": False, "timeout_seconds": 5}
+                                         for name in draw(many_ids)]
+        return json.dumps(payload).encode()[:MAX_MESSAGE_BYTES * 2] + b"\n", False, kind
     if kind == "bytes":
         data = draw(st.binary(max_size=600))
         return data, b"\n" not in data or draw(st.booleans()), kind
@@ -274,6 +321,8 @@ def test_fuzz_registration_socket(fuzzed_relay: Fuzzed) -> None:
         if ack is not None:
             code = "ok" if ack["ok"] else ack["error"]["code"]
             seen[code] = seen.get(code, 0) + 1
+            if kind.startswith("numbers:"):
+                assert code == kind.split(":", 1)[1], (data[:300], ack)
         assert relay.alive(), relay.output()
 
     one()
@@ -349,11 +398,39 @@ typed_message = st.dictionaries(st.just("type"), message_types | json_values, mi
 
 
 @st.composite
+def number_message(draw: Any) -> tuple[str, bytes]:
+    """A valid filter but for ``sequence_min``, kind ``numbers:CODE``: answered with CODE
+    (``numbers:`` alone: no error)."""
+    value = draw(bounded_numbers | st.none())
+    message = {"type": "log_event_filter_conditions", "target_ids": [], "child_paths": [],
+               "lifecycle_states": [], "event_types": [], "severities": [],
+               "sequence_min": value, "correlation_id": None}
+    if not decodable(value):
+        expected = "invalid_message_json"
+    elif value is None or in_range(value, SEQUENCE_RANGE):
+        expected = ""
+    else:
+        expected = "invalid_message_schema"
+    return "numbers:" + expected, json.dumps(message).encode()
+
+
+@st.composite
 def session_message(draw: Any) -> tuple[str, bytes]:
     """A text message within the size cap (the session must answer and stay open)."""
     kind = draw(st.sampled_from(["json", "typed", "command", "filter", "text", "deep",
-                                 "digits", "binary", "unicode"]))
-    if kind == "unicode":  # a well-formed command or hello with edge-case strings in it
+                                 "digits", "binary", "unicode", "numbers", "long", "many"]))
+    if kind == "numbers":
+        return draw(number_message())
+    if kind == "long":  # a command with names around and past every length limit
+        fields = {"type": "command", "command_id": draw(long_names), "correlation_id": None,
+                  "target_id": draw(long_names), "command": "pause_child",
+                  "target": {"child_path": "/root/" + draw(long_names)},
+                  "reason": draw(long_names), "confirmed": False}
+        data = encode_json(fields, draw(st.booleans()))
+    elif kind == "many":  # thousands of ids in a filter
+        key = draw(st.sampled_from(["target_ids", "child_paths", "event_types"]))
+        data = encode_json({"type": "log_event_filter_conditions", key: draw(many_ids)}, True)
+    elif kind == "unicode":  # a well-formed command or hello with edge-case strings in it
         fields = {"type": draw(st.sampled_from(["command", "client_hello"])),
                   "command_id": "c" + draw(edge_text), "target_id": draw(edge_text),
                   "command": "pause_child", "target": {"child_path": "/root/" + draw(edge_text)},
@@ -378,12 +455,13 @@ def session_message(draw: Any) -> tuple[str, bytes]:
         data = b'{"type":"command","command_id":' + b"7" * draw(st.integers(1, 6000)) + b"}"
     else:
         data = draw(st.binary(max_size=300))
+    data = data[:MAX_MESSAGE_BYTES]  # a cut may split a character: decoded after the cut
     if kind != "binary":
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             kind = "bad_utf8"  # raw surrogates: the relay must close with 1007
-    return kind, data[:MAX_MESSAGE_BYTES]
+    return kind, data
 
 
 def test_fuzz_wss_messages(fuzzed_wss: Fuzzed, pki: Any) -> None:
@@ -397,7 +475,8 @@ def test_fuzz_wss_messages(fuzzed_wss: Fuzzed, pki: Any) -> None:
     seen: dict[str, int] = {}
 
     @fuzz_settings(150)
-    @given(st.lists(session_message(), min_size=1, max_size=4), st.booleans())
+    @given(st.lists(session_message(), min_size=1, max_size=4)
+           | st.lists(number_message(), min_size=1, max_size=4), st.booleans())
     def one(batch: list[tuple[str, bytes]], hello: bool) -> None:
         ws = open_session(relay.port, ctx, hello=hello)
         try:
@@ -416,6 +495,9 @@ def test_fuzz_wss_messages(fuzzed_wss: Fuzzed, pki: Any) -> None:
                 return
             if hello:
                 assert len(codes) <= len(batch)
+                if all(k.startswith("numbers:") for k, _ in batch):
+                    expected = [k.split(":", 1)[1] for k, _ in batch]
+                    assert codes == [c for c in expected if c], (batch, codes)
             for code in codes:
                 seen[code] = seen.get(code, 0) + 1
         finally:
