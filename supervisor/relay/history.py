@@ -61,9 +61,6 @@ class HistoryRequests:
             if stream not in STREAMS:
                 raise WireError("invalid_message_schema", "history",
                                 "stream must be \"logs\" or \"events\"")
-            if "limit" in message and not int_in(message["limit"], HISTORY_LIMIT_RANGE):
-                raise WireError("invalid_message_schema", "history",
-                                describe("limit", HISTORY_LIMIT_RANGE))
             if not isinstance(target_id, str) or target_id not in session.bound:
                 raise WireError("target_not_bound", "history",
                                 "this session has no such target bound", _text(target_id))
@@ -71,6 +68,10 @@ class HistoryRequests:
             if link is None:
                 raise WireError("target_unavailable", "history", f"target {target_id} has no link",
                                 target_id, True)
+            if "limit" in message and not int_in(message["limit"], HISTORY_LIMIT_RANGE):
+                # the target's own code for it: the answer does not depend on who checks
+                raise WireError("validation_failed", "history",
+                                describe("limit", HISTORY_LIMIT_RANGE), target_id)
             if session.history_in_flight >= MAX_IN_FLIGHT:
                 raise WireError("history_busy", "history",
                                 f"at most {MAX_IN_FLIGHT} history requests at a time", target_id,

@@ -55,7 +55,7 @@ def test_a_history_request_limit_out_of_range_is_refused_by_the_relay(limit):
     relay.send(session, {"type": "history_request", "request_id": "h1",
                          "target_id": target.target_id, "stream": "logs", "limit": limit})
     error = ws.last("error")
-    assert error["error"]["code"] == "invalid_message_schema", error
+    assert error["error"]["code"] == "validation_failed", error
     assert "limit" in error["error"]["message"]
     assert "history.logs" not in target.methods()
 
