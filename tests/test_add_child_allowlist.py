@@ -11,7 +11,7 @@ import yaml
 from twisted.internet import reactor
 
 from supervisor.config._common import ConfigError
-from supervisor.config.target import AddChildPolicy, parse_target_config
+from supervisor.config.target import AddChildPolicy, load_target_config, parse_target_config
 from supervisor.testing import TreeHarness
 from supervisor.tree.runtime import Supervisor
 from tests.ipc_support import TARGET_ID, Target
@@ -147,3 +147,16 @@ def test_the_lists_are_validated(allow, key):
 def test_the_default_policy_is_empty():
     assert AddChildPolicy() == AddChildPolicy(allowed_commands=(), allowed_callables=())
     assert parse_target_config({}, "/tmp").ipc.add_child == AddChildPolicy()
+
+
+def test_a_reload_keeps_the_lists_read_at_start(tmp_path, side_effect_module):
+    name, marker = side_effect_module
+    path = tmp_path / "target.yaml"
+    path.write_text("ipc: {add_child: {allowed_callables: [supervisor.demo]}}\n")
+    config = load_target_config(str(path))
+    path.write_text(f"ipc: {{add_child: {{allowed_callables: [supervisor.demo, {name}]}}}}\n")
+    reloaded = config.config_loader()()
+    assert reloaded.not_applied == ("ipc.add_child.allowed_callables",)
+    with pytest.raises(ConfigError) as e:
+        reloaded.manifest_parser({"name": "evil", "kind": "task", "callable": f"{name}:run"})
+    assert "allowed_callables" in e.value.message and not marker.exists()
