@@ -164,6 +164,18 @@ class LimitsConfig:
     max_ipc_in_flight: int = 256
     max_commands_in_flight: int = 32
     audit_replay: int = 200
+    # flood bounds: command sizes, per-session rates, the replayed-command window, replay bytes
+    max_reason_chars: int = 1000
+    max_manifest_bytes: int = 16 * 1024
+    commands_per_second: float = 5.0
+    commands_burst: int = 20
+    rejected_per_second: float = 1.0
+    rejected_burst: int = 10
+    filter_changes_per_second: float = 2.0
+    filter_changes_burst: int = 10
+    command_id_window_seconds: float = 600.0
+    command_id_window_size: int = 20000
+    audit_replay_max_bytes: int = 256 * 1024
 
 
 @attrs.frozen
@@ -508,6 +520,37 @@ def _limits(s: Section) -> LimitsConfig:
         max_commands_in_flight=s.integer("max_commands_in_flight", d.max_commands_in_flight,
                                          minimum=1),
         audit_replay=s.integer("audit_replay", d.audit_replay, minimum=0, maximum=10000),
+        **_flood_limits(s, d),
+    )
+
+
+def _flood_limits(s: Section, d: LimitsConfig) -> dict[str, Any]:
+    """The flood bounds of ``limits`` (sizes, rates, the command id window, replay bytes)."""
+    return dict(
+        max_reason_chars=s.integer("max_reason_chars", d.max_reason_chars, minimum=1,
+                                   maximum=1_000_000),
+        max_manifest_bytes=s.integer("max_manifest_bytes", d.max_manifest_bytes, minimum=1,
+                                     maximum=16 * 1024 * 1024),
+        commands_per_second=s.number("commands_per_second", d.commands_per_second,
+                                     minimum=0.001, maximum=100_000),
+        commands_burst=s.integer("commands_burst", d.commands_burst, minimum=1,
+                                 maximum=1_000_000),
+        rejected_per_second=s.number("rejected_per_second", d.rejected_per_second,
+                                     minimum=0.001, maximum=100_000),
+        rejected_burst=s.integer("rejected_burst", d.rejected_burst, minimum=1,
+                                 maximum=1_000_000),
+        filter_changes_per_second=s.number("filter_changes_per_second",
+                                           d.filter_changes_per_second, minimum=0.001,
+                                           maximum=100_000),
+        filter_changes_burst=s.integer("filter_changes_burst", d.filter_changes_burst,
+                                       minimum=1, maximum=1_000_000),
+        command_id_window_seconds=s.number("command_id_window_seconds",
+                                           d.command_id_window_seconds, minimum=0,
+                                           maximum=7 * 86_400),
+        command_id_window_size=s.integer("command_id_window_size", d.command_id_window_size,
+                                         minimum=1, maximum=10_000_000),
+        audit_replay_max_bytes=s.integer("audit_replay_max_bytes", d.audit_replay_max_bytes,
+                                         minimum=1024, maximum=256 * 1024 * 1024),
     )
 
 

@@ -14,10 +14,24 @@ event whose ``correlation_id`` is the command's id (in the first state's recent 
 streamed later) settles it with a ``completed`` or ``failed`` record saying so. A command
 the target never reports finishing (it is still running, the target restarted, or it emits
 no command events) stays ``interrupted``.
+
+Floods are bounded (``limits``): a reason longer than ``max_reason_chars`` is refused with
+``reason_too_long`` and a manifest larger than ``max_manifest_bytes`` with
+``manifest_too_large`` (after the contract's shape check); a refused command's record keeps
+its manifest as size and SHA-256 only and its reason cut to ``max_reason_chars``, so no
+refusal stores more than a bounded row. A ``command_id`` already accepted for the same target
+within ``command_id_window_seconds`` is refused with ``duplicate_command_id`` (the last check;
+the window remembers at most ``command_id_window_size`` ids, the oldest forgotten first and
+counted). Refused commands take from the session's ``rejected`` bucket; the one that finds it
+empty closes the session (:meth:`CommandProcessor.rate_limited`) with one record for the
+whole excess.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import json
 from typing import Any, Callable, Mapping, Protocol
 
 import attrs
@@ -97,6 +111,39 @@ def _command_id(message: dict[str, Any]) -> str | None:
     return None
 
 
+def _manifest_bytes(manifest: Any) -> int:
+    """The size of a ``child_manifest`` in UTF-8 bytes (as compact JSON when an object)."""
+    if manifest is None:
+        return 0
+    return len(_manifest_text(manifest).encode("utf-8", "surrogatepass"))
+
+
+def _manifest_text(manifest: Any) -> str:
+    if isinstance(manifest, str):
+        return manifest
+    return json.dumps(manifest, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _refused_target(target: Any) -> dict[str, Any] | None:
+    """A refused command's ``target`` as audited: the manifest as its size and SHA-256, the
+    other known fields cut to a bounded length, unknown fields left out."""
+    if not isinstance(target, dict):
+        return None
+    kept: dict[str, Any] = {}
+    for key in sorted(TARGET_KEYS & set(target)):
+        value = target[key]
+        if key == "child_manifest":
+            if value is not None:
+                raw = _manifest_text(value).encode("utf-8", "surrogatepass")
+                kept["child_manifest_bytes"] = len(raw)
+                kept["child_manifest_sha256"] = hashlib.sha256(raw).hexdigest()
+        elif isinstance(value, str):
+            kept[key] = value[:MAX_ID_CHARS * 4]
+        elif value is None or isinstance(value, (bool, int, float)):
+            kept[key] = value
+    return kept
+
+
 class Session(Protocol):
     """What command handling needs from a dashboard session."""
 
@@ -106,6 +153,9 @@ class Session(Protocol):
     closed: bool
     bound: set[str]
     commands_in_flight: int
+    rates: Any
+
+    def rate_limited(self, problem: str, command: dict[str, Any] | None = None) -> None: ...
 
     def send(self, obj: dict[str, Any], target_id: str | None = None) -> None: ...
 
@@ -154,6 +204,11 @@ class CommandProcessor:
         self._count = count or (lambda result: None)
         # target_id → command_id → its interrupted record, awaiting the target's word
         self._interrupted: dict[str, dict[str, AuditRecord]] = {}
+        # (target_id, command_id) → when it was accepted, oldest first (the replay window)
+        self._seen: collections.OrderedDict[tuple[str, str], float] = \
+            collections.OrderedDict()
+        #: ids forgotten before their window ended because the window was full
+        self.command_ids_evicted = 0
 
     # after a relay crash
     async def recover(self) -> None:
@@ -237,6 +292,17 @@ class CommandProcessor:
         problem = _schema_problem(message)
         if problem is not None:
             return WireError("invalid_message_schema", "command_validate", problem, target_id)
+        limits = self._hub.config.limits
+        reason = message.get("reason")
+        if isinstance(reason, str) and len(reason) > limits.max_reason_chars:
+            return _refusal("reason_too_long",
+                            f"reason has {len(reason)} characters, at most "
+                            f"{limits.max_reason_chars} are accepted", target_id)
+        size = _manifest_bytes(message["target"].get("child_manifest"))
+        if size > limits.max_manifest_bytes:
+            return _refusal("manifest_too_large",
+                            f"child_manifest has {size} bytes, at most "
+                            f"{limits.max_manifest_bytes} are accepted", target_id)
         if message.get("requested_by") is not None:
             return _refusal("requested_by_override",
                             "requested_by is set by the relay from the session identity",
@@ -251,18 +317,56 @@ class CommandProcessor:
         if not self._authorizer.permits(session.identity, command):
             return _refusal("command_not_permitted",
                             f"{session.identity.principal} may not run {command}", target_id)
-        limit = self._hub.config.limits.max_commands_in_flight
+        limit = limits.max_commands_in_flight
         if session.commands_in_flight >= limit:
             return _refusal("too_many_commands",
                             f"at most {limit} commands may be in flight per session",
                             target_id, True)
+        if (target_id, message["command_id"]) in self._window():
+            return _refusal("duplicate_command_id",
+                            f"command {message['command_id']!r} was already accepted for "
+                            f"{target_id} within {limits.command_id_window_seconds:g} s",
+                            target_id)
         return None
+
+    def _window(self) -> collections.OrderedDict[tuple[str, str], float]:
+        """The accepted command ids still inside the replay window."""
+        horizon = self._clock.seconds() - self._hub.config.limits.command_id_window_seconds
+        seen = self._seen
+        while seen:
+            key, at = next(iter(seen.items()))
+            if at > horizon:
+                break
+            del seen[key]
+        return seen
+
+    def _remember(self, target_id: str, command_id: str) -> None:
+        seen = self._window()
+        seen[(target_id, command_id)] = self._clock.seconds()
+        if len(seen) > self._hub.config.limits.command_id_window_size:
+            seen.popitem(last=False)
+            self.command_ids_evicted += 1
+            if self.command_ids_evicted in (1, 10, 100) or self.command_ids_evicted % 1000 == 0:
+                self.log.warn("the command id window is full; the oldest ids are forgotten "
+                              "before their window ends ({count} so far)",
+                              count=self.command_ids_evicted)
+
+    def _forget(self, target_id: str, command_id: str) -> None:
+        self._seen.pop((target_id, command_id), None)
 
     # entry points
     def audit_unestablished(self, session: Session, message: dict[str, Any],
                             error: WireError) -> None:
         """A command sent before ``client_hello``: the session answered it with ``error``
         and closes; the command is audited as rejected like every refused one."""
+        self._audit_rejected(session, message, error)
+
+    def rate_limited(self, session: Session, message: dict[str, Any],
+                     error: WireError) -> None:
+        """``message`` tripped a rate limit of ``session`` (which closes): answered with
+        ``error`` and audited once as ``rejected``, standing for the whole excess."""
+        self._count("rejected")
+        session.send_error(error, _command_id(message))
         self._audit_rejected(session, message, error)
 
     def handle(self, session: Session, message: dict[str, Any]) -> Deferred[None]:
@@ -273,6 +377,7 @@ class CommandProcessor:
             d: Deferred[None] = Deferred()
             d.callback(None)
             return d
+        self._remember(message["target_id"], message["command_id"])
         session.commands_in_flight += 1
         d = Deferred.fromCoroutine(self._run(session, message))
 
@@ -287,11 +392,13 @@ class CommandProcessor:
     # helpers
     def _record(self, session: Session, message: dict[str, Any], result: str,
                 detail: str) -> AuditRecord:
-        def text(key: str) -> str | None:
+        def text(key: str, limit: int = MAX_ID_CHARS * 16) -> str | None:
             value = message.get(key)
-            return value[:MAX_ID_CHARS * 16] if isinstance(value, str) else None
+            return value[:limit] if isinstance(value, str) else None
 
         target = message.get("target")
+        if result == "rejected":
+            target = _refused_target(target)
         return AuditRecord(
             session_id=session.session_id,
             identity=session.identity,
@@ -299,7 +406,7 @@ class CommandProcessor:
             command_id=text("command_id"),
             command=text("command"),
             target=target if isinstance(target, dict) else None,
-            reason=text("reason"),
+            reason=text("reason", self._hub.config.limits.max_reason_chars),
             confirmed=message.get("confirmed") is True,
             result=result,
             detail=detail,
@@ -307,6 +414,12 @@ class CommandProcessor:
         )
 
     def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
+        rates = session.rates
+        if rates is not None and not rates.rejected.take():
+            session.rate_limited(f"more than {rates.rejected.burst} refused commands at once "
+                                 f"or {rates.rejected.rate:g} per second (the last: "
+                                 f"{error.code})", message)
+            return
         self._count("rejected")
         session.send_error(error, _command_id(message))
         self._audit_rejected(session, message, error)
@@ -336,6 +449,7 @@ class CommandProcessor:
             self._count("audit_unavailable")
             self.log.error("audit write failed; refusing {command_id}: {error}",
                            command_id=command_id, error=str(e))
+            self._forget(target_id, command_id)  # never run: the client may send it again
             session.send_error(WireError(
                 "audit_unavailable", "audit",
                 "command refused: its audit record could not be written", target_id, True),

@@ -5,7 +5,11 @@ binding), as soon as it is established and whenever a target registers later. Bi
 opens a target's IPC link; the link closes when its last session unbinds. Registry and link
 changes become ``target_list`` / ``connection_state`` messages; audit records become
 ``audit_event`` messages for the sessions bound to the record's target, and binding a target
-replays its last ``limits.audit_replay`` records.
+replays its last ``limits.audit_replay`` records, newest first up to
+``limits.audit_replay_max_bytes`` of messages; a replay cut by that bound marks its first
+``audit_event`` with ``"replay_truncated": true``. A filter change that widens a target's
+stream asks for at most one fresh ``state`` per session and target at a time: changes while
+one is being read ask for one more when it arrives, not one each.
 
 ``target_list`` is a snapshot, so bursts of changes are coalesced: one per reactor turn, and
 at most one per session every :data:`TARGET_LIST_INTERVAL_SECONDS` (a change inside that
@@ -15,6 +19,7 @@ target right after the ``target_list`` that names it, so its ``state`` never com
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -29,6 +34,7 @@ from supervisor.relay.filters import FilterConditions
 from supervisor.relay.commands import CommandProcessor
 from supervisor.relay.metrics import RelayMetrics
 from supervisor.relay.history import HistoryRequests
+from supervisor.relay.ratelimit import SessionRates
 from supervisor.relay.registry import Registry, TargetEntry
 from supervisor.relay.session import Session, SessionTransport
 from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connector, TargetLink
@@ -73,6 +79,9 @@ class RelayHub:
         self._instances: dict[str, str] = {}
         # per (session_id, target_id): live audit texts held back while the replay is read
         self._audit_replays: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+        # per (session_id, target_id) with a filter refill being read: whether another
+        # widening arrived meanwhile (so one more is read when it comes)
+        self._refills: dict[tuple[str, str], bool] = {}
         registry.add_observer(self)
 
     # sessions
@@ -83,7 +92,8 @@ class RelayHub:
         """Create a session, register it and send ``server_hello``."""
         session = Session(self, identity, transport, session_id=str(uuid.uuid4()),
                           queue_limit=self.config.limits.session_queue,
-                          pre_state_cap=max(1, self.config.limits.audit_replay))
+                          pre_state_cap=max(1, self.config.limits.audit_replay),
+                          rates=SessionRates.from_limits(self._reactor, self.config.limits))
         self.sessions[session.session_id] = session
         self.log.info("session {session_id} opened for {principal}",
                       session_id=session.session_id, principal=identity.principal)
@@ -117,18 +127,42 @@ class RelayHub:
         for target_id in sorted(session.bound):
             if not session.filter.widens(previous, target_id):
                 continue
-            link = self.links.get(target_id)
-            if link is None or link.state != CONNECTED:
-                continue  # its next connection hands the session a state anyway
-            link.fetch_state().addCallbacks(
-                lambda state, t=target_id: self._refill(session, t, state),
-                lambda f, t=target_id: self.log.info(
-                    "no fresh state of {target_id} after a filter change: {error}",
-                    target_id=t, error=f.getErrorMessage()))
+            key = (session.session_id, target_id)
+            if key in self._refills:
+                self._refills[key] = True  # one more when the pending one arrives
+                continue
+            self._fetch_refill(session, target_id)
+
+    def _fetch_refill(self, session: Session, target_id: str) -> None:
+        """Read one fresh ``state`` for a widened filter (at most one pending per key)."""
+        link = self.links.get(target_id)
+        if link is None or link.state != CONNECTED:
+            return  # its next connection hands the session a state anyway
+        key = (session.session_id, target_id)
+        self._refills[key] = False
+
+        def failed(f: Any) -> None:
+            self.log.info("no fresh state of {target_id} after a filter change: {error}",
+                          target_id=target_id, error=f.getErrorMessage())
+            self._refill_done(session, target_id)
+
+        link.fetch_state().addCallbacks(lambda state: self._refill(session, target_id, state),
+                                        failed)
 
     def _refill(self, session: Session, target_id: str, state: dict[str, Any]) -> None:
         if not session.closed and target_id in session.bound:
             session.deliver_state(target_id, state)
+        self._refill_done(session, target_id)
+
+    def _refill_done(self, session: Session, target_id: str) -> None:
+        again = self._refills.pop((session.session_id, target_id), False)
+        if again and not session.closed and target_id in session.bound:
+            self._fetch_refill(session, target_id)
+
+    @property
+    def refills_pending(self) -> int:
+        """Fresh states being read for filter changes (at most one per session and target)."""
+        return len(self._refills)
 
     def _bind(self, session: Session, target_id: str) -> None:
         entry = self.registry.get(target_id)
@@ -169,6 +203,7 @@ class RelayHub:
     def _unbind(self, session: Session, target_id: str) -> None:
         session.forget(target_id)
         self._audit_replays.pop((session.session_id, target_id), None)
+        self._refills.pop((session.session_id, target_id), None)
         link = self.links.get(target_id)
         if link is not None and link.unbind(session):
             self.links.pop(target_id, None)
@@ -319,11 +354,9 @@ class RelayHub:
             held = self._audit_replays.pop(key, None)
             if held is None or session.closed or target_id not in session.bound:
                 return
-            seen = set()
-            for record in records:
-                seen.add(record.audit_id)
-                session.deliver_audit(target_id, dumps({
-                    "type": "audit_event", "target_id": target_id, "audit": record.to_json()}))
+            for text in self._replay_texts(target_id, records):
+                session.deliver_audit(target_id, text)
+            seen = {record.audit_id for record in records}
             for audit_id, text in held:
                 if audit_id not in seen:
                     session.deliver_audit(target_id, text)
@@ -336,6 +369,30 @@ class RelayHub:
                 session.deliver_audit(target_id, text)
 
         self.audit.recent(target_id, limit).addCallbacks(replay, failed)
+
+    def _replay_texts(self, target_id: str, records: list[AuditRecord]) -> list[str]:
+        """The ``audit_event`` texts of a replay, oldest first: the newest records whose
+        texts fit ``limits.audit_replay_max_bytes``; when older ones were left out the first
+        text says so (``"replay_truncated": true``)."""
+        budget = self.config.limits.audit_replay_max_bytes
+        texts: list[str] = []
+        for record in reversed(records):
+            text = dumps({"type": "audit_event", "target_id": target_id,
+                          "audit": record.to_json()})
+            budget -= len(text.encode("utf-8"))
+            if budget < 0:
+                break
+            texts.append(text)
+        texts.reverse()
+        if len(texts) < len(records):
+            self.log.info("audit replay of {target_id} cut to its newest {kept} of {read} "
+                          "records (limits.audit_replay_max_bytes)", target_id=target_id,
+                          kept=len(texts), read=len(records))
+            if texts:
+                first = json.loads(texts[0])
+                first["replay_truncated"] = True
+                texts[0] = dumps(first)
+        return texts
 
     def close(self) -> None:
         """Relay shutdown: close every session (1000, "relay shutting down"), then every link."""

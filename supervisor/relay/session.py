@@ -25,15 +25,17 @@ from twisted.logger import Logger
 from supervisor.relay.auth import Identity
 from supervisor.relay.filters import FilterConditions
 from supervisor.relay.outbox import Outbox
+from supervisor.relay.ratelimit import SessionRates
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import dumps
 from supervisor.wire.bounds import check_wire_int
 
 __all__ = ["SessionTransport", "SessionHost", "Session", "CLOSE_SLOW_CONSUMER",
-           "CLOSE_PROTOCOL_ERROR", "AWAITING_HELLO", "ESTABLISHED", "CLOSED"]
+           "CLOSE_PROTOCOL_ERROR", "CLOSE_RATE_LIMITED", "AWAITING_HELLO", "ESTABLISHED", "CLOSED"]
 
 CLOSE_PROTOCOL_ERROR = 4002
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_RATE_LIMITED = 4029
 CLIENT_HELLO_KEYS = frozenset({"type", "client_store_id", "resume_cursor"})
 
 # the phases of a session
@@ -80,6 +82,9 @@ class SessionCommands(Protocol):
     def audit_unestablished(self, session: "Session", message: dict[str, Any],
                             error: WireError) -> None: ...
 
+    def rate_limited(self, session: "Session", message: dict[str, Any],
+                     error: WireError) -> None: ...
+
 
 class SessionHistory(Protocol):
     """Where a session's history requests go (the relay's HistoryRequests)."""
@@ -108,7 +113,8 @@ class Session:
     log = Logger()
 
     def __init__(self, hub: SessionHost, identity: Identity, transport: SessionTransport,
-                 *, session_id: str, queue_limit: int, pre_state_cap: int = 200) -> None:
+                 *, session_id: str, queue_limit: int, pre_state_cap: int = 200,
+                 rates: SessionRates | None = None) -> None:
         self.hub = hub
         self.identity = identity
         self.transport = transport
@@ -125,6 +131,9 @@ class Session:
         self._pre_state_cap = pre_state_cap
         self.commands_in_flight = 0
         self._refused = False  # the first message was not a valid client_hello
+        #: per-session rate limits (None: unlimited); an empty bucket closes the session
+        self.rates = rates
+        self._limited = False  # closed for exceeding a rate: nothing more is read
         self.history_in_flight = 0
         # target-reported drops (per target, cumulative) merged into our own drop counts
         self._target_dropped: dict[str, tuple[int, int]] = {}
@@ -191,8 +200,8 @@ class Session:
     # incoming
     def receive(self, payload: bytes, is_binary: bool) -> None:
         """Handle one complete client message."""
-        if self.closed or self._refused:
-            return  # after a refused first message nothing more is read or answered
+        if self.closed or self._refused or self._limited:
+            return  # after a refused first message or a rate limit nothing more is read
         if not self.established:
             self._first(payload, is_binary)
             return
@@ -248,17 +257,48 @@ class Session:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        rates = self.rates
         if kind == "command":
+            if rates is not None and not rates.commands.take():
+                self.rate_limited(f"more than {rates.commands.burst} commands at once or "
+                                  f"{rates.commands.rate:g} per second", message)
+                return
             self.hub.commands.handle(self, message)
         elif kind == "history_request":
             self.hub.history.handle(self, message)
         elif kind == "log_event_filter_conditions":
+            if rates is not None and not rates.filter_changes.take():
+                self.rate_limited(f"more than {rates.filter_changes.burst} filter changes at "
+                                  f"once or {rates.filter_changes.rate:g} per second")
+                return
             self._filter(message)
         elif kind == "client_hello":
             raise WireError("protocol_error", "session", "session is already established")
         else:
             raise WireError("unsupported_message_type", "session",
                             f"unsupported message type {kind!r}")
+
+    @property
+    def limited(self) -> bool:
+        """The session exceeded a rate limit and is closing."""
+        return self._limited
+
+    def rate_limited(self, problem: str, command: dict[str, Any] | None = None) -> None:
+        """Close the session for exceeding a rate: one ``rate_limited`` error (answering
+        ``command`` when a command tripped it, which is then audited once as ``rejected``
+        for the whole excess); nothing the session sends afterwards is read."""
+        if self._limited or self.closed:
+            return
+        self._limited = True
+        error = WireError("rate_limited", "session", f"session closed: {problem}")
+        if command is not None:
+            self.hub.commands.rate_limited(self, command, error)
+        else:
+            self.send_error(error)
+        self.log.warn("session {session_id} of {principal} closed: {problem}",
+                      session_id=self.session_id, principal=self.identity.principal,
+                      problem=problem)
+        self.transport.close(CLOSE_RATE_LIMITED, "rate limited")
 
     def _client_hello(self, message: dict[str, Any]) -> None:
         unknown = sorted(set(message) - CLIENT_HELLO_KEYS)

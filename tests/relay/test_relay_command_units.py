@@ -105,7 +105,7 @@ def test_a_logical_failure_is_failed_and_a_fresh_state_follows():
 
 
 def test_checks_run_in_the_contracts_order_and_every_refusal_is_audited():
-    relay = MemoryRelay()
+    relay = MemoryRelay(limits={"rejected_burst": 100})
     limited = relay.target("limited-target")
     body = limited.registration()
     relay.register(limited, supported_commands=[c for c in body["supported_commands"]
