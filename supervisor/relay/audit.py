@@ -12,10 +12,16 @@ a timer) logs that at critical level, and opens a file found at the path again (
 or restored one). Audit ids are ``a-<sequence>-<opening>``: the sequence counts the rows of
 the file, the opening is random and new each time a file is opened, so no id is ever issued
 twice, even when the file is lost or replaced by an older copy.
+
+Writes come before replay reads on that thread: a read (:meth:`AuditStore.recent`, what a
+session's bind replays) is handed to the thread only while no write is waiting or running,
+and one at a time, so a command's record waits behind at most one read however many
+sessions are binding.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets
@@ -137,9 +143,49 @@ class AuditStore:
         self.problem: str | None = None
         #: told the seconds each append took (queue and write), for the relay's metrics
         self.observe_write: Callable[[float], None] | None = None
+        self._writes = 0  # writes handed to the thread and not finished
+        self._reading = False  # a read is with the thread
+        self._reads: collections.deque[tuple[Deferred[Any], Any, tuple[Any, ...]]] = \
+            collections.deque()
 
     def _run(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def _write(self, f: Any, *args: Any) -> Deferred[Any]:
+        """Hand a write to the thread now; reads wait until no write is left."""
+        self._writes += 1
+
+        def done(result: Any) -> Any:
+            self._writes -= 1
+            self._next_read()
+            return result
+
+        return self._run(f, *args).addBoth(done)
+
+    def _read(self, f: Any, *args: Any) -> Deferred[Any]:
+        """Queue a read for when no write waits (see module docstring)."""
+        d: Deferred[Any] = Deferred()
+        self._reads.append((d, f, args))
+        self._next_read()
+        return d
+
+    def _next_read(self) -> None:
+        if self._reading or self._writes or not self._reads:
+            return
+        d, f, args = self._reads.popleft()
+        self._reading = True
+
+        def done(result: Any) -> Any:
+            self._reading = False
+            self._next_read()
+            return result
+
+        self._run(f, *args).addBoth(done).chainDeferred(d)
+
+    @property
+    def reads_waiting(self) -> int:
+        """Replay reads queued behind writes."""
+        return len(self._reads)
 
     def open(self) -> Deferred[None]:
         """Start the thread and create/open the database (idempotent)."""
@@ -234,7 +280,7 @@ class AuditStore:
 
     def append(self, record: AuditRecord) -> Deferred[AuditRecord]:
         """Durably append ``record``; fires with the stored record (``audit_id`` set)."""
-        d = self._run(self._append_sync, record)
+        d = self._write(self._append_sync, record)
         observe = self.observe_write
         if observe is not None:
             started = self._reactor.seconds()
@@ -283,7 +329,7 @@ class AuditStore:
         """At start-up: an ``interrupted`` record for every command whose ``accepted`` record
         has no outcome (the relay stopped while it was with the target); fires with every
         ``interrupted`` record not yet reconciled (oldest first, at most ``limit``)."""
-        return self._run(self._interrupt_sync, detail, now, limit)
+        return self._write(self._interrupt_sync, detail, now, limit)
 
     def _interrupt_sync(self, detail: str, now: float, limit: int) -> list[AuditRecord]:
         conn = self._require()
@@ -306,7 +352,7 @@ class AuditStore:
 
     def recent(self, target_id: str, limit: int) -> Deferred[list[AuditRecord]]:
         """The last ``limit`` records of ``target_id``, oldest first."""
-        return self._run(self._recent_sync, target_id, limit)
+        return self._read(self._recent_sync, target_id, limit)
 
     def _recent_sync(self, target_id: str, limit: int) -> list[AuditRecord]:
         rows = self._require().execute(
@@ -352,6 +398,9 @@ class AuditStore:
                 self._conn = None
             self._file = None
 
+        reads, self._reads = self._reads, collections.deque()
+        for waiting, _, _ in reads:  # never handed to a thread that is stopping
+            waiting.errback(sqlite3.OperationalError("audit store is closing"))
         if self._opened is None:
             d: Deferred[None] = Deferred()
             d.callback(None)
