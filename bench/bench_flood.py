@@ -8,7 +8,7 @@ with client certificates, a fake target on a real Unix socket, the SQLite audit 
 (b) filter changes: the viewer sends ``FLOOD_FILTERS`` (200, then 20,000) filter changes, every
     other one widening the stream, then an operator's session sends one command; reported: the
     seconds from that command to its ``command_result``, and how many ``state`` reads the
-    target served. Run once with the configured limits and once (``unlimited``) with the
+    target served (its tree has ``FLOOD_CHILDREN``, 500, children, so a state is sizeable). Run once with the configured limits and once (``unlimited``) with the
     filter rate limit out of the way, to show what the refill bound alone does.
 
 Prints one JSON object (and keeps it under bench/results/ like the other benchmarks).
@@ -38,6 +38,7 @@ from tests.waiting import eventually  # noqa: E402
 
 COMMANDS = int(os.environ.get("FLOOD_COMMANDS", 2000))
 FILTERS = [int(n) for n in os.environ.get("FLOOD_FILTERS", "200,20000").split(",")]
+CHILDREN = int(os.environ.get("FLOOD_CHILDREN", 500))
 MANIFEST = {"name": "payload", "command": ["/bin/true"], "env": {"PAD": "x" * 50_000}}
 
 
@@ -97,7 +98,8 @@ async def refused_flood(pki: Any) -> dict[str, Any]:
 async def filter_flood(pki: Any, count: int, **limits: Any) -> dict[str, Any]:
     relay, sockdir = await _relay(pki, **limits)
     try:
-        target = relay.target(children={"worker": "running"})
+        children = {"worker": "running", **{f"c{i}": "running" for i in range(CHILDREN)}}
+        target = relay.target(children=children)
         await relay.register(target)
         admin = await _bound(relay, pki.operator, target.target_id)
         viewer = await _bound(relay, pki.viewer, target.target_id)
@@ -110,7 +112,8 @@ async def filter_flood(pki: Any, count: int, **limits: Any) -> dict[str, Any]:
         started = time.monotonic()
         result = await admin.next("command_result", timeout=600)
         latency = time.monotonic() - started
-        if not limits:  # the limited viewer is closed once the relay has read that far
+        if not limits and hasattr(LimitsConfig(), "filter_changes_burst"):
+            # the rate-limited viewer is closed once the relay has read that far
             await eventually(lambda: viewer.closed_d.called, 120, "viewer closed")
         return {"filter_changes_sent": count, "command_seconds": round(latency, 3),
                 "command_status": result["result"]["status"],

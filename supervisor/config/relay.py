@@ -171,8 +171,8 @@ class LimitsConfig:
     commands_burst: int = 20
     rejected_per_second: float = 1.0
     rejected_burst: int = 10
-    filter_changes_per_second: float = 2.0
-    filter_changes_burst: int = 10
+    filter_changes_per_second: float = 5.0
+    filter_changes_burst: int = 30
     command_id_window_seconds: float = 600.0
     command_id_window_size: int = 20000
     audit_replay_max_bytes: int = 256 * 1024

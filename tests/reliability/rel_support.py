@@ -45,6 +45,8 @@ SESSION_CODES = frozenset({
     "invalid_message_schema", "session_not_established", "target_not_bound",
     "target_unavailable", "unsupported_command", "requested_by_override", "empty_reason",
     "confirmation_required", "command_not_permitted", "too_many_commands",
+    # the relay's flood bounds (docs/protocol.md)
+    "reason_too_long", "manifest_too_large", "duplicate_command_id", "rate_limited",
 })
 ERROR_KEYS = {"code", "stage", "target_id", "message", "retryable"}
 
