@@ -155,7 +155,8 @@ class Session(Protocol):
     commands_in_flight: int
     rates: Any
 
-    def rate_limited(self, problem: str, command: dict[str, Any] | None = None) -> None: ...
+    def rate_limited(self, limit: str, problem: str,
+                     command: dict[str, Any] | None = None) -> None: ...
 
     def send(self, obj: dict[str, Any], target_id: str | None = None) -> None: ...
 
@@ -416,7 +417,8 @@ class CommandProcessor:
     def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
         rates = session.rates
         if rates is not None and not rates.rejected.take():
-            session.rate_limited(f"more than {rates.rejected.burst} refused commands at once "
+            session.rate_limited("rejected",
+                                 f"more than {rates.rejected.burst} refused commands at once "
                                  f"or {rates.rejected.rate:g} per second (the last: "
                                  f"{error.code})", message)
             return

@@ -149,6 +149,10 @@ class RelayHub:
         link.fetch_state().addCallbacks(lambda state: self._refill(session, target_id, state),
                                         failed)
 
+    def session_rate_limited(self, session: Session, limit: str) -> None:
+        """A session exceeded a rate limit and closes (counted by limit)."""
+        self.metrics.rate_limited.labels(limit).inc()
+
     def _refill(self, session: Session, target_id: str, state: dict[str, Any]) -> None:
         if not session.closed and target_id in session.bound:
             session.deliver_state(target_id, state)
@@ -388,6 +392,7 @@ class RelayHub:
             self.log.info("audit replay of {target_id} cut to its newest {kept} of {read} "
                           "records (limits.audit_replay_max_bytes)", target_id=target_id,
                           kept=len(texts), read=len(records))
+            self.metrics.replays_truncated.inc()
             if texts:
                 first = json.loads(texts[0])
                 first["replay_truncated"] = True

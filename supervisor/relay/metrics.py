@@ -29,6 +29,14 @@ class RelayMetrics:
                                         "time from an IPC request to its answer, by method",
                                         ["method"], buckets=_LATENCY_BUCKETS,
                                         registry=self.registry)
+        self.rate_limited = Counter("relay_sessions_rate_limited",
+                                    "sessions closed for exceeding a rate limit, by limit "
+                                    "(commands, rejected, filter_changes)", ["limit"],
+                                    registry=self.registry)
+        self.replays_truncated = Counter("relay_audit_replays_truncated",
+                                         "audit replays on bind cut to "
+                                         "limits.audit_replay_max_bytes",
+                                         registry=self.registry)
         #: per-session drops of sessions already closed, by kind, kept so the total never falls
         self.closed_drops = [0, 0]
 
@@ -81,6 +89,15 @@ class _HubCollector(Collector):
         drops.add_metric(["event"], events)
         drops.add_metric(["log"], logs)
         yield drops
+        forgotten = CounterMetricFamily("relay_command_ids_forgotten",
+                                        "accepted command ids forgotten before their window "
+                                        "ended (limits.command_id_window_size)")
+        forgotten.add_metric([], hub.commands.command_ids_evicted)
+        yield forgotten
+        reads = GaugeMetricFamily("relay_audit_reads_waiting",
+                                  "audit replay reads queued behind audit writes")
+        reads.add_metric([], getattr(hub.audit, "reads_waiting", 0))
+        yield reads
         alerts = getattr(hub, "alerts", None)
         if alerts is not None:
             yield from alerts.metric_families()

@@ -31,7 +31,8 @@ from supervisor.wire.ndjson import dumps
 from supervisor.wire.bounds import check_wire_int
 
 __all__ = ["SessionTransport", "SessionHost", "Session", "CLOSE_SLOW_CONSUMER",
-           "CLOSE_PROTOCOL_ERROR", "CLOSE_RATE_LIMITED", "AWAITING_HELLO", "ESTABLISHED", "CLOSED"]
+           "CLOSE_PROTOCOL_ERROR", "CLOSE_RATE_LIMITED", "AWAITING_HELLO", "ESTABLISHED",
+           "CLOSED"]
 
 CLOSE_PROTOCOL_ERROR = 4002
 CLOSE_SLOW_CONSUMER = 4008
@@ -103,6 +104,8 @@ class SessionHost(Protocol):
     def session_closed(self, session: "Session") -> None: ...
 
     def filter_changed(self, session: "Session", previous: FilterConditions) -> None: ...
+
+    def session_rate_limited(self, session: "Session", limit: str) -> None: ...
 
     def permitted_commands(self, identity: Identity) -> list[str]: ...
 
@@ -260,16 +263,17 @@ class Session:
         rates = self.rates
         if kind == "command":
             if rates is not None and not rates.commands.take():
-                self.rate_limited(f"more than {rates.commands.burst} commands at once or "
-                                  f"{rates.commands.rate:g} per second", message)
+                self.rate_limited("commands", f"more than {rates.commands.burst} commands at "
+                                  f"once or {rates.commands.rate:g} per second", message)
                 return
             self.hub.commands.handle(self, message)
         elif kind == "history_request":
             self.hub.history.handle(self, message)
         elif kind == "log_event_filter_conditions":
             if rates is not None and not rates.filter_changes.take():
-                self.rate_limited(f"more than {rates.filter_changes.burst} filter changes at "
-                                  f"once or {rates.filter_changes.rate:g} per second")
+                self.rate_limited("filter_changes", f"more than {rates.filter_changes.burst} "
+                                  f"filter changes at once or {rates.filter_changes.rate:g} "
+                                  "per second")
                 return
             self._filter(message)
         elif kind == "client_hello":
@@ -283,13 +287,16 @@ class Session:
         """The session exceeded a rate limit and is closing."""
         return self._limited
 
-    def rate_limited(self, problem: str, command: dict[str, Any] | None = None) -> None:
-        """Close the session for exceeding a rate: one ``rate_limited`` error (answering
-        ``command`` when a command tripped it, which is then audited once as ``rejected``
-        for the whole excess); nothing the session sends afterwards is read."""
+    def rate_limited(self, limit: str, problem: str,
+                     command: dict[str, Any] | None = None) -> None:
+        """Close the session for exceeding the rate ``limit`` (``commands``, ``rejected``,
+        ``filter_changes``): one ``rate_limited`` error (answering ``command`` when a command
+        tripped it, which is then audited once as ``rejected`` for the whole excess);
+        nothing the session sends afterwards is read."""
         if self._limited or self.closed:
             return
         self._limited = True
+        self.hub.session_rate_limited(self, limit)
         error = WireError("rate_limited", "session", f"session closed: {problem}")
         if command is not None:
             self.hub.commands.rate_limited(self, command, error)

@@ -39,6 +39,10 @@ def ready(**sections):
     return relay, target
 
 
+def counted(relay, name, **labels):
+    return relay.hub.metrics.registry.get_sample_value(name, labels) or 0
+
+
 def receive(session, message):
     """Hand one message to the session without letting the fake reactor turn."""
     session.receive(json.dumps(message).encode(), False)
@@ -80,6 +84,7 @@ def test_a_viewers_flood_of_refused_commands_writes_a_bounded_number_of_rows():
         ["reason_too_long"] * burst + ["rate_limited"]
     assert errors(ws) == ["reason_too_long"] * burst + ["rate_limited"]
     assert ws.close_code == CLOSE_RATE_LIMITED and viewer.closed
+    assert counted(relay, "relay_sessions_rate_limited_total", limit="rejected") == 1
     # no row holds the manifest or the whole reason
     raw = json.dumps(BIG_MANIFEST, ensure_ascii=False, separators=(",", ":"),
                      sort_keys=True).encode()
@@ -129,6 +134,7 @@ def test_commands_beyond_the_session_rate_close_it_with_one_record():
                                 "error": ws.last("error")["error"]}
     assert ws.last("error")["error"]["code"] == "rate_limited"
     assert ws.close_code == CLOSE_RATE_LIMITED and session.closed
+    assert counted(relay, "relay_sessions_rate_limited_total", limit="commands") == 1
     rejected = [r for r in relay.audit.records if r.result == "rejected"]
     assert [(r.command_id, r.detail.split(":")[0]) for r in rejected] == [("c4", "rate_limited")]
     # another session of the same principal has its own buckets
@@ -150,6 +156,7 @@ def test_filter_changes_beyond_the_session_rate_close_it():
     assert errors(ws) == ["rate_limited"] and ws.last("error")["command_id"] is None
     assert ws.close_code == CLOSE_RATE_LIMITED and viewer.closed
     assert viewer.filter_version == 3
+    assert counted(relay, "relay_sessions_rate_limited_total", limit="filter_changes") == 1
     assert relay.audit.records == []  # filter changes are not commands: nothing is audited
 
 
@@ -243,7 +250,8 @@ def test_the_command_id_window_is_bounded_in_size_oldest_forgotten_first():
     for command_id in ("a", "b", "c", "b", "a"):
         relay.send(session, command(command_id=command_id))
     assert forwarded(target) == ["a", "b", "c", "a"]
-    assert relay.hub.commands.command_ids_evicted == 2
+    relay.hub.metrics.observe_hub(relay.hub)
+    assert counted(relay, "relay_command_ids_forgotten_total") == 2
 
 
 def test_the_audit_replay_on_bind_is_bounded_in_bytes_and_says_it_was_cut():
@@ -259,6 +267,7 @@ def test_the_audit_replay_on_bind_is_bounded_in_bytes_and_says_it_was_cut():
     assert replay[0]["replay_truncated"] is True
     assert all("replay_truncated" not in m for m in replay[1:])
     assert replay[-1]["audit"]["audit_id"] == relay.audit.records[-1].audit_id
+    assert counted(relay, "relay_audit_replays_truncated_total") == 1
     # a replay that fits is not marked
     relay2, target2 = ready()
     s2, ws2 = relay2.session(OPERATOR)
