@@ -5,9 +5,9 @@ binding), as soon as it is established and whenever a target registers later. Bi
 opens a target's IPC link; the link closes when its last session unbinds. Registry and link
 changes become ``target_list`` / ``connection_state`` messages; audit records become
 ``audit_event`` messages for the sessions bound to the record's target, and binding a target
-replays its last ``limits.audit_replay`` records, newest first up to
-``limits.audit_replay_max_bytes`` of messages; a replay cut by that bound marks its first
-``audit_event`` with ``"replay_truncated": true``. A filter change that widens a target's
+replays its last ``limits.audit_replay`` records (the newest of them whose messages fit in
+``limits.audit_replay_max_bytes``; a replay cut by that bound marks its first ``audit_event``
+with ``"replay_truncated": true``). A filter change that widens a target's
 stream asks for at most one fresh ``state`` per session and target at a time: changes while
 one is being read ask for one more when it arrives, not one each.
 
@@ -121,6 +121,10 @@ class RelayHub:
         """The commands ``identity`` may run (``server_hello.permitted_commands``)."""
         return self.commands.permitted(identity)
 
+    def session_rate_limited(self, session: Session, limit: str) -> None:
+        """A session exceeded a rate limit and closes (counted by limit)."""
+        self.metrics.rate_limited.labels(limit).inc()
+
     def filter_changed(self, session: Session, previous: FilterConditions) -> None:
         """After a filter change: every bound target whose events or logs the new conditions
         may let through more of gets a fresh ``state``, so the session's history refills."""
@@ -148,10 +152,6 @@ class RelayHub:
 
         link.fetch_state().addCallbacks(lambda state: self._refill(session, target_id, state),
                                         failed)
-
-    def session_rate_limited(self, session: Session, limit: str) -> None:
-        """A session exceeded a rate limit and closes (counted by limit)."""
-        self.metrics.rate_limited.labels(limit).inc()
 
     def _refill(self, session: Session, target_id: str, state: dict[str, Any]) -> None:
         if not session.closed and target_id in session.bound:
@@ -308,6 +308,7 @@ class RelayHub:
                 session.deliver_connection_state(target_id, EXPIRED, force=True)
                 session.forget(target_id)
                 self._audit_replays.pop((session.session_id, target_id), None)
+                self._refills.pop((session.session_id, target_id), None)
         self._schedule_target_list()
 
     # link observer
