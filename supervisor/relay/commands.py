@@ -18,8 +18,9 @@ no command events) stays ``interrupted``.
 Floods are bounded (``limits``): a reason longer than ``max_reason_chars`` is refused with
 ``reason_too_long`` and a manifest larger than ``max_manifest_bytes`` with
 ``manifest_too_large`` (after the contract's shape check); a refused command's record keeps
-its manifest as size and SHA-256 only and its reason cut to ``max_reason_chars``, so no
-refusal stores more than a bounded row. A ``command_id`` already accepted for the same target
+its manifest as size and SHA-256 only, its reason cut to ``max_reason_chars``, its ids and
+``target`` fields to 256 and 1024 characters and its detail to 1024, so no refusal stores
+more than a bounded row. A ``command_id`` already accepted for the same target
 within ``command_id_window_seconds`` is refused with ``duplicate_command_id`` (the last check;
 the window remembers at most ``command_id_window_size`` ids, the oldest forgotten first and
 counted). Refused commands take from the session's ``rejected`` bucket; the one that finds it
@@ -393,13 +394,18 @@ class CommandProcessor:
     # helpers
     def _record(self, session: Session, message: dict[str, Any], result: str,
                 detail: str) -> AuditRecord:
-        def text(key: str, limit: int = MAX_ID_CHARS * 16) -> str | None:
+        refused = result == "rejected"
+        # a refused command may carry anything: its row keeps a bounded part of each field
+        id_limit = MAX_ID_CHARS if refused else MAX_ID_CHARS * 16
+
+        def text(key: str, limit: int = id_limit) -> str | None:
             value = message.get(key)
             return value[:limit] if isinstance(value, str) else None
 
         target = message.get("target")
-        if result == "rejected":
+        if refused:
             target = _refused_target(target)
+            detail = detail[:MAX_ID_CHARS * 4]
         return AuditRecord(
             session_id=session.session_id,
             identity=session.identity,

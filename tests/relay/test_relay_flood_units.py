@@ -118,6 +118,25 @@ def test_an_oversized_reason_or_manifest_is_refused_and_audited_without_it():
     assert accepted.result == "accepted" and accepted.target["child_manifest"] == "m" * 100
 
 
+def test_a_refused_commands_row_is_bounded_whatever_it_carries():
+    relay, target = ready()
+    viewer, ws = relay.session(VIEWER)
+    huge = "h" * 60_000
+    for message in (
+        command(target_id=huge),  # target_not_bound, the id in its message
+        command(command=huge),  # unsupported_command
+        command(command_id=huge),  # invalid_message_schema
+        command(**{huge: 1}),  # unsupported_field, the key in its message
+        command(target={"child_path": huge, "child_manifest": {huge: huge}}),
+    ):
+        relay.send(viewer, message)
+    assert len(relay.audit.records) == 5
+    for record in relay.audit.records:
+        row = [record.target_id, record.command_id, record.command, record.reason,
+               record.detail, json.dumps(record.target)]
+        assert sum(len(field or "") for field in row) < 4096, record.detail[:80]
+
+
 def test_commands_beyond_the_session_rate_close_it_with_one_record():
     relay, target = ready(limits={"commands_per_second": 1, "commands_burst": 3})
     session, ws = relay.session(OPERATOR)
