@@ -158,6 +158,8 @@ class LimitsConfig:
     max_sessions: int = 256
     max_message_bytes: int = 65536
     session_queue: int = 10000
+    #: UTF-8 bytes a session's outbound queue may hold (docs/configuration.md)
+    session_queue_bytes: int = 8 * 1024 * 1024
     max_targets: int = 4096
     max_registration_connections: int = 128
     max_ipc_line_bytes: int = 16 * 1024 * 1024
@@ -511,6 +513,8 @@ def _limits(s: Section) -> LimitsConfig:
         max_sessions=s.integer("max_sessions", d.max_sessions, minimum=1),
         max_message_bytes=s.integer("max_message_bytes", d.max_message_bytes, minimum=1024),
         session_queue=s.integer("session_queue", d.session_queue, minimum=16),
+        session_queue_bytes=s.integer("session_queue_bytes", d.session_queue_bytes,
+                                      minimum=65536, maximum=1024 * 1024 * 1024),
         max_targets=s.integer("max_targets", d.max_targets, minimum=1),
         max_registration_connections=s.integer(
             "max_registration_connections", d.max_registration_connections, minimum=1),

@@ -92,6 +92,7 @@ class RelayHub:
         """Create a session, register it and send ``server_hello``."""
         session = Session(self, identity, transport, session_id=str(uuid.uuid4()),
                           queue_limit=self.config.limits.session_queue,
+                          queue_bytes=self.config.limits.session_queue_bytes,
                           pre_state_cap=max(1, self.config.limits.audit_replay),
                           rates=SessionRates.from_limits(self._reactor, self.config.limits))
         self.sessions[session.session_id] = session

@@ -78,6 +78,14 @@ class _HubCollector(Collector):
         depth.add_metric(["sum"], sum(pending))
         depth.add_metric(["max"], max(pending, default=0))
         yield depth
+        size = GaugeMetricFamily("relay_session_queue_bytes",
+                                 "UTF-8 bytes waiting in session outboxes (sum and largest), "
+                                 "each bounded by limits.session_queue_bytes",
+                                 labels=["aggregate"])
+        queued = [s.outbox.pending_bytes for s in sessions]
+        size.add_metric(["sum"], sum(queued))
+        size.add_metric(["max"], max(queued, default=0))
+        yield size
         drops = CounterMetricFamily("relay_session_dropped",
                                     "events and logs dropped from full session outboxes",
                                     labels=["kind"])

@@ -116,8 +116,8 @@ class Session:
     log = Logger()
 
     def __init__(self, hub: SessionHost, identity: Identity, transport: SessionTransport,
-                 *, session_id: str, queue_limit: int, pre_state_cap: int = 200,
-                 rates: SessionRates | None = None) -> None:
+                 *, session_id: str, queue_limit: int, queue_bytes: int,
+                 pre_state_cap: int = 200, rates: SessionRates | None = None) -> None:
         self.hub = hub
         self.identity = identity
         self.transport = transport
@@ -142,7 +142,7 @@ class Session:
         self._target_dropped: dict[str, tuple[int, int]] = {}
         self.outbox = Outbox(transport.send_text, queue_limit,
                              render_dropped=self._render_dropped,
-                             on_overflow=self._overflowed)
+                             on_overflow=self._overflowed, byte_limit=queue_bytes)
         self._machine = _SESSION_MACHINE(self)
 
     @property

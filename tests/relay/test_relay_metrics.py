@@ -88,6 +88,8 @@ async def test_drops_of_a_full_session_queue_are_counted_and_kept_after_it_close
     samples = await scrape(relay)
     assert labelled(samples, "relay_session_dropped_total", "kind")["event"] == dropped
     assert labelled(samples, "relay_session_queue_depth", "aggregate")["max"] == session.outbox.pending
+    queued = labelled(samples, "relay_session_queue_bytes", "aggregate")
+    assert queued["max"] == queued["sum"] == session.outbox.pending_bytes > 0
     session.transport.close(1000, "test")
     session.lost()
     await eventually(lambda: not relay.service.hub.sessions)

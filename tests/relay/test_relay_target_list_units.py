@@ -12,7 +12,7 @@ from supervisor.relay.outbox import Outbox
 
 def _outbox(sent: list[str]) -> Outbox:
     return Outbox(sent.append, 16, render_dropped=lambda target_id: "dropped",
-                  on_overflow=lambda: None)
+                  on_overflow=lambda: None, byte_limit=1 << 20)
 
 
 def test_a_newer_target_list_replaces_a_queued_one_in_its_place():

@@ -103,7 +103,7 @@ def test_outbox_drops_oldest_events_counts_them_and_coalesces_dropped_count():
     sent = []
     overflowed = []
     box = Outbox(sent.append, 4, render_dropped=lambda t: f"dropped:{t}:{box.dropped[t]}",
-                 on_overflow=lambda: overflowed.append(True))
+                 on_overflow=lambda: overflowed.append(True), byte_limit=1 << 20)
     box.put("state", "t", "state")
     assert sent == ["state"]  # written straight through while not paused
     box.pauseProducing()
@@ -121,7 +121,7 @@ def test_outbox_drops_oldest_events_counts_them_and_coalesces_dropped_count():
 def test_outbox_full_of_undroppable_messages_closes_the_session():
     overflowed = []
     box = Outbox(lambda text: None, 2, render_dropped=str,
-                 on_overflow=lambda: overflowed.append(True))
+                 on_overflow=lambda: overflowed.append(True), byte_limit=1 << 20)
     box.pauseProducing()
     box.put("state", "t", "s1")
     box.put("state_delta", "t", "s2")
