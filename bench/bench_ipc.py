@@ -151,7 +151,8 @@ async def run(reactor) -> None:
             observability=Observability(event_journal_capacity=4096),
             children=[ChildSpec(f"c{i}", ChildKind.TASK, factory=ManualTask()) for i in range(CHILDREN)],
         )
-        ipc = IpcConfig(enabled=True, target_id="bench", path=f"{folder}/t.sock", max_pending_pushes=1_000_000)
+        ipc = IpcConfig(enabled=True, target_id="bench", path=f"{folder}/t.sock", max_pending_pushes=1_000_000,
+                        max_pending_push_bytes=1 << 30)
         sup = Supervisor(spec, reactor=reactor, clock=reactor, target_id="bench")
         services = ipc_services(TargetConfig(spec=spec, ipc=ipc, base_dir=folder), sup, reactor)
         sup.startService()

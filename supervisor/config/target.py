@@ -91,7 +91,7 @@ LOG_FILE_KEYS = ("path", "max_bytes", "backups")
 IPC_KEYS = (
     "enabled", "target_id", "path", "permissions", "bind_mode", "allowed_uids",
     "max_request_bytes", "max_backlog_lines", "idle_timeout_seconds", "max_pending_pushes",
-    "command_timeout_seconds", "registration", "add_child",
+    "max_pending_push_bytes", "command_timeout_seconds", "registration", "add_child",
 )
 ADD_CHILD_KEYS = ("allowed_commands", "allowed_callables")
 REGISTRATION_KEYS = (
@@ -165,6 +165,8 @@ class IpcConfig:
     max_backlog_lines: int = 64
     idle_timeout_seconds: float = 60.0
     max_pending_pushes: int = 4096
+    #: bytes of lines a connection's outbound queue may hold (docs/configuration.md)
+    max_pending_push_bytes: int = 8 * 1024 * 1024
     command_timeout_seconds: int = 30
     registration: RegistrationConfig = RegistrationConfig()
     #: what ``add_child`` manifests may start, whatever sends them
@@ -741,6 +743,9 @@ def _ipc(data: Any, base_dir: str) -> IpcConfig:
         idle_timeout_seconds=section.number("idle_timeout_seconds", d.idle_timeout_seconds,
                                             minimum=0.1),
         max_pending_pushes=section.integer("max_pending_pushes", d.max_pending_pushes, minimum=1),
+        max_pending_push_bytes=section.integer("max_pending_push_bytes",
+                                               d.max_pending_push_bytes, minimum=65536,
+                                               maximum=1024 * 1024 * 1024),
         command_timeout_seconds=section.integer("command_timeout_seconds",
                                                 d.command_timeout_seconds,
                                                 minimum=COMMAND_TIMEOUT_SECONDS_RANGE[0],

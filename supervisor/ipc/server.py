@@ -2,8 +2,9 @@
 
 Each connection reads NDJSON requests (size-capped), answers each with exactly one line in
 request order, and, once subscribed, streams pushes through a bounded queue: when a slow
-reader lets ``max_pending_pushes`` lines pile up, the oldest pushes are dropped, counted,
-and reported in a ``dropped_count`` push as soon as the reader catches up.
+reader lets more than ``max_pending_pushes`` lines or ``max_pending_push_bytes`` bytes pile
+up, the oldest pushes are dropped, counted, and reported in a ``dropped_count`` push as soon
+as the reader catches up.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
     # ------------------------------------------------------------------ connection
 
     def connectionMade(self) -> None:
-        self.out = OutboundQueue(
-            self.transport, self.server.config.max_pending_pushes, self._dropped
-        )
+        config = self.server.config
+        self.out = OutboundQueue(self.transport, config.max_pending_pushes, self._dropped,
+                                 max_pending_bytes=config.max_pending_push_bytes)
         self.out.on_drained = self._report_drops
         creds = self._peer_credentials()
         uid = None if creds is None else creds[1]
@@ -339,6 +340,7 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             self.dropped_logs += 1
         else:
             self.dropped_events += 1
+        self.server.dropped_pushes[tag] += 1
         self._drop_unreported = True
 
     def _report_drops(self) -> None:
@@ -386,6 +388,8 @@ class IpcServer(Factory):
         self.relay_process = relay_process
         self.allowed_uids = frozenset({os.getuid(), *config.allowed_uids})
         self.connections: set[IpcConnection] = set()
+        #: pushes dropped from slow readers' queues, by tag (``event``: events and deltas)
+        self.dropped_pushes = {"event": 0, "log": 0}
         self._encoded: dict[str, tuple[Any, bytes]] = {}
         self._results: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         #: how often a ``state``/``status`` result was encoded, and how often one was reused

@@ -1,4 +1,5 @@
-"""The target's Prometheus metrics: a collector that reads the live tree at each scrape."""
+"""The target's Prometheus metrics: collectors that read the live tree (and the IPC server's
+connection queues) at each scrape."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from supervisor.ipc.server import IpcServer
 from supervisor.tree.lifecycle import Lifecycle
 from supervisor.tree.model import ROOT_PATH, walk
 from supervisor.tree.resources import Figures
@@ -91,13 +93,48 @@ class TreeCollector(Collector):
         yield samples
 
 
-def tree_registry(supervisor: Supervisor) -> CollectorRegistry:
-    """A registry of its own (no process-global metrics) holding the tree's collector."""
+class IpcCollector(Collector):
+    """The IPC connections' outbound queues (lines and bytes waiting) and the pushes dropped
+    from them."""
+
+    def __init__(self, server: IpcServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Any]:
+        server = self._server
+        queues = [c.out for c in server.connections if c.out is not None]
+        depth = GaugeMetricFamily("supervisor_ipc_push_queue_depth",
+                                  "lines waiting in IPC connections' outbound queues "
+                                  "(sum and deepest)", labels=["aggregate"])
+        depth.add_metric(["sum"], sum(q.pending for q in queues))
+        depth.add_metric(["max"], max((q.pending for q in queues), default=0))
+        yield depth
+        size = GaugeMetricFamily("supervisor_ipc_push_queue_bytes",
+                                 "bytes waiting in IPC connections' outbound queues (sum and "
+                                 "largest), each bounded by ipc.max_pending_push_bytes",
+                                 labels=["aggregate"])
+        size.add_metric(["sum"], sum(q.pending_bytes for q in queues))
+        size.add_metric(["max"], max((q.pending_bytes for q in queues), default=0))
+        yield size
+        dropped = CounterMetricFamily("supervisor_ipc_pushes_dropped",
+                                      "pushes dropped from slow IPC readers' queues, by kind "
+                                      "(event: events and state deltas)", labels=["kind"])
+        for kind, count in sorted(server.dropped_pushes.items()):
+            dropped.add_metric([kind], count)
+        yield dropped
+
+
+def tree_registry(supervisor: Supervisor, ipc: IpcServer | None = None) -> CollectorRegistry:
+    """A registry of its own (no process-global metrics) holding the tree's collector, and
+    the IPC server's when the target serves IPC."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TreeCollector(supervisor))
+    if ipc is not None:
+        registry.register(IpcCollector(ipc))
     return registry
 
 
-def metrics_service(supervisor: Supervisor, reactor: Any, listen: str) -> MetricsService:
+def metrics_service(supervisor: Supervisor, reactor: Any, listen: str,
+                    ipc: IpcServer | None = None) -> MetricsService:
     """The target's ``/metrics`` listener on ``listen`` (an endpoint description)."""
-    return MetricsService(reactor, listen, tree_registry(supervisor), what="target metrics")
+    return MetricsService(reactor, listen, tree_registry(supervisor, ipc), what="target metrics")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
@@ -172,14 +172,18 @@ def target_service(config: TargetConfig, reactor: Any) -> tuple[MultiService, Su
     LogCapture(supervisor).setServiceParent(top)
     ProcessOwnership(config.ipc.target_id, reactor).setServiceParent(top)
     supervisor.setServiceParent(top)
+    ipc: list[IService] = []
+    server = None
+    if config.ipc.enabled:
+        from supervisor.ipc.service import IpcService, ipc_services
+
+        ipc = ipc_services(config, supervisor, reactor, store)
+        server = next((s.server for s in ipc if isinstance(s, IpcService)), None)
     listen = config.spec.observability.prometheus.listen
     if listen is not None:
         from supervisor.target.metrics import metrics_service
 
-        metrics_service(supervisor, reactor, listen).setServiceParent(top)
-    if config.ipc.enabled:
-        from supervisor.ipc.service import ipc_services
-
-        for service in ipc_services(config, supervisor, reactor, store):
-            service.setServiceParent(top)
+        metrics_service(supervisor, reactor, listen, server).setServiceParent(top)
+    for service in ipc:
+        service.setServiceParent(top)
     return top, supervisor

@@ -17,8 +17,10 @@ receiver's ``max_line_bytes`` are never buffered past that size: the receiver is
 
 Outbound data goes through :class:`OutboundQueue`, which registers as the transport's
 streaming producer so that a peer that stops reading stops costing memory: once the transport
-asks us to pause, lines wait in a queue of at most ``max_pending`` entries and the oldest
-droppable ones are discarded (and counted) when it is full.
+asks us to pause, lines wait in a queue of at most ``max_pending`` entries and
+``max_pending_bytes`` bytes, and the oldest droppable ones are discarded (and counted) when it
+is over either. One line larger than ``max_pending_bytes`` still waits when nothing else does;
+behind other lines a droppable one that large is discarded on arrival.
 """
 
 from __future__ import annotations
@@ -148,8 +150,8 @@ class OutboundQueue:
 
     A line sent with a ``drop_tag`` (a push) may be discarded on overflow, and
     ``on_drop(drop_tag)`` is then called; lines without one (responses) are never discarded.
-    If only such lines are queued and the queue is full, the connection is closed instead of
-    growing.
+    If only such lines are queued and the queue is still over a bound, the connection is
+    closed instead of growing.
     """
 
     def __init__(
@@ -157,13 +159,19 @@ class OutboundQueue:
         transport: ITransport,
         max_pending: int,
         on_drop: Callable[[str], None] | None = None,
+        *,
+        max_pending_bytes: int,
     ) -> None:
         self._transport = transport
         self._max_pending = max_pending
+        self._max_bytes = max_pending_bytes
         self._on_drop = on_drop
         self._paused = False
         self._queue: collections.deque[tuple[bytes, str | None]] = collections.deque()
+        self._droppable = 0
         self.dropped = 0
+        #: bytes of the lines waiting here
+        self.pending_bytes = 0
         #: called when a paused transport has caught up and the queue is empty again
         self.on_drained: Callable[[], None] | None = None
         transport.registerProducer(self, True)
@@ -176,22 +184,40 @@ class OutboundQueue:
         if not self._paused and not self._queue:
             self._transport.write(line)
             return
+        if drop_tag is not None and len(line) > self._max_bytes and self._queue:
+            self._count_drop(drop_tag)  # it could never wait beside anything else
+            return
         self._queue.append((line, drop_tag))
-        while len(self._queue) > self._max_pending:
+        self.pending_bytes += len(line)
+        if drop_tag is not None:
+            self._droppable += 1
+        while len(self._queue) > self._max_pending or (
+                self.pending_bytes > self._max_bytes and len(self._queue) > 1):
             if not self._drop_oldest_droppable():
                 self._transport.loseConnection()
-                self._queue.clear()
+                self._clear()
                 return
 
     def _drop_oldest_droppable(self) -> bool:
-        for index, (_, tag) in enumerate(self._queue):
+        if not self._droppable:
+            return False
+        for index, (line, tag) in enumerate(self._queue):
             if tag is not None:
                 del self._queue[index]
-                self.dropped += 1
-                if self._on_drop is not None:
-                    self._on_drop(tag)
+                self._droppable -= 1
+                self.pending_bytes -= len(line)
+                self._count_drop(tag)
                 return True
         return False
+
+    def _count_drop(self, tag: str) -> None:
+        self.dropped += 1
+        if self._on_drop is not None:
+            self._on_drop(tag)
+
+    def _clear(self) -> None:
+        self._queue.clear()
+        self._droppable = self.pending_bytes = 0
 
     # IPushProducer
     def pauseProducing(self) -> None:
@@ -200,11 +226,14 @@ class OutboundQueue:
     def resumeProducing(self) -> None:
         self._paused = False
         while self._queue and not self._paused:
-            line, _ = self._queue.popleft()
+            line, tag = self._queue.popleft()
+            self.pending_bytes -= len(line)
+            if tag is not None:
+                self._droppable -= 1
             self._transport.write(line)
         if not self._queue and not self._paused and self.on_drained is not None:
             self.on_drained()
 
     def stopProducing(self) -> None:
-        self._queue.clear()
+        self._clear()
         self._paused = True
