@@ -165,7 +165,8 @@ class RelayProcess(Proc):
 
 def target_yaml(sockdir: str, target_id: str, registration_path: str, *,
                 interval: int = 2, lease: int = 10, children: list[dict[str, Any]] | None = None,
-                policy: dict[str, Any] | None = None) -> str:
+                policy: dict[str, Any] | None = None, ipc: dict[str, Any] | None = None,
+                observability: dict[str, Any] | None = None) -> str:
     data: dict[str, Any] = {
         "supervisor": {"strategy": "one_for_one", "name": target_id},
         "ipc": {"enabled": True, "target_id": target_id,
@@ -182,6 +183,9 @@ def target_yaml(sockdir: str, target_id: str, registration_path: str, *,
     }
     if policy:
         data["policy"] = policy
+    data["ipc"].update(ipc or {})
+    if observability:
+        data["observability"] = observability
     path = os.path.join(sockdir, f"{target_id}.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(data, f)
