@@ -7,7 +7,10 @@ import json
 
 from twisted.internet.testing import StringTransport
 
-from supervisor.config.target import IpcConfig
+import pytest
+
+from supervisor.config._common import ConfigError
+from supervisor.config.target import IpcConfig, parse_target_config
 from supervisor.ipc.server import IpcServer
 from supervisor.testing import ManualTask, TreeHarness
 from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
@@ -92,3 +95,14 @@ def test_a_reader_that_stops_reading_holds_at_most_max_pending_push_bytes():
     assert report["dropped_log_count"] == connection.dropped_logs
     assert len(logs) + report["dropped_log_count"] == lines
     assert logs[-1]["log"]["message"].startswith(f"{lines - 1:04d} ")  # the newest kept
+
+
+def test_max_pending_push_bytes_is_configured_and_validated():
+    ipc = {"enabled": True, "target_id": "t", "path": "/tmp/x.sock"}
+    assert parse_target_config({"ipc": ipc}, "/tmp").ipc.max_pending_push_bytes == 8 * 1024 * 1024
+    config = parse_target_config({"ipc": {**ipc, "max_pending_push_bytes": 1 << 20}}, "/tmp")
+    assert config.ipc.max_pending_push_bytes == 1 << 20
+    for bad, rule in ((1000, "must be >= 65536"), ("lots", "must be an integer")):
+        with pytest.raises(ConfigError) as e:
+            parse_target_config({"ipc": {**ipc, "max_pending_push_bytes": bad}}, "/tmp")
+        assert e.value.key == "ipc.max_pending_push_bytes" and rule in str(e.value)

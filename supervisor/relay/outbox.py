@@ -19,7 +19,7 @@ dropped (and counted) on arrival, and any other kind closes the session as above
 from __future__ import annotations
 
 import collections
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -56,12 +56,12 @@ class Outbox:
         self._messages = 0  # queued entries that carry text (not the dropped_count markers)
         self._render_dropped = render_dropped
         self._on_overflow = on_overflow
-        self._queue: collections.deque[list[object]] = collections.deque()
+        self._queue: collections.deque[list[Any]] = collections.deque()
         self._droppable = 0
         self._pending_dropped: set[str] = set()
         self._paused = False
         self._closed = False
-        self._snapshot: list[object] | None = None  # the queued target_list, if any
+        self._snapshot: list[Any] | None = None  # the queued target_list, if any
         #: older target_list messages replaced while waiting, never written
         self.superseded = 0
         self.dropped: dict[str, list[int]] = {}
@@ -84,7 +84,7 @@ class Outbox:
             return
         size = _size(text)
         if kind == SNAPSHOT_KIND and self._snapshot is not None:
-            self.pending_bytes += size - int(self._snapshot[3])  # type: ignore[call-overload]
+            self.pending_bytes += size - self._snapshot[3]
             self._snapshot[2] = text
             self._snapshot[3] = size
             self.superseded += 1
@@ -103,7 +103,7 @@ class Outbox:
             else:
                 self._overflow()
                 return
-        entry: list[object] = [kind, target_id, text, size]
+        entry: list[Any] = [kind, target_id, text, size]
         self._queue.append(entry)
         self._messages += 1
         self.pending_bytes += size
@@ -150,7 +150,7 @@ class Outbox:
                 del self._queue[index]
                 self._droppable -= 1
                 self._messages -= 1
-                self.pending_bytes -= int(entry[3])  # type: ignore[call-overload]
+                self.pending_bytes -= entry[3]
                 self._count_drop(str(entry[0]), str(entry[1]))
                 return
 
@@ -173,12 +173,12 @@ class Outbox:
                 self._snapshot = None
             if kind in DROPPABLE_KINDS:
                 self._droppable -= 1
-            if text is not None:
-                self._messages -= 1
-                self.pending_bytes -= int(size)  # type: ignore[call-overload]
             if text is None:
                 self._pending_dropped.discard(str(target_id))
                 text = self._render_dropped(str(target_id))
+            else:
+                self._messages -= 1
+                self.pending_bytes -= size
             self._write(str(text))
 
     # IPushProducer

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from relay_helpers import make_config
+from relay_memory import MemoryRelay
+from supervisor.config._common import ConfigError
 from supervisor.relay.outbox import Outbox
 
 
@@ -101,3 +106,23 @@ def test_the_message_count_limit_still_applies_below_the_byte_limit():
     for i in range(5):
         out.put("event", "t", f"e{i}")
     assert out.dropped == {"t": [2, 0]} and out.pending_bytes == 6
+
+
+def test_session_queue_bytes_is_configured_and_validated(tmp_path, pki):
+    assert make_config(str(tmp_path), pki).limits.session_queue_bytes == 8 * 1024 * 1024
+    config = make_config(str(tmp_path), pki, limits={"session_queue_bytes": 1 << 20})
+    assert config.limits.session_queue_bytes == 1 << 20
+    for bad, rule in ((1000, "must be >= 65536"), ("lots", "must be an integer")):
+        with pytest.raises(ConfigError) as e:
+            make_config(str(tmp_path), pki, limits={"session_queue_bytes": bad})
+        assert e.value.key == "limits.session_queue_bytes" and rule in str(e.value)
+
+
+def test_sessions_get_the_configured_byte_limit():
+    relay = MemoryRelay(limits={"session_queue_bytes": 65536})
+    session, _ = relay.session()
+    session.outbox.pauseProducing()
+    for _ in range(20):
+        session.outbox.put("log", "t", "x" * 8000)
+    assert session.outbox.pending_bytes == 8 * 8000  # 8 fit in 65,536 bytes
+    assert session.outbox.dropped == {"t": [0, 12]}
