@@ -2,7 +2,7 @@
 
 Each daemon is started with 20 children, measured, stopped, then started with 100 children;
 after all are up and BENCH_IDLE_SETTLE seconds (2) have passed, its CPU (utime+stime of the
-daemon process only, /proc/<pid>/stat) is read over BENCH_IDLE_SECONDS (60) and its VmRSS at the
+daemon process only, /proc/<pid>/stat) is read over BENCH_IDLE_SECONDS (30) and its VmRSS at the
 end. Per additional child = (RSS@100 − RSS@20) / 80. circus runs with the check_delay it uses
 for its fastest restart (see bench_peer_restart). Then ours alone with BENCH_IDLE_HUGE
 (1,000) children: RSS and CPU over BENCH_IDLE_HUGE_SECONDS (5) once all are up (0: skipped).
@@ -21,7 +21,7 @@ from bench._common import emit, rss_kib  # noqa: E402
 from bench.peers import daemons, harness  # noqa: E402
 from bench.peers.harness import env_float, guarded, row  # noqa: E402
 
-DURATION = env_float("BENCH_IDLE_SECONDS", 60)
+DURATION = env_float("BENCH_IDLE_SECONDS", 30)
 SETTLE = env_float("BENCH_IDLE_SETTLE", 2)
 SMALL, LARGE = (int(n) for n in os.environ.get("BENCH_IDLE_CHILDREN", "20,100").split(","))
 HUGE = int(os.environ.get("BENCH_IDLE_HUGE", 1000))
