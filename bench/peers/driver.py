@@ -140,7 +140,7 @@ def events_ours(path, target_id, hub):
     sock, lines = _ours_connect(path)
     request = {"request_id": "sub", "method": "events.subscribe",
                "params": {"target_id": target_id, "session_established": True,
-                          "since_sequence": 1 << 60}}
+                          "since_sequence": (1 << 53) - 1}}
     sock.sendall(json.dumps(request).encode() + b"\n")
     reply = json.loads(lines.line())
     if not reply.get("ok"):
