@@ -23,6 +23,7 @@ import array
 import base64
 import json
 import os
+import resource
 import struct
 import sys
 import time
@@ -244,6 +245,14 @@ def deferLater(seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
+def raise_nofile(needed: int) -> None:
+    """Room for ``needed`` descriptors (soft RLIMIT_NOFILE up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def run() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -255,6 +264,7 @@ def run() -> None:
     parser.add_argument("--origin", default="https://localhost:9443")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
+    raise_nofile(args.sessions + 64)
     stats = Stats(args.window.encode())
     sessions: list[LeanSession] = []
     status = [0]
