@@ -27,9 +27,11 @@ def factory() -> DashboardServerFactory:
 class Peer:
     """A WebSocket connection as the session transport uses it."""
 
-    def __init__(self, state=WebSocketServerProtocol.STATE_OPEN):
+    def __init__(self, state=WebSocketServerProtocol.STATE_OPEN, compress=None):
         self.state = state
-        self.prepared = []
+        self._perMessageCompress = compress
+        self.transport = StringTransport()
+        self.prepared = []  # messages that went through autobahn's sendPreparedMessage
 
     def sendPreparedMessage(self, message):
         self.prepared.append(message)
@@ -41,20 +43,36 @@ def test_a_message_fanned_out_is_prepared_once_and_framed_as_autobahn_frames_it(
     peers = [Peer() for _ in range(3)]
     for peer in peers:
         _WSTransport(peer, ws).send_text(text)
-    (message,) = {id(p.prepared[0]): p.prepared[0] for p in peers}.values()
-    assert message.payloadHybi == ws.prepareMessage(text.encode("utf-8")).payloadHybi
-    assert message.payloadHybi[0] == 0x81 and message.payloadHybi[1] & 0x80 == 0  # unmasked
+    expected = ws.prepareMessage(text.encode("utf-8")).payloadHybi
+    assert expected[0] == 0x81 and expected[1] & 0x80 == 0  # unmasked
+    assert [p.transport.value() for p in peers] == [expected] * 3
+    assert ws.prepared(text) is ws.prepared(text)  # prepared once for every session
     other = "".join(['{"type":', '"log"}'])
     _WSTransport(peers[0], ws).send_text(other)
-    assert peers[0].prepared[1] is not message
-    assert peers[0].prepared[1].payloadHybi.endswith(other.encode())
+    assert peers[0].transport.value() == expected + ws.prepareMessage(other.encode()).payloadHybi
+
+
+def test_the_frame_bytes_are_written_straight_to_the_transport():
+    ws = factory()
+    peer = Peer()
+    _WSTransport(peer, ws).send_text('{"type":"log"}')
+    assert peer.prepared == []  # not through autobahn's per-write calls
+    assert peer.transport.value().endswith(b'{"type":"log"}')
+
+
+def test_a_connection_with_per_message_compression_keeps_autobahn_framing():
+    ws = factory()
+    peer = Peer(compress=object())
+    _WSTransport(peer, ws).send_text('{"type":"log"}')
+    assert peer.transport.value() == b""
+    assert [m.payload for m in peer.prepared] == [b'{"type":"log"}']
 
 
 def test_nothing_is_sent_on_a_connection_that_is_not_open():
     ws = factory()
     closing = Peer(WebSocketServerProtocol.STATE_CLOSING)
     _WSTransport(closing, ws).send_text("{}")
-    assert closing.prepared == []
+    assert closing.prepared == [] and closing.transport.value() == b""
 
 
 def channel(clock, deadline=0.6):
