@@ -3,15 +3,21 @@
 (a) fan-out, every end in its own process: the relay (``twistd -n supervisor-relay``), a
     real target (``twistd -n supervisor-target``) whose task child
     ``bench/relaybench/emitter.py`` logs ``BENCH_RATE`` (1,000) lines/s while a gate file
-    exists, and N sessions (``BENCH_SESSIONS``, default 1,10,100) spread over up to
+    exists, and N sessions (``BENCH_SESSIONS``, default 1,10,100,1000) spread over up to
     ``BENCH_CLIENT_PROCS`` (4) client processes (``bench/relaybench/client.py``: wss:// with
     the operator's client certificate, a lean RFC 6455 client so that the clients' own cost
     per message stays small). Every log line carries ``time.time()`` at emission in its
     fields; latency = receipt − emission (one machine, one clock), so it covers target ring
     → IPC push → relay → TLS → session. Reported per N over a ``BENCH_SECONDS`` (5) window
-    plus the drain: delivered messages/s, p50/p99 latency, relay CPU % (utime+stime from
+    (``BENCH_LARGE_SECONDS`` (2) from ``BENCH_LARGE_SESSIONS`` (1,000) sessions on, so the
+    largest run stays short) plus the drain (at most ``BENCH_DRAIN_SECONDS``, 30):
+    delivered messages/s, p50/p99 latency, relay CPU % (utime+stime from
     /proc) and RSS, and the CPU of the target, of the clients and of the whole machine
-    (2 cores, shared) for context.
+    (2 cores, shared) for context. The relay's ``limits.max_sessions`` and the soft
+    RLIMIT_NOFILE of this process (inherited by the relay) and of the clients are raised to
+    fit the largest N; at 1,000 sessions the relay has to write 1,000,000 messages/s, more
+    than two shared cores can, so that run measures a saturated relay: delivered/s, drain
+    time and ``dropped_count`` messages say by how much.
 (b) registrations: ``BENCH_TARGETS`` (1,000) targets heartbeating; acks/s when sent as fast
     as ``BENCH_REG_CONCURRENCY`` connections allow, relay RSS with them registered, and the
     CPU of the relay and of the driver (this process) so a driver-bound figure shows.
@@ -19,8 +25,8 @@
 (b) and (c) run against a second, fresh relay with the driver (this process) as client.
 
 ``BENCH_PYSPY=/path/to/py-spy`` additionally samples the relay with py-spy during the
-largest N window and writes the profile to ``BENCH_PYSPY_OUT`` (default
-/tmp/relay-fanout.pyspy.txt, raw collapsed stacks). Prints one JSON object.
+window of ``BENCH_PYSPY_SESSIONS`` sessions (default the largest N) and writes the profile
+to ``BENCH_PYSPY_OUT`` (default /tmp/relay-fanout.pyspy.txt, raw collapsed stacks). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -52,8 +58,11 @@ from relay_faketarget import registration_payload  # noqa: E402
 from relay_helpers import ORIGIN, config_dict, connect_ws, make_pki, register  # noqa: E402
 
 RATE = int(os.environ.get("BENCH_RATE", 1000))
-SESSIONS = [int(n) for n in os.environ.get("BENCH_SESSIONS", "1,10,100").split(",")]
+SESSIONS = [int(n) for n in os.environ.get("BENCH_SESSIONS", "1,10,100,1000").split(",")]
 SECONDS = float(os.environ.get("BENCH_SECONDS", 5))
+LARGE_SESSIONS = int(os.environ.get("BENCH_LARGE_SESSIONS", 1000))
+LARGE_SECONDS = float(os.environ.get("BENCH_LARGE_SECONDS", 2))
+DRAIN_SECONDS = float(os.environ.get("BENCH_DRAIN_SECONDS", 30))
 CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", 4))
 TARGETS = int(os.environ.get("BENCH_TARGETS", 1000))
 REG_SECONDS = float(os.environ.get("BENCH_REG_SECONDS", 3))
@@ -216,10 +225,29 @@ children:
 """
 
 
+def window_seconds(n: int) -> float:
+    """How long the emitter runs for ``n`` sessions (short for the largest runs)."""
+    return LARGE_SECONDS if n >= LARGE_SESSIONS else SECONDS
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (capped by the hard limit);
+    children started afterwards (the relay) inherit it. Returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    return soft
+
+
 def start_relay(procs: Procs, workdir: str, pki: Any, port: int,
                 max_targets: int = 64) -> subprocess.Popen:
+    most = max(SESSIONS + [IDLE_SESSIONS])
+    raise_nofile(2 * most + max_targets + 256)
     config = config_dict(workdir, pki, listen={"bind": f"127.0.0.1:{port}"},
-                         limits={"max_sessions": 1024, "session_queue": 10000,
+                         limits={"max_sessions": max(1024, most + 64),
+                                 "session_queue": 10000,
                                  "max_targets": max_targets},
                          timeouts={"ipc_request_seconds": 10})
     config_path = os.path.join(workdir, "relay.yaml")
@@ -263,13 +291,14 @@ def fan_out_one(procs: Procs, workdir: str, port: int, relay: subprocess.Popen,
             f.write(f"{window}\n")
         os.replace(gate + ".tmp", gate)
         spy = None
-        if PYSPY and n == max(SESSIONS):
+        seconds = window_seconds(n)
+        if PYSPY and n == int(os.environ.get("BENCH_PYSPY_SESSIONS", max(SESSIONS))):
             spy = procs.start([PYSPY, "record", "-p", str(relay.pid), "-d",
-                               str(max(1, int(SECONDS))), "-r", "500", "--nonblocking",
+                               str(max(1, int(seconds))), "-r", "500", "--nonblocking",
                                "-f", "raw",
                                "-o", PYSPY_OUT], cwd=workdir,
                               log=os.path.join(workdir, "pyspy.log"))
-        time.sleep(SECONDS)
+        time.sleep(seconds)
         os.unlink(gate)
         t_emit = time.monotonic()
         done = gate + ".emitted"
@@ -281,7 +310,7 @@ def fan_out_one(procs: Procs, workdir: str, port: int, relay: subprocess.Popen,
         emitted = int(emitted_text)
         expected = emitted * n
         received = dropped_msgs = 0
-        while time.monotonic() - t_emit < 15:
+        while time.monotonic() - t_emit < DRAIN_SECONDS:
             answers = [client.ask("count").split() for client in clients]
             received = sum(int(a[1]) for a in answers)
             dropped_msgs = sum(int(a[2]) for a in answers)
@@ -303,7 +332,7 @@ def fan_out_one(procs: Procs, workdir: str, port: int, relay: subprocess.Popen,
             os.unlink(path)
         if spy is not None:
             try:
-                spy.wait(SECONDS + 30)
+                spy.wait(seconds + 30)
             except subprocess.TimeoutExpired:
                 pass
             procs.stop(spy)
@@ -316,8 +345,8 @@ def fan_out_one(procs: Procs, workdir: str, port: int, relay: subprocess.Popen,
     machine = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])  # % of all cores
     ncpu = os.cpu_count() or 1
     return {
-        "sessions": n, "client_processes": k, "emitted": emitted,
-        "emitted_per_s": round(emitted / SECONDS, 1),
+        "sessions": n, "client_processes": k, "window_s": seconds, "emitted": emitted,
+        "emitted_per_s": round(emitted / seconds, 1),
         "delivered": received, "expected": expected,
         "delivered_per_s": round(received / elapsed, 1),
         "drain_s": round(t1 - t_emit, 3),

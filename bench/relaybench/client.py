@@ -4,9 +4,11 @@ It opens ``--sessions`` sessions to the relay (TLS with the operator's client ce
 a plain RFC 6455 client: opening handshake, masked ``client_hello``, pong for pings), and
 for every ``log`` message of window ``--window`` extracts ``fields.bench_t`` (the target's
 ``time.time()`` at emission) to record ``receipt - emission``. Frames are parsed by hand
-and only the two numbers needed are pulled out of each message, so the client costs a
-fraction of what a full autobahn client costs per message; the relay's work is unchanged
-(it cannot tell this client from a browser).
+and only the two numbers needed are pulled out of each message; TLS is the standard
+library's ``ssl`` on non-blocking sockets under one ``selectors`` loop (no Twisted, no
+pyOpenSSL memory BIO), so the clients' own cost per message, which shares the machine's
+cores with the relay and shows in the latencies, stays a fraction of a full client's. The
+relay's work is unchanged (it cannot tell this client from a browser).
 
 Line protocol on stdin/stdout (driven by bench_relay.py):
 - the client prints ``ready`` once every session has its first ``state`` (``error ...``
@@ -23,24 +25,21 @@ import array
 import base64
 import json
 import os
+import resource
+import selectors
+import socket
+import ssl
 import struct
 import sys
 import time
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from twisted.internet import defer, reactor, stdio
-from twisted.internet.endpoints import SSL4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.protocols.basic import LineReceiver
 
 STATE_PREFIX = b'{"type":"state"'
 LOG_PREFIX = b'{"type":"log"'
 DROPPED_PREFIX = b'{"type":"dropped_count"'
 T_KEY = b'"bench_t":'
 W_KEY = b'"bench_w":'
+READ_SIZE = 262144
 
 
 def mask_frame(opcode: int, payload: bytes) -> bytes:
@@ -69,45 +68,55 @@ class Stats:
         self.closed = 0
 
 
-class LeanSession(Protocol):
-    def __init__(self, stats: Stats, host: str, origin: str, opened: defer.Deferred) -> None:
+class LeanSession:
+    """One established WebSocket over a non-blocking TLS socket."""
+
+    def __init__(self, stats: Stats, sock: ssl.SSLSocket, rest: bytes) -> None:
         self.stats = stats
-        self.host = host
-        self.origin = origin
-        self.opened = opened
+        self.sock = sock
         self.buf = b""
-        self.upgraded = False
         self.got_state = False
+        self.closed = False
         self.fragments: list[bytes] = []
+        if rest:
+            self.feed(rest)
 
-    def connectionMade(self) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write((
-            "GET /supervisor HTTP/1.1\r\n"
-            f"Host: {self.host}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {self.origin}\r\n\r\n").encode())
+    def write(self, data: bytes) -> None:
+        """Rare control frames (pong, close): written blocking, then back to non-blocking."""
+        try:
+            self.sock.setblocking(True)
+            self.sock.sendall(data)
+            self.sock.setblocking(False)
+        except OSError:
+            self.lost()
 
-    def dataReceived(self, data: bytes) -> None:
+    def readable(self) -> None:
+        chunks = []
+        while True:
+            try:
+                chunk = self.sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                break
+            except (ssl.SSLError, OSError):
+                chunk = b""
+            if not chunk:
+                if chunks:
+                    self.feed(b"".join(chunks))
+                self.lost()
+                return
+            chunks.append(chunk)
+        if chunks:
+            self.feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def lost(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.stats.closed += 1
+
+    def feed(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            status = buf[:buf.find(b"\r\n")]
-            if b" 101 " not in status + b" ":
-                if not self.opened.called:
-                    self.opened.errback(ConnectionError(status.decode(errors="replace")))
-                self.transport.abortConnection()
-                return
-            self.upgraded = True
-            buf = buf[end + 4:]
-            self.transport.write(mask_frame(1, json.dumps(
-                {"type": "client_hello", "client_store_id": "relaybench",
-                 "resume_cursor": {}}).encode()))
         pos, size = 0, len(buf)
+        message = self.message
         while size - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
             n = b1 & 0x7F
@@ -138,12 +147,12 @@ class LeanSession(Protocol):
                 self.fragments = []
                 opcode = 1
             if opcode == 1:
-                self.message(payload)
+                message(payload)
             elif opcode == 9:
-                self.transport.write(mask_frame(10, payload))
+                self.write(mask_frame(10, payload))
             elif opcode == 8:
-                self.transport.write(mask_frame(8, payload[:2]))
-                self.transport.loseConnection()
+                self.write(mask_frame(8, payload[:2]))
+                self.lost()
         self.buf = buf[pos:] if pos < size else b""
 
     def message(self, payload: bytes) -> None:
@@ -154,11 +163,11 @@ class LeanSession(Protocol):
             if i < 0 or not payload.startswith(stats.window, i + len(W_KEY)):
                 stats.other_logs += 1
                 return
-            i = payload.find(T_KEY)
-            j = i + len(T_KEY)
-            k = j
-            while payload[k] not in b",}":
-                k += 1
+            j = payload.find(T_KEY) + len(T_KEY)
+            k = payload.find(b",", j)
+            m = payload.find(b"}", j)
+            if k < 0 or 0 <= m < k:
+                k = m
             stats.latencies.append(now - float(payload[j:k]))
             stats.received += 1
         elif payload.startswith(STATE_PREFIX):
@@ -169,79 +178,48 @@ class LeanSession(Protocol):
             stats.dropped_messages += 1
             stats.dropped_last = json.loads(payload)
 
-    def connectionLost(self, reason: Any = None) -> None:
-        self.stats.closed += 1
-        if not self.opened.called:
-            self.opened.errback(ConnectionError(f"closed before open: {reason}"))
+
+def open_session(args: argparse.Namespace, context: ssl.SSLContext, stats: Stats,
+                 host: str) -> LeanSession:
+    """Connect, TLS handshake, WebSocket upgrade and ``client_hello``, all blocking."""
+    raw = socket.create_connection(("127.0.0.1", args.port), timeout=30)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((
+        "GET /supervisor HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {args.origin}\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before open")
+        buf += chunk
+    end = buf.find(b"\r\n\r\n")
+    status = buf[:buf.find(b"\r\n")]
+    if b" 101 " not in status + b" ":
+        sock.close()
+        raise ConnectionError(status.decode(errors="replace"))
+    sock.sendall(mask_frame(1, json.dumps(
+        {"type": "client_hello", "client_store_id": "relaybench",
+         "resume_cursor": {}}).encode()))
+    sock.setblocking(False)
+    return LeanSession(stats, sock, buf[end + 4:])
 
 
-class Control(LineReceiver):
-    delimiter = b"\n"
-
-    def __init__(self, stats: Stats, sessions: list[LeanSession]) -> None:
-        self.stats = stats
-        self.sessions = sessions
-
-    def lineReceived(self, line: bytes) -> None:
-        words = line.decode().split()
-        if not words:
-            return
-        if words[0] == "count":
-            self.sendLine(f"count {self.stats.received} {self.stats.dropped_messages}".encode())
-        elif words[0] == "report":
-            with open(words[1], "wb") as f:
-                self.stats.latencies.tofile(f)
-            s = self.stats
-            self.sendLine(b"report " + json.dumps({
-                "received": s.received, "other_logs": s.other_logs,
-                "dropped_count_messages": s.dropped_messages,
-                "dropped_last": s.dropped_last, "closed": s.closed}).encode())
-            for session in self.sessions:
-                if session.transport is not None:
-                    session.transport.abortConnection()
-            reactor.callLater(0.05, reactor.stop)
-
-    def say(self, text: str) -> None:
-        self.sendLine(text.encode())
-
-    def connectionLost(self, reason: Any = None) -> None:
-        # the driver went away (stdin closed): do not linger
-        if reactor.running:
-            reactor.stop()
+def raise_nofile(needed: int) -> None:
+    """Room for ``needed`` descriptors (soft RLIMIT_NOFILE up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-async def main(args: argparse.Namespace, stats: Stats, sessions: list[LeanSession],
-               control: Control) -> None:
-    with open(args.ca, "rb") as f:
-        trust = Certificate.loadPEM(f.read())
-    with open(args.cert, "rb") as f, open(args.key, "rb") as g:
-        # cryptography objects: pyOpenSSL's X509 and PKey are deprecated
-        mine = {"certificate": x509.load_pem_x509_certificate(f.read()),
-                "privateKey": serialization.load_pem_private_key(g.read(), None)}
-    tls = optionsForClientTLS("localhost", trustRoot=trust, extraCertificateOptions=mine)
-    host = args.origin.split("://", 1)[1]
-    sem = defer.DeferredSemaphore(8)
-
-    async def open_one() -> None:
-        opened: defer.Deferred = defer.Deferred()
-        proto = LeanSession(stats, host, args.origin, opened)
-        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", args.port, tls, timeout=30)
-        await endpoint.connect(Factory.forProtocol(lambda: proto))
-        sessions.append(proto)
-
-    await defer.gatherResults([sem.run(lambda: defer.ensureDeferred(open_one()))
-                               for _ in range(args.sessions)], consumeErrors=True)
-    deadline = time.monotonic() + args.timeout
-    while stats.ready < args.sessions:
-        if time.monotonic() > deadline or stats.closed:
-            raise RuntimeError(f"only {stats.ready}/{args.sessions} sessions got a state")
-        await deferLater(0.01)
-    control.say("ready")
-
-
-def deferLater(seconds: float) -> defer.Deferred:
-    from twisted.internet import task
-    return task.deferLater(reactor, seconds, lambda: None)
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def run() -> None:
@@ -255,27 +233,63 @@ def run() -> None:
     parser.add_argument("--origin", default="https://localhost:9443")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
+    raise_nofile(args.sessions + 64)
     stats = Stats(args.window.encode())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(args.ca)
+    context.load_cert_chain(args.cert, args.key)
+    host = args.origin.split("://", 1)[1]
+    selector = selectors.DefaultSelector()
     sessions: list[LeanSession] = []
-    status = [0]
-
-    control = Control(stats, sessions)
-
-    def start() -> None:
-        d = defer.ensureDeferred(main(args, stats, sessions, control))
-
-        def failed(f: Any) -> None:
-            control.say(f"error {f.getErrorMessage()}")
-            status[0] = 1
-            reactor.callLater(0.05, reactor.stop)
-
-        d.addErrback(failed)
-
-    # stdout is the control channel: the Control protocol writes its answers through it
-    stdio.StandardIO(control)
-    reactor.callWhenRunning(start)
-    reactor.run()
-    sys.exit(status[0])
+    try:
+        for _ in range(args.sessions):
+            session = open_session(args, context, stats, host)
+            sessions.append(session)
+            selector.register(session.sock, selectors.EVENT_READ, session)
+    except (OSError, ConnectionError) as e:
+        say(f"error {e}")
+        sys.exit(1)
+    selector.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
+    control = b""
+    deadline = time.monotonic() + args.timeout
+    announced = False
+    while True:
+        if not announced:
+            if stats.ready >= args.sessions:
+                say("ready")
+                announced = True
+            elif time.monotonic() > deadline or stats.closed:
+                say(f"error only {stats.ready}/{args.sessions} sessions got a state")
+                sys.exit(1)
+        for key, _ in selector.select(0.1 if not announced else None):
+            session = key.data
+            if session is not None:
+                session.readable()
+                if session.closed:
+                    selector.unregister(session.sock)
+                    session.sock.close()
+                continue
+            chunk = os.read(sys.stdin.fileno(), 4096)
+            if not chunk:  # the driver went away: do not linger
+                sys.exit(0)
+            control += chunk
+            while b"\n" in control:
+                line, control = control.split(b"\n", 1)
+                words = line.decode().split()
+                if not words:
+                    continue
+                if words[0] == "count":
+                    say(f"count {stats.received} {stats.dropped_messages}")
+                elif words[0] == "report":
+                    with open(words[1], "wb") as f:
+                        stats.latencies.tofile(f)
+                    say("report " + json.dumps({
+                        "received": stats.received, "other_logs": stats.other_logs,
+                        "dropped_count_messages": stats.dropped_messages,
+                        "dropped_last": stats.dropped_last, "closed": stats.closed}))
+                    for s in sessions:
+                        s.sock.close()
+                    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web import pages
 
 from relay_memory import MemoryRelay
-from supervisor.relay.web.protocol import DashboardServerFactory, _WSTransport
+from supervisor.relay.web.protocol import WRITE_BATCH_BYTES, DashboardServerFactory, _WSTransport
 from supervisor.relay.web.site import RelaySite, build_site
 
 
@@ -27,9 +27,11 @@ def factory() -> DashboardServerFactory:
 class Peer:
     """A WebSocket connection as the session transport uses it."""
 
-    def __init__(self, state=WebSocketServerProtocol.STATE_OPEN):
+    def __init__(self, state=WebSocketServerProtocol.STATE_OPEN, compress=None):
         self.state = state
-        self.prepared = []
+        self._perMessageCompress = compress
+        self.transport = StringTransport()
+        self.prepared = []  # messages that went through autobahn's sendPreparedMessage
 
     def sendPreparedMessage(self, message):
         self.prepared.append(message)
@@ -41,20 +43,83 @@ def test_a_message_fanned_out_is_prepared_once_and_framed_as_autobahn_frames_it(
     peers = [Peer() for _ in range(3)]
     for peer in peers:
         _WSTransport(peer, ws).send_text(text)
-    (message,) = {id(p.prepared[0]): p.prepared[0] for p in peers}.values()
-    assert message.payloadHybi == ws.prepareMessage(text.encode("utf-8")).payloadHybi
-    assert message.payloadHybi[0] == 0x81 and message.payloadHybi[1] & 0x80 == 0  # unmasked
+    ws.reactor.advance(0)
+    expected = ws.prepareMessage(text.encode("utf-8")).payloadHybi
+    assert expected[0] == 0x81 and expected[1] & 0x80 == 0  # unmasked
+    assert [p.transport.value() for p in peers] == [expected] * 3
+    assert ws.prepared(text) is ws.prepared(text)  # prepared once for every session
     other = "".join(['{"type":', '"log"}'])
     _WSTransport(peers[0], ws).send_text(other)
-    assert peers[0].prepared[1] is not message
-    assert peers[0].prepared[1].payloadHybi.endswith(other.encode())
+    ws.reactor.advance(0)
+    assert peers[0].transport.value() == expected + ws.prepareMessage(other.encode()).payloadHybi
+
+
+def test_the_frame_bytes_are_written_straight_to_the_transport():
+    ws = factory()
+    peer = Peer()
+    _WSTransport(peer, ws).send_text('{"type":"log"}')
+    ws.reactor.advance(0)
+    assert peer.prepared == []  # not through autobahn's per-write calls
+    assert peer.transport.value().endswith(b'{"type":"log"}')
+
+
+class CountingTransport(StringTransport):
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
+def test_the_frames_of_one_reactor_turn_reach_the_transport_as_one_write():
+    ws = factory()
+    peers = [Peer() for _ in range(2)]
+    for peer in peers:
+        peer.transport = CountingTransport()
+    sessions = [_WSTransport(peer, ws) for peer in peers]
+    texts = [f'{{"type":"log","n":{i}}}' for i in range(5)]
+    for text in texts:
+        for session in sessions:
+            session.send_text(text)
+    assert [p.transport.writes for p in peers] == [0, 0]  # held until the turn ends
+    ws.reactor.advance(0)
+    for peer in peers:
+        assert peer.transport.writes == 1
+        assert frames(peer.transport.value()) == [t.encode() for t in texts]
+    sessions[0].send_text(texts[0])  # the next turn starts over
+    ws.reactor.advance(0)
+    assert peers[0].transport.writes == 2 and peers[1].transport.writes == 1
+
+
+def test_held_frames_are_written_once_a_batch_is_full():
+    ws = factory()
+    peer = Peer()
+    peer.transport = CountingTransport()
+    session = _WSTransport(peer, ws)
+    text = '{"type":"log","x":"' + "x" * 1000 + '"}'
+    sent = 0
+    while peer.transport.writes == 0:
+        session.send_text(text)
+        sent += 1
+    assert sent * len(ws.prepared(text).payloadHybi) >= WRITE_BATCH_BYTES
+    assert len(frames(peer.transport.value())) == sent  # no reactor turn needed
+
+
+def test_a_connection_with_per_message_compression_keeps_autobahn_framing():
+    ws = factory()
+    peer = Peer(compress=object())
+    _WSTransport(peer, ws).send_text('{"type":"log"}')
+    assert peer.transport.value() == b""
+    assert [m.payload for m in peer.prepared] == [b'{"type":"log"}']
 
 
 def test_nothing_is_sent_on_a_connection_that_is_not_open():
     ws = factory()
     closing = Peer(WebSocketServerProtocol.STATE_CLOSING)
     _WSTransport(closing, ws).send_text("{}")
-    assert closing.prepared == []
+    assert closing.prepared == [] and closing.transport.value() == b""
 
 
 def channel(clock, deadline=0.6):
@@ -117,6 +182,7 @@ def test_a_session_on_an_in_memory_websocket_gets_whole_frames_written_through()
     transport = StringTransport()  # its peer is 192.168.1.1, the listed proxy
     protocol.makeConnection(transport)
     protocol.dataReceived(UPGRADE)
+    relay.clock.advance(0)
     response, rest = transport.value().split(b"\r\n\r\n", 1)
     assert b" 101 " in response.split(b"\r\n")[0]
     (hello,) = frames(rest)
@@ -301,3 +367,23 @@ def test_frame_clock_follows_boundaries_of_every_header_form():
         assert clock.feed(frame[cut:]) == 1 and not clock.inside_frame
     unmasked = b"\x81\x05hello"
     assert clock.feed(unmasked) == 1 and not clock.inside_frame
+
+
+def test_frames_held_for_the_turn_go_out_before_a_close_frame():
+    relay = MemoryRelay(trusted_proxy={"enabled": True, "allowed_remote_addrs": ["192.168.1.1"],
+                                       "identity_header": "x-client-identity"})
+    ws = DashboardServerFactory(relay.config, relay.hub, reactor=relay.clock)
+    protocol = ws.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(UPGRADE)
+    relay.clock.advance(0)
+    (session,) = relay.hub.sessions.values()
+    transport.clear()
+    session.send_text("log", None, '{"type":"log","n":1}')
+    session.transport.close(1000, "bye")  # in the same turn
+    data = transport.value()
+    assert data.startswith(b'\x81\x14{"type":"log","n":1}')
+    assert data[22] == 0x88  # then the close frame
+    relay.clock.advance(0)
+    assert transport.value() == data  # nothing held back to come after it

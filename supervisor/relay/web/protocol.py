@@ -10,7 +10,8 @@ HTTP 403/503 answers to the handshake.
 A message fanned out to many sessions is prepared once (``factory.prepareMessage``) and sent
 to each with ``sendPreparedMessage``: server frames are not masked, so its bytes are the same
 for every session. Writes then reach the transport without autobahn's per-write debug
-formatting (see :meth:`DashboardServerProtocol.sendData`).
+formatting (see :meth:`DashboardServerProtocol.sendData`), and a session's frames of one
+reactor turn reach TLS as one write (see :class:`_WSTransport`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class DashboardServerProtocol(WebSocketServerProtocol):
     _relay_session: Session | None = None
     _frame_clock: FrameClock | None = None  # from the first byte after the handshake
     _frame_timer: Any = None
+    _ws_transport: "_WSTransport | None" = None
 
     def dataReceived(self, data: bytes) -> None:
         opened_before = self._frame_clock is not None
@@ -152,8 +154,8 @@ class DashboardServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         assert self._relay_identity is not None
-        session = self.factory.hub.open_session(self._relay_identity,
-                                                _WSTransport(self, self.factory))
+        self._ws_transport = _WSTransport(self, self.factory)
+        session = self.factory.hub.open_session(self._relay_identity, self._ws_transport)
         self._relay_session = session
         # a peer that opens the WebSocket but never says client_hello would hold a session
         # slot (limits.max_sessions) for as long as it answers pings: bound it
@@ -171,7 +173,10 @@ class DashboardServerProtocol(WebSocketServerProtocol):
         """Write ``data`` to the transport. autobahn's own ``sendData`` builds the arguments
         of a debug log line on every write, whatever the log level: some 30 times the cost
         of the write, and most of a fan-out's. The relay never asks for synchronous or
-        chopped writes; those keep autobahn's queueing."""
+        chopped writes; those keep autobahn's queueing. Frames the session holds for the
+        end of the turn go first."""
+        if self._ws_transport is not None:
+            self._ws_transport.flush()
         if sync or chopsize:
             super().sendData(data, sync, chopsize)
         else:
@@ -219,22 +224,62 @@ def _address(host: Any) -> Address | None:
     return address
 
 
+#: bytes of frames a session holds for the end of the reactor turn before writing them at once
+WRITE_BATCH_BYTES = 64_000
+
+
 class _WSTransport:
-    """The SessionTransport of one WebSocket connection."""
+    """The SessionTransport of one WebSocket connection.
+
+    Frames sent during a reactor turn are joined and handed to the transport once, at the
+    end of the turn (or as soon as :data:`WRITE_BATCH_BYTES` of them wait): TLS turns every
+    write into a record of its own, and a fan-out of k messages per turn would otherwise
+    encrypt k records per session. Anything autobahn itself writes (pings, close frames)
+    flushes them first, so the order on the wire stays the order of sending."""
 
     def __init__(self, protocol: WebSocketServerProtocol,
                  factory: "DashboardServerFactory") -> None:
         self._protocol = protocol
+        self._factory = factory
         self._prepared = factory.prepared
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     def send_text(self, text: str) -> None:
+        """One message to this session. Without per-message compression (the relay never
+        negotiates it) the prepared frame's bytes are all there is to write: this runs once
+        per message and session, so autobahn's two calls per write are skipped."""
         protocol = self._protocol
-        if protocol.state == _OPEN:
-            protocol.sendPreparedMessage(self._prepared(text))
+        if protocol.state != _OPEN:
+            return
+        prepared = self._prepared(text)
+        if protocol._perMessageCompress is not None:
+            self.flush()
+            protocol.sendPreparedMessage(prepared)
+            return
+        data = prepared.payloadHybi
+        if not self._pending:
+            self._factory.flush_at_end_of_turn(self)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= WRITE_BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the frames held for this turn, joined."""
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._pending = []
+        self._pending_bytes = 0
+        transport = self._protocol.transport
+        if transport is not None:
+            transport.write(data)
 
     def close(self, code: int, reason: str) -> None:
         if self._protocol.state == _OPEN:
-            self._protocol.sendClose(code, reason)
+            self._protocol.sendClose(code, reason)  # flushes first (sendData)
 
 
 class DashboardServerFactory(WebSocketServerFactory):
@@ -249,6 +294,8 @@ class DashboardServerFactory(WebSocketServerFactory):
         self.relay_config = config
         self._prepared_text: str | None = None
         self._prepared = self.prepareMessage(b"")
+        self._unflushed: list[_WSTransport] = []  # sessions holding frames for the turn's end
+        self._flush_call: Any = None
         self._proxy_addresses = frozenset(
             a for a in map(_address, config.trusted_proxy.allowed_remote_addrs) if a is not None)
         t = config.timeouts
@@ -270,6 +317,19 @@ class DashboardServerFactory(WebSocketServerFactory):
         ``0:0:0:0:0:0:0:1``; an IPv4-mapped IPv6 peer is its IPv4 address)."""
         address = _address(host)
         return address is not None and address in self._proxy_addresses
+
+    def flush_at_end_of_turn(self, session: _WSTransport) -> None:
+        """Have ``session``'s held frames written at the end of this reactor turn; one
+        delayed call for every session that wrote in the turn."""
+        self._unflushed.append(session)
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush_sessions)
+
+    def _flush_sessions(self) -> None:
+        self._flush_call = None
+        sessions, self._unflushed = self._unflushed, []
+        for session in sessions:
+            session.flush()
 
     def prepared(self, text: str) -> PreparedMessage:
         """``text`` as a prepared WebSocket message. A fan-out hands every session the same
