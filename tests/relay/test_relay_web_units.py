@@ -29,7 +29,7 @@ class Peer:
 
     def __init__(self, state=WebSocketServerProtocol.STATE_OPEN, compress=None):
         self.state = state
-        self._perMessageCompress = compress
+        self.websocket_extensions_in_use = [] if compress is None else [compress]
         self.transport = StringTransport()
         self.prepared = []  # messages that went through autobahn's sendPreparedMessage
 

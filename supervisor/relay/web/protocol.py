@@ -253,7 +253,7 @@ class _WSTransport:
         if protocol.state != _OPEN:
             return
         prepared = self._prepared(text)
-        if protocol._perMessageCompress is not None:
+        if protocol.websocket_extensions_in_use:  # per-message compression frames per session
             self.flush()
             protocol.sendPreparedMessage(prepared)
             return
