@@ -31,6 +31,15 @@ ORDERED_OPERATOR = Identity("mtls_cert_fingerprint:" + "b" * 64,
                             "O=Example Ops, CN=demo operator", "mtls")
 VIEWER = Identity("mtls_cert_fingerprint:" + "c" * 64, "O=Example Ops, CN=viewer", "mtls")
 HELLO = {"type": "client_hello", "client_store_id": "store-1", "resume_cursor": {}}
+
+
+def filter_message(**conditions: Any) -> dict[str, Any]:
+    """A ``log_event_filter_conditions`` message: no condition but those given."""
+    message = {"type": "log_event_filter_conditions", "target_ids": [], "child_paths": [],
+               "lifecycle_states": [], "event_types": [], "severities": [],
+               "sequence_min": None, "correlation_id": None}
+    message.update(conditions)
+    return message
 _PKI = types.SimpleNamespace(server_cert_path="/memory/relay.pem",
                              server_key_path="/memory/relay-key.pem", ca_path="/memory/ca.pem")
 

@@ -5,15 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay_memory import MemoryRelay
-
-
-def _filter(**conditions):
-    message = {"type": "log_event_filter_conditions", "target_ids": [], "child_paths": [],
-               "lifecycle_states": [], "event_types": [], "severities": [],
-               "sequence_min": None, "correlation_id": None}
-    message.update(conditions)
-    return message
+from relay_memory import MemoryRelay, filter_message
 
 
 @pytest.mark.parametrize("value, ok", [
@@ -24,7 +16,7 @@ def test_the_filter_sequence_min_is_bounded(value, ok):
     relay = MemoryRelay()
     session, ws = relay.session()
     before = len(ws.of_type("error"))
-    relay.send(session, _filter(sequence_min=value))
+    relay.send(session, filter_message(sequence_min=value))
     errors = ws.of_type("error")[before:]
     if ok:
         assert errors == []

@@ -8,7 +8,7 @@ import pytest
 from automat import NoTransition
 
 from relay_faketarget import fixture
-from relay_memory import HELLO, ORDERED_OPERATOR, MemoryRelay
+from relay_memory import HELLO, ORDERED_OPERATOR, MemoryRelay, filter_message
 from supervisor.relay.hub import TARGET_LIST_INTERVAL_SECONDS
 from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER
 
@@ -207,14 +207,6 @@ def test_target_lists_are_coalesced_per_reactor_turn():
     assert {t["connection_state"] for t in lists[-1]["targets"]} == {"connected"}
 
 
-def _filter(**conditions):
-    message = {"type": "log_event_filter_conditions", "target_ids": [], "child_paths": [],
-               "lifecycle_states": [], "event_types": [], "severities": [],
-               "sequence_min": None, "correlation_id": None}
-    message.update(conditions)
-    return message
-
-
 def test_filters_apply_relay_side():
     relay = MemoryRelay()
     a_target, b_target = relay.target("target-a"), relay.target("target-b")
@@ -236,7 +228,7 @@ def test_filters_apply_relay_side():
     assert [m["event"] for m in ws.of_type("event")] == [wanted]
     assert [m["log"] for m in ws.of_type("log")] == [wanted_log]
     # child path (and below it) and lifecycle state
-    relay.send(session, _filter(child_paths=["/root/invoice_writer"],
+    relay.send(session, filter_message(child_paths=["/root/invoice_writer"],
                                 lifecycle_states=["paused"]))
     a_target.emit_event("child_paused", child_id="worker")
     a_target.emit_event("child_running", child_id="invoice_writer")
@@ -258,7 +250,7 @@ def test_correlation_id_matches_as_a_substring():
     target = relay.target()
     relay.register(target)
     session, ws = relay.session()
-    relay.send(session, _filter(correlation_id="7f3a"))
+    relay.send(session, filter_message(correlation_id="7f3a"))
     target.emit_event("child_running", correlation_id="incident-4")
     inside = target.emit_event("child_paused", correlation_id="cmd-7f3a-b")
     exact = target.emit_event("child_resumed", correlation_id="7f3a")
@@ -276,7 +268,7 @@ def test_a_filter_on_one_of_two_targets_keeps_the_other_bound_and_commandable():
     relay.register(a_target)
     relay.register(b_target)
     session, ws = relay.session()
-    relay.send(session, _filter(target_ids=["target-a"]))
+    relay.send(session, filter_message(target_ids=["target-a"]))
     assert session.bound == {"target-a", "target-b"}
     assert len(b_target.connections) == 1  # its link stays open
     b_target.emit_event("child_failed")
@@ -308,22 +300,22 @@ def test_a_filter_that_lets_more_through_sends_a_fresh_state_for_the_affected_ta
     session, ws = relay.session()
     states = len(ws.of_type("state"))
     # narrowing never refills
-    relay.send(session, _filter(target_ids=["target-a"], severities=["error"]))
+    relay.send(session, filter_message(target_ids=["target-a"], severities=["error"]))
     assert len(ws.of_type("state")) == states
     # target-b comes back into the stream; target-a's conditions are unchanged
-    relay.send(session, _filter(target_ids=["target-a", "target-b"], severities=["error"]))
+    relay.send(session, filter_message(target_ids=["target-a", "target-b"], severities=["error"]))
     fresh = ws.of_type("state")[states:]
     assert [m["target_id"] for m in fresh] == ["target-b"]
     # a looser severity lets more of both through: both get a state
-    relay.send(session, _filter(severities=["error", "warning"]))
+    relay.send(session, filter_message(severities=["error", "warning"]))
     fresh = ws.of_type("state")[states + 1:]
     assert sorted(m["target_id"] for m in fresh) == ["target-a", "target-b"]
     # a longer correlation substring is narrower; a shorter one wider
-    relay.send(session, _filter(severities=["error", "warning"], correlation_id="cmd-7f"))
+    relay.send(session, filter_message(severities=["error", "warning"], correlation_id="cmd-7f"))
     count = len(ws.of_type("state"))
-    relay.send(session, _filter(severities=["error", "warning"], correlation_id="cmd-7f3a"))
+    relay.send(session, filter_message(severities=["error", "warning"], correlation_id="cmd-7f3a"))
     assert len(ws.of_type("state")) == count
-    relay.send(session, _filter(severities=["error", "warning"], correlation_id="7f"))
+    relay.send(session, filter_message(severities=["error", "warning"], correlation_id="7f"))
     assert len(ws.of_type("state")) == count + 2
 
 
