@@ -8,8 +8,9 @@ the last of a segment, and readers skip it.
 
 Writing: the reactor thread hands over encoded lines (:meth:`HistoryStore.write`, a lock and
 a deque append); one writer thread takes everything queued at least every
-``flush_interval_ms`` (sooner once :data:`BATCH_BYTES` wait) and writes it with
-``os.writev`` (no copy). Past :data:`HIGH_WATER_BYTES` waiting, the process children's
+``flush_interval_ms``, sooner once :data:`BATCH_BYTES` wait or once nothing new arrived for
+:data:`QUIET_SECONDS` (the end of a burst reaches the disk at once, a steady stream is still
+written in batches), and writes it with ``os.writev`` (no copy). Past :data:`HIGH_WATER_BYTES` waiting, the process children's
 pipes are not read until the writer catches up (the children wait, as they would writing to
 a slow file; at most :data:`MAX_PAUSE_SECONDS` at a time). The queue holds at most
 :data:`MAX_QUEUED_BYTES`: records that would pass it (a stuck disk) are dropped and counted; a failed write (a full disk)
@@ -45,8 +46,12 @@ LOW_WATER_BYTES = 2 * 1024 * 1024
 #: ...or for at most this long: a disk that stays stuck must not stall the children, so
 #: reading resumes and what passes :data:`MAX_QUEUED_BYTES` is dropped until it recovers.
 MAX_PAUSE_SECONDS = 5.0
-#: The writer wakes before the flush interval once this much is waiting.
+#: The writer wakes before the flush interval once this much is waiting...
 BATCH_BYTES = 1024 * 1024
+#: ...or once records wait and nothing new was queued for this long. Longer than the
+#: process children's read gathering (``supervisor.tree.spawn._GATHER_SECONDS``), so a chatty
+#: child's reads keep filling one batch.
+QUIET_SECONDS = 0.005
 #: Events' share of ``max_bytes`` is ``1 / EVENTS_SHARE``.
 EVENTS_SHARE = 8
 #: Smallest segment of the events stream.
@@ -235,6 +240,7 @@ class HistoryStore:
         self._queue: collections.deque[tuple[str, bytes, int]] = collections.deque()
         self._queued_bytes = 0
         self._first_queued_at = 0.0
+        self._arrivals = 0  # write() calls so far: the writer tells a pause from a stream
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._report_due = False
@@ -268,6 +274,7 @@ class HistoryStore:
                     self._first_queued_at = time.monotonic()
                 self._queue.append((stream, data, count))
                 self._queued_bytes += size
+                self._arrivals += 1
                 if was_empty or self._queued_bytes >= BATCH_BYTES:
                     self._wake.notify()  # start the flush-interval clock, or write a full batch
         if dropped:
@@ -349,7 +356,10 @@ class HistoryStore:
                         left = self._first_queued_at + self._interval - time.monotonic()
                         if left <= 0:
                             break
-                        self._wake.wait(left)
+                        seen = self._arrivals
+                        self._wake.wait(min(left, QUIET_SECONDS))
+                        if self._arrivals == seen and self._queue:
+                            break  # the output paused: write what waits now
                     else:
                         self._wake.wait()
                 stopping = self._stopping

@@ -257,6 +257,21 @@ def signal_number(name: str) -> int:
         raise ValueError(f"unknown signal {name!r}") from None
 
 
+def _has_long_line(body: bytes, limit: int) -> bool:
+    """Whether a line of ``body`` (lines separated by newlines) is longer than ``limit``.
+
+    One ``rfind`` per ``limit`` bytes rather than one object per line: every window of
+    ``limit + 1`` bytes must hold a newline."""
+    start = 0
+    size = len(body)
+    while size - start > limit:
+        newline = body.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return True
+        start = newline + 1
+    return False
+
+
 class _LineSplitter:
     """Bounded line assembly for one output stream of a process child.
 
@@ -295,7 +310,7 @@ class _LineSplitter:
     def _lines(self, body: bytes) -> None:
         """Emit the lines of ``body`` (no final newline): C-level splits in the common case."""
         limit = self._limit
-        if b"\r" in body or (len(body) > limit and max(map(len, body.split(b"\n"))) > limit):
+        if b"\r" in body or _has_long_line(body, limit):
             self._one_by_one(body.split(b"\n"))
             return
         try:

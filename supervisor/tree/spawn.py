@@ -59,8 +59,20 @@ from zope.interface import implementer
 _ALL_SIGNALS = tuple(sorted(signal.valid_signals()))
 #: The child's stdin, opened by posix_spawn in the child itself.
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
-_READ_SIZE = 65536  # a full pipe (Linux default) in one read
-#: Most bytes :meth:`ChildProcess.drainAndClose` reads from one pipe (a Linux pipe holds 64 KiB).
+#: One read's size: small enough that its buffer, and the history lines encoded from it,
+#: come from the allocator's heap (glibc maps anything larger afresh, page by page).
+_READ_SIZE = 32768
+#: After a read, a child's output pipes are left alone this long before the next one, so
+#: that a chatty child's output is taken a few hundred KiB at a time rather than a few KiB per
+#: wake-up (the per-read cost, not the per-byte cost, is most of a chatty child's CPU in the
+#: daemon). A quiet child's line is still read at once: the pause only follows a read.
+_GATHER_SECONDS = 0.002
+#: A pipe whose read fills half of :data:`_READ_SIZE` or more is grown to this (``F_SETPIPE_SZ``) so that the child does not
+#: block during :data:`_GATHER_SECONDS`; later reads take up to this much. Only pipes that
+#: proved chatty grow (an unprivileged user's pipe memory is limited by
+#: ``/proc/sys/fs/pipe-user-pages-soft``); where the kernel refuses, the pipe keeps its size.
+_CHATTY_PIPE_BYTES = 1024 * 1024
+#: Most bytes :meth:`ChildProcess.drainAndClose` reads from one pipe (what a grown pipe holds).
 _DRAIN_LIMIT = 1024 * 1024
 
 #: Pids of started children not reaped yet: each is reaped by its own watch, nobody else.
@@ -256,6 +268,8 @@ class ChildProcess:
         self._popen = popen  # kept so that subprocess never polls (and reaps) the pid itself
         self._reason: Failure | None = None
         self._reading_paused = False
+        #: the pending call that ends a gathering pause (see :data:`_GATHER_SECONDS`), if any
+        self._gather: Any = None
         LIVE_LEADERS.add(pid)
         RECENT_SESSIONS.append(pid)
 
@@ -278,8 +292,15 @@ class ChildProcess:
 
     def loseConnection(self) -> None:
         """Stop reading the child's output (the child keeps running)."""
+        self._cancel_gather()
         for pipe in list(self._pipes.values()):
             pipe.close()
+
+    def _cancel_gather(self) -> None:
+        if self._gather is not None:
+            if self._gather.active():
+                self._gather.cancel()
+            self._gather = None
 
     def pauseReading(self) -> None:
         """Stop reading the output pipes for now: a child that keeps writing blocks on a full
@@ -294,12 +315,13 @@ class ChildProcess:
         if self._reading_paused:
             self._reading_paused = False
             for pipe in self._pipes.values():
-                if pipe.fileno() >= 0:
+                if pipe.fileno() >= 0 and self._gather is None:
                     self._reactor.addReader(pipe)
 
     def drainAndClose(self) -> None:
         """Read what the pipes already hold (at most ``_DRAIN_LIMIT`` bytes each), then stop
         reading: for a leader that exited while others keep its pipes open."""
+        self._cancel_gather()
         for pipe in list(self._pipes.values()):
             pipe.drain(_DRAIN_LIMIT)
             pipe.close()
@@ -318,8 +340,35 @@ class ChildProcess:
     def _output(self, fd: int, data: bytes) -> None:
         self._call("childDataReceived", fd, data)
 
+    def _gather_pause(self) -> None:
+        """After a read, leave every pipe of the child alone for :data:`_GATHER_SECONDS`."""
+        if self._gather is None and self._pipes:
+            for pipe in self._pipes.values():
+                self._reactor.removeReader(pipe)
+            self._gather = self._reactor.callLater(_GATHER_SECONDS, self._gathered)
+
+    def _gathered(self) -> None:
+        """Read every pipe in turn (stdout first: what was written before a stderr line in
+        the same pause is recorded before it), then pause again or watch the pipes."""
+        self._gather = None
+        if self._reading_paused:
+            return  # resumeReading watches the pipes again
+        took = False
+        for fd in sorted(self._pipes):
+            pipe = self._pipes.get(fd)
+            if pipe is not None and pipe.fileno() >= 0:
+                took = pipe.take() or took
+        if took and self._pipes:
+            self._gather_pause()
+        elif not self._reading_paused:
+            for pipe in self._pipes.values():
+                if pipe.fileno() >= 0:
+                    self._reactor.addReader(pipe)
+
     def _pipe_closed(self, fd: int) -> None:
         del self._pipes[fd]
+        if not self._pipes:
+            self._cancel_gather()
         self._call("childConnectionLost", fd)
         self._maybe_ended()
 
@@ -347,6 +396,8 @@ class _OutputPipe:
         self._child = child
         self._child_fd = child_fd
         self._fd = fd
+        #: reads per wake-up: one until the pipe proves chatty (see :meth:`_grow`)
+        self._pieces = 1
 
     def fileno(self) -> int:
         return self._fd
@@ -355,17 +406,38 @@ class _OutputPipe:
         return f"child {self._child.pid} fd {self._child_fd}"
 
     def doRead(self) -> None:
-        try:
-            data = os.read(self._fd, _READ_SIZE)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EINTR):
-                return None
-            data = b""
-        if data:
+        if self.take():
+            self._child._gather_pause()
+
+    def take(self) -> bool:
+        """Read what the pipe holds (up to its size); whether anything was read."""
+        took = False
+        for _ in range(self._pieces):
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                data = b""
+            if not data:
+                self.close()
+                return took
+            took = True
+            if self._pieces == 1 and len(data) >= _READ_SIZE // 2:
+                self._grow()
             self._child._output(self._child_fd, data)
-        else:
-            self.close()
-        return None
+            if self._fd < 0 or len(data) < _READ_SIZE // 2:
+                break  # closed by the protocol, or the pipe is (nearly) empty
+        return took
+
+    def _grow(self) -> None:
+        try:
+            size = fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, _CHATTY_PIPE_BYTES)
+        except OSError:
+            size = _READ_SIZE
+        # reads of at most _READ_SIZE (smaller buffers are reused by the allocator; a
+        # megabyte would be fresh pages from the kernel each time), as many as the pipe holds
+        self._pieces = max(2, size // _READ_SIZE)
 
     def connectionLost(self, reason: Failure) -> None:
         self.close()
