@@ -151,3 +151,18 @@ test('scrolling at the top again while a page is on its way asks nothing more', 
   assert.equal(store.historyRequests(T, 'older').length, 2);
   assert.equal(store.historyRequests(T, 'older').length, 0);
 });
+
+test('history pages of lines stamped with one time keep their sequence order', () => {
+  const store = contractStore();
+  const view = new TimelineView(store);
+  view.rebuild();
+  // scrolling back: the newest page first, then the page before it, all written at one time
+  const [first] = store.historyRequests(T, 'older');
+  store.apply({ type: 'history_page', request_id: first.request_id, target_id: T, stream: 'logs',
+    records: [logRecord(3, 7), logRecord(4, 7)], next_cursor: '2-1', evicted: false });
+  const [second] = store.historyRequests(T, 'older').filter((m) => m.stream === 'logs');
+  store.apply({ type: 'history_page', request_id: second.request_id, target_id: T, stream: 'logs',
+    records: [logRecord(1, 7), logRecord(2, 7)], next_cursor: null, evicted: false });
+  assert.ok(view.update(store.takeChanges()));
+  assert.deepEqual(view.rows.filter((r) => r.history).map((r) => r.sequence), [1, 2, 3, 4]);
+});

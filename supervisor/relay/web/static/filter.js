@@ -65,13 +65,18 @@ export function matchRow(row, f) {
   return true;
 }
 
+function byTimeThenSequence(a, b) {
+  return a.id - b.id || (a.kind === b.kind ? a.sequence - b.sequence : 0);
+}
+
 // All buffered rows of every target, ascending by arrival id (k-way merge of sorted rings).
 export function allRows(store) {
   const lists = [];
   for (const t of store.targets.values()) {
     for (const ring of [t.older, t.events, t.logs, t.audit, t.results]) {
-      // history rows arrive a page at a time, newest pages first: sort them by their time id
-      if (ring.length) lists.push(ring === t.older ? ring.toArray().sort((a, b) => a.id - b.id) : ring.toArray());
+      // history rows arrive a page at a time, newest pages first: sort them by their time id,
+      // then by sequence (a target stamps all the lines of one read with one time)
+      if (ring.length) lists.push(ring === t.older ? ring.toArray().sort(byTimeThenSequence) : ring.toArray());
     }
   }
   if (lists.length === 1) return lists[0];
