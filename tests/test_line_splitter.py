@@ -15,8 +15,9 @@ def split(reads: list[bytes], limit: int = 256) -> list[tuple[str, bool, bool]]:
     out: list[tuple[str, bool, bool]] = []
 
     def emit(messages, plain):
-        if plain is not None:
-            assert plain.decode("utf-8").split("\n") == messages
+        if plain is not None:  # the lines' text joined, as their bytes are
+            assert isinstance(messages, str) and plain.decode("utf-8") == messages
+            messages = messages.split("\n")
         out.extend((m, False, plain is not None) for m in messages)
 
     splitter = _LineSplitter(emit, lambda m: out.append((m, True, False)), limit)

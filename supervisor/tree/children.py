@@ -50,7 +50,7 @@ class RunnerHooks:
     ready: Callable[[], None]
     log: Callable[[str, str, dict[str, Any]], None]  # severity, message, fields
     #: severity, messages, their bytes joined by newlines when plain (or None), shared fields
-    log_lines: Callable[[str, list[str], bytes | None, dict[str, Any]], None]
+    log_lines: Callable[[str, list[str] | str, bytes | None, dict[str, Any]], None]
 
 
 class Runner(Protocol):
@@ -278,13 +278,14 @@ class _LineSplitter:
     Lines longer than ``limit`` bytes are cut into pieces of ``limit`` bytes, each but the
     last emitted as truncated; at most ``limit`` bytes of an unfinished line are buffered.
     Every read is split at once: ``emit(messages, plain)`` gets all its whole lines
-    (``plain``: their bytes joined by newlines, when they need no JSON escaping, else None),
+    (``plain``: their bytes joined by newlines, when they need no JSON escaping, and then
+    ``messages`` is their text joined by newlines too; else None and a list of messages),
     ``cut(message)`` each truncated piece, in the order they were written.
     """
 
     def __init__(
         self,
-        emit: Callable[[list[str], bytes | None], None],
+        emit: Callable[[list[str] | str, bytes | None], None],
         cut: Callable[[str], None],
         limit: int,
     ) -> None:
@@ -314,11 +315,14 @@ class _LineSplitter:
             self._one_by_one(body.split(b"\n"))
             return
         try:
-            messages = body.decode("utf-8").split("\n")
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             self._emit([line.decode("utf-8", "replace") for line in body.split(b"\n")], None)
             return
-        self._emit(messages, body if plain_text(body) else None)
+        if plain_text(body):
+            self._emit(text, body)  # the lines as one string: split only if somebody reads them
+        else:
+            self._emit(text.split("\n"), None)
 
     def _one_by_one(self, lines: list[bytes]) -> None:
         batch: list[str] = []
@@ -473,10 +477,13 @@ class ProcessRunner(ProcessProtocol):
                 limit,
             )
 
-        def lines(messages: list[str], plain: bytes | None) -> None:
+        def lines(messages: list[str] | str, plain: bytes | None) -> None:
             hooks.log_lines(severity, messages, plain, fields)
-            text = plain if plain is not None else "\n".join(messages).encode("utf-8", "replace")
-            file.write_lines(text + b"\n", len(messages))
+            if plain is not None:
+                file.write_lines(plain + b"\n", plain.count(b"\n") + 1)
+            else:
+                file.write_lines("\n".join(messages).encode("utf-8", "replace") + b"\n",
+                                 len(messages))
 
         def piece(message: str) -> None:
             hooks.log_lines(severity, [message], None, cut_fields)

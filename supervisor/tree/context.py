@@ -213,7 +213,7 @@ class Tree:
     def log_lines(
         self,
         severity: str,
-        messages: list[str],
+        messages: list[str] | str,
         plain: bytes | None,
         fields: dict[str, Any],
         correlation: str | None = None,
@@ -221,16 +221,20 @@ class Tree:
         """Append one record per line of a process child's output, all sharing ``fields``.
 
         ``plain`` is the messages' UTF-8 joined by newlines when they need no JSON escaping
-        (see :func:`~supervisor.tree.journal.encode_log_lines`), else None.
+        (see :func:`~supervisor.tree.journal.encode_log_lines`), else None; with ``plain``,
+        ``messages`` may be the messages joined by newlines (one string, split only if read).
+        One time stamps every line of the call (one pipe read).
         """
-        if not messages:
+        count = messages.count("\n") + 1 if isinstance(messages, str) else len(messages)
+        if not count:
             return
         now = self.now()
-        first = self.logs.extend_lines(self.target_id, correlation, severity, messages, fields, now)
+        first = self.logs.extend_lines(self.target_id, correlation, severity, messages, fields,
+                                       now, count)
         if self.record_sink is not None:
             data = encode_log_lines(self.target_id, self.instance_id, correlation, severity,
-                                    first, messages, plain, fields, now)
-            self.record_sink.write("logs", data, len(messages))
+                                    first, messages, plain, fields, now, count)
+            self.record_sink.write("logs", data, count)
 
     def child_logger(self, path: str) -> Logger:
         """A logger whose events land in this tree's log ring and then in the global log."""

@@ -134,52 +134,122 @@ class Ring(Generic[T]):
         return len(self._records)
 
 
-def _as_log_record(entry: Any) -> LogRecord:
-    return entry if type(entry) is LogRecord else LogRecord(*entry)
-
-
 class LogRing(Ring[LogRecord]):
-    """The log ring; a batch of output lines is kept as plain tuples until somebody reads it.
+    """The log ring; the lines of one pipe read are kept as one text until somebody reads them.
 
-    A process child's lines arrive a pipe read at a time (dozens per read): building a
-    :class:`LogRecord` for each, only for the ring to evict it a moment later, is most of
-    the cost of a chatty child. Records are built on read, or at once when a live
-    subscriber wants each of them.
+    A process child's lines arrive a pipe read at a time (hundreds per read): building a
+    :class:`LogRecord`, or even a string, for each, only for the ring to evict it a moment
+    later, is most of the cost of a chatty child. The ring holds batches
+    ``[first_sequence, count, skip, lines, head]`` (``lines``: a record, a list of messages, or
+    the messages joined by newlines; ``skip``: its oldest lines already evicted) and builds
+    records on read, or at once when a live subscriber wants each of them.
     """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self._batches: collections.deque[list[Any]] = collections.deque()
+        self._held = 0
+
+    def append(self, build: Callable[[int], LogRecord]) -> LogRecord:
+        self.last_sequence += 1
+        record = build(self.last_sequence)
+        self._keep([self.last_sequence, 1, 0, record, None])
+        self._tell([record])
+        return record
 
     def extend_lines(
         self,
         target_id: str,
         correlation_id: str | None,
         severity: str,
-        messages: Sequence[str],
+        messages: Sequence[str] | str,
         fields: dict[str, Any],
         occurred_at: float,
+        count: int | None = None,
     ) -> int:
-        """Append one record per message (sharing ``fields``); return the first sequence."""
-        count = len(messages)
+        """Append one record per message (sharing ``fields``); return the first sequence.
+
+        ``messages`` may be the messages joined by newlines, with their ``count``."""
+        if count is None:
+            count = len(messages)
         first = self.last_sequence + 1
         self.last_sequence += count
-        overflow = len(self._records) + count - self.capacity
-        if overflow > 0:
-            self.evicted += overflow
-        entries = zip(repeat(target_id), range(first, first + count), repeat(correlation_id),
-                      repeat(severity), messages, repeat(fields), repeat(occurred_at))
-        if not self._subscribers:
-            self._records.extend(entries)
-            return first
-        records = [LogRecord(*entry) for entry in entries]
-        self._records.extend(records)
+        head = (target_id, correlation_id, severity, fields, occurred_at)
+        entry = [first, count, 0, messages, head]
+        if self._subscribers:
+            records = self._build(entry)
+            self._keep(entry)
+            self._tell(records)
+        else:
+            self._keep(entry)
+        return first
+
+    def _keep(self, entry: list[Any]) -> None:
+        self._batches.append(entry)
+        self._held += entry[1]
+        overflow = self._held - self.capacity
+        if overflow <= 0:
+            return
+        self.evicted += overflow
+        self._held -= overflow
+        batches = self._batches
+        while overflow:
+            oldest = batches[0]
+            live = oldest[1] - oldest[2]
+            if live <= overflow:
+                batches.popleft()
+                overflow -= live
+            else:
+                oldest[2] += overflow
+                overflow = 0
+
+    def _tell(self, records: list[LogRecord]) -> None:
         for record in records:
             for subscriber in list(self._subscribers):
                 try:
                     subscriber(record)
                 except Exception:
                     self._log.failure("journal subscriber failed")
-        return first
 
-    def _view(self, held: list[Any]) -> list[LogRecord]:
-        return [_as_log_record(entry) for entry in held]
+    @staticmethod
+    def _build(entry: list[Any]) -> list[LogRecord]:
+        """The records of one batch's lines still held, oldest first."""
+        first, count, skip, lines, head = entry
+        if type(lines) is LogRecord:
+            return [lines]
+        if isinstance(lines, str):
+            lines = entry[3] = lines.split("\n")  # split once, on the first read
+        target_id, correlation_id, severity, fields, occurred_at = head
+        return [LogRecord(target_id, first + i, correlation_id, severity, lines[i], fields,
+                          occurred_at) for i in range(skip, count)]
+
+    def _newest(self, wanted: int) -> list[LogRecord]:
+        pieces: list[list[LogRecord]] = []
+        for entry in reversed(self._batches):
+            if wanted <= 0:
+                break
+            records = self._build(entry)
+            if len(records) > wanted:
+                records = records[-wanted:]
+            pieces.append(records)
+            wanted -= len(records)
+        return list(chain.from_iterable(reversed(pieces)))
+
+    def after(self, sequence: int) -> list[LogRecord]:
+        if sequence >= self.last_sequence:
+            return []
+        return self._newest(min(self._held, self.last_sequence - sequence))
+
+    def last(self, count: int) -> list[LogRecord]:
+        if count <= 0:
+            return []
+        return self._newest(min(count, self._held))
+
+    def __iter__(self) -> Iterator[LogRecord]:
+        return iter(self._newest(self._held))
+
+    def __len__(self) -> int:
+        return self._held
 
 
 class RecordSink(Protocol):
@@ -216,10 +286,11 @@ def encode_log_lines(
     correlation_id: str | None,
     severity: str,
     first_sequence: int,
-    messages: Sequence[str],
+    messages: Sequence[str] | str,
     plain: bytes | None,
     fields: dict[str, Any],
     occurred_at: float,
+    count: int | None = None,
 ) -> bytes:
     """History lines for a batch of log records, byte for byte what :func:`encode_record`
     writes for each.
@@ -235,12 +306,15 @@ def encode_log_lines(
     tail = (',"fields":' + dumps(fields) + ',"occurred_at":"' + rfc3339(occurred_at)
             + '","occurred_at_unix_nanos":' + str(unix_nanos(occurred_at))
             + ',"instance_id":' + dumps(instance_id) + "}\n").encode("utf-8")
-    count = len(messages)
+    if count is None:
+        count = len(messages)
     if plain is not None:
         opening = head.replace(b"%", b"%%") + b'%d' + middle.replace(b"%", b"%%") + b'"'
         closing = b'"' + tail.replace(b"%", b"%%")
         template = opening + plain.replace(b"%", b"%%").replace(b"\n", closing + opening) + closing
         return template % tuple(range(first_sequence, first_sequence + count))
+    if isinstance(messages, str):
+        messages = messages.split("\n")
     sequences = map(b"%d".__mod__, range(first_sequence, first_sequence + count))
     texts = (dumps(m).encode("utf-8") for m in messages)
     return b"".join(chain.from_iterable(zip(repeat(head), sequences, repeat(middle), texts,
