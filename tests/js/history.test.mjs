@@ -166,3 +166,47 @@ test('history pages of lines stamped with one time keep their sequence order', (
   assert.ok(view.update(store.takeChanges()));
   assert.deepEqual(view.rows.filter((r) => r.history).map((r) => r.sequence), [1, 2, 3, 4]);
 });
+
+test('the history line says when the oldest record kept is reached, also by an empty page', async () => {
+  const { loadPage, fire } = await import('./dom-shim.mjs');
+  const { setLanguage } = await import('../../supervisor/relay/web/static/i18n.js');
+  const { TimelinePanel } = await import('../../supervisor/relay/web/static/panels/timeline.js');
+  const { ROW_HEIGHT } = await import('../../supervisor/relay/web/static/timeline.js');
+  const { eventMsg } = await import('./helpers.mjs');
+  setLanguage('en');
+  const doc = loadPage();
+  const store = contractStore();
+  store.targets.get(T).listed = true;
+  const asked = [];
+  const panel = new TimelinePanel(doc, { store, onOlder: () => asked.push(...store.historyRequests(T, 'older')) });
+  const grid = doc.getElementById('timeline');
+  grid.clientHeight = 10 * ROW_HEIGHT;
+  for (let s = 1; s < 30; s += 1) store.apply(eventMsg(T, s));
+  panel.update(store.takeChanges());
+  const state = () => doc.getElementById('history-state').textContent;
+  assert.equal(state(), '', 'nothing said before anything was asked');
+  grid.scrollTop = 0;
+  fire(grid, 'scroll');
+  assert.equal(state(), 'Reading history…');
+  const [logs, events] = asked;
+  store.apply({ type: 'history_page', request_id: logs.request_id, target_id: T, stream: 'logs',
+    records: [logRecord(1, 1, 'old a')], next_cursor: '1-0', evicted: false });
+  panel.update(store.takeChanges());
+  assert.equal(state(), 'Reading history…', 'the events page is still on its way');
+  store.apply({ type: 'history_page', request_id: events.request_id, target_id: T, stream: 'events',
+    records: [], next_cursor: null, evicted: false });
+  panel.update(store.takeChanges());
+  assert.equal(state(), 'Older records loaded from history.');
+  grid.scrollTop = 0;
+  fire(grid, 'scroll');
+  const [last] = asked.slice(2);
+  assert.equal(last.stream, 'logs');
+  store.apply({ type: 'history_page', request_id: last.request_id, target_id: T, stream: 'logs',
+    records: [], next_cursor: null, evicted: false });
+  panel.update(store.takeChanges());
+  assert.equal(state(), 'This is the oldest record the targets keep.');
+  grid.scrollTop = 0;
+  fire(grid, 'scroll');
+  assert.equal(asked.length, 3, 'nothing more to ask');
+  assert.equal(state(), 'This is the oldest record the targets keep.');
+});

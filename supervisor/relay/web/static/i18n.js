@@ -151,6 +151,7 @@ const en = {
   history_searching: 'Searching history for “{text}”…',
   history_loading: 'Reading history…',
   history_loaded: 'Older records loaded from history.',
+  history_oldest: 'This is the oldest record the targets keep.',
   // commands
   cmd_restart_child: 'Restart child',
   cmd_pause_child: 'Pause child',
@@ -393,6 +394,7 @@ const zh = {
   history_searching: '正在历史中搜索“{text}”…',
   history_loading: '正在读取历史…',
   history_loaded: '已从历史加载更早的记录。',
+  history_oldest: '已是目标保留的最早记录。',
   cmd_restart_child: '重启子节点',
   cmd_pause_child: '暂停子节点',
   cmd_resume_child: '恢复子节点',

@@ -148,6 +148,7 @@ export function emptyChanges() {
     evicted: 0,
     older: false, // rows from a history page joined the timeline (ahead of the live ones)
     childLogs: false, // a node's logs view has new records
+    history: false, // a history page (or its refusal) arrived: what the history line says changed
     diagnostics: false,
     results: [], // {kind:'result'|'refused', ...} for toasts
   };
@@ -354,6 +355,15 @@ export class Store {
       this.changes.childLogs = true;
     }
     return out;
+  }
+
+  // Where scrolling back stands: 'loading' (a page is on its way), 'oldest' (every listed
+  // target's history was read back to its oldest record kept) or 'more'.
+  historyState() {
+    if ([...this.historyPending.values()].some((p) => p.purpose !== 'child')) return 'loading';
+    const listed = [...this.targets.values()].filter((tg) => tg.listed);
+    const done = listed.length && listed.every((tg) => tg.historyCursor.logs === null && tg.historyCursor.events === null);
+    return done ? 'oldest' : 'more';
   }
 
   // Records of a history page join `older` (once each, never twice with live rows).
@@ -703,6 +713,7 @@ const HANDLERS = {
     }
     if (asked.purpose === 'older') t.historyCursor[asked.stream] = msg.next_cursor ?? null;
     store.addOlder(t, asked.stream, records);
+    store.changes.history = true;
   },
 
   error(store, msg) {
@@ -710,6 +721,7 @@ const HANDLERS = {
     const asked = msg.request_id ? store.historyPending.get(msg.request_id) : null;
     if (asked) {
       store.historyPending.delete(msg.request_id);
+      store.changes.history = true;
       const t = store.target(asked.targetId);
       if (asked.purpose === 'child' && t.childLogs && t.childLogs.path === asked.path) {
         t.childLogs = { ...t.childLogs, loading: false, error: err.message || err.code };

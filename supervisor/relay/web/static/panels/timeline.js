@@ -69,8 +69,8 @@ export class TimelinePanel {
   // Applies one frame of store changes.
   update(changes) {
     const top = changes.older ? this._topRow() : null;
+    if (changes.history) this.renderHistoryState();
     if (!this.view.update(changes)) return;
-    if (changes.older) this.el.historyState.textContent = t('history_loaded');
     if (!this.grid.following) this.pausedNew += changes.rows.length;
     this.grid.setRows(this.view.rows);
     if (top) this.grid.shiftDown(this.view.rows.indexOf(top.row) - top.index);
@@ -85,8 +85,16 @@ export class TimelinePanel {
   }
 
   _older() {
-    this.el.historyState.textContent = t('history_loading');
     this.onOlder();
+    this.renderHistoryState();
+  }
+
+  // The line under the search box: reading, done (nothing older is kept), or loaded.
+  renderHistoryState() {
+    const state = this.store.historyState();
+    const key = state === 'loading' ? 'history_loading' : state === 'oldest' ? 'history_oldest' : 'history_loaded';
+    if (state === 'more' && !this.el.historyState.textContent) return; // nothing asked yet
+    this.el.historyState.textContent = t(key);
   }
 
   // A view filter from filter.js's makeViewFilter.
