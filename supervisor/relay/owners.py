@@ -6,9 +6,11 @@ uid's while it keeps registering; once nothing has registered it for
 ``registration.pinned_owners`` binds an id to one uid for good (see :class:`OwnerBook`).
 
 The book lives in a JSON file beside the audit store (:func:`owners_path`), mode 0600,
-replaced atomically (write a temporary file, fsync, rename, fsync the folder). A new claim is
-written before its registration is acked; renewals only move ``last_seen`` in memory and are
-written at most every :data:`FLUSH_INTERVAL_SECONDS` and when the relay stops. At most
+replaced atomically (write a temporary file, fsync, rename, fsync the folder). A new claim or
+a release is written at once, or, when the file was written less than
+:data:`MIN_SAVE_INTERVAL_SECONDS` ago, that long after the last write (so a burst of new
+targets costs one write a second, not one each); renewals only move ``last_seen`` in memory
+and are written at most every :data:`FLUSH_INTERVAL_SECONDS` and when the relay stops. At most
 ``registration.max_owner_records`` ids are remembered: ids past their quiet period are
 dropped first, and when every record is still owned a new id is refused (``registry_full``,
 counted in :attr:`OwnerBook.refused_full`) rather than forgetting an owner.
@@ -41,6 +43,8 @@ FILE_NAME = "target-owners.json"
 FORMAT = "target-owners.v1"
 #: renewals reach the file at most this often (a crash loses at most this much last_seen)
 FLUSH_INTERVAL_SECONDS = 60.0
+#: claims and releases reach the file within this long (at once when it was not just written)
+MIN_SAVE_INTERVAL_SECONDS = 1.0
 
 
 class OwnerBookError(Exception):
@@ -74,6 +78,8 @@ class OwnerBook:
         self._records: dict[str, OwnerRecord] = {}
         self._dirty = False
         self._flushed_at = clock.seconds()
+        self._saved_at: float | None = None
+        self._pending_save: Any = None
         self._lock_fd: int | None = None
         #: new ids refused because every record was still owned
         self.refused_full = 0
@@ -125,13 +131,13 @@ class OwnerBook:
             self.log.warn("target id {target_id} passes from {previous} to {owner}",
                           target_id=target_id, previous=record.owner, owner=owner)
         self._records[target_id] = OwnerRecord(target_id, owner, now, now)
-        self.save()
+        self._save_soon()
 
     def release(self, target_id: str) -> bool:
         """Forget an id's owner; True when one was remembered."""
         if self._records.pop(target_id, None) is None:
             return False
-        self.save()
+        self._save_soon()
         return True
 
     def forget_quiet(self) -> list[str]:
@@ -144,7 +150,7 @@ class OwnerBook:
                           "for {seconds} s", target_id=target_id, owner=record.owner,
                           seconds=self._config.owner_quiet_period_seconds)
         if gone:
-            self.save()
+            self._save_soon()
         return gone
 
     def _quiet(self, record: OwnerRecord) -> bool:
@@ -198,14 +204,26 @@ class OwnerBook:
             self._flushed_at = self._clock.seconds()
 
     def flush(self) -> None:
-        """Write pending renewals now (the relay stops)."""
-        if self._dirty:
+        """Write whatever is pending now (the relay stops)."""
+        if self._dirty or self._pending_save is not None:
             self.save()
+
+    def _save_soon(self) -> None:
+        now = self._clock.seconds()
+        if self._saved_at is None or now - self._saved_at >= MIN_SAVE_INTERVAL_SECONDS:
+            self.save()
+        elif self._pending_save is None:
+            self._dirty = True
+            self._pending_save = self._clock.callLater(
+                self._saved_at + MIN_SAVE_INTERVAL_SECONDS - now, self.save)
 
     def save(self) -> None:
         """Replace the file atomically (0600); a failure is logged, the book stays in memory."""
+        pending, self._pending_save = self._pending_save, None
+        if pending is not None and pending.active():
+            pending.cancel()
         self._dirty = False
-        self._flushed_at = self._clock.seconds()
+        self._flushed_at = self._saved_at = self._clock.seconds()
         if self.path is None:
             return
         try:
@@ -322,6 +340,7 @@ def main(argv: list[str] | None = None, out: Any = sys.stdout) -> int:
                 print(f"{target_id}: still pinned by registration.pinned_owners", file=out)
         return status
     finally:
+        book.flush()
         book.unlock()
 
 

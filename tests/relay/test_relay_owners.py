@@ -220,6 +220,27 @@ def test_renewals_reach_the_file_at_most_every_flush_interval_and_on_stop(tmp_pa
     assert last_seen() == clock.seconds() == 75
 
 
+def test_a_burst_of_new_ids_is_written_at_most_once_a_second(tmp_path):
+    path = str(tmp_path / "owners.json")
+    clock = Clock()
+    registry = Registry(clock, 10, OwnerBook(path, rules(), clock))
+
+    def ids() -> list[str]:
+        with open(path) as f:
+            return [r["target_id"] for r in json.load(f)["owners"]]
+
+    registry.register(registration("a"), "unix_uid:1")  # the first claim: written at once
+    assert ids() == ["a"]
+    registry.register(registration("b"), "unix_uid:1")
+    registry.register(registration("c"), "unix_uid:1")
+    assert ids() == ["a"] and len(clock.getDelayedCalls()) == 1
+    clock.advance(owners_module.MIN_SAVE_INTERVAL_SECONDS)
+    assert ids() == ["a", "b", "c"] and clock.getDelayedCalls() == []
+    clock.advance(5)
+    registry.register(registration("d"), "unix_uid:1")  # the file is not fresh: at once
+    assert ids() == ["a", "b", "c", "d"]
+
+
 def test_the_owner_book_is_bounded_and_never_forgets_an_owner_to_make_room(tmp_path):
     clock = Clock()
     book = OwnerBook(str(tmp_path / "owners.json"),
