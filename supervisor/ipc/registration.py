@@ -99,7 +99,9 @@ class RegistrationHeartbeat(Service):
     Its lifecycle is an Automat machine: ``idle`` → ``sending`` (:meth:`begin`: the IPC socket
     listens) → ``registered`` (acked; the next heartbeat is due after the interval) or
     ``retrying`` (a transport error or retryable refusal; due after a backoff delay) →
-    ``sending`` …; a non-retryable refusal ends in ``gave_up`` until the process restarts.
+    ``sending`` …; a non-retryable refusal ends in ``gave_up`` until the process restarts,
+    except a contested id (:data:`CONTESTED_CODE`), which is ``retrying`` with an error logged
+    each time and :attr:`contested` set.
     Stopping the service cancels what is pending and returns to ``idle``.
     """
 
