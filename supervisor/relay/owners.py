@@ -184,8 +184,8 @@ class OwnerBook:
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing was ever written there
         except (OSError, ValueError) as e:
             raise OwnerBookError(f"cannot read target owner file {self.path}: {e}") from None
         self._records = dict(_parse(data, self.path))

@@ -138,13 +138,21 @@ class RelayService(MultiService):
         self.reactor.callFromThread(self.reload_tls)
 
     def startService(self) -> None:
+        # before the registration socket serves: no claim is judged without the book
         try:
-            # before the registration socket listens: no claim is judged without the book
             self.owners.lock()
-            self.owners.load()
-        except (OwnerBookError, OSError) as e:
-            self.owners.unlock()
+        except OwnerBookError as e:
             raise SystemExit(f"cannot use the target owner file: {e}") from None
+        except OSError as e:
+            self.log.critical("target owner file {path} cannot be used: {error}; target-id "
+                              "owners are kept in memory only (lost at a restart) until it "
+                              "can be written", path=self.owners.path, error=str(e))
+        try:
+            self.owners.load()
+        except OwnerBookError as e:
+            self.owners.unlock()
+            raise SystemExit(f"cannot use the target owner file: {e}; owners would be "
+                             "forgotten (repair or remove it)") from None
         if self._reload_on_sighup:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         opened = self.audit.open()
