@@ -264,7 +264,7 @@ def _dump(records: Any) -> bytes:
     return json.dumps({"format": FORMAT, "owners": [
         {"target_id": r.target_id, "owner": r.owner, "first_seen": r.first_seen,
          "last_seen": r.last_seen} for r in sorted(records, key=lambda r: r.target_id)]},
-        indent=1).encode() + b"\n"
+        separators=(",", ":")).encode() + b"\n"
 
 
 def _parse(data: Any, path: str) -> Iterator[tuple[str, OwnerRecord]]:
