@@ -82,7 +82,8 @@ MODE_0600 = '`"0600"`'
                                          "add_child": "refuses all"}),
     ("target", "ipc.add_child", target.AddChildPolicy, {}),
     ("target", "ipc.registration", target.RegistrationConfig, {"display_name": "the target id"}),
-    ("relay", "registration", relay.RegistrationConfig, {"permissions": MODE_0600}),
+    ("relay", "registration", relay.RegistrationConfig, {"permissions": MODE_0600,
+                                                         "pinned_owners": "`{}`"}),
     ("relay", "audit", relay.AuditConfig, {}),
     ("relay", "trusted_proxy", relay.TrustedProxyConfig, {}),
 ])

@@ -294,3 +294,34 @@ async def test_a_relay_that_never_acks_times_out_and_is_retried():
             hb.stopService()
 
     await with_relay([None], body)
+
+
+CONTESTED = {"ok": False, "error": {"code": "target_id_owner_mismatch",
+                                    "message": "target id payments-worker-a belongs to another owner"},
+             "retryable": False}
+
+
+def test_a_contested_target_id_is_logged_as_an_error_and_retried_with_backoff():
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        attempts = Attempts(interval=10, jitter=0.2)  # every draw 0: each delay × (1 - 0.2)
+        attempts.hb.begin()
+        delays = []
+        for _ in range(5):
+            attempts.ack(CONTESTED)
+            assert attempts.hb.phase == "retrying" and not attempts.hb.stopped_for_good
+            assert attempts.hb.contested == CONTESTED["error"]["message"]
+            delays.append(attempts.next_delay())
+            attempts.wait()
+        assert delays == [pytest.approx(d) for d in (1.0, 1.6, 3.2, 6.4, 8.0)]
+        errors = [e for e in logged if e.get("log_level") == LogLevel.error
+                  and "target_id_owner_mismatch" in e.get("why", "")]
+        assert len(errors) == 5  # one per refusal, not only the first
+        attempts.ack(OK)  # released: the id is this uid's again
+        assert attempts.hb.phase == "registered" and attempts.hb.contested is None
+        assert attempts.hb.failures == 0
+    finally:
+        globalLogPublisher.removeObserver(logged.append)

@@ -126,6 +126,20 @@ class RegistrationConfig:
     permissions: int = 0o600
     default_lease_seconds: int = 30
     max_lease_seconds: int = 120
+    # target-id ownership (kept across lease expiry and relay restarts; see docs/security.md)
+    #: an id whose owner has not registered it for this long is released to any uid
+    owner_quiet_period_seconds: int = 7 * 24 * 3600
+    #: ids whose owner is remembered at most; a new id beyond this is refused (registry_full)
+    max_owner_records: int = 16384
+    #: ``(target_id, uid)``: the id is only ever accepted from that uid
+    pinned_owners: tuple[tuple[str, int], ...] = ()
+
+    def pinned_owner(self, target_id: str) -> str | None:
+        """The owner (``unix_uid:<uid>``) an id is pinned to, if it is."""
+        for pinned_id, uid in self.pinned_owners:
+            if pinned_id == target_id:
+                return f"unix_uid:{uid}"
+        return None
 
 
 @attrs.frozen
@@ -297,10 +311,15 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
                base_dir, mtls=not proxy.enabled)
     registration = _registration(
         top.section("registration", ["listen_path", "permissions", "allowed_ipc_path_prefixes",
-                                     "default_lease_seconds", "max_lease_seconds"]),
+                                     "default_lease_seconds", "max_lease_seconds",
+                                     *OWNERSHIP_KEYS]),
         base_dir,
     )
     authorization = _authorization(top.section("authorization", ["operators"]))
+    limits = _limits(top.section("limits", [f.name for f in attrs.fields(LimitsConfig)]))
+    if registration.max_owner_records < limits.max_targets:
+        raise ConfigError("registration.max_owner_records",
+                          f"must be at least limits.max_targets ({limits.max_targets})")
     audit_section = top.section("audit", ["path", "busy_timeout_ms"])
     audit = AuditConfig(
         path=audit_section.path("path", base_dir),
@@ -315,7 +334,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         registration=registration,
         authorization=authorization,
         audit=audit,
-        limits=_limits(top.section("limits", [f.name for f in attrs.fields(LimitsConfig)])),
+        limits=limits,
         timeouts=_timeouts(top.section("timeouts",
                                        [f.name for f in attrs.fields(TimeoutsConfig)])),
         dashboard=_dashboard(top.section("dashboard", ["static_dir"]), base_dir),
@@ -478,7 +497,35 @@ def _registration(s: Section, base_dir: str) -> RegistrationConfig:
         allowed_ipc_path_prefixes=tuple(prefixes),
         default_lease_seconds=default_lease,
         max_lease_seconds=max_lease,
+        **_ownership(s),
     )
+
+
+OWNERSHIP_KEYS = ("owner_quiet_period_seconds", "max_owner_records", "pinned_owners")
+
+
+def _ownership(s: Section) -> dict[str, Any]:
+    """The target-id ownership keys of ``registration`` (quiet period, bound, pins)."""
+    d = defaults(RegistrationConfig)
+    key = join_key(s.key, "pinned_owners")
+    raw = s.data.get("pinned_owners") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(key, "must map target ids to uids, e.g. {payments-worker-a: 1001}")
+    pins = []
+    for target_id, uid in raw.items():
+        if not isinstance(target_id, str) or not target_id.strip():
+            raise ConfigError(key, f"{target_id!r} is not a target id")
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 2 ** 32:
+            raise ConfigError(join_key(key, target_id), "must be a uid (an integer >= 0)")
+        pins.append((target_id, uid))
+    return {
+        "owner_quiet_period_seconds": s.integer(
+            "owner_quiet_period_seconds", d.owner_quiet_period_seconds, minimum=1,
+            maximum=10 * 365 * 24 * 3600),
+        "max_owner_records": s.integer("max_owner_records", d.max_owner_records, minimum=1,
+                                       maximum=1_000_000),
+        "pinned_owners": tuple(sorted(pins)),
+    }
 
 
 def _authorization(s: Section) -> AuthorizationConfig:

@@ -5,8 +5,11 @@ Sends the registration payload as soon as the IPC socket listens and then every
 reads one ack line within ``timeout_seconds``. Transport errors and retryable failures are
 retried with capped exponential backoff (:mod:`supervisor._backoff`) spread by
 ``retry_jitter_ratio``, never faster than once a second and never slower than the heartbeat
-interval; a non-retryable failure stops the heartbeat for good. A missing relay never stops
-the target.
+interval; a non-retryable failure stops the heartbeat for good, except
+``target_id_owner_mismatch``: the relay remembers another uid as the owner of this target id
+(or the id is pinned to another uid), which an operator can change while this target runs, so
+that refusal is logged as an error every time and retried with the same backoff. A missing
+relay never stops the target.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from supervisor.wire.registration import CommandSpec, Registration
 
 MAX_ACK_BYTES = 65536
 MIN_RETRY_SECONDS = 1.0
+#: the refusal retried (loudly) although the relay marks it non-retryable
+CONTESTED_CODE = "target_id_owner_mismatch"
 
 
 def registration_payload(config: IpcConfig) -> dict[str, Any]:
@@ -94,7 +99,9 @@ class RegistrationHeartbeat(Service):
     Its lifecycle is an Automat machine: ``idle`` → ``sending`` (:meth:`begin`: the IPC socket
     listens) → ``registered`` (acked; the next heartbeat is due after the interval) or
     ``retrying`` (a transport error or retryable refusal; due after a backoff delay) →
-    ``sending`` …; a non-retryable refusal ends in ``gave_up`` until the process restarts.
+    ``sending`` …; a non-retryable refusal ends in ``gave_up`` until the process restarts,
+    except a contested id (:data:`CONTESTED_CODE`), which is ``retrying`` with an error logged
+    each time and :attr:`contested` set.
     Stopping the service cancels what is pending and returns to ``idle``.
     """
 
@@ -117,6 +124,8 @@ class RegistrationHeartbeat(Service):
         self.relay_process: tuple[int, str | None] | None = None
         self._peer: tuple[int, str | None] | None = None
         self.acks = 0
+        #: the relay's last answer refused this target id as another uid's (cleared by an ack)
+        self.contested: str | None = None
         self._machine = _HEARTBEAT_MACHINE(self)
 
     @property
@@ -161,18 +170,25 @@ class RegistrationHeartbeat(Service):
             machine.retry("relay sent an ack that is not an object")
             return
         self.last_ack = ack
+        self.contested = None
         if ack.get("ok") is True:
             self.relay_process = self._peer
             machine.acked()
             return
         error = ack.get("error") if isinstance(ack.get("error"), dict) else {}
         code, message = error.get("code", "unknown"), error.get("message", "")
-        if ack.get("retryable") is True:
+        if code == CONTESTED_CODE:
+            self.contested = str(message)
+            machine.retry(f"relay refused registration of target id {self._config.target_id} "
+                          f"({code}: {message}); the dashboard cannot reach this target until "
+                          "the id is released to this uid")
+        elif ack.get("retryable") is True:
             machine.retry(f"relay refused registration ({code}: {message})")
         else:
             machine.refused(str(code), str(message))
 
     def _failed(self, machine: "_HeartbeatInputs", failure: Failure) -> None:
+        self.contested = None
         machine.retry(f"registration attempt failed: {failure.getErrorMessage() or failure.type.__name__}")
 
 
@@ -241,7 +257,10 @@ def _build_heartbeat_machine() -> Callable[[RegistrationHeartbeat], _HeartbeatIn
         hb.phase = RETRYING
         hb.failures += 1
         delay = hb._retry_delay(hb.failures)
-        hb._log.warn("{why}; retrying in {delay:.1f} s", why=why, delay=delay)
+        if hb.contested is not None:
+            hb._log.error("{why}; retrying in {delay:.1f} s", why=why, delay=delay)
+        else:
+            hb._log.warn("{why}; retrying in {delay:.1f} s", why=why, delay=delay)
         return hb._reactor.callLater(delay, machine.due)
 
     sending = m.state(SENDING, send)

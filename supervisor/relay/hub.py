@@ -183,7 +183,8 @@ class RelayHub:
         if link is None:
             link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
                               limits=self.config.limits, observer=self,
-                              connector=self._connector)
+                              connector=self._connector,
+                              registration=self.config.registration)
             self.links[entry.target_id] = link
         return link
 
@@ -330,6 +331,9 @@ class RelayHub:
 
     def ipc_round_trip(self, method: str, seconds: float) -> None:
         self.metrics.ipc_round_trip.labels(method).observe(seconds)
+
+    def ipc_connect_refused(self, link: TargetLink, code: str) -> None:
+        self.metrics.ipc_connect_refused.labels(code).inc()
 
     # audit fan-out
     def publish_audit(self, record: AuditRecord) -> AuditRecord:

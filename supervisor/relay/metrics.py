@@ -37,6 +37,13 @@ class RelayMetrics:
                                          "audit replays on bind cut to "
                                          "limits.audit_replay_max_bytes",
                                          registry=self.registry)
+        self.registration_refused = Counter(
+            "relay_registration_refused", "registrations refused, by error code",
+            ["code"], registry=self.registry)
+        self.ipc_connect_refused = Counter(
+            "relay_ipc_connect_refused", "IPC connections the relay refused to use, by reason "
+            "(ipc_path_not_allowed, invalid_ipc_path, ipc_peer_uid_mismatch)", ["reason"],
+            registry=self.registry)
         #: per-session drops of sessions already closed, by kind, kept so the total never falls
         self.closed_drops = [0, 0]
 
@@ -106,6 +113,17 @@ class _HubCollector(Collector):
                                   "audit replay reads queued behind audit writes")
         reads.add_metric([], getattr(hub.audit, "reads_waiting", 0))
         yield reads
+        owners = getattr(hub.registry, "owners", None)
+        if owners is not None:
+            remembered = GaugeMetricFamily("relay_target_owners",
+                                           "target ids whose owner the relay remembers")
+            remembered.add_metric([], len(owners))
+            yield remembered
+            full = CounterMetricFamily("relay_target_owners_refused_full",
+                                       "new target ids refused because every remembered "
+                                       "owner is still within its quiet period")
+            full.add_metric([], owners.refused_full)
+            yield full
         alerts = getattr(hub, "alerts", None)
         if alerts is not None:
             yield from alerts.metric_families()

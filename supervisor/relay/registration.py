@@ -33,6 +33,7 @@ __all__ = [
     "parse_registration",
     "normalise_ipc_path",
     "path_under_prefix",
+    "check_ipc_path",
     "RegistrationProtocol",
     "RegistrationFactory",
     "RegistrationListener",
@@ -84,6 +85,21 @@ class _RelayRules:
         return lease
 
 
+def _no_final_symlink(path: str) -> None:
+    if os.path.islink(path):
+        raise RegistrationRefused("invalid_ipc_path", f"ipc_path {path} is a symbolic link",
+                                  False)
+
+
+def check_ipc_path(path: str, config: RegistrationConfig) -> str:
+    """The path checks of registration, again: ``path`` resolved now (symlinked parents
+    followed) must still lie under an allowed prefix and not end in a symlink. The relay
+    runs this before every IPC connect, since the folders may have changed since."""
+    resolved = _RelayRules(config).ipc_path(path)
+    _no_final_symlink(resolved)
+    return resolved
+
+
 def parse_registration(line: bytes, config: RegistrationConfig) -> Registration:
     """Validate one registration line with every §2 check up to (not incl.) the registry's."""
     try:
@@ -91,9 +107,7 @@ def parse_registration(line: bytes, config: RegistrationConfig) -> Registration:
     except WireError as e:
         raise _malformed(e.message) from None
     registration = Registration.from_json(payload, _RelayRules(config))
-    if os.path.islink(registration.ipc_path):
-        raise RegistrationRefused("invalid_ipc_path",
-                                  f"ipc_path {registration.ipc_path} is a symbolic link", False)
+    _no_final_symlink(registration.ipc_path)
     return registration
 
 
@@ -154,8 +168,15 @@ class RegistrationProtocol(NDJSONReceiver):
             f"no complete registration line within {self.factory.read_timeout:g} s", True))
 
     def _refuse(self, refused: RegistrationRefused) -> None:
-        self.log.info("registration refused: {code}: {message}", code=refused.code,
-                      message=refused.message)
+        owner = getattr(self, "_owner", "unix_uid:unknown")
+        if refused.code == "target_id_owner_mismatch":
+            self.log.warn("registration refused: {code}: {message} (from {owner})",
+                          code=refused.code, message=refused.message, owner=owner)
+        else:
+            self.log.info("registration refused: {code}: {message}", code=refused.code,
+                          message=refused.message)
+        if self.factory.on_refused is not None:
+            self.factory.on_refused(refused.code)
         self._finish(refused.to_ack())
 
     def _finish(self, ack: dict[str, Any]) -> None:
@@ -197,7 +218,8 @@ class RegistrationFactory(Factory):
     noisy = False
 
     def __init__(self, config: RegistrationConfig, registry: Registry, clock: IReactorTime,
-                 *, read_timeout: float, max_line_bytes: int, max_connections: int) -> None:
+                 *, read_timeout: float, max_line_bytes: int, max_connections: int,
+                 on_refused: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.registry = registry
         self.clock = clock
@@ -205,6 +227,8 @@ class RegistrationFactory(Factory):
         self.max_line_bytes = max_line_bytes
         self.max_connections = max_connections
         self.active = 0
+        #: told the code of every refused registration (the relay's metrics count them)
+        self.on_refused = on_refused
 
 
 def _private_name(path: str) -> str:

@@ -1,4 +1,9 @@
-"""The leased target registry (§2): upsert by owner, id and path exclusivity, lease expiry."""
+"""The leased target registry (§2): upsert by owner, id and path exclusivity, lease expiry.
+
+An id's owner outlives its lease: :class:`~supervisor.relay.owners.OwnerBook` remembers it
+(and the pins of the configuration), so another uid cannot take an id over while its
+target is stopped or the relay restarts.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from supervisor.config.relay import RegistrationConfig
+from supervisor.relay.owners import OwnerBook
 from supervisor.wire.registration import Registration, RegistrationRefused
 
 __all__ = [
@@ -47,9 +54,13 @@ class Registry:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, max_targets: int) -> None:
+    def __init__(self, clock: IReactorTime, max_targets: int,
+                 owners: OwnerBook | None = None) -> None:
         self._clock = clock
         self._max_targets = max_targets
+        #: remembered and pinned owners of ids (an in-memory book with no pins by default)
+        self.owners = owners if owners is not None else OwnerBook(
+            None, RegistrationConfig(listen_path="", allowed_ipc_path_prefixes=()), clock)
         self._by_id: dict[str, TargetEntry] = {}
         self._by_path: dict[str, str] = {}
         self._observers: list[RegistryObserver] = []
@@ -75,13 +86,20 @@ class Registry:
         """Insert or renew (same owner); raises RegistrationRefused on owner/path conflicts."""
         self.sweep()
         now = self._clock.seconds()
-        existing = self._by_id.get(registration.target_id)
+        target_id = registration.target_id
+        existing = self._by_id.get(target_id)
         if existing is not None and existing.owner != owner:
             raise RegistrationRefused(
                 "target_id_owner_mismatch",
-                f"target id {registration.target_id} is held by another owner",
-                False,
-            )
+                f"target id {target_id} is held by another owner", False)
+        known = self.owners.owner_of(target_id)
+        if known is not None and known != owner:
+            pinned = self.owners.pinned(target_id)
+            raise RegistrationRefused(
+                "target_id_owner_mismatch",
+                f"target id {target_id} is pinned to another owner" if pinned else
+                f"target id {target_id} belongs to another owner (kept until it has been "
+                f"quiet for registration.owner_quiet_period_seconds, or released)", False)
         holder = self._by_path.get(registration.ipc_path)
         if holder is not None and holder != registration.target_id:
             raise RegistrationRefused(
@@ -91,6 +109,11 @@ class Registry:
             raise RegistrationRefused(
                 "registry_full", f"the relay already holds {self._max_targets} targets", True
             )
+        if not self.owners.can_claim(target_id, owner):
+            raise RegistrationRefused(
+                "registry_full", f"the relay already remembers the owners of "
+                f"{len(self.owners)} target ids (registration.max_owner_records)", True)
+        self.owners.claim(target_id, owner)
         expires = now + registration.lease_seconds
         if existing is None:
             entry = TargetEntry(registration, owner, now, now, expires)
@@ -128,4 +151,5 @@ class Registry:
         for entry in expired:
             for observer in list(self._observers):
                 observer.target_expired(entry)
+        self.owners.tick()
         return expired

@@ -18,6 +18,7 @@ from zope.interface import implementer
 from supervisor.config.relay import RelayConfig
 from supervisor.relay.audit import AuditStore
 from supervisor.relay.hub import RelayHub
+from supervisor.relay.owners import OwnerBook, OwnerBookError, owners_path
 from supervisor.relay.registration import RegistrationFactory, RegistrationListener
 from supervisor.relay.registry import Registry
 from supervisor.relay.tls import ReloadableServerTLS
@@ -70,7 +71,8 @@ class RelayService(MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
-        self.registry = Registry(reactor, config.limits.max_targets)
+        self.owners = OwnerBook(owners_path(config), config.registration, reactor)
+        self.registry = Registry(reactor, config.limits.max_targets, self.owners)
         self.audit = AuditStore(config.audit.path, reactor,
                                 busy_timeout_ms=config.audit.busy_timeout_ms)
         self.hub = RelayHub(config, self.registry, self.audit, reactor=reactor)
@@ -88,6 +90,7 @@ class RelayService(MultiService):
             read_timeout=config.timeouts.registration_read_seconds,
             max_line_bytes=config.limits.max_message_bytes,
             max_connections=config.limits.max_registration_connections,
+            on_refused=lambda code: self.hub.metrics.registration_refused.labels(code).inc(),
         )
         sweep_interval = config.timeouts.lease_sweep_interval_ms / 1000.0
         self.registration = RegistrationListener(reactor, registration,
@@ -135,6 +138,21 @@ class RelayService(MultiService):
         self.reactor.callFromThread(self.reload_tls)
 
     def startService(self) -> None:
+        # before the registration socket serves: no claim is judged without the book
+        try:
+            self.owners.lock()
+        except OwnerBookError as e:
+            raise SystemExit(f"cannot use the target owner file: {e}") from None
+        except OSError as e:
+            self.log.critical("target owner file {path} cannot be used: {error}; target-id "
+                              "owners are kept in memory only (lost at a restart) until it "
+                              "can be written", path=self.owners.path, error=str(e))
+        try:
+            self.owners.load()
+        except OwnerBookError as e:
+            self.owners.unlock()
+            raise SystemExit(f"cannot use the target owner file: {e}; owners would be "
+                             "forgotten (repair or remove it)") from None
         if self._reload_on_sighup:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         opened = self.audit.open()
@@ -160,6 +178,8 @@ class RelayService(MultiService):
         d = super().stopService()
 
         def close_audit(_: Any) -> Deferred[None]:
+            self.owners.flush()
+            self.owners.unlock()
             return self.audit.close()
 
         d.addBoth(close_audit)

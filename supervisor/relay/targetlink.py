@@ -13,7 +13,14 @@ How: a ``twisted.application.internet.ClientService`` keeps the connection, retr
 :func:`supervisor._backoff.retry_policy` over ``timeouts.reconnect_*``. Its endpoint
 (:class:`_TargetEndpoint`) hands a connection over only once ``hello`` and the first ``state``
 were answered, so a target that accepts but does not answer, or answers as someone else, is
-a failed attempt and the delays grow. The link's own lifecycle is an Automat machine whose
+a failed attempt and the delays grow.
+
+Every attempt first checks the socket path again as registration did (resolved now, under an
+allowed prefix, no final symlink: a folder swapped for a symlink since registration must not
+lead the relay elsewhere) and, once connected, that the process serving the socket runs as
+the uid that registered the target (SO_PEERCRED). A failed check is a failed attempt
+(``unavailable``) with the reason logged at error level, kept in :attr:`TargetLink.refusal`
+and counted by :attr:`LinkObserver.ipc_connect_refused`. The link's own lifecycle is an Automat machine whose
 states are the ``connection_state`` values of CONTRACTS.md §3 (see :data:`TargetLink.state`).
 """
 
@@ -36,13 +43,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor._backoff import retry_policy
-from supervisor.config.relay import LimitsConfig, TimeoutsConfig
+from supervisor.config.relay import LimitsConfig, RegistrationConfig, TimeoutsConfig
+from supervisor.relay.registration import check_ipc_path
 from supervisor.relay.registry import TargetEntry
 from supervisor.wire.bounds import DROPPED_COUNT_RANGE, SEQUENCE_RANGE, int_in
 from supervisor.wire.client import NDJSONClientProtocol
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import dumps
-from supervisor.wire.registration import Registration
+from supervisor.wire.registration import Registration, RegistrationRefused
+from supervisor.wire.unixsocket import peer_uid
 from supervisor.wire.vocabulary import PROTOCOL_VERSION
 
 __all__ = ["LinkSubscriber", "LinkObserver", "TargetLink"]
@@ -56,6 +65,9 @@ CONNECTING = "connecting"
 CONNECTED = "connected"
 UNAVAILABLE = "unavailable"
 EXPIRED = "expired"
+
+#: the connect checks that refuse a socket (see the module docstring)
+_REFUSALS = frozenset({"ipc_path_not_allowed", "invalid_ipc_path", "ipc_peer_uid_mismatch"})
 
 #: ``connector(ipc_path)`` → the endpoint a link connects through (Unix sockets by default)
 Connector = Callable[[str], IStreamClientEndpoint]
@@ -81,6 +93,8 @@ class LinkObserver(Protocol):
     def link_events(self, link: "TargetLink", events: list[Any]) -> None: ...
 
     def ipc_round_trip(self, method: str, seconds: float) -> None: ...
+
+    def ipc_connect_refused(self, link: "TargetLink", code: str) -> None: ...
 
 
 class _Sequences:
@@ -294,9 +308,20 @@ class _TargetEndpoint:
                 max_line_bytes=link._limits.max_ipc_line_bytes,
                 max_in_flight=link._limits.max_ipc_in_flight, target_id=target_id)
 
+        if link._registration is not None:
+            try:
+                check_ipc_path(path, link._registration)
+            except RegistrationRefused as refused:
+                raise _refused(link, refused.code, f"{refused.message} (checked before "
+                               "connecting; it was allowed at registration)") from None
         connecting = link._connector(path).connect(Factory.forProtocol(build))
         connecting.addTimeout(timeouts.ipc_connect_seconds, link._reactor)
         client = await connecting
+        try:
+            _check_peer(link, client, path)
+        except BaseException:
+            client.abort()
+            raise
         connection = _Connection(client, target_id=target_id, clock=link._reactor,
                                  timeouts=timeouts)
         connection.on_round_trip = getattr(link._observer, "ipc_round_trip", None)
@@ -315,6 +340,40 @@ class _TargetEndpoint:
             client.abort()
             raise
         return connection, state
+
+
+def _refused(link: "TargetLink", code: str, message: str) -> WireError:
+    """A connect check failed: the error that fails this attempt, told to the observer."""
+    link.refusal = (code, message)
+    counted = getattr(link._observer, "ipc_connect_refused", None)
+    if counted is not None:
+        counted(link, code)
+    return WireError(code, "connect", message, link.target_id, True)
+
+
+def _owner_uid(owner: str) -> int | None:
+    prefix, _, uid = owner.partition(":")
+    return int(uid) if prefix == "unix_uid" and uid.isdigit() else None
+
+
+def _check_peer(link: "TargetLink", client: NDJSONClientProtocol, path: str) -> None:
+    """The process serving the socket must run as the uid that registered the target."""
+    handle = getattr(client.transport, "getHandle", None)
+    if handle is None:
+        return  # not a socket (an in-memory transport)
+    expected = _owner_uid(link.entry.owner)
+    try:
+        actual = peer_uid(handle())
+    except OSError as e:
+        raise _refused(link, "ipc_peer_uid_mismatch",
+                       f"cannot read the credentials of the process serving {path}: {e}") \
+            from None
+    if actual is None and expected is None:
+        return  # no SO_PEERCRED here: registration could not read an owner either
+    if actual != expected:
+        raise _refused(link, "ipc_peer_uid_mismatch",
+                       f"socket {path} is served by uid {actual}, but the target was "
+                       f"registered by {link.entry.owner}")
 
 
 class TargetLink:
@@ -337,8 +396,13 @@ class TargetLink:
         observer: LinkObserver,
         rng: Callable[[], float] = random.random,
         connector: Connector | None = None,
+        registration: RegistrationConfig | None = None,
     ) -> None:
         self.entry = entry
+        #: the path rules re-checked before every connect (None: not checked)
+        self._registration = registration
+        #: ``(code, message)`` of the last connect check that failed (None after a success)
+        self.refusal: tuple[str, str] | None = None
         self._reactor = reactor
         self._timeouts = timeouts
         self._limits = limits
@@ -429,8 +493,13 @@ class TargetLink:
         self._machine.ready(connection, state)
 
     def _attempt_failed(self, failure: Failure) -> None:
-        self.log.info("IPC link to {target_id} failed: {error}", target_id=self.target_id,
-                      error=failure.getErrorMessage())
+        error = failure.value
+        if isinstance(error, WireError) and error.code in _REFUSALS:
+            self.log.error("IPC link to {target_id} refused: {code}: {error}",
+                           target_id=self.target_id, code=error.code, error=error.message)
+        else:
+            self.log.info("IPC link to {target_id} failed: {error}", target_id=self.target_id,
+                          error=failure.getErrorMessage())
         self._machine.attempt_failed()
 
     # outputs of the machine
@@ -442,6 +511,7 @@ class TargetLink:
     def _use(self, connection: _Connection, state: dict[str, Any]) -> None:
         """A new connection: its first state to every session, then the live stream."""
         self._connection = connection
+        self.refusal = None
         connection.attach(self._on_push, self._machine.lost)
         gap = self._sequences.baseline(state)
         target = state.get("target")

@@ -66,9 +66,12 @@ def test_registry_lease_upsert_and_expiry_with_a_fake_clock():
     assert registry.get("a") is None  # past its lease even before the sweep runs
     assert [e.target_id for e in registry.sweep()] == ["a"]
     assert seen.calls[-1] == ("expired", "a")
-    # id and path are free again, for anyone
+    # the path is free again, for anyone; the id stays its owner's (docs/security.md)
     registry.register(registration("b", "/tmp/x/a.sock"), "unix_uid:2")
-    registry.register(registration("a", "/tmp/x/other.sock"), "unix_uid:3")
+    with pytest.raises(RegistrationRefused) as e:
+        registry.register(registration("a", "/tmp/x/other.sock"), "unix_uid:3")
+    assert e.value.code == "target_id_owner_mismatch"
+    registry.register(registration("a", "/tmp/x/other.sock"), "unix_uid:1")
 
 
 def test_registry_owner_and_path_exclusivity():
