@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 import attrs
+import pytest
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -313,3 +316,32 @@ async def ready(relay, target=None, client=None):
     await ws.next("state", target_id=target.target_id)
     await eventually(lambda: "logs.tail" in target.methods())
     return target, ws
+
+
+NOBODY = 65534
+AS_NOBODY = (
+    "import json, os, socket, sys\n"
+    f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+    "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+    "s.sendall(sys.argv[2].encode() + b'\\n')\n"
+    "data = b''\n"
+    "while not data.endswith(b'\\n'):\n"
+    "    chunk = s.recv(4096)\n"
+    "    if not chunk: break\n"
+    "    data += chunk\n"
+    "print(data.decode().strip())\n"
+)
+
+
+def register_as_nobody(registration_path: str, body: dict) -> dict:
+    """One registration sent by a child process running as uid 65534 (blocking)."""
+    out = subprocess.run([sys.executable, "-c", AS_NOBODY, registration_path, json.dumps(body)],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def open_to_nobody(relay) -> None:
+    if os.getuid() != 0:
+        pytest.fail("this test needs root to register as another uid")
+    os.chmod(relay.sockdir, 0o755)

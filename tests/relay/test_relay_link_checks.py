@@ -13,8 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
 from relay_faketarget import FakeTarget, registration_payload
-from relay_helpers import eventually, register
-from test_relay_owners import open_to_nobody, register_as_nobody
+from relay_helpers import eventually, open_to_nobody, register, register_as_nobody
 
 
 def refused_count(relay, reason: str) -> float:

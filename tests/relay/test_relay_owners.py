@@ -7,8 +7,6 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 import pytest_twisted
@@ -18,42 +16,13 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
 from relay_faketarget import registration_payload
-from relay_helpers import config_dict, eventually, register
+from relay_helpers import NOBODY, config_dict, eventually, open_to_nobody, register, register_as_nobody
 from supervisor.config.relay import ConfigError, RegistrationConfig, parse_relay_config
 from supervisor.relay import owners as owners_module
 from supervisor.relay.owners import OwnerBook, OwnerBookError
 from supervisor.relay.registry import Registry
 from supervisor.relay.service import RelayService
 from supervisor.wire.registration import Registration, RegistrationRefused
-
-NOBODY = 65534
-AS_NOBODY = (
-    "import json, os, socket, sys\n"
-    f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
-    "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
-    "s.sendall(sys.argv[2].encode() + b'\\n')\n"
-    "data = b''\n"
-    "while not data.endswith(b'\\n'):\n"
-    "    chunk = s.recv(4096)\n"
-    "    if not chunk: break\n"
-    "    data += chunk\n"
-    "print(data.decode().strip())\n"
-)
-
-
-def register_as_nobody(registration_path: str, body: dict) -> dict:
-    """One registration sent by a child process running as uid 65534 (blocking)."""
-    out = subprocess.run([sys.executable, "-c", AS_NOBODY, registration_path, json.dumps(body)],
-                         capture_output=True, text=True, timeout=20)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def open_to_nobody(relay) -> None:
-    if os.getuid() != 0:
-        pytest.fail("this test needs root to register as another uid")
-    os.chmod(relay.sockdir, 0o755)
-
 
 def payload(relay, target_id="payments-worker-a", lease=30):
     return registration_payload(target_id, os.path.join(relay.sockdir, f"{target_id}.sock"),
