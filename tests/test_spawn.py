@@ -140,6 +140,19 @@ async def test_exit_reasons_are_twisteds_and_the_child_is_reaped(cwd, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_exit_ends_the_pause_that_gathers_output(monkeypatch):
+    """The pause after a read waits for more output; once the child has exited nothing more
+    can come, so its end (and a restart) does not wait for the pause."""
+    import supervisor.tree.spawn as spawn
+
+    monkeypatch.setattr(spawn, "_GATHER_SECONDS", 3600)
+    rec, _ = start("import sys, time; print('last words', flush=True); time.sleep(0.2)")
+    await eventually(lambda: rec.output[1] == b"last words\n", what="the line, read before the exit")
+    await eventually(lambda: "ended" in rec.calls, what="the end, with an hour-long pause pending")
+    assert rec.calls.index("exited") < rec.calls.index("ended")
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_end_waits_for_output_held_open_by_a_grandchild():
     # the leader exits at once; a grandchild in its group keeps stdout open for a while
     script = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', "

@@ -65,7 +65,8 @@ _READ_SIZE = 32768
 #: After a read, a child's output pipes are left alone this long before the next one, so
 #: that a chatty child's output is taken a few hundred KiB at a time rather than a few KiB per
 #: wake-up (the per-read cost, not the per-byte cost, is most of a chatty child's CPU in the
-#: daemon). A quiet child's line is still read at once: the pause only follows a read.
+#: daemon). A quiet child's line is still read at once: the pause only follows a read, and
+#: none follows once the child has exited (its end, and so its restart, waits for no pause).
 _GATHER_SECONDS = 0.002
 #: A pipe whose read fills half of :data:`_READ_SIZE` or more is grown to this (``F_SETPIPE_SZ``) so that the child does not
 #: block during :data:`_GATHER_SECONDS`; later reads take up to this much. Only pipes that
@@ -342,7 +343,7 @@ class ChildProcess:
 
     def _gather_pause(self) -> None:
         """After a read, leave every pipe of the child alone for :data:`_GATHER_SECONDS`."""
-        if self._gather is None and self._pipes:
+        if self._gather is None and self._pipes and self._reason is None:
             for pipe in self._pipes.values():
                 self._reactor.removeReader(pipe)
             self._gather = self._reactor.callLater(_GATHER_SECONDS, self._gathered)
@@ -358,12 +359,18 @@ class ChildProcess:
             pipe = self._pipes.get(fd)
             if pipe is not None and pipe.fileno() >= 0:
                 took = pipe.take() or took
-        if took and self._pipes:
+        if took and self._pipes and self._reason is None:
             self._gather_pause()
-        elif not self._reading_paused:
-            for pipe in self._pipes.values():
-                if pipe.fileno() >= 0:
-                    self._reactor.addReader(pipe)
+        else:
+            self._watch_pipes()
+
+    def _watch_pipes(self) -> None:
+        """Have the reactor read the open pipes again (unless reading is paused)."""
+        if self._reading_paused:
+            return
+        for pipe in self._pipes.values():
+            if pipe.fileno() >= 0:
+                self._reactor.addReader(pipe)
 
     def _pipe_closed(self, fd: int) -> None:
         del self._pipes[fd]
@@ -379,6 +386,11 @@ class ChildProcess:
             self._popen.returncode = -1 if status is None else os.waitstatus_to_exitcode(status)
             self._popen = None
         self._call("processExited", self._reason)
+        if self._gather is not None:
+            # the leader is gone: what is left in its pipes is read now, and no pause
+            # follows (the exit is reported once they close, and a restart waits for that)
+            self._cancel_gather()
+            self._watch_pipes()
         self._maybe_ended()
 
     def _maybe_ended(self) -> None:
