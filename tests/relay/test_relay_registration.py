@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 import pytest_twisted
 
 from relay_faketarget import fixture, registration_payload
-from relay_helpers import eventually, register, register_raw
+from relay_helpers import eventually, register, register_as_nobody, register_raw
 
 
 def payload(relay, target_id="payments-worker-a", path=None, **changes):
@@ -185,25 +183,10 @@ async def test_owner_from_peer_credentials(relay):
     os.chmod(relay.sockdir, 0o755)
     first = payload(relay)
     assert (await register(relay.registration_path, first))["ok"]
-    script = (
-        "import json, os, socket, sys\n"
-        "os.setgid(65534); os.setuid(65534)\n"
-        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
-        "s.sendall(sys.argv[2].encode() + b'\\n')\n"
-        "data = b''\n"
-        "while not data.endswith(b'\\n'):\n"
-        "    chunk = s.recv(4096)\n"
-        "    if not chunk: break\n"
-        "    data += chunk\n"
-        "print(data.decode().strip())\n"
-    )
     from twisted.internet.threads import deferToThread
 
     def run(body):
-        out = subprocess.run([sys.executable, "-c", script, relay.registration_path,
-                              json.dumps(body)], capture_output=True, text=True, timeout=20)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
+        return register_as_nobody(relay.registration_path, body)
 
     ack = await deferToThread(run, first)
     assert error_code(ack) == "target_id_owner_mismatch"
