@@ -15,8 +15,6 @@ session closed while its ``client_hello`` is being handled) runs after it.
 from __future__ import annotations
 
 import collections
-import json
-import re
 from typing import Any, Callable, Protocol
 
 from automat import TypeMachineBuilder
@@ -27,8 +25,7 @@ from supervisor.relay.filters import FilterConditions
 from supervisor.relay.outbox import Outbox
 from supervisor.relay.ratelimit import SessionRates
 from supervisor.wire.errors import WireError
-from supervisor.wire.ndjson import dumps
-from supervisor.wire.bounds import check_wire_int
+from supervisor.wire.ndjson import dumps, loads, surrogate_escaped
 
 __all__ = ["SessionTransport", "SessionHost", "Session", "CLOSE_SLOW_CONSUMER",
            "CLOSE_PROTOCOL_ERROR", "CLOSE_RATE_LIMITED", "AWAITING_HELLO", "ESTABLISHED",
@@ -45,18 +42,6 @@ ESTABLISHED = "established"
 CLOSED = "closed"
 
 
-_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
 
 
 def _encodable(message: Any) -> bool:
@@ -219,12 +204,11 @@ class Session:
             raise WireError("invalid_message_json", "session",
                             "binary messages are not JSON text")
         try:
-            message = json.loads(payload.decode("utf-8"), parse_constant=_not_json,
-                                 parse_float=_finite_float, parse_int=check_wire_int)
+            message = loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise WireError("invalid_message_json", "session",
                             f"message is not valid JSON: {str(e)[:120]}") from None
-        if _LONE_SURROGATE_ESCAPE.search(payload) and not _encodable(message):
+        if surrogate_escaped(payload) and not _encodable(message):
             # "\ud800" escapes decode to strings no UTF-8 reply, log or audit row can hold
             raise WireError("invalid_message_json", "session",
                             "message is not valid JSON: lone surrogate escape")

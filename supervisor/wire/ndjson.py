@@ -59,6 +59,19 @@ def encode(obj: Any) -> bytes:
     return dumps(obj).encode("utf-8") + b"\n"
 
 
+def loads(text: str) -> Any:
+    """Strict JSON: no ``NaN``/``Infinity``, no float beyond range, no integer beyond
+    :data:`~supervisor.wire.bounds.WIRE_INT_RANGE`; ``ValueError`` otherwise."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                      parse_int=check_wire_int)
+
+
+def surrogate_escaped(raw: bytes) -> bool:
+    """Whether encoded JSON ``raw`` holds a ``\\ud800``-style escape (its decoded strings may
+    then hold lone surrogates)."""
+    return _SURROGATE_ESCAPE.search(raw) is not None
+
+
 def decode(line: bytes, stage: str = "protocol_parse", *, lone_surrogates: str = "keep"
            ) -> Any:
     """Parse one line (without its terminator); any defect is a ``invalid_json`` WireError.
@@ -68,9 +81,8 @@ def decode(line: bytes, stage: str = "protocol_parse", *, lone_surrogates: str =
         raise WireError("invalid_json", stage, "request line is blank")
     try:
         text = line.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                           parse_int=check_wire_int)
-        if lone_surrogates == "replace" and _SURROGATE_ESCAPE.search(line):
+        value = loads(text)
+        if lone_surrogates == "replace" and surrogate_escaped(line):
             return encodable(value)
         return value
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
