@@ -423,10 +423,8 @@ class CommandProcessor:
     def _refuse(self, session: Session, message: dict[str, Any], error: WireError) -> None:
         rates = session.rates
         if rates is not None and not rates.rejected.take():
-            session.rate_limited("rejected",
-                                 f"more than {rates.rejected.burst} refused commands at once "
-                                 f"or {rates.rejected.rate:g} per second (the last: "
-                                 f"{error.code})", message)
+            session.rate_limited("rejected", f"{rates.rejected.exceeded('refused commands')} "
+                                 f"(the last: {error.code})", message)
             return
         self._count("rejected")
         session.send_error(error, _command_id(message))

@@ -40,6 +40,10 @@ class TokenBucket:
         self.refused += 1
         return False
 
+    def exceeded(self, what: str) -> str:
+        """Why a message of ``what`` (``"commands"``, ...) found this bucket empty."""
+        return f"more than {self.burst} {what} at once or {self.rate:g} per second"
+
 
 @attrs.frozen
 class SessionRates:

@@ -247,17 +247,14 @@ class Session:
         rates = self.rates
         if kind == "command":
             if rates is not None and not rates.commands.take():
-                self.rate_limited("commands", f"more than {rates.commands.burst} commands at "
-                                  f"once or {rates.commands.rate:g} per second", message)
+                self.rate_limited("commands", rates.commands.exceeded("commands"), message)
                 return
             self.hub.commands.handle(self, message)
         elif kind == "history_request":
             self.hub.history.handle(self, message)
         elif kind == "log_event_filter_conditions":
             if rates is not None and not rates.filter_changes.take():
-                self.rate_limited("filter_changes", f"more than {rates.filter_changes.burst} "
-                                  f"filter changes at once or {rates.filter_changes.rate:g} "
-                                  "per second")
+                self.rate_limited("filter_changes", rates.filter_changes.exceeded("filter changes"))
                 return
             self._filter(message)
         elif kind == "client_hello":
