@@ -445,10 +445,10 @@ class ProcessRunner(ProcessProtocol):
             return []
         return of_child(self.pid, self._marks[MARK_TREE], self._path)
 
-    def _escaped(self) -> list[int]:
-        """Marked processes outside the child's process group."""
+    def _escaped(self, descendants: list[int]) -> list[int]:
+        """Those of ``descendants`` outside the child's process group."""
         found = []
-        for pid in self._descendants():
+        for pid in descendants:
             try:
                 if os.getpgid(pid) != self._pgid:
                     found.append(pid)
@@ -605,13 +605,12 @@ class ProcessRunner(ProcessProtocol):
         self._stop_requested = True
         self._close_start_window()
         signum = signal_number(self._spec.stop_signal)
+        descendants = self._descendants() if self._spec.stop_as_group else []
         if self.pid is not None and self._pgid is not None:
             self._polite.add(self.pid)
-            if self._spec.stop_as_group:
-                self._polite.update(self._descendants())
+            self._polite.update(descendants)
         self._signal(signum, self._spec.stop_as_group)
-        if self._spec.stop_as_group:
-            self._kill(self._escaped(), signum)
+        self._kill(self._escaped(descendants), signum)
 
     def abort(self) -> None:
         self._stop_requested = True
