@@ -19,6 +19,7 @@ from supervisor.config._common import (
     metrics_listen,
     resolve_path,
 )
+from supervisor.config.fleet import FLEET_KEYS, NATS_KEYS, FleetConfig, NatsConfig, parse_fleet, parse_nats
 from supervisor.wire.bounds import LEASE_SECONDS_RANGE
 from supervisor.wire.vocabulary import COMMANDS
 
@@ -281,6 +282,8 @@ class RelayConfig:
     dashboard: DashboardConfig = DashboardConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    fleet: FleetConfig = FleetConfig()
+    nats: NatsConfig = NatsConfig()
     source_path: str | None = None
 
     @property
@@ -302,7 +305,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         "",
         data,
         ["listen", "tls", "trusted_proxy", "registration", "authorization", "audit",
-         "limits", "timeouts", "dashboard", "metrics", "alerts"],
+         "limits", "timeouts", "dashboard", "metrics", "alerts", "fleet", "nats"],
     )
     listen = _listen(top.section("listen", ["bind", "public_url", "allowed_origins"]))
     proxy = _proxy(top.section("trusted_proxy",
@@ -320,6 +323,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
     if registration.max_owner_records < limits.max_targets:
         raise ConfigError("registration.max_owner_records",
                           f"must be at least limits.max_targets ({limits.max_targets})")
+    fleet = parse_fleet(top.section("fleet", FLEET_KEYS))
     audit_section = top.section("audit", ["path", "busy_timeout_ms"])
     audit = AuditConfig(
         path=audit_section.path("path", base_dir),
@@ -341,6 +345,8 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         metrics=_metrics(top.section("metrics", [f.name for f in attrs.fields(MetricsConfig)]),
                          base_dir),
         alerts=_alerts(top.section("alerts", [f.name for f in attrs.fields(AlertsConfig)])),
+        fleet=fleet,
+        nats=parse_nats(top.section("nats", NATS_KEYS), base_dir, required=fleet.enabled),
     )
 
 

@@ -1,0 +1,1 @@
+"""One dashboard for many hosts: host relays and gateways that meet on NATS."""
