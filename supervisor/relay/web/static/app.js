@@ -45,7 +45,7 @@ const alerts = new AlertsPanel(document, {
     }
   },
 });
-const targets = new TargetsPanel(document, { store, selection, onSelect: (id) => selectTarget(id) });
+const targets = new TargetsPanel(document, { store, selection, prefs, onSelect: (id) => selectTarget(id) });
 const topology = new TopologyPanel(document, {
   store, selection, memory: new PositionMemory(storage), onSelect: (path) => selectNode(path),
 });
@@ -266,6 +266,7 @@ window.__dashboard = {
   },
   store,
   view: timeline.view,
+  targets,
   timeline: timeline.grid,
   topology: topology.view,
   sent,
