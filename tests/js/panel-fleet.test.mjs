@@ -50,7 +50,7 @@ test('targets with host_id are grouped under host headers with counts, failed an
   assert.equal(doc.getElementById('fleet-summary').hidden, false);
   assert.equal(doc.getElementById('fleet-hosts').textContent, '2 · 1 unavailable');
   assert.deepEqual(doc.querySelectorAll('#fleet-states .badge').map((b) => b.textContent), ['connected 2', 'unavailable 2']);
-  assert.equal(doc.getElementById('fleet-health').textContent, '1 targets with failed children (2 children)');
+  assert.equal(doc.getElementById('fleet-health').textContent, '2 failed children in 1 targets');
   assert.equal(doc.getElementById('target-search').hidden, false);
   setLanguage('zh');
   panel.render();

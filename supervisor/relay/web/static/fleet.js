@@ -4,7 +4,7 @@
 
 // Height of one list row (host header or target) in a virtual list, in CSS pixels; the
 // stylesheet gives rows the same height (.target-list.virtual > li.row).
-export const ROW_HEIGHT = 62;
+export const ROW_HEIGHT = 76;
 // Rows rendered beyond the visible ones on each side, so a quick scroll shows no gap.
 export const OVERSCAN = 8;
 // Up to this many rows the list renders them all, in its natural layout (as without hosts).
