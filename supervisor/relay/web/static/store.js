@@ -35,7 +35,7 @@ export function historyRowId(record) {
 export class Ring {
   constructor(capacity) {
     this.capacity = capacity;
-    this.items = new Array(capacity);
+    this.items = []; // grows to `capacity` as items arrive (thousands of targets hold mostly empty rings)
     this.start = 0;
     this.length = 0;
   }
@@ -63,7 +63,7 @@ export class Ring {
   }
 
   clear() {
-    this.items = new Array(this.capacity);
+    this.items = [];
     this.start = 0;
     this.length = 0;
   }
