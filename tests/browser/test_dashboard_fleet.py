@@ -154,3 +154,22 @@ def test_without_host_id_no_groups_and_no_summary(offline_dashboard: Page):
     expect(page.locator("#target-list li.spacer")).to_have_count(2)
     for spacer in page.locator("#target-list li.spacer").all():
         expect(spacer).to_be_hidden()
+
+
+def test_fleet_view_fits_a_phone(browser, static_relay, certs):
+    context, page = new_page(browser, static_relay, certs, width=390, height=844)
+    page.goto(static_relay.origin + "/?offline=1")
+    page.wait_for_function("window.__dashboard !== undefined")
+    hosts = {f"host-{h:03d}.example.internal": [(f"target-with-a-long-name-{i}", "connected")
+                                                for i in range(3)] for h in range(100)}
+    ingest(page, [syn.server_hello(), fleet_list(hosts)])
+    expect(page.locator("#target-list")).to_have_class("target-list virtual")
+    expect(header(page, "host-000.example.internal")).to_be_visible()
+    for selector in ["#fleet-summary", "#target-search", "#target-list"]:
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert rows(page).count() < 200
+    screenshot(page, "fleet-390-en-light.png")
+    assert page.page_errors == []
+    context.close()

@@ -10,7 +10,7 @@ import { language, t } from '../i18n.js';
 import { Preferences, memoryStorage } from '../storage.js';
 import { CONNECTION_STATES } from '../vocabulary.js';
 import {
-  CollapsedHosts, ROW_HEIGHT, VIRTUAL_FROM, fleetSummary, listRows, scrollToRow, targetHealth, visibleWindow,
+  CollapsedHosts, ROW_HEIGHT, VIRTUAL_FROM, fleetSummary, isFleet, listRows, scrollToRow, targetHealth, visibleWindow,
 } from '../fleet.js';
 
 const MOVES = { ArrowDown: 1, ArrowUp: -1, PageDown: 10, PageUp: -10 };
@@ -49,7 +49,7 @@ export class TargetsPanel {
     const { store } = this;
     const selected = this.selection.targetId;
     const targets = [...store.targets.values()].filter((tg) => tg.listed || tg.targetId === selected);
-    const fleet = targets.some((tg) => tg.info && typeof tg.info.host_id === 'string' && tg.info.host_id);
+    const fleet = isFleet(targets);
     const health = new Map();
     if (fleet) {
       const now = store.now().getTime();
