@@ -178,8 +178,9 @@ class NatsBus:
         self.errors = 0
         self.disconnects = 0
         self.reconnects = 0
-        #: the last error nats-py reported, as text (for diagnostics)
+        #: the last error nats-py reported, as text, and the few before it (for diagnostics)
         self.last_error = ""
+        self.recent_errors: collections.deque[str] = collections.deque(maxlen=8)
 
     # -- the Bus interface (reactor thread) -------------------------------------------------
 
@@ -598,6 +599,7 @@ class NatsBus:
         with self._lock:
             self.errors += 1
             self.last_error = text
+            self.recent_errors.append(text)
             if violation:
                 self.permission_violations += 1
         if violation:
