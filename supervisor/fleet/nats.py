@@ -550,7 +550,10 @@ class NatsBus:
                 if subscription.active:
                     subscription.nats_subscription = await nc.subscribe(
                         item.subject, cb=self._callback(subscription),
-                        pending_msgs_limit=65536, pending_bytes_limit=self._bound)
+                        # nats-py's own queue before our callback: it only ever holds what
+                        # one read parsed (the callback never waits), so this rarely binds
+                        pending_msgs_limit=65536,
+                        pending_bytes_limit=self._bound + 4 * MAX_PAYLOAD_BYTES)
             elif item.kind == "unsubscribe":
                 subscription = item.subscription
                 if subscription is not None and subscription.nats_subscription is not None:
@@ -596,8 +599,11 @@ class NatsBus:
     async def _on_error(self, error: Exception) -> None:
         text = f"{type(error).__name__}: {error}"
         violation = "permissions violation" in str(error).lower()
+        slow = type(error).__name__ == "SlowConsumerError"  # nats-py dropped a delivery
         with self._lock:
             self.errors += 1
+            if slow:
+                self.dropped_incoming += 1
             self.last_error = text
             self.recent_errors.append(text)
             if violation:

@@ -18,7 +18,7 @@ from supervisor.fleet.bus import BusMessage
 from supervisor.fleet.nats import NatsBus
 from supervisor.fleet.subjects import heartbeat_subject, rpc_subject, stream_subject
 from supervisor.wire.errors import WireError
-from tests.waiting import eventually
+from tests.waiting import eventually, wait_until
 
 GATEWAY = "CN=fleet-gateway, O=Supervisor Fleet"
 
@@ -282,3 +282,43 @@ async def test_stop_closes_the_connection_and_ends_the_thread(nats_server):
 def test_the_config_needs_servers_and_tls():
     with pytest.raises(ValueError):
         NatsBus(NatsConfig(), reactor, "x")
+
+
+@pytest_twisted.ensureDeferred
+async def test_deliveries_waiting_for_a_busy_reactor_are_bounded(nats_server, make_bus):
+    host = make_bus(nats_server.host_config("a"), "host-a")
+    gateway = make_bus(nats_server.gateway_config(max_pending_bytes=64 * 1024), "gateway")
+    await connected(host, gateway)
+    received: list[BusMessage] = []
+
+    def busy(message: BusMessage) -> None:
+        if not received:  # the reactor is held up until the bus has had to drop
+            wait_until(lambda: gateway.dropped_incoming > 0, 10, "incoming drops")
+        received.append(message)
+
+    gateway.subscribe("fleet.host.a.>", busy)
+    await server_has_seen(gateway)
+    for n in range(200):
+        host.publish(stream_subject("a", "t1"), b"%04d" % n + b"x" * 1000)
+    await eventually(lambda: len(received) + gateway.dropped_incoming == 200, 10,
+                     "every message delivered or counted")
+    assert not any("SlowConsumer" in e for e in gateway.recent_errors)
+    numbers = [int(m.data[:4]) for m in received]
+    assert numbers == sorted(numbers) and numbers[-1] == 199  # the oldest went
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_delivery_after_unsubscribe(nats_server, make_bus):
+    host = make_bus(nats_server.host_config("a"), "host-a")
+    gateway = make_bus(nats_server.gateway_config(), "gateway")
+    await connected(host, gateway)
+    gone: list[BusMessage] = []
+    kept: list[BusMessage] = []
+    subscription = gateway.subscribe("fleet.host.a.heartbeat", gone.append)
+    gateway.subscribe("fleet.host.a.>", kept.append)
+    await server_has_seen(gateway)
+    subscription.unsubscribe()
+    await server_has_seen(gateway)
+    host.publish(heartbeat_subject("a"), b"beat")
+    await eventually(lambda: kept, 10, "the other subscription's copy")
+    assert gone == []
