@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+NATS_SERVER := /usr/sbin/nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test screenshot bench fuzz soak venv browser clean
+.PHONY: demo test screenshot bench fuzz soak venv browser nats-server clean
 
 venv: $(STAMP)
 
@@ -28,7 +29,14 @@ browser:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-test: venv browser
+# The fleet's tests run a real nats-server (Debian's package).
+nats-server:
+	@if [ ! -x $(NATS_SERVER) ] && ! command -v nats-server >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nats-server; \
+	fi
+
+test: venv browser nats-server
 	$(PY) -m pytest -q
 
 # The README's picture, from the end-to-end flow (tests write their screenshots under test-output/).

@@ -31,6 +31,12 @@ __all__ = [
     "export_p12",
     "write_demo_certs",
     "DemoCerts",
+    "FleetCerts",
+    "FLEET_ORGANIZATION",
+    "host_subject",
+    "gateway_subject",
+    "principal_of_subject",
+    "write_fleet_certs",
     "main",
 ]
 
@@ -257,6 +263,75 @@ def write_demo_certs(out_dir: str, *, password: str | None = None,
     _write(paths.operator_p12, export_p12(operator, ca, password), 0o600)
     _write(paths.p12_password_file, password.encode("utf-8") + b"\n", 0o600)
     return attrs.evolve(paths, p12_password=password)
+
+
+FLEET_ORGANIZATION = "Supervisor Fleet"
+
+
+def host_subject(host_id: str) -> tuple[tuple[str, str], ...]:
+    """The subject RDNs (certificate order) of host relay ``host_id``'s NATS client cert."""
+    return (("CN", f"host-{host_id}"), ("O", FLEET_ORGANIZATION))
+
+
+def gateway_subject(name: str = "fleet-gateway") -> tuple[tuple[str, str], ...]:
+    """The subject RDNs (certificate order) of a fleet gateway's NATS client cert."""
+    return (("CN", name), ("O", FLEET_ORGANIZATION))
+
+
+def principal_of_subject(rdns: Sequence[tuple[str, str]]) -> str:
+    """The principal the relay derives from such a subject (RDNs in certificate order, ", ")."""
+    return ", ".join(rdn.rfc4514_string() for rdn in make_name(rdns).rdns)
+
+
+@attrs.frozen
+class FleetCerts:
+    """Paths written by :func:`write_fleet_certs`: one CA, the NATS server's certificate,
+    one client certificate per host relay and per gateway, and their principals."""
+
+    directory: str
+    ca_cert: str
+    ca_key: str
+    server_cert: str
+    server_key: str
+    #: host_id -> (certificate path, key path)
+    hosts: dict[str, tuple[str, str]]
+    #: gateway name -> (certificate path, key path)
+    gateways: dict[str, tuple[str, str]]
+    #: host_id -> principal of its certificate
+    host_principals: dict[str, str]
+    #: gateway name -> principal of its certificate
+    gateway_principals: dict[str, str]
+
+
+def write_fleet_certs(out_dir: str, host_ids: Sequence[str],
+                      gateways: Sequence[str] = ("fleet-gateway",), *,
+                      ca: CertKey | None = None) -> FleetCerts:
+    """Issue a fleet's NATS certificates into ``out_dir``: the server's (localhost,
+    127.0.0.1), ``host-<id>.pem`` per host and ``<gateway>.pem`` per gateway (clientAuth),
+    all signed by ``ca`` (a new CA, written as ``ca.pem``, when omitted)."""
+    os.makedirs(out_dir, mode=0o700, exist_ok=True)
+    p = lambda name: os.path.join(out_dir, name)  # noqa: E731
+    ca = ca or generate_ca("supervisor fleet CA")
+    ca.write(p("ca.pem"), p("ca-key.pem"))
+    issue_server_cert(ca).write(p("nats-server.pem"), p("nats-server-key.pem"))
+    hosts: dict[str, tuple[str, str]] = {}
+    host_principals: dict[str, str] = {}
+    for host_id in host_ids:
+        paths = (p(f"host-{host_id}.pem"), p(f"host-{host_id}-key.pem"))
+        issue_client_cert(ca, host_subject(host_id)).write(*paths)
+        hosts[host_id] = paths
+        host_principals[host_id] = principal_of_subject(host_subject(host_id))
+    gateway_paths: dict[str, tuple[str, str]] = {}
+    gateway_principals: dict[str, str] = {}
+    for name in gateways:
+        paths = (p(f"{name}.pem"), p(f"{name}-key.pem"))
+        issue_client_cert(ca, gateway_subject(name)).write(*paths)
+        gateway_paths[name] = paths
+        gateway_principals[name] = principal_of_subject(gateway_subject(name))
+    return FleetCerts(directory=out_dir, ca_cert=p("ca.pem"), ca_key=p("ca-key.pem"),
+                      server_cert=p("nats-server.pem"), server_key=p("nats-server-key.pem"),
+                      hosts=hosts, gateways=gateway_paths, host_principals=host_principals,
+                      gateway_principals=gateway_principals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
