@@ -81,6 +81,9 @@ def parse_gateway_config(data: Any, base_dir: str) -> GatewayConfig:
     proxy = _proxy(top.section("trusted_proxy",
                                ["enabled", "allowed_remote_addrs", "identity_header"]))
     limits = _limits(top.section("limits", [f.name for f in attrs.fields(LimitsConfig)]))
+    if not top.has("nats"):
+        raise ConfigError("nats", "is required: the NATS servers (tls://host:port) and the "
+                                  "TLS files the gateway connects with")
     return GatewayConfig(
         listen=_listen(top.section("listen", ["bind", "public_url", "allowed_origins"])),
         tls=_tls(top.section("tls", ["certificate_path", "private_key_path", "client_ca_path"]),
