@@ -324,13 +324,7 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         raise ConfigError("registration.max_owner_records",
                           f"must be at least limits.max_targets ({limits.max_targets})")
     fleet = parse_fleet(top.section("fleet", FLEET_KEYS))
-    audit_section = top.section("audit", ["path", "busy_timeout_ms"])
-    audit = AuditConfig(
-        path=audit_section.path("path", base_dir),
-        busy_timeout_ms=audit_section.integer("busy_timeout_ms",
-                                              defaults(AuditConfig).busy_timeout_ms,
-                                              minimum=1, maximum=600_000),
-    )
+    audit = _audit(top.section("audit", ["path", "busy_timeout_ms"]), base_dir)
     return RelayConfig(
         listen=listen,
         tls=tls,
@@ -347,6 +341,14 @@ def parse_relay_config(data: Any, base_dir: str) -> RelayConfig:
         alerts=_alerts(top.section("alerts", [f.name for f in attrs.fields(AlertsConfig)])),
         fleet=fleet,
         nats=parse_nats(top.section("nats", NATS_KEYS), base_dir, required=fleet.enabled),
+    )
+
+
+def _audit(s: Section, base_dir: str) -> AuditConfig:
+    return AuditConfig(
+        path=s.path("path", base_dir),
+        busy_timeout_ms=s.integer("busy_timeout_ms", defaults(AuditConfig).busy_timeout_ms,
+                                  minimum=1, maximum=600_000),
     )
 
 

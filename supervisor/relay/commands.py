@@ -485,7 +485,7 @@ class CommandProcessor:
             params["dry_run"] = True
         link = self._hub.links.get(target_id)
         timeout = float(spec.timeout_seconds) if spec is not None else 30.0
-        result = await self._forward(link, command, params, timeout)
+        result = await self._forward(link, session, command, params, timeout)
 
         audit_result = "completed" if result.succeeded else "failed"
         self._count(audit_result)
@@ -506,8 +506,14 @@ class CommandProcessor:
             self._hub.publish_audit(stored)
         await self._refresh(session, target_id, result)
 
-    async def _forward(self, link: Link | None, command: str, params: dict[str, Any],
-                       timeout: float) -> CommandResult:
+    def forward(self, link: Link, session: Session, method: str, params: dict[str, Any],
+                timeout: float) -> Deferred[dict[str, Any]]:
+        """Send one command request on ``link`` (an IPC method and its params); a subclass
+        may carry more of ``session`` (a gateway forwards the operator's identity)."""
+        return link.request(method, params, timeout)
+
+    async def _forward(self, link: Link | None, session: Session, command: str,
+                       params: dict[str, Any], timeout: float) -> CommandResult:
         """Send the command; the target's answer read against what the relay would report
         itself (see :class:`CommandResult`), or that report when there is no usable answer."""
         target_id = params["target_id"]
@@ -529,7 +535,7 @@ class CommandProcessor:
             return own(WireError("target_unavailable", "command_forward",
                                  f"target {target_id} is not connected", target_id, True))
         try:
-            answer = await link.request(ipc_method(command), params, timeout)
+            answer = await self.forward(link, session, ipc_method(command), params, timeout)
         except RemoteError as e:
             return own(e, "rejected")
         except WireError as e:

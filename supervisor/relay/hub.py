@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -41,7 +41,11 @@ from supervisor.relay.targetlink import CONNECTED, EXPIRED, REGISTERED, Connecto
 from supervisor.wire.ndjson import dumps
 from supervisor.wire.registration import Registration
 
-__all__ = ["RelayHub", "TARGET_LIST_INTERVAL_SECONDS"]
+__all__ = ["RelayHub", "LinkFactory", "TARGET_LIST_INTERVAL_SECONDS"]
+
+#: ``factory(hub, entry)`` → the link of a target the first session binds; the default makes
+#: a :class:`TargetLink` (IPC); a gateway makes links that reach targets through their host
+LinkFactory = Callable[["RelayHub", TargetEntry], Any]
 
 TARGET_LIST_INTERVAL_SECONDS = 0.25
 
@@ -52,17 +56,20 @@ class RelayHub:
     log = Logger()
 
     def __init__(self, config: RelayConfig, registry: Registry, audit: AuditStore, *,
-                 reactor: Any, connector: Connector | None = None) -> None:
+                 reactor: Any, connector: Connector | None = None,
+                 link_factory: LinkFactory | None = None,
+                 processor: type[CommandProcessor] = CommandProcessor) -> None:
         self.config = config
         self.registry = registry
         self.audit = audit
         self._reactor = reactor
         self._connector = connector  # how links reach targets (Unix sockets by default)
+        self._link_factory = link_factory
         self.sessions: dict[str, Session] = {}
         self.links: dict[str, TargetLink] = {}
         self.metrics = RelayMetrics()
-        self.commands = CommandProcessor(self, audit, Authorizer(config.authorization), reactor,
-                                         count=lambda result: self.metrics.commands.labels(result).inc())
+        self.commands = processor(self, audit, Authorizer(config.authorization), reactor,
+                                  count=lambda result: self.metrics.commands.labels(result).inc())
         #: the alert rules' engine (``None`` without rules)
         self.alerts: AlertEngine | None = None
         if config.alerts.rules:
@@ -181,10 +188,13 @@ class RelayHub:
     def _link_for(self, entry: TargetEntry) -> TargetLink:
         link = self.links.get(entry.target_id)
         if link is None:
-            link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
-                              limits=self.config.limits, observer=self,
-                              connector=self._connector,
-                              registration=self.config.registration)
+            if self._link_factory is not None:
+                link = self._link_factory(self, entry)
+            else:
+                link = TargetLink(entry, reactor=self._reactor, timeouts=self.config.timeouts,
+                                  limits=self.config.limits, observer=self,
+                                  connector=self._connector,
+                                  registration=self.config.registration)
             self.links[entry.target_id] = link
         return link
 
@@ -216,22 +226,33 @@ class RelayHub:
 
     # target list
     def connection_state(self, target_id: str) -> str:
+        """The link's state; without a link, what the registry says (a registry that knows
+        a target cannot be reached offers ``unbound_state``), else ``registered``."""
         link = self.links.get(target_id)
-        return link.state if link is not None else REGISTERED
+        if link is not None:
+            return link.state
+        unbound = getattr(self.registry, "unbound_state", None)
+        return unbound(target_id) if unbound is not None else REGISTERED
 
     def instance_id(self, target_id: str) -> str | None:
         """The target process instance the relay last read a state of (null before)."""
         return self._instances.get(target_id)
 
     def target_list(self) -> list[dict[str, Any]]:
-        entries = [{
-            "target_id": e.target_id,
-            "display_name": e.registration.display_name,
-            "registration_state": "active",
-            "connection_state": self.connection_state(e.target_id),
-            "instance_id": self.instance_id(e.target_id),
-            "supported_commands": [c.to_json() for c in e.registration.supported_commands],
-        } for e in self.registry.entries()]
+        entries = []
+        for e in self.registry.entries():
+            row = {
+                "target_id": e.target_id,
+                "display_name": e.registration.display_name,
+                "registration_state": "active",
+                "connection_state": self.connection_state(e.target_id),
+                "instance_id": self.instance_id(e.target_id),
+                "supported_commands": [c.to_json() for c in e.registration.supported_commands],
+            }
+            extra = getattr(e, "list_fields", None)  # extension fields (a fleet's host_id)
+            if extra is not None:
+                row.update(extra())
+            entries.append(row)
         if self.alerts is not None:  # extension field, only on a relay with alert rules
             for entry in entries:
                 entry["active_alerts"] = self.alerts.for_target(entry["target_id"])

@@ -25,7 +25,7 @@ from supervisor.relay.tls import ReloadableServerTLS
 from supervisor.relay.web.site import STATIC_DIR, build_site
 from supervisor.wire.metrics import MetricsService
 
-__all__ = ["RelayService"]
+__all__ = ["RelayService", "serve_dashboard"]
 
 
 @implementer(IStreamServerEndpoint)
@@ -53,6 +53,21 @@ class _ListenNow:
         self.log.info("{what} listening on {address}", what=self._what,
                       address=self.port.getHost())
         return succeed(self.port)
+
+
+def serve_dashboard(parent: MultiService, config: Any, hub: Any, reactor: Any,
+                    static_dir: str | None = None
+                    ) -> tuple[ReloadableServerTLS, Any, _ListenNow]:
+    """The HTTPS/WSS listener (dashboard page and §3 sessions of ``hub``) as a child of
+    ``parent``: its reloadable TLS, its site and its listener (``port`` once started)."""
+    tls = ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
+    endpoint = SSL4ServerEndpoint(reactor, config.listen.port, tls, interface=config.listen.host)
+    # served at /: the argument (tests), else dashboard.static_dir, else our dashboard
+    static_dir = static_dir or config.dashboard.static_dir or STATIC_DIR
+    site = build_site(config, hub, reactor=reactor, static_dir=static_dir)
+    https = _ListenNow(endpoint, f"HTTPS/WSS on {config.listen.host}:{config.listen.port}")
+    StreamServerEndpointService(https, site).setServiceParent(parent)
+    return tls, site, https
 
 
 class RelayService(MultiService):
@@ -104,15 +119,8 @@ class RelayService(MultiService):
         watcher.clock = reactor
         watcher.setServiceParent(self)
 
-        self.tls = ReloadableServerTLS(config.tls, require_client_certificate=config.mtls)
-        endpoint = SSL4ServerEndpoint(reactor, config.listen.port, self.tls,
-                                      interface=config.listen.host)
-        # served at /: the argument (tests), else dashboard.static_dir, else our dashboard
-        static_dir = static_dir or config.dashboard.static_dir or STATIC_DIR
-        self.site = build_site(config, self.hub, reactor=reactor, static_dir=static_dir)
-        self._https = _ListenNow(endpoint, f"HTTPS/WSS on {config.listen.host}:"
-                                           f"{config.listen.port}")
-        StreamServerEndpointService(self._https, self.site).setServiceParent(self)
+        self.tls, self.site, self._https = serve_dashboard(self, config, self.hub, reactor,
+                                                           static_dir)
         self.audit_ready: Deferred[None] = succeed(None)
 
     @property

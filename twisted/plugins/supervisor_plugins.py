@@ -1,6 +1,6 @@
-"""twistd plugins for the supervision target and the dashboard relay.
+"""twistd plugins for the supervision target, the dashboard relay and the fleet gateway.
 
-Both are lazy: nothing here imports the reactor or the implementation modules,
+All are lazy: nothing here imports the reactor or the implementation modules,
 which are loaded only when twistd actually runs the named plugin.
 """
 
@@ -18,4 +18,11 @@ supervisorRelay = ServiceMaker(
     "supervisor.relay.tap",
     "Run the dashboard relay (registration, wss:// sessions, audit).",
     "supervisor-relay",
+)
+
+supervisorFleet = ServiceMaker(
+    "supervisor-fleet",
+    "supervisor.fleet.tap",
+    "Run the fleet gateway (every host's targets over NATS, wss:// sessions, audit).",
+    "supervisor-fleet",
 )
