@@ -26,7 +26,9 @@
 
 ``BENCH_PYSPY=/path/to/py-spy`` additionally samples the relay with py-spy during the
 window of ``BENCH_PYSPY_SESSIONS`` sessions (default the largest N) and writes the profile
-to ``BENCH_PYSPY_OUT`` (default /tmp/relay-fanout.pyspy.txt, raw collapsed stacks). Prints one JSON object.
+to ``BENCH_PYSPY_OUT`` (default /tmp/relay-fanout.pyspy.txt, raw collapsed stacks).
+``BENCH_RELAY_REACTOR=asyncio`` runs the relay on Twisted's asyncio reactor instead of epoll
+(how the fleet's NATS client could have shared the relay's thread; docs/fleet.md). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ LARGE_SECONDS = float(os.environ.get("BENCH_LARGE_SECONDS", 2))
 DRAIN_SECONDS = float(os.environ.get("BENCH_DRAIN_SECONDS", 30))
 CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", 4))
 TARGETS = int(os.environ.get("BENCH_TARGETS", 1000))
+#: twistd's ``--reactor`` for the relay (the default epoll, or e.g. ``asyncio`` to compare)
+RELAY_REACTOR = os.environ.get("BENCH_RELAY_REACTOR", "")
 REG_SECONDS = float(os.environ.get("BENCH_REG_SECONDS", 3))
 REG_CONCURRENCY = int(os.environ.get("BENCH_REG_CONCURRENCY", 32))
 IDLE_SESSIONS = int(os.environ.get("BENCH_IDLE_SESSIONS", 100))
@@ -254,7 +258,8 @@ def start_relay(procs: Procs, workdir: str, pki: Any, port: int,
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f)
     env = {**os.environ, "PYTHONPATH": ROOT}
-    relay = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=-",
+    reactor_option = [f"--reactor={RELAY_REACTOR}"] if RELAY_REACTOR else []
+    relay = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=-", *reactor_option,
                          "supervisor-relay", "--config", config_path], cwd=workdir, env=env,
                         log=os.path.join(workdir, "relay.log"))
     wait_until(lambda: port_open(port), 30, "relay listening", relay)
