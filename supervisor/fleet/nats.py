@@ -24,6 +24,8 @@ import time
 from typing import Any, Callable
 
 import attrs
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
@@ -31,7 +33,7 @@ from supervisor.config.fleet import NatsConfig
 from supervisor.fleet.bus import BusMessage, Handler, bus_timeout, bus_unavailable, subject_matches
 from supervisor.fleet.subjects import MAX_PAYLOAD_BYTES, PREFIX
 
-__all__ = ["NatsBus", "NatsSubscription", "default_droppable", "tls_context"]
+__all__ = ["NatsBus", "NatsSubscription", "BusCollector", "default_droppable", "tls_context"]
 
 #: per-message bookkeeping counted against the bound, besides subject and payload
 _OVERHEAD = 64
@@ -654,3 +656,34 @@ class NatsBus:
             except Exception:
                 pass
         asyncio.get_running_loop().stop()
+
+
+class BusCollector(Collector):
+    """A :class:`NatsBus`'s counters at each scrape, as ``fleet_bus_*`` metrics."""
+
+    def __init__(self, bus: NatsBus) -> None:
+        self._bus = bus
+
+    def collect(self) -> Any:
+        bus = self._bus
+        yield GaugeMetricFamily("fleet_bus_connected", "1 while the NATS connection is up",
+                                value=1 if bus.connected else 0)
+        yield GaugeMetricFamily("fleet_bus_pending_bytes",
+                                "bytes of outgoing messages not yet handed to NATS",
+                                value=bus.pending_bytes)
+        yield CounterMetricFamily("fleet_bus_published", "messages handed to NATS",
+                                  value=bus.published)
+        dropped = CounterMetricFamily("fleet_bus_dropped", "messages lost, by why",
+                                      labels=["why"])
+        dropped.add_metric(["overflow"], bus.dropped_overflow)
+        dropped.add_metric(["oversize"], bus.dropped_oversize)
+        dropped.add_metric(["failed"], bus.dropped - bus.dropped_overflow - bus.dropped_oversize)
+        dropped.add_metric(["incoming"], bus.dropped_incoming)
+        yield dropped
+        yield CounterMetricFamily("fleet_bus_permission_violations",
+                                  "publishes or subscriptions the server refused",
+                                  value=bus.permission_violations)
+        yield CounterMetricFamily("fleet_bus_reconnects", "NATS reconnections",
+                                  value=bus.reconnects)
+        yield CounterMetricFamily("fleet_bus_errors", "errors the NATS client reported",
+                                  value=bus.errors)

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from supervisor.config.gateway import GatewayConfig
 from supervisor.fleet.bus import Bus
+from supervisor.fleet.nats import BusCollector, NatsBus
 from supervisor.fleet.gateway import DirectoryCollector, FleetDirectory, GatewayCommands, \
     gateway_principal
 from supervisor.relay.audit import AuditStore
@@ -47,8 +48,6 @@ class GatewayService(MultiService):
         self._previous_sighup: Any = None
         self.principal = principal if principal is not None else gateway_principal(config.nats)
         if bus is None:
-            from supervisor.fleet.nats import NatsBus  # the real bus only when it runs
-
             bus = NatsBus(config.nats, reactor, "fleet-gateway")
         self.bus = bus
         self.directory = FleetDirectory(bus, config.gateway, clock=reactor,
@@ -62,6 +61,8 @@ class GatewayService(MultiService):
         self.audit.observe_write = self.hub.metrics.audit_write.observe
         self.hub.metrics.observe_hub(self.hub)
         self.hub.metrics.registry.register(DirectoryCollector(self.directory))
+        if isinstance(bus, NatsBus):
+            self.hub.metrics.registry.register(BusCollector(bus))
         #: the ``/metrics`` listener (``metrics.listen``), or ``None``
         self.metrics: MetricsService | None = None
         if config.metrics.listen is not None:

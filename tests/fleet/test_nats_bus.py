@@ -9,18 +9,26 @@ import threading
 
 import pytest
 import pytest_twisted
+from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
 from supervisor.certs import generate_ca, issue_client_cert
 from supervisor.config.fleet import NatsConfig
 from supervisor.fleet.bus import BusMessage
-from supervisor.fleet.nats import NatsBus
+from supervisor.fleet.nats import BusCollector, NatsBus
 from supervisor.fleet.subjects import heartbeat_subject, rpc_subject, stream_subject
 from supervisor.wire.errors import WireError
 from tests.waiting import eventually, wait_until
 
 GATEWAY = "CN=fleet-gateway, O=Supervisor Fleet"
+
+
+def scraped(bus: NatsBus, name: str, **labels: str) -> float | None:
+    """One sample of the bus's metrics, as a scrape would read it."""
+    registry = CollectorRegistry()
+    registry.register(BusCollector(bus))
+    return registry.get_sample_value(name, labels)
 
 
 async def connected(*buses: NatsBus) -> None:
@@ -176,6 +184,8 @@ async def test_outgoing_queue_is_bounded_and_drops_oldest_droppable(nats_server,
         assert received[0].data == b"kept"  # not droppable: it stayed although oldest
         numbers = [int(m.data[:4]) for m in received[1:]]
         assert numbers == list(range(200 - len(numbers), 200))  # the oldest went first
+        assert scraped(host, "fleet_bus_dropped_total", why="overflow") == dropped
+        assert scraped(host, "fleet_bus_connected") == 1
     finally:
         await host.stop()
 
