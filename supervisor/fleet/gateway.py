@@ -209,7 +209,7 @@ class FleetDirectory:
         self._observers: list[Any] = []
         self._subscriptions: list[BusSubscription] = []
         self._running = False
-        #: what was refused, ignored or lost, by kind (see docs/fleet-gateway-notes.md)
+        #: what was refused, ignored or lost, by kind (``fleet_gateway_refused``, docs/metrics.md)
         self.counts: dict[str, int] = {}
         self._lapse = LoopingCall(self._check_hosts)
         self._lapse.clock = clock
@@ -511,8 +511,8 @@ class FleetDirectory:
     def _bind(self, host: _Host, ids: list[str]) -> None:
         if not self.host_available(host.host_id):
             return  # the host's return binds everything again
-        d = self.rpc(host.host_id, "bind", {"target_ids": ids,
-                                             "lease_seconds": self._settings.interest_lease_seconds})
+        lease = self._settings.interest_lease_seconds
+        d = self.rpc(host.host_id, "bind", {"target_ids": ids, "lease_seconds": lease})
 
         def bound(result: Any) -> None:
             if not isinstance(result, dict) or not isinstance(result.get("bound"), list):
