@@ -1,5 +1,5 @@
 """A nats-server configuration for a fleet: TLS with client certificates mapped to users, and
-each user's permissions as docs/fleet.md gives them.
+each user's permissions (what it may publish and hear).
 
 ``python -m supervisor.fleet.natsconf --out nats.conf --listen 127.0.0.1:4222 --cert S.pem
 --key S-key.pem --ca ca.pem --host a="CN=host-a, O=Supervisor Fleet" --gateway "CN=fleet-gateway,

@@ -1,4 +1,4 @@
-"""The fleet's NATS subjects and the tokens in them (see docs/fleet.md for who may use which).
+"""The fleet's NATS subjects and the tokens in them.
 
 Every subject starts with :data:`PREFIX`. A host publishes only under
 ``fleet.host.<host_id>.``; a gateway publishes only requests ``fleet.rpc.<host_id>.<its
