@@ -22,7 +22,7 @@ from supervisor.fleet.gateway import DirectoryCollector, FleetDirectory, Gateway
     gateway_principal
 from supervisor.relay.audit import AuditStore
 from supervisor.relay.hub import RelayHub
-from supervisor.relay.service import serve_dashboard
+from supervisor.relay.service import open_audit, serve_dashboard
 from supervisor.wire.metrics import MetricsService
 
 __all__ = ["GatewayService"]
@@ -93,16 +93,7 @@ class GatewayService(MultiService):
     def startService(self) -> None:
         if self._reload_on_sighup:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        opened = self.audit.open()
-        recovered = Deferred.fromCoroutine(self.hub.commands.recover())
-        opened.addErrback(
-            lambda f: self.log.critical(
-                "audit store {path} cannot be opened; commands will be refused: {error}",
-                path=self.config.audit.path, error=f.getErrorMessage()))
-        recovered.addErrback(
-            lambda f: self.log.critical("cannot mark interrupted commands: {error}",
-                                        error=f.getErrorMessage()))
-        self.audit_ready = recovered
+        self.audit_ready = open_audit(self.audit, self.hub, self.log)
         start = getattr(self.bus, "start", None)
         if start is not None:
             start()

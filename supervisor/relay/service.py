@@ -70,6 +70,23 @@ def serve_dashboard(parent: MultiService, config: Any, hub: Any, reactor: Any,
     return tls, site, https
 
 
+def open_audit(audit: AuditStore, hub: RelayHub, log: Logger) -> Deferred[None]:
+    """Open the audit store and mark the commands an earlier run left interrupted; fires
+    when both are done (failures are logged: commands are refused until it opens)."""
+    opened = audit.open()
+    # queued on the audit thread before any command's record can be: what it marks
+    # interrupted was left by an earlier run
+    recovered = Deferred.fromCoroutine(hub.commands.recover())
+    opened.addErrback(
+        lambda f: log.critical(
+            "audit store {path} cannot be opened; commands will be refused: {error}",
+            path=audit.path, error=f.getErrorMessage()))
+    recovered.addErrback(
+        lambda f: log.critical("cannot mark interrupted commands: {error}",
+                               error=f.getErrorMessage()))
+    return recovered
+
+
 class RelayService(MultiService):
     """Everything ``twistd supervisor-relay`` runs; ``reactor`` is explicit for tests."""
 
@@ -163,18 +180,7 @@ class RelayService(MultiService):
                              "forgotten (repair or remove it)") from None
         if self._reload_on_sighup:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        opened = self.audit.open()
-        # queued on the audit thread before any command's record can be: what it marks
-        # interrupted was left by an earlier run
-        recovered = Deferred.fromCoroutine(self.hub.commands.recover())
-        opened.addErrback(
-            lambda f: self.log.critical(
-                "audit store {path} cannot be opened; commands will be refused: {error}",
-                path=self.config.audit.path, error=f.getErrorMessage()))
-        recovered.addErrback(
-            lambda f: self.log.critical("cannot mark interrupted commands: {error}",
-                                        error=f.getErrorMessage()))
-        self.audit_ready = recovered
+        self.audit_ready = open_audit(self.audit, self.hub, self.log)
         super().startService()
         self.hub.start_alerts()
 
