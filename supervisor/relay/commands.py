@@ -485,7 +485,7 @@ class CommandProcessor:
             params["dry_run"] = True
         link = self._hub.links.get(target_id)
         timeout = float(spec.timeout_seconds) if spec is not None else 30.0
-        result = await self._forward(link, session, command, params, timeout)
+        result = await self.outcome(link, session, command, params, timeout)
 
         audit_result = "completed" if result.succeeded else "failed"
         self._count(audit_result)
@@ -512,10 +512,10 @@ class CommandProcessor:
         may carry more of ``session`` (a gateway forwards the operator's identity)."""
         return link.request(method, params, timeout)
 
-    async def _forward(self, link: Link | None, session: Session, command: str,
+    async def outcome(self, link: Link | None, session: Session, command: str,
                        params: dict[str, Any], timeout: float) -> CommandResult:
-        """Send the command; the target's answer read against what the relay would report
-        itself (see :class:`CommandResult`), or that report when there is no usable answer."""
+        """Send the command (``session`` is for :meth:`forward`; a fleet host passes None);
+        the target's answer read against what the relay would report itself (see :class:`CommandResult`), or that report when there is no usable answer."""
         target_id = params["target_id"]
 
         def own(error: WireError | None, status: str = "failed") -> CommandResult:

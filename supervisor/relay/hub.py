@@ -76,6 +76,8 @@ class RelayHub:
             self.alerts = AlertEngine(config.alerts, reactor, WebhookSender(config.alerts, reactor))
             self.alerts.on_change = self._schedule_target_list
         self.history = HistoryRequests(self.links, config.timeouts.ipc_request_seconds)
+        #: called (no arguments) whenever the target list changes (a fleet host republishes)
+        self.on_target_list_change: list[Callable[[], None]] = []
         self._target_list_pending = False
         self._target_list_cache: str | None = None  # the current text; None after a change
         # per session: when its last target_list went out, and its deferred next one
@@ -198,6 +200,21 @@ class RelayHub:
             self.links[entry.target_id] = link
         return link
 
+    def attach(self, subscriber: Any, target_id: str) -> bool:
+        """Bind a subscriber other than a session (a fleet host's stream) to a registered
+        target's link, opening it as a session's binding would; False when unknown."""
+        entry = self.registry.get(target_id)
+        if entry is None or self._closing:
+            return False
+        self._link_for(entry).bind(subscriber)
+        return True
+
+    def detach(self, subscriber: Any, target_id: str) -> None:
+        """Unbind what :meth:`attach` bound; the link closes when nobody is left."""
+        link = self.links.get(target_id)
+        if link is not None and link.unbind(subscriber):
+            self.links.pop(target_id, None)
+
     def start_alerts(self) -> None:
         """Evaluate alert rules from now on; ``watch: always`` links every registered target."""
         if self.alerts is None:
@@ -268,6 +285,8 @@ class RelayHub:
     def _schedule_target_list(self) -> None:
         """Coalesce bursts of changes into one ``target_list`` per reactor turn."""
         self._target_list_cache = None
+        for listener in self.on_target_list_change:
+            listener()
         if not self._target_list_pending:
             self._target_list_pending = True
             self._reactor.callLater(0, self._broadcast_target_list)

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
@@ -93,7 +93,8 @@ class RelayService(MultiService):
     log = Logger()
 
     def __init__(self, config: RelayConfig, reactor: Any = None, *,
-                 static_dir: str | None = None, reload_on_sighup: bool = False) -> None:
+                 static_dir: str | None = None, reload_on_sighup: bool = False,
+                 fleet_bus: Any = None) -> None:
         super().__init__()
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup: Any = None
@@ -139,6 +140,23 @@ class RelayService(MultiService):
         self.tls, self.site, self._https = serve_dashboard(self, config, self.hub, reactor,
                                                            static_dir)
         self.audit_ready: Deferred[None] = succeed(None)
+        #: the relay's part in a fleet (``fleet.enabled``), on ``fleet_bus`` or NATS
+        self.fleet: Any = None
+        self._fleet_bus: Any = None
+        if config.fleet.enabled:
+            self._join_fleet(fleet_bus)
+
+    def _join_fleet(self, bus: Any) -> None:
+        # imported here: a relay outside a fleet never loads the NATS client
+        from supervisor.fleet.host import FleetHost, HostCollector
+        from supervisor.fleet.nats import BusCollector, NatsBus
+
+        if bus is None:
+            bus = NatsBus(self.config.nats, self.reactor, f"host-{self.config.fleet.host_id}")
+            self.hub.metrics.registry.register(BusCollector(bus))
+        self._fleet_bus = bus
+        self.fleet = FleetHost(self.hub, bus, self.config.fleet, clock=self.reactor)
+        self.hub.metrics.registry.register(HostCollector(self.fleet))
 
     @property
     def https_port(self) -> int:
@@ -183,13 +201,23 @@ class RelayService(MultiService):
         self.audit_ready = open_audit(self.audit, self.hub, self.log)
         super().startService()
         self.hub.start_alerts()
+        if self.fleet is not None:
+            start = getattr(self._fleet_bus, "start", None)
+            if start is not None:
+                start()
+            self.fleet.start()
 
     def stopService(self) -> Deferred[Any]:
         if self._reload_on_sighup and self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
+        if self.fleet is not None:
+            self.fleet.stop()
         self.hub.close()
         d = super().stopService()
+        if self._fleet_bus is not None and hasattr(self._fleet_bus, "stop"):
+            bus = self._fleet_bus
+            d.addBoth(lambda _: maybeDeferred(bus.stop))
 
         def close_audit(_: Any) -> Deferred[None]:
             self.owners.flush()
