@@ -33,7 +33,8 @@ from relay_helpers import PKI, WSClient, config_dict, connect_ws  # noqa: E402
 from tests.fleet.nats_support import NatsServer, free_port  # noqa: E402
 from tests.waiting import eventually, wait_until  # noqa: E402
 
-__all__ = ["Fleet", "Process", "HostRelay", "Gateway", "metric_values", "wait_message",
+__all__ = ["Fleet", "Process", "HostRelay", "Gateway", "metric_values", "unix_connections",
+           "wait_message",
            "GATEWAYS", "HOST_IDS", "LOCAL_TARGET"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -81,6 +82,20 @@ def metric_values(port: int, name: str) -> float | None:
         if sample.split("{", 1)[0] == name:
             total = (total or 0.0) + float(value)
     return total
+
+
+def unix_connections(path: str) -> int:
+    """Connections accepted on the Unix socket listening at ``path`` (from /proc/net/unix,
+    where an accepted socket shows its listener's path in state 03, connected): how many IPC
+    clients a target has, seen from outside it."""
+    count = 0
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[5] == "03":
+                count += 1
+    return count
 
 
 class Process:
@@ -157,7 +172,7 @@ class HostRelay:
             "policy": {"initial_backoff_ms": 100, "max_backoff_ms": 1000, "jitter_ratio": 0.1},
             "shutdown": {"graceful_timeout_ms": 2000, "abort_wait_ms": 1000},
             "ipc": {"enabled": True, "target_id": LOCAL_TARGET,
-                    "path": os.path.join(self.folder, "t.sock"), "bind_mode": "replace_stale",
+                    "path": self.ipc_path, "bind_mode": "replace_stale",
                     "registration": {"enabled": True,
                                      "relay_registration_path": self.registration_path,
                                      "lease_seconds": 10,
@@ -184,6 +199,14 @@ class HostRelay:
 
     def metric(self, name: str) -> float:
         return metric_values(self.metrics_port, name) or 0.0
+
+    @property
+    def ipc_path(self) -> str:
+        return os.path.join(self.folder, "t.sock")
+
+    def ipc_connections(self) -> int:
+        """IPC clients of this host's target (its relay's link, when bound)."""
+        return unix_connections(self.ipc_path)
 
     def registered(self) -> float:
         return self.metric("relay_targets_registered")

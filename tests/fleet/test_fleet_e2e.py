@@ -95,17 +95,18 @@ async def test_targets_bind_only_while_a_gateway_session_watches(fleet):
     host = fleet.hosts["b"]
     # no gateway session yet: the host knows its target but keeps no IPC link to it
     assert host.registered() == 1, fleet.logs()
+    await eventually(lambda: host.ipc_connections() == 0, WAIT, "no IPC client of b's target")
     assert host.metric("fleet_host_bound") == 0
     assert host.metric("relay_targets_bound") == 0
     ws = await fleet.gateway_session()
     await fleet_listed(fleet, ws)
     await both_states(fleet, ws)
     await eventually(lambda: host.metric("fleet_host_bound") == 1, WAIT, "b bound for the gateway")
-    assert host.metric("relay_targets_bound") == 1
+    assert host.ipc_connections() == 1
     await close_ws(ws)
     # the session left: the gateway stops renewing, the lease runs out, the link closes
-    await eventually(lambda: host.metric("fleet_host_bound") == 0
-                     and host.metric("relay_targets_bound") == 0, WAIT, "b unbound")
+    await eventually(lambda: host.metric("fleet_host_bound") == 0, WAIT, "b unbound")
+    await eventually(lambda: host.ipc_connections() == 0, WAIT, "b's target IPC closed")
 
 
 @pytest_twisted.ensureDeferred
