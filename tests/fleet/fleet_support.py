@@ -284,7 +284,7 @@ class Fleet:
 
     def stop(self) -> None:
         for session in self.sessions:
-            if session.transport is not None:
+            if session.transport is not None and not session.closed_d.called:
                 session.transport.abortConnection()
         for gateway in self.gateways.values():
             gateway.stop()
