@@ -7,7 +7,7 @@ CHROMIUM := /usr/bin/chromium
 NATS_SERVER := /usr/sbin/nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test screenshot bench fuzz soak venv browser nats-server clean
+.PHONY: demo demo-fleet test screenshot bench fuzz soak venv browser nats-server clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ screenshot: venv browser
 demo: venv
 	$(PY) -m supervisor._launch_demo --relay-config etc/demo-relay.yaml \
 		--target-config etc/demo-target.yaml --certs .local/certs
+
+# The fleet on this machine: nats-server, three host relays (alpha, beta, gamma) with their
+# demo targets, then the fleet gateway's dashboard at https://localhost:9543; Ctrl-C stops all.
+demo-fleet: venv nats-server
+	$(PY) -m supervisor._launch_fleet_demo --gateway-config etc/fleet-gateway.yaml \
+		--relay-config etc/demo-relay.yaml --target-config etc/demo-target.yaml \
+		--certs .local/certs --fleet .local/fleet --logs .local/logs
 
 bench: venv browser
 	@rm -f bench/results/*.json

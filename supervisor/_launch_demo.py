@@ -75,7 +75,8 @@ class _OutputToLog(abstract.FileDescriptor):
 class Child:
     """One ``twistd -n`` service in its own process group, its output in a capped log file."""
 
-    def __init__(self, reactor: Any, name: str, config: str, logs: str) -> None:
+    def __init__(self, reactor: Any, name: str, config: str, logs: str,
+                 argv: list[str] | None = None) -> None:
         self.name = name
         self.log_path = os.path.join(logs, f"{name}.log")
         log = LogFile(f"{name}.log", logs, rotateLength=LOG_ROTATE_BYTES, maxRotatedFiles=1)
@@ -83,8 +84,8 @@ class Child:
             log.rotate()  # the previous run's output becomes NAME.log.1
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         self.proc = subprocess.Popen(
-            [twistd, "-n", f"--pidfile={os.path.join(logs, name + '.pid')}",
-             f"supervisor-{name}", "--config", config],
+            argv or [twistd, "-n", f"--pidfile={os.path.join(logs, name + '.pid')}",
+                     f"supervisor-{name}", "--config", config],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             process_group=0,
         )
@@ -133,12 +134,13 @@ class Demo:
         self._out.flush()
 
     async def start(self, name: str, config: str, socket_path: str,
-                    ready: Callable[[], bool]) -> Child:
+                    ready: Callable[[], bool], argv: list[str] | None = None) -> Child:
         """Start one service and wait until ``ready()``; DemoError with its log tail if it fails.
 
-        ``socket_path`` is the Unix socket it serves, removed once it has stopped.
+        ``socket_path`` is the Unix socket it serves, removed once it has stopped; ``argv``
+        replaces the ``twistd -n supervisor-NAME --config CONFIG`` command line.
         """
-        child = Child(self._reactor, name, config, self._logs)
+        child = Child(self._reactor, name, config, self._logs, argv)
         self.children.append(child)
         self.sockets.append(socket_path)
         self.say(f"starting the {name} (log: {child.log_path})")
@@ -260,9 +262,11 @@ class EventLines:
         await client.closed
 
 
-def banner(url: str, certs: DemoCerts, logs: list[Child]) -> str:
+def banner(url: str, certs: DemoCerts, logs: list[Child],
+           stops: str = "the target, then the relay") -> str:
     """What the operator needs to open the dashboard, as the first screen of the console."""
-    log_lines = "\n".join(f"  {child.name + ' log:':<13} {child.log_path}" for child in logs)
+    width = max([13] + [len(child.name) + 6 for child in logs])
+    log_lines = "\n".join(f"  {child.name + ' log:':<{width}} {child.log_path}" for child in logs)
     return f"""
 Dashboard:     {url}
 Certificate:   {certs.operator_p12}
@@ -280,7 +284,7 @@ From a shell:  curl --cacert {certs.ca_cert} --cert {certs.operator_cert} --key 
 
 {log_lines}
 
-Ctrl-C stops the target, then the relay. Notable events follow (local time):
+Ctrl-C stops {stops}. Notable events follow (local time):
 """
 
 
