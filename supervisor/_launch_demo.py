@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, NoReturn, TextIO
+from typing import Any, Callable, Coroutine, NoReturn, TextIO
 
 from twisted.internet import abstract, fdesc
 from twisted.internet.defer import CancelledError, Deferred
@@ -72,6 +72,13 @@ class _OutputToLog(abstract.FileDescriptor):
         self._log.close()
 
 
+def twistd_argv(logs: str, name: str, plugin: str, config: str) -> list[str]:
+    """``twistd -n PLUGIN --config CONFIG`` of this virtualenv, its pid file in ``logs``."""
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return [twistd, "-n", f"--pidfile={os.path.join(logs, name + '.pid')}", plugin,
+            "--config", config]
+
+
 class Child:
     """One ``twistd -n`` service in its own process group, its output in a capped log file."""
 
@@ -82,10 +89,8 @@ class Child:
         log = LogFile(f"{name}.log", logs, rotateLength=LOG_ROTATE_BYTES, maxRotatedFiles=1)
         if log.size:
             log.rotate()  # the previous run's output becomes NAME.log.1
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         self.proc = subprocess.Popen(
-            argv or [twistd, "-n", f"--pidfile={os.path.join(logs, name + '.pid')}",
-                     f"supervisor-{name}", "--config", config],
+            argv or twistd_argv(logs, name, f"supervisor-{name}", config),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             process_group=0,
         )
@@ -307,11 +312,14 @@ async def _session(reactor: Any, args: argparse.Namespace, demo: Demo, out: Text
     return await demo.exited
 
 
-async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) -> NoReturn:
-    demo = Demo(reactor, out, args.logs)
+async def run_demo(reactor: IReactorCore, out: TextIO, logs: str,
+                   session: Callable[[Demo], Coroutine[Any, Any, str]]) -> NoReturn:
+    """Run ``session(demo)`` (start the services, then wait; it returns why it ended) until
+    Ctrl-C or a failure, then stop every service; exits 0 on Ctrl-C, else 1 with the reason."""
+    demo = Demo(reactor, out, logs)
     StopOnce(reactor, on_repeat=lambda name: demo.say(
         f"({name}: already stopping; each service gets up to {STOP_SECONDS:.0f} s)")).install()
-    work = Deferred.fromCoroutine(_session(reactor, args, demo, out))
+    work = Deferred.fromCoroutine(session(demo))
     # Ctrl-C stops the reactor: stop waiting, then stop the services before it exits
     reactor.addSystemEventTrigger("before", "shutdown", work.cancel)
     reactor.addSystemEventTrigger("before", "shutdown", demo.stop)
@@ -324,6 +332,10 @@ async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) ->
     print(f"error: {why}", file=sys.stderr)
     await demo.stop()
     raise SystemExit(1)
+
+
+async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) -> NoReturn:
+    await run_demo(reactor, out, args.logs, lambda demo: _session(reactor, args, demo, out))
 
 
 def _parser() -> argparse.ArgumentParser:

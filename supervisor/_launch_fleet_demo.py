@@ -24,15 +24,13 @@ from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 import yaml
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 
-from supervisor._launch_demo import (STOP_SECONDS, Demo, DemoError, EventLines, _accepts,
-                                     banner)
-from supervisor._signals import StopOnce
+from supervisor._launch_demo import (Demo, DemoError, EventLines, _accepts, banner, run_demo,
+                                     twistd_argv)
 from supervisor.certs import DemoCerts, FleetCerts, write_demo_certs, write_fleet_certs
-from supervisor.config._common import ConfigError
 from supervisor.config.gateway import load_gateway_config
 from supervisor.fleet.natsconf import write_nats_config
 
@@ -117,15 +115,15 @@ async def _session(reactor: Any, args: argparse.Namespace, demo: Demo, out: Text
         port = int(relay["listen"]["bind"].rsplit(":", 1)[1])
         await demo.start(f"relay-{host}", relay_path, registration,
                          lambda r=registration, p=port: os.path.exists(r) and _accepts("127.0.0.1", p),
-                         argv=_twistd(args.logs, f"relay-{host}", "supervisor-relay", relay_path))
+                         argv=twistd_argv(args.logs, f"relay-{host}", "supervisor-relay", relay_path))
     for host, (_, target_path, _, target) in zip(HOSTS, hosts):
         ipc = target["ipc"]["path"]
         await demo.start(f"target-{host}", target_path, ipc, lambda p=ipc: os.path.exists(p),
-                         argv=_twistd(args.logs, f"target-{host}", "supervisor-target", target_path))
+                         argv=twistd_argv(args.logs, f"target-{host}", "supervisor-target", target_path))
     listen = gateway.listen
     await demo.start("gateway", args.gateway_config, "",
                      lambda: _accepts(listen.host, listen.port),
-                     argv=_twistd(args.logs, "gateway", "supervisor-fleet", args.gateway_config))
+                     argv=twistd_argv(args.logs, "gateway", "supervisor-fleet", args.gateway_config))
     out.write(banner(listen.origin + "/", certs, demo.children,
                      stops="the gateway, the targets, the relays, then nats-server"))
     out.flush()
@@ -146,28 +144,8 @@ class _HostLines:
         self._demo.say(f"{clock}  {self._host:<6} {rest}" if sep else f"{self._host}: {line}")
 
 
-def _twistd(logs: str, name: str, plugin: str, config: str) -> list[str]:
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return [twistd, "-n", f"--pidfile={os.path.join(logs, name + '.pid')}", plugin,
-            "--config", config]
-
-
 async def _main(reactor: IReactorCore, args: argparse.Namespace, out: TextIO) -> NoReturn:
-    demo = Demo(reactor, out, args.logs)
-    StopOnce(reactor, on_repeat=lambda name: demo.say(
-        f"({name}: already stopping; each service gets up to {STOP_SECONDS:.0f} s)")).install()
-    work = Deferred.fromCoroutine(_session(reactor, args, demo, out))
-    reactor.addSystemEventTrigger("before", "shutdown", work.cancel)
-    reactor.addSystemEventTrigger("before", "shutdown", demo.stop)
-    try:
-        why = await work
-    except CancelledError:
-        raise SystemExit(0)
-    except (ConfigError, DemoError) as e:
-        why = str(e)
-    print(f"error: {why}", file=sys.stderr)
-    await demo.stop()
-    raise SystemExit(1)
+    await run_demo(reactor, out, args.logs, lambda demo: _session(reactor, args, demo, out))
 
 
 def _parser() -> argparse.ArgumentParser:
