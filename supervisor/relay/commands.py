@@ -506,16 +506,17 @@ class CommandProcessor:
             self._hub.publish_audit(stored)
         await self._refresh(session, target_id, result)
 
-    def forward(self, link: Link, session: Session, method: str, params: dict[str, Any],
+    def forward(self, link: Link, session: Session | None, method: str, params: dict[str, Any],
                 timeout: float) -> Deferred[dict[str, Any]]:
         """Send one command request on ``link`` (an IPC method and its params); a subclass
         may carry more of ``session`` (a gateway forwards the operator's identity)."""
         return link.request(method, params, timeout)
 
-    async def outcome(self, link: Link | None, session: Session, command: str,
-                       params: dict[str, Any], timeout: float) -> CommandResult:
+    async def outcome(self, link: Link | None, session: Session | None, command: str,
+                      params: dict[str, Any], timeout: float) -> CommandResult:
         """Send the command (``session`` is for :meth:`forward`; a fleet host passes None);
-        the target's answer read against what the relay would report itself (see :class:`CommandResult`), or that report when there is no usable answer."""
+        the target's answer read against what the relay would report itself (see
+        :class:`CommandResult`), or that report when there is no usable answer."""
         target_id = params["target_id"]
 
         def own(error: WireError | None, status: str = "failed") -> CommandResult:

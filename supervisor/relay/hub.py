@@ -210,7 +210,8 @@ class RelayHub:
         return True
 
     def detach(self, subscriber: Any, target_id: str) -> None:
-        """Unbind what :meth:`attach` bound; the link closes when nobody is left."""
+        """Unbind a session or what :meth:`attach` bound; the link closes when nobody is
+        left."""
         link = self.links.get(target_id)
         if link is not None and link.unbind(subscriber):
             self.links.pop(target_id, None)
@@ -237,9 +238,7 @@ class RelayHub:
         session.forget(target_id)
         self._audit_replays.pop((session.session_id, target_id), None)
         self._refills.pop((session.session_id, target_id), None)
-        link = self.links.get(target_id)
-        if link is not None and link.unbind(session):
-            self.links.pop(target_id, None)
+        self.detach(session, target_id)
 
     # target list
     def connection_state(self, target_id: str) -> str:
