@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "rel
 from relay_memory import OPERATOR, MemoryRelay  # noqa: E402
 from supervisor.config.fleet import FleetConfig  # noqa: E402
 from supervisor.fleet.bus import BusMessage, MemoryNetwork  # noqa: E402
-from supervisor.fleet.host import REGISTRY_INTERVAL_SECONDS, FleetHost  # noqa: E402
+from supervisor.fleet.host import (MAX_GATEWAY_INSTANCES, MAX_IN_FLIGHT,  # noqa: E402
+                                   REGISTRY_INTERVAL_SECONDS, FleetHost)
 from supervisor.fleet.subjects import (heartbeat_subject, registry_subject, rpc_subject,  # noqa: E402
                                        stream_subject)
 from supervisor.wire.ndjson import encode  # noqa: E402
@@ -46,14 +47,19 @@ class Fleet:
     def of(self, subject: str) -> list[dict[str, Any]]:
         return [json.loads(m.data) for m in self.heard if m.subject == subject]
 
-    def ask(self, op: str, principal: str = GATEWAY, subject_principal: str | None = None,
-            **fields: Any) -> dict[str, Any]:
-        request = {"op": op, "gateway_principal": principal, "gateway_instance": "gw-1",
+    def send(self, op: str, principal: str = GATEWAY, subject_principal: str | None = None,
+             instance: str = "gw-1", **fields: Any) -> list[bytes]:
+        """Send one request; the list its reply is appended to."""
+        request = {"op": op, "gateway_principal": principal, "gateway_instance": instance,
                    **fields}
         d = self.gateway.request(rpc_subject("h1", subject_principal or principal),
-                                 encode(request), 5)
+                                 encode(request), 60)
         replies: list[bytes] = []
         d.addCallback(replies.append)
+        return replies
+
+    def ask(self, op: str, **options: Any) -> dict[str, Any]:
+        replies = self.send(op, **options)
         for _ in range(20):
             self.relay.settle()
             if replies:
@@ -187,3 +193,29 @@ def test_a_command_to_an_unbound_target_is_refused(fleet: Fleet) -> None:
     reply = fleet.ask("command", **_command("c-3"))
     assert reply["error"]["code"] == "target_unavailable"
     assert not fleet.relay.hub.links
+
+
+def test_gateway_instances_past_the_bound_are_refused_and_counted(fleet: Fleet) -> None:
+    fleet.relay.register(fleet.relay.target(TARGET))
+    for n in range(MAX_GATEWAY_INSTANCES):
+        assert fleet.ask("bind", instance=f"gw-{n}", target_ids=[TARGET])["result"]["bound"]
+    refused = fleet.ask("bind", instance="gw-one-too-many", target_ids=[TARGET])
+    assert refused["result"] == {"bound": [], "unknown": [TARGET]}
+    assert fleet.host.counts["interest_refused"] == 1
+    # an instance already known still renews
+    assert fleet.ask("bind", instance="gw-0", target_ids=[TARGET])["result"]["bound"]
+
+
+def test_requests_past_the_in_flight_bound_are_refused_busy(fleet: Fleet) -> None:
+    target = fleet.relay.target(TARGET)
+    fleet.relay.register(target)
+    fleet.ask("bind", target_ids=[TARGET])
+    fleet.relay.settle()
+    target.freeze()  # reads wait for an answer that does not come
+    pending = [fleet.send("request", target_id=TARGET, method="state", params={})
+               for _ in range(MAX_IN_FLIGHT)]
+    fleet.relay.settle()
+    assert not any(pending)
+    busy = fleet.ask("request", target_id=TARGET, method="state", params={})
+    assert busy["error"]["code"] == "host_busy" and busy["error"]["retryable"] is True
+    assert fleet.host.counts["busy"] == 1
