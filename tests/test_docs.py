@@ -140,3 +140,33 @@ def test_documented_relay_sections_are_the_ones_the_loader_accepts():
             relay.parse_relay_config({heading: {}}, "/tmp")
         except relay.ConfigError as e:
             assert "unknown key" not in str(e), heading
+
+
+FLEET_DOC = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "fleet.md").read_text()
+
+
+def test_every_fleet_subject_is_named_in_the_fleet_guide():
+    from supervisor.fleet import subjects
+
+    named = [name for name in subjects.__all__
+             if name.endswith(("_subject", "_pattern")) or name.startswith("ALL_")]
+    assert {"heartbeat_subject", "registry_subject", "stream_subject", "rpc_subject",
+            "host_rpc_pattern"} <= set(named)
+    missing = [name for name in named if f"`{name}`" not in FLEET_DOC]
+    assert not missing, missing
+
+
+def test_the_fleet_guide_quotes_natsconf_output():
+    from supervisor.fleet.natsconf import HostUser, render_nats_config
+
+    text = render_nats_config(
+        listen="0.0.0.0:4222", cert="/etc/nats/nats-server.pem",
+        key="/etc/nats/nats-server-key.pem", ca="/etc/nats/ca.pem",
+        hosts=[HostUser("a", "CN=host-a, O=Supervisor Fleet")],
+        gateways=["CN=fleet-gateway, O=Supervisor Fleet"])
+    assert f"```\n{text}```" in FLEET_DOC
+
+
+def test_the_configuration_reference_points_at_the_fleet_guide():
+    fleet_section = DOC.split("### `fleet`", 1)[1].split("\n### ", 1)[0]
+    assert "docs/fleet.md" in fleet_section
