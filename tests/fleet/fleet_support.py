@@ -283,14 +283,19 @@ class Fleet:
             self.gateways[name].start()
 
     def stop(self) -> None:
-        for session in self.sessions:
-            if session.transport is not None and not session.closed_d.called:
-                session.transport.abortConnection()
-        for gateway in self.gateways.values():
-            gateway.stop()
-        for host in self.hosts.values():
-            host.stop()
-        self.nats.stop()
+        """Close the sessions, then stop every process, even when an earlier step fails."""
+        try:
+            for session in self.sessions:
+                if session.transport is not None and not session.closed_d.called:
+                    session.transport.abortConnection()
+        finally:
+            try:
+                for gateway in self.gateways.values():
+                    gateway.stop()
+                for host in self.hosts.values():
+                    host.stop()
+            finally:
+                self.nats.stop()
 
     def logs(self) -> str:
         """Every process's output tail, for a failing test's message."""
