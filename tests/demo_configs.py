@@ -3,18 +3,15 @@ demo exactly as shipped without disturbing a demo that is already running."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import yaml
 
+from tests.ports import free_port
+
 ETC = Path(__file__).resolve().parent.parent / "etc"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_demo_configs(run_dir: Path, certs) -> tuple[Path, Path, int]:

@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "relay"))
 
 from relay_helpers import PKI, WSClient, config_dict, connect_ws  # noqa: E402
-from tests.fleet.nats_support import NatsServer, free_port  # noqa: E402
+from tests.fleet.nats_support import NatsServer  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 from tests.waiting import eventually, wait_until  # noqa: E402
 
 __all__ = ["Fleet", "Process", "HostRelay", "Gateway", "metric_values", "unix_connections",

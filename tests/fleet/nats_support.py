@@ -35,17 +35,13 @@ from typing import Sequence
 from supervisor.certs import FleetCerts, write_fleet_certs
 from supervisor.config.fleet import NatsConfig, NatsTLSConfig
 from supervisor.fleet.natsconf import write_nats_config
+from tests.ports import free_port
 
-__all__ = ["NATS_SERVER", "NatsServer", "free_port"]
+__all__ = ["NATS_SERVER", "NatsServer"]
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on (as of now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NatsServer:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 
 import pytest_twisted
@@ -18,6 +17,7 @@ from relay_helpers import eventually
 from supervisor import ChildKind, ChildSpec, Policy, Supervisor, SupervisorSpec
 from supervisor.config.target import IpcConfig, RegistrationConfig, TargetConfig
 from supervisor.ipc.service import ipc_services
+from tests.ports import free_port
 
 
 class Receiver(Resource):
@@ -33,11 +33,6 @@ class Receiver(Resource):
         return b"ok"
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound and closed again): connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest_twisted.ensureDeferred

@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 
 from relay_faketarget import FakeTarget, fixture, registration_payload
 from relay_helpers import close_ws, config_dict, connect_ws, eventually, register
+from tests.ports import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -29,10 +30,6 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(sockdir: str, pki: Any, **sections: Any) -> str:
