@@ -10,7 +10,8 @@ import statistics
 import sys
 from typing import Any
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+#: where :func:`emit` keeps its copies (``BENCH_RESULTS_DIR`` sends them elsewhere)
+RESULTS = pathlib.Path(os.environ.get("BENCH_RESULTS_DIR") or pathlib.Path(__file__).parent / "results")
 
 
 def percentile(values: list[float], p: float) -> float:

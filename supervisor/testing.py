@@ -330,13 +330,16 @@ class MemoryTarget:
         return event
 
     def emit_log(self, message: str = "hello", child_id: str = "worker", *,
-                 severity: str = "info") -> dict[str, Any]:
-        """Journal one LogRecord (a line of the child's stdout) and push it; returns it."""
+                 severity: str = "info", fields: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        """Journal one LogRecord (a line of the child's stdout, with extra ``fields``) and
+        push it; returns it."""
         now = self.clock.seconds()
         sequence, self._next_log = self._next_log, self._next_log + 1
         log = {"target_id": self.target_id, "sequence": sequence, "correlation_id": None,
                "severity": severity, "message": message,
-               "fields": {"stream": "stdout", "child_path": f"/root/{child_id}"},
+               "fields": {"stream": "stdout", "child_path": f"/root/{child_id}",
+                          **(fields or {})},
                "occurred_at": rfc3339(now), "occurred_at_unix_nanos": unix_nanos(now)}
         self.logs.append(log)
         self._push("logs", {"type": "log", "target_id": self.target_id, "log": log})

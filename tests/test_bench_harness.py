@@ -1,4 +1,5 @@
-"""The side-by-side benchmark harness runs: one tiny trial of each bench/bench_peer_*.py.
+"""The side-by-side benchmark harness runs: one tiny trial of each bench/bench_peer_*.py and
+of bench/bench_fleet.py.
 
 Times are never asserted; each benchmark must exit 0, print one JSON object, and produce
 positive numbers for ours, the floor and every peer that has the feature (a peer without it
@@ -36,8 +37,8 @@ PEERS = ("ours", "supervisord", "circus", "procmon")
 WITHOUT = {"peer_status": {"procmon"}, "peer_events": {"procmon"}}
 
 
-def run_bench(script: str, results: pathlib.Path) -> dict:
-    env = {**os.environ, **TINY, "BENCH_RESULTS_DIR": str(results)}
+def run_bench(script: str, results: pathlib.Path, **extra: str) -> dict:
+    env = {**os.environ, **TINY, **extra, "BENCH_RESULTS_DIR": str(results)}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -106,6 +107,27 @@ def test_idle(results):
 def test_events(results):
     result = run_bench("bench_peer_events.py", results)
     check(result, PEERS, ("p50_ms", "p99_ms"))
+
+
+def test_fleet(results):
+    """A tiny fleet (3 hosts × 2 targets, 2 sessions): every record reaches every session of
+    the gateway and of the floor relay, and every figure is there."""
+    result = run_bench("bench_fleet.py", results, BENCH_FLEET_HOSTS="3", BENCH_FLEET_TARGETS="2",
+                       BENCH_FLEET_SESSIONS="2", BENCH_FLEET_RATE="100",
+                       BENCH_FLEET_SECONDS="0.5", BENCH_FLEET_WORKERS="2",
+                       BENCH_FLEET_CLIENT_PROCS="1")
+    for phase, targets, servers in (("fleet", 6, ("gateway", "nats_server")),
+                                    ("floor", 2, ("relay",))):
+        figures = result[phase]
+        assert figures["targets"] == targets, figures
+        assert figures["emitted"] > 0, figures
+        assert figures["delivered"] == figures["expected"] == 2 * figures["emitted"], figures
+        assert figures["latency"]["samples"] == figures["delivered"], figures
+        assert figures["target_list_after_hello"]["sessions"] == 2, figures
+        assert figures["sessions_closed"] == 0 and figures["dropped_count_messages"] == 0
+        for server in servers:
+            assert figures[f"{server}_rss_kib"] > 0 and figures[f"{server}_cpu_percent"] >= 0
+    assert set(result["ratios_fleet_to_floor"]) >= {"latency_p99", "server_cpu", "server_rss"}
 
 
 def test_report_aggregates_this_run(tmp_path):

@@ -13,7 +13,11 @@ relay's work is unchanged (it cannot tell this client from a browser).
 Line protocol on stdin/stdout (driven by bench_relay.py):
 - the client prints ``ready`` once every session has its first ``state`` (``error ...``
   and exit 1 if a session cannot be opened);
-- ``count`` → ``count <messages of the window received> <dropped_count messages seen>``;
+- with ``--expect-targets N`` it also records, per session, the seconds from sending
+  ``client_hello`` to the first ``target_list`` holding at least N targets (sessions are
+  opened one after the other, each read alone until its list is complete);
+- ``count`` → ``count <messages of the window received> <dropped_count messages seen>
+  <state messages received>``;
 - ``report PATH`` → latencies (seconds, float64) written to PATH, then
   ``report {json}`` and the process exits.
 """
@@ -37,6 +41,7 @@ from typing import Any
 STATE_PREFIX = b'{"type":"state"'
 LOG_PREFIX = b'{"type":"log"'
 DROPPED_PREFIX = b'{"type":"dropped_count"'
+LIST_PREFIX = b'{"type":"target_list"'
 T_KEY = b'"bench_t":'
 W_KEY = b'"bench_w":'
 READ_SIZE = 262144
@@ -57,14 +62,17 @@ def mask_frame(opcode: int, payload: bytes) -> bytes:
 
 
 class Stats:
-    def __init__(self, window: bytes) -> None:
+    def __init__(self, window: bytes, expect_targets: int = 0) -> None:
         self.window = b'"' + window + b'"'  # matched right after ``"bench_w":``
+        self.expect_targets = expect_targets
+        self.list_delays: list[float] = []
         self.latencies = array.array("d")
         self.received = 0
         self.other_logs = 0
         self.dropped_messages = 0
         self.dropped_last: dict[str, Any] = {}
         self.ready = 0
+        self.states = 0
         self.closed = 0
 
 
@@ -77,6 +85,8 @@ class LeanSession:
         self.buf = b""
         self.got_state = False
         self.closed = False
+        self.hello_at = time.time()
+        self.listed = False
         self.fragments: list[bytes] = []
         if rest:
             self.feed(rest)
@@ -171,9 +181,16 @@ class LeanSession:
             stats.latencies.append(now - float(payload[j:k]))
             stats.received += 1
         elif payload.startswith(STATE_PREFIX):
+            stats.states += 1
             if not self.got_state:
                 self.got_state = True
                 stats.ready += 1
+        elif payload.startswith(LIST_PREFIX):
+            if not self.listed and stats.expect_targets:
+                now = time.time()
+                if len(json.loads(payload)["targets"]) >= stats.expect_targets:
+                    self.listed = True
+                    stats.list_delays.append(now - self.hello_at)
         elif payload.startswith(DROPPED_PREFIX):
             stats.dropped_messages += 1
             stats.dropped_last = json.loads(payload)
@@ -205,8 +222,21 @@ def open_session(args: argparse.Namespace, context: ssl.SSLContext, stats: Stats
     sock.sendall(mask_frame(1, json.dumps(
         {"type": "client_hello", "client_store_id": "relaybench",
          "resume_cursor": {}}).encode()))
+    hello_at = time.time()
     sock.setblocking(False)
-    return LeanSession(stats, sock, buf[end + 4:])
+    session = LeanSession(stats, sock, buf[end + 4:])
+    session.hello_at = hello_at
+    if stats.expect_targets:  # read this session alone until its list is complete
+        deadline = time.monotonic() + args.timeout
+        with selectors.DefaultSelector() as one:
+            one.register(sock, selectors.EVENT_READ)
+            while not session.listed and not session.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ConnectionError("no complete target_list in time")
+                if one.select(left):
+                    session.readable()
+    return session
 
 
 def raise_nofile(needed: int) -> None:
@@ -232,9 +262,10 @@ def run() -> None:
     parser.add_argument("--window", required=True)
     parser.add_argument("--origin", default="https://localhost:9443")
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--expect-targets", type=int, default=0)
     args = parser.parse_args()
     raise_nofile(args.sessions + 64)
-    stats = Stats(args.window.encode())
+    stats = Stats(args.window.encode(), args.expect_targets)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(args.ca)
     context.load_cert_chain(args.cert, args.key)
@@ -279,14 +310,15 @@ def run() -> None:
                 if not words:
                     continue
                 if words[0] == "count":
-                    say(f"count {stats.received} {stats.dropped_messages}")
+                    say(f"count {stats.received} {stats.dropped_messages} {stats.states}")
                 elif words[0] == "report":
                     with open(words[1], "wb") as f:
                         stats.latencies.tofile(f)
                     say("report " + json.dumps({
                         "received": stats.received, "other_logs": stats.other_logs,
                         "dropped_count_messages": stats.dropped_messages,
-                        "dropped_last": stats.dropped_last, "closed": stats.closed}))
+                        "dropped_last": stats.dropped_last, "closed": stats.closed,
+                        "target_list_s": stats.list_delays}))
                     for s in sessions:
                         s.sock.close()
                     sys.exit(0)

@@ -23,7 +23,7 @@ import attrs
 from cryptography import x509
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -191,6 +191,12 @@ def _entry(raw: Any, host_id: str, lease: int) -> FleetEntry:
     return FleetEntry(registration, host_id, split[1], instance, state, alerts)
 
 
+#: reads (``state``, ``history.*``) on their way to hosts at once; more wait their turn, so
+#: that the state reads of a thousand targets bound together leave room on the bus for the
+#: binds, renewals and commands (``MAX_REQUESTS_IN_FLIGHT`` of the bus)
+MAX_READS_IN_FLIGHT = 256
+
+
 class FleetDirectory:
     """The fleet's targets and hosts (see module docstring); registry-like for the hub."""
 
@@ -215,6 +221,7 @@ class FleetDirectory:
         self._lapse.clock = clock
         self._renew = LoopingCall(self._renew_all)
         self._renew.clock = clock
+        self._reads = DeferredSemaphore(MAX_READS_IN_FLIGHT)
 
     # lifecycle
     def start(self) -> None:
@@ -561,6 +568,14 @@ class FleetDirectory:
         d.addCallback(self._reply, host_id, op)
         return d
 
+    def read(self, host_id: str, fields: dict[str, Any], timeout: float) -> Deferred[Any]:
+        """Op ``request`` once fewer than ``MAX_READS_IN_FLIGHT`` reads are out."""
+        return self._reads.run(self.rpc, host_id, "request", fields, timeout)
+
+    @property
+    def reads_waiting(self) -> int:
+        return len(self._reads.waiting)
+
     def _reply(self, data: bytes, host_id: str, op: str) -> Any:
         if len(data) > MAX_PAYLOAD_BYTES:
             self.count("replies_oversize")
@@ -710,7 +725,7 @@ class RemoteLink:
             return self._unavailable()
         local = {**params, "target_id": self.local_id} if isinstance(params, dict) else \
             {"target_id": self.local_id}
-        d = self._directory.rpc(self.host_id, "request", {
+        d = self._directory.read(self.host_id, {
             "target_id": self.local_id, "method": method, "params": local,
             "timeout": timeout}, timeout + self._directory._settings.request_timeout_seconds)
         d.addCallback(self._result, method)
@@ -913,8 +928,8 @@ class GatewayCommands(CommandProcessor):
 
 
 class DirectoryCollector(Collector):
-    """``fleet_gateway_hosts`` (by availability) and ``fleet_gateway_refused`` (what the
-    directory counted, by kind) at each scrape."""
+    """``fleet_gateway_hosts`` (by availability), ``fleet_gateway_refused`` (what the
+    directory counted, by kind) and ``fleet_gateway_reads_waiting`` at each scrape."""
 
     def __init__(self, directory: FleetDirectory) -> None:
         self._directory = directory
@@ -933,3 +948,6 @@ class DirectoryCollector(Collector):
         for kind, n in sorted(self._directory.counts.items()):
             counted.add_metric([kind], n)
         yield counted
+        yield GaugeMetricFamily("fleet_gateway_reads_waiting",
+                                "state and history reads waiting for a free slot",
+                                value=self._directory.reads_waiting)

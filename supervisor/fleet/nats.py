@@ -37,7 +37,8 @@ __all__ = ["NatsBus", "NatsSubscription", "BusCollector", "default_droppable", "
 
 #: per-message bookkeeping counted against the bound, besides subject and payload
 _OVERHEAD = 64
-#: outgoing items one drain pass takes before letting nats-py's reader run
+#: outgoing items one drain pass takes before letting nats-py's reader run, and incoming
+#: deliveries one reactor turn hands to handlers
 _BATCH = 512
 #: requests awaiting a reply at once; more fail at once with ``bus_unavailable``
 MAX_REQUESTS_IN_FLIGHT = 1024
@@ -383,12 +384,18 @@ class NatsBus:
             self.reactor.callFromThread(self._dispatch)
 
     def _dispatch(self) -> None:
-        """Reactor thread: hand every queued delivery to its handler."""
+        """Reactor thread: hand up to ``_BATCH`` queued deliveries to their handlers, and
+        come back on the next turn for the rest, so that what the handlers wrote (to
+        sessions) goes out between batches instead of piling up behind one long turn."""
         with self._lock:
-            batch = list(self._in)
-            self._in.clear()
-            self._in_bytes = 0
-            self._in_kicked = False
+            n = min(len(self._in), _BATCH)
+            batch = [self._in.popleft() for _ in range(n)]
+            self._in_bytes -= sum(len(m.data) + _OVERHEAD for _, m in batch)
+            more = bool(self._in)
+            if not more:
+                self._in_kicked = False
+        if more:
+            self.reactor.callLater(0, self._dispatch)
         for subscription, message in batch:
             if not subscription.active:
                 continue

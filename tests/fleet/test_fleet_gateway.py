@@ -18,7 +18,8 @@ from gateway_fakehost import FakeHost, state_of  # noqa: E402
 from relay_memory import HELLO, OPERATOR, VIEWER, MemoryAudit, MemoryTransport, settle  # noqa: E402
 from supervisor.config.gateway import parse_gateway_config  # noqa: E402
 from supervisor.fleet.bus import MemoryNetwork  # noqa: E402
-from supervisor.fleet.gateway import FleetDirectory, GatewayCommands  # noqa: E402
+from supervisor.fleet.gateway import (MAX_READS_IN_FLIGHT, FleetDirectory,  # noqa: E402
+                                      GatewayCommands)
 from supervisor.fleet.subjects import gateway_token, stream_subject  # noqa: E402
 from supervisor.relay.hub import RelayHub  # noqa: E402
 
@@ -149,6 +150,26 @@ def test_leases_are_renewed_with_the_full_set_and_the_last_session_unbinds():
     assert fleet.listeners("alpha", "web") == 0 and fleet.hub.links == {}
     fleet.settle(10)
     assert len(alpha.of_op("bind")) == 3  # nothing renewed for nobody
+
+
+def test_state_reads_past_the_bound_wait_their_turn_and_binds_do_not_wait_behind_them():
+    targets = [f"t{i:03d}" for i in range(MAX_READS_IN_FLIGHT + 44)]
+    fleet = Fleet({"alpha": targets})
+    fleet.session()  # binds everything; the host streams each target's state
+    alpha = fleet.hosts["alpha"]
+    alpha.script["request"] = lambda request: None  # reads go unanswered (and time out)
+    _, second = fleet.session()  # every link is connected: a state read each
+    assert len(alpha.of_op("request")) == MAX_READS_IN_FLIGHT
+    assert fleet.directory.reads_waiting == 44
+    fleet.settle(10 / 3 + 0.01)  # the lease renewal is not held up by the reads
+    assert len(alpha.of_op("bind")) == 2
+    del alpha.script["request"]
+    fleet.settle(10)  # the first reads time out (twice 5 s): the waiting ones go out
+    read = [r["target_id"] for r in alpha.of_op("request")]
+    assert len(read) == len(targets) and sorted(set(read)) == targets
+    assert fleet.directory.reads_waiting == 0
+    assert {m["target_id"] for m in states(second, None)} >= {f"alpha/{t}" for t in
+                                                              targets[MAX_READS_IN_FLIGHT:]}
 
 
 def test_stream_messages_reach_bound_sessions():

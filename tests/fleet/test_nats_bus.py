@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -14,9 +15,9 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
 from supervisor.certs import generate_ca, issue_client_cert
-from supervisor.config.fleet import NatsConfig
+from supervisor.config.fleet import NatsConfig, NatsTLSConfig
 from supervisor.fleet.bus import BusMessage
-from supervisor.fleet.nats import BusCollector, NatsBus
+from supervisor.fleet.nats import _BATCH, BusCollector, NatsBus
 from supervisor.fleet.subjects import heartbeat_subject, rpc_subject, stream_subject
 from supervisor.wire.errors import WireError
 from tests.waiting import eventually, wait_until
@@ -332,3 +333,41 @@ async def test_no_delivery_after_unsubscribe(nats_server, make_bus):
     host.publish(heartbeat_subject("a"), b"beat")
     await eventually(lambda: kept, 10, "the other subscription's copy")
     assert gone == []
+
+
+class _Turns:
+    """A fake reactor for the bus's reactor side: what ``callFromThread`` or ``callLater(0)``
+    asks for runs when the test takes the next turn."""
+
+    def __init__(self) -> None:
+        self.due: list[Any] = []
+
+    def callFromThread(self, f, *args):  # noqa: N802 - the reactor's names
+        self.due.append(lambda: f(*args))
+
+    def callLater(self, delay, f, *args):  # noqa: N802
+        assert delay == 0
+        self.due.append(lambda: f(*args))
+
+    def turn(self) -> None:
+        due, self.due = self.due, []
+        for call in due:
+            call()
+
+
+def test_a_burst_of_deliveries_is_handed_over_a_batch_per_reactor_turn():
+    turns = _Turns()
+    config = NatsConfig(servers=("tls://127.0.0.1:4222",), tls=NatsTLSConfig(
+        ca_path="ca.pem", certificate_path="c.pem", private_key_path="k.pem"))
+    bus = NatsBus(config, turns, "gateway")
+    received: list[bytes] = []
+    subscription = bus.subscribe("fleet.host.a.>", lambda m: received.append(m.data))
+    burst = 2 * _BATCH + 100
+    for n in range(burst):  # what the loop thread queued while the reactor was busy
+        bus._deliver(subscription, BusMessage(stream_subject("a", "t1"), b"%05d" % n, None))
+    handed = []
+    while turns.due:
+        turns.turn()
+        handed.append(len(received))
+    assert handed == [_BATCH, 2 * _BATCH, burst]  # other work runs between the batches
+    assert received == [b"%05d" % n for n in range(burst)]
