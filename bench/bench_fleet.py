@@ -54,8 +54,8 @@ sys.path.insert(0, RELAY_TESTS)
 import yaml  # noqa: E402
 
 from bench._common import emit, percentile, rss_kib, summary_ms  # noqa: E402
-from bench.bench_relay import (ClientProc, Procs, cpu_seconds, port_open,  # noqa: E402
-                               raise_nofile, wait_until)
+from bench.bench_relay import (ClientProc, Procs, cpu_seconds, machine_busy,  # noqa: E402
+                               port_open, raise_nofile, wait_until)
 from relay_helpers import ORIGIN, PUBLIC_URL, config_dict, make_pki  # noqa: E402
 from tests.fleet.nats_support import NatsServer  # noqa: E402
 from tests.ports import free_port  # noqa: E402
@@ -147,9 +147,16 @@ def start_hosts(procs: Procs, workdir: str, hosts: list[dict[str, Any]], workers
     return started
 
 
+#: gauges scraped from the server during the window: where messages wait
+PROBES = {"session_queue_max": 'relay_session_queue_depth{aggregate="max"}',
+          "bus_incoming_bytes_max": "fleet_bus_incoming_bytes"}
+
+
 def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: int,
-            workers: list[ClientProc], servers: dict[str, int]) -> dict[str, Any]:
-    """Target list after hello, then the emission window, against the server on ``port``."""
+            workers: list[ClientProc], servers: dict[str, int], metrics_port: int
+            ) -> dict[str, Any]:
+    """Target list after hello, then the emission window, against the server on ``port``
+    (its metrics on ``metrics_port``)."""
     k = max(1, min(CLIENT_PROCS, SESSIONS))
     sizes = [SESSIONS // k + (1 if i < SESSIONS % k else 0) for i in range(k)]
     window = f"{label}{int(time.time())}"
@@ -185,6 +192,7 @@ def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: i
         idle0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         time.sleep(IDLE_SECONDS)
         cpu0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        busy0 = machine_busy()
         idle = {name: round(100 * (cpu0[name] - idle0[name]) / IDLE_SECONDS, 1)
                 for name in pids if name != "clients"}
         progress(f"{label}: emitting {RATE:g}/s for {SECONDS:g} s")
@@ -200,6 +208,7 @@ def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: i
                     "200", "--nonblocking", "-f", "raw", "-o", PYSPY_OUT.format(process=process)],
                     cwd=workdir, log=os.path.join(workdir, "pyspy.log")))
         lags, backlogs = [], []
+        probed: dict[str, list[float]] = {name: [] for name in PROBES}
         end = time.monotonic() + SECONDS
         for worker in workers:
             worker.ask("lag")
@@ -209,6 +218,10 @@ def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: i
                 _, lag, backlog = worker.ask("lag").split()
                 lags.append(float(lag))
                 backlogs.append(int(backlog))
+            for name, sample in PROBES.items():
+                value = metric(metrics_port, sample)
+                if value is not None:
+                    probed[name].append(value)
         emitted = sum(int(w.ask("halt").split()[1]) for w in workers)
         t_emit = time.monotonic()
         expected = emitted * SESSIONS
@@ -222,6 +235,7 @@ def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: i
             time.sleep(0.02)
         t1 = time.monotonic()
         cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        busy1 = machine_busy()
         rss = {name: rss_kib(pid) for name, pid in servers.items()}
         latencies = array.array("d")
         lists: list[float] = []
@@ -255,11 +269,16 @@ def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: i
         # worst lateness, and the most messages their fleet buses held unsent
         "hosts_reactor_lag_max_ms": max(lags, default=0.0),
         "hosts_bus_backlog_max": max(backlogs, default=0),
+        # the same for the server, scraped from its /metrics four times a second
+        **{f"server_{name}": max(values, default=None) for name, values in probed.items()},
         "latency": {**summary_ms(values),
                     "max_ms": round(max(values) * 1000, 3) if values else float("nan")},
     }
     for name in pids:
         result[f"{name}_cpu_percent"] = round(100 * (cpu1[name] - cpu0[name]) / elapsed, 1)
+    # the whole machine (every core: 100 % is all of them busy), for how loaded it was
+    result["machine_busy_percent"] = round(
+        100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1)
     for name, value in idle.items():
         result[f"{name}_idle_cpu_percent"] = value
     for name, value in rss.items():
@@ -311,7 +330,8 @@ def fleet_phase(procs: Procs, workdir: str, pki: Any) -> dict[str, Any]:
                    == HOSTS, 120, "every host available at the gateway", gateway)
         assert nats.process is not None
         result = measure(procs, workdir, "fleet", port, HOSTS * TARGETS, workers,
-                         {"gateway": gateway.pid, "nats_server": nats.process.pid})
+                         {"gateway": gateway.pid, "nats_server": nats.process.pid},
+                         metrics_port)
         result["hosts"] = HOSTS
         result["host_processes"] = len(workers)
         for worker in workers:
@@ -327,8 +347,9 @@ def fleet_phase(procs: Procs, workdir: str, pki: Any) -> dict[str, Any]:
 def floor_phase(procs: Procs, workdir: str, pki: Any) -> dict[str, Any]:
     folder = os.path.join(workdir, "floor")
     os.makedirs(folder)
-    port = free_port()
-    config = relay_config(folder, pki, listen={"bind": f"127.0.0.1:{port}"})
+    port, metrics_port = free_port(), free_port()
+    config = relay_config(folder, pki, listen={"bind": f"127.0.0.1:{port}"},
+                          metrics={"listen": f"tcp:{metrics_port}"})
     relay = procs.start([TWISTD, "-n", "--pidfile=", "--logfile=-", "supervisor-relay",
                          "--config", dump(os.path.join(folder, "relay.yaml"), config)],
                         cwd=folder, env=ENV, log=os.path.join(folder, "relay.log"))
@@ -336,7 +357,8 @@ def floor_phase(procs: Procs, workdir: str, pki: Any) -> dict[str, Any]:
     workers = start_hosts(procs, workdir, [{
         "host_id": "floor", "folder": folder, "relay_config": None,
         "registration_path": config["registration"]["listen_path"]}], 1)
-    result = measure(procs, workdir, "floor", port, TARGETS, workers, {"relay": relay.pid})
+    result = measure(procs, workdir, "floor", port, TARGETS, workers, {"relay": relay.pid},
+                     metrics_port)
     for worker in workers:
         worker.send("quit")
         procs.stop(worker.proc)

@@ -200,6 +200,11 @@ class NatsBus:
     def pending_messages(self) -> int:
         return len(self._out) - self._out_dead
 
+    @property
+    def incoming_bytes(self) -> int:
+        """Bytes of deliveries received and not yet handed to their handlers."""
+        return self._in_bytes
+
     def on_connection(self, callback: Callable[[bool], None]) -> None:
         self._watchers.append(callback)
 
@@ -678,6 +683,9 @@ class BusCollector(Collector):
         yield GaugeMetricFamily("fleet_bus_pending_bytes",
                                 "bytes of outgoing messages not yet handed to NATS",
                                 value=bus.pending_bytes)
+        yield GaugeMetricFamily("fleet_bus_incoming_bytes",
+                                "bytes of deliveries waiting for the reactor thread",
+                                value=bus.incoming_bytes)
         yield CounterMetricFamily("fleet_bus_published", "messages handed to NATS",
                                   value=bus.published)
         dropped = CounterMetricFamily("fleet_bus_dropped", "messages lost, by why",
