@@ -40,6 +40,8 @@ _OVERHEAD = 64
 #: outgoing items one drain pass takes before letting nats-py's reader run, and incoming
 #: deliveries one reactor turn hands to handlers
 _BATCH = 512
+#: how long the reactor lets deliveries gather after the first before taking them
+DISPATCH_DELAY_SECONDS = 0.002
 #: requests awaiting a reply at once; more fail at once with ``bus_unavailable``
 MAX_REQUESTS_IN_FLIGHT = 1024
 #: what nats-py itself buffers while a reconnection is under way (≥ the max payload)
@@ -134,7 +136,8 @@ class NatsBus:
     def __init__(self, config: NatsConfig, reactor: Any, name: str, *,
                  droppable: Callable[[str], bool] = default_droppable,
                  reconnect_time_wait: float = 0.25, ping_interval: float = 0.6,
-                 max_outstanding_pings: int = 2) -> None:
+                 max_outstanding_pings: int = 2,
+                 dispatch_delay: float = DISPATCH_DELAY_SECONDS) -> None:
         if not config.servers:
             raise ValueError("nats.servers lists no server")
         self.config = config
@@ -147,6 +150,7 @@ class NatsBus:
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self._bound = config.max_pending_bytes
+        self._dispatch_delay = dispatch_delay
 
         self._lock = threading.Lock()
         self._out: collections.deque[_Out] = collections.deque()
@@ -386,7 +390,16 @@ class NatsBus:
             if not self._in_kicked:
                 self._in_kicked = wake = True
         if wake:
-            self.reactor.callFromThread(self._dispatch)
+            self.reactor.callFromThread(self._dispatch_soon)
+
+    def _dispatch_soon(self) -> None:
+        """Reactor thread: dispatch after ``dispatch_delay``, so that what arrives meanwhile
+        (from many hosts, one message each) is handed over, and written to sessions, in one
+        turn rather than one turn and one write per session for every message."""
+        if self._dispatch_delay > 0:
+            self.reactor.callLater(self._dispatch_delay, self._dispatch)
+        else:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Reactor thread: hand up to ``_BATCH`` queued deliveries to their handlers, and
