@@ -219,3 +219,34 @@ def test_requests_past_the_in_flight_bound_are_refused_busy(fleet: Fleet) -> Non
     busy = fleet.ask("request", target_id=TARGET, method="state", params={})
     assert busy["error"]["code"] == "host_busy" and busy["error"]["retryable"] is True
     assert fleet.host.counts["busy"] == 1
+
+
+def test_a_message_too_big_for_the_bus_is_not_sent_and_its_seq_is_skipped(fleet: Fleet) -> None:
+    target = fleet.relay.target(TARGET)
+    fleet.relay.register(target)
+    fleet.ask("bind", target_ids=[TARGET], lease_seconds=5)
+    fleet.relay.settle()
+    target.emit_log("x" * (1024 * 1024))  # the IPC link takes it; the bus cannot
+    fleet.relay.settle()
+    target.emit_log("after")
+    fleet.relay.settle()
+    envelopes = fleet.of(stream_subject("h1", TARGET))
+    assert fleet.host.counts["stream_oversize"] == 1
+    seqs = [e["seq"] for e in envelopes]
+    assert seqs[-1] == seqs[-2] + 2  # the gateway sees the gap and counts the loss
+    logs = [m["log"]["message"] for e in envelopes for m in e["messages"] if m["type"] == "log"]
+    assert logs == ["after"]
+    assert all(len(m.data) <= 1024 * 1024 for m in fleet.heard)
+
+
+def test_a_registry_over_the_bus_limit_is_cut_and_counted(fleet: Fleet) -> None:
+    name = "n" * 256  # the longest display name: about 1 KB a row
+    for i in range(1200):
+        fleet.relay.register(fleet.relay.target(f"t{i:04d}"), display_name=f"{i:04d}{name}"[:256])
+    fleet.relay.settle(1)
+    [*_, last] = fleet.of(registry_subject("h1"))
+    kept = len(last["targets"])
+    assert 0 < kept < 1200
+    assert fleet.host.counts["registry_truncated"] >= 1200 - kept
+    assert len(encode(last)) <= 1024 * 1024
+    assert [t["target_id"] for t in last["targets"]] == [f"h1/t{i:04d}" for i in range(kept)]
