@@ -35,7 +35,6 @@ during the fleet's window and writes their profiles (raw collapsed stacks) to
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import shutil
@@ -54,8 +53,8 @@ sys.path.insert(0, RELAY_TESTS)
 import yaml  # noqa: E402
 
 from bench._common import emit, percentile, rss_kib, summary_ms  # noqa: E402
-from bench.bench_relay import (ClientProc, Procs, cpu_seconds, machine_busy,  # noqa: E402
-                               port_open, raise_nofile, wait_until)
+from bench.bench_relay import (ClientProc, Procs, collect, cpu_seconds, drain,  # noqa: E402
+                               machine_busy, port_open, raise_nofile, wait_until)
 from relay_helpers import ORIGIN, PUBLIC_URL, config_dict, make_pki  # noqa: E402
 from tests.fleet.nats_support import NatsServer  # noqa: E402
 from tests.ports import free_port  # noqa: E402
@@ -225,31 +224,16 @@ def measure(procs: Procs, workdir: str, label: str, port: int, expect_targets: i
         emitted = sum(int(w.ask("halt").split()[1]) for w in workers)
         t_emit = time.monotonic()
         expected = emitted * SESSIONS
-        received = dropped = 0
-        while time.monotonic() - t_emit < DRAIN_SECONDS:
-            answers = [c.ask("count").split() for c in clients]
-            received = sum(int(a[1]) for a in answers)
-            dropped = sum(int(a[2]) for a in answers)
-            if received >= expected:
-                break
-            time.sleep(0.02)
+        received, dropped = drain(clients, expected, t_emit, DRAIN_SECONDS)
         t1 = time.monotonic()
         cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         busy1 = machine_busy()
         rss = {name: rss_kib(pid) for name, pid in servers.items()}
-        latencies = array.array("d")
-        lists: list[float] = []
-        closed = 0
         for spy in spies:
             spy.wait(60)
-        for i, client in enumerate(clients):
-            path = os.path.join(workdir, f"lat-{label}-{i}.bin")
-            report = json.loads(client.ask(f"report {path}", 30).split(" ", 1)[1])
-            lists += report["target_list_s"]
-            closed += report["closed"]
-            with open(path, "rb") as f:
-                latencies.frombytes(f.read())
-            os.unlink(path)
+        latencies, reports = collect(clients, workdir, label)
+        lists = [t for report in reports for t in report["target_list_s"]]
+        closed = sum(report["closed"] for report in reports)
     finally:
         for client in clients:
             procs.stop(client.proc, timeout=5)

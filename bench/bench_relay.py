@@ -207,6 +207,36 @@ class ClientProc:
         return self.read_line(timeout)
 
 
+def drain(clients: list[ClientProc], expected: int, since: float, limit: float
+          ) -> tuple[int, int]:
+    """Ask the clients for their counts until ``expected`` messages arrived or ``limit``
+    seconds passed ``since``; (received, ``dropped_count`` messages seen)."""
+    received = dropped = 0
+    while time.monotonic() - since < limit:
+        answers = [client.ask("count").split() for client in clients]
+        received = sum(int(a[1]) for a in answers)
+        dropped = sum(int(a[2]) for a in answers)
+        if received >= expected:
+            break
+        time.sleep(0.02)
+    return received, dropped
+
+
+def collect(clients: list[ClientProc], workdir: str, tag: str
+            ) -> tuple[array.array, list[dict[str, Any]]]:
+    """Every client's latencies and report (the clients exit after it)."""
+    latencies = array.array("d")
+    reports = []
+    for i, client in enumerate(clients):
+        path = os.path.join(workdir, f"lat-{tag}-{i}.bin")
+        line = client.ask(f"report {path}", 30)
+        reports.append(json.loads(line.split(" ", 1)[1]))
+        with open(path, "rb") as f:
+            latencies.frombytes(f.read())
+        os.unlink(path)
+    return latencies, reports
+
+
 # (a) fan-out with every end in its own process ---------------------------------------------
 
 TARGET_YAML = """\
@@ -314,27 +344,12 @@ def fan_out_one(procs: Procs, workdir: str, port: int, relay: subprocess.Popen,
         assert int(w) == window, (w, window)
         emitted = int(emitted_text)
         expected = emitted * n
-        received = dropped_msgs = 0
-        while time.monotonic() - t_emit < DRAIN_SECONDS:
-            answers = [client.ask("count").split() for client in clients]
-            received = sum(int(a[1]) for a in answers)
-            dropped_msgs = sum(int(a[2]) for a in answers)
-            if received >= expected:
-                break
-            time.sleep(0.02)
+        received, dropped_msgs = drain(clients, expected, t_emit, DRAIN_SECONDS)
         t1 = time.monotonic()
         cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         busy1 = machine_busy()
         relay_rss = rss_kib(relay.pid)
-        latencies = array.array("d")
-        reports = []
-        for i, client in enumerate(clients):
-            path = os.path.join(workdir, f"lat-{window}-{i}.bin")
-            line = client.ask(f"report {path}", 30)
-            reports.append(json.loads(line.split(" ", 1)[1]))
-            with open(path, "rb") as f:
-                latencies.frombytes(f.read())
-            os.unlink(path)
+        latencies, reports = collect(clients, workdir, str(window))
         if spy is not None:
             try:
                 spy.wait(seconds + 30)
