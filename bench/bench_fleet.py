@@ -13,17 +13,22 @@ single relay with the same load as the floor.
 (b) floor: one ``twistd -n supervisor-relay`` (no fleet), ``BENCH_FLEET_TARGETS`` targets
     registered to it, the same number of sessions straight to it.
 
-Per phase, in this order: the seconds from a session's ``client_hello`` to its first
-``target_list`` holding every target (sessions opened one after the other; p50 and max);
-the seconds from the first session's opening until every session holds every target's
-``state``; then, once the server is idle again, over ``BENCH_FLEET_SECONDS`` (5), all targets together log ``BENCH_FLEET_RATE``
-(5,000) records/s, each carrying ``time.time()`` at emission, and every session receives
-every record: latency = receipt − emission (one machine, one clock) over target → host
-relay → NATS → gateway → session, or target → relay → session for the floor; delivered,
-dropped (``dropped_count`` messages) and the drain after emission stops (at most
-``BENCH_FLEET_DRAIN_SECONDS``, 30); CPU % (of one core; also idle, over
-``BENCH_FLEET_IDLE_SECONDS`` (2) before the window) and RSS of the gateway, of
-nats-server, of the floor relay, and, for context, of the host processes and the clients.
+Per phase, in this order:
+- the seconds from a session's ``client_hello`` to its first ``target_list`` holding every
+  target (sessions opened one after the other; p50 and max), and from the first session's
+  opening until every session holds every target's ``state``;
+- once the servers are quiet again, CPU % (of one core) over ``BENCH_FLEET_IDLE_SECONDS``
+  (2) of idle;
+- over ``BENCH_FLEET_SECONDS`` (5), all targets together log ``BENCH_FLEET_RATE`` (5,000)
+  records/s, each carrying ``time.time()`` at emission, and every session receives every
+  record: latency = receipt − emission (one machine, one clock) over target → host relay →
+  NATS → gateway → session, or target → relay → session for the floor; delivered, dropped
+  (``dropped_count`` messages) and the drain after emission stops (at most
+  ``BENCH_FLEET_DRAIN_SECONDS``, 30); CPU % and RSS of the gateway, of nats-server, of the
+  floor relay and, for context, of the host processes, the clients and the whole machine;
+  where messages waited (the host processes' reactor lateness and fleet bus queues, the
+  server's session queues and incoming bus bytes, sampled four times a second).
+
 The floor runs after the fleet is stopped, so both phases have the machine to themselves.
 Prints one JSON object with the ratios fleet/floor.
 
