@@ -79,13 +79,14 @@ class Stats:
 class LeanSession:
     """One established WebSocket over a non-blocking TLS socket."""
 
-    def __init__(self, stats: Stats, sock: ssl.SSLSocket, rest: bytes) -> None:
+    def __init__(self, stats: Stats, sock: ssl.SSLSocket, rest: bytes, hello_at: float
+                 ) -> None:
         self.stats = stats
         self.sock = sock
         self.buf = b""
         self.got_state = False
         self.closed = False
-        self.hello_at = time.time()
+        self.hello_at = hello_at  # when client_hello went out
         self.listed = False
         self.fragments: list[bytes] = []
         if rest:
@@ -224,8 +225,7 @@ def open_session(args: argparse.Namespace, context: ssl.SSLContext, stats: Stats
          "resume_cursor": {}}).encode()))
     hello_at = time.time()
     sock.setblocking(False)
-    session = LeanSession(stats, sock, buf[end + 4:])
-    session.hello_at = hello_at
+    session = LeanSession(stats, sock, buf[end + 4:], hello_at)
     if stats.expect_targets:  # read this session alone until its list is complete
         deadline = time.monotonic() + args.timeout
         with selectors.DefaultSelector() as one:
