@@ -138,14 +138,15 @@ def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path, monkeypatch)
 def test_a_failing_disk_counts_the_loss_and_leaves_no_torn_line(tmp_path):
     failing = {"on": False, "partial": False}
 
-    def write(fd, buffers):
+    def write(fd, buffers, offset):
         if failing["partial"]:
             failing["partial"] = False
             failing["on"] = True
-            return os.write(fd, bytes(buffers[0][:17]))  # a torn line, then the disk is full
+            # a torn line, then the disk is full
+            return os.pwrite(fd, bytes(buffers[0][:17]), offset)
         if failing["on"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return os.writev(fd, buffers)
+        return os.pwritev(fd, buffers, offset)
 
     reactor = FakeReactor()
     store = HistoryStore(config(tmp_path), reactor, write=write)
@@ -288,3 +289,151 @@ def test_a_writer_behind_pauses_the_children_until_it_catches_up(tmp_path, monke
     assert store.counts["logs"].dropped > 0
     store.flush_now()
     assert store.lost("logs") == store.counts["logs"].dropped
+
+
+def direct(fd: int) -> bool:
+    import fcntl
+
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
+class RecordingWrite:
+    """``os.pwritev`` that notes each call (whether direct, offset, bytes) and can fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bool, int, int]] = []
+        self.fail_direct: int | None = None  # errno to raise on direct writes
+
+    def __call__(self, fd, buffers, offset):
+        is_direct = direct(fd)
+        if is_direct and self.fail_direct is not None:
+            raise OSError(self.fail_direct, os.strerror(self.fail_direct))
+        wrote = os.pwritev(fd, buffers, offset)
+        self.calls.append((is_direct, offset, wrote))
+        return wrote
+
+
+def segment_bytes_on_disk(store) -> bytes:
+    return b"".join(open(path, "rb").read() for _, path in list_segments(store.directory("logs")))
+
+
+def test_whole_blocks_go_out_direct_and_the_file_only_grows(tmp_path):
+    write = RecordingWrite()
+    store = HistoryStore(config(tmp_path, segment_bytes=8 << 20, max_bytes=64 << 20), FakeReactor(),
+                         write=write)
+    sent = b""
+    sequence = 0
+    # small flushes (inside one block), a flush over several blocks, one over the chunk
+    for lines, size in [(3, 10), (5, 40), (40, 200), (1, 5), (6000, 300), (2, 7), (300, 90)]:
+        batch = b"".join(log_line(sequence + i, "w" * size) for i in range(1, lines + 1))
+        sequence += lines
+        before = segment_bytes_on_disk(store)
+        store.write("logs", batch, lines)
+        store.flush_now()
+        sent += batch
+        after = segment_bytes_on_disk(store)
+        assert after == sent and after.startswith(before)
+    assert store.counts["logs"].written == sequence and store.lost("logs") == 0
+    direct_calls = [(offset, size) for is_direct, offset, size in write.calls if is_direct]
+    assert direct_calls, "the filesystem under tmp_path takes O_DIRECT"
+    block = store_module.DIRECT_BLOCK_BYTES
+    assert all(offset % block == 0 and size % block == 0 for offset, size in direct_calls)
+    assert max(size for _, size in direct_calls) == store_module.DIRECT_CHUNK_BYTES
+    through_cache = [size for is_direct, _, size in write.calls if not is_direct]
+    assert max(through_cache) < block, "only what follows the last whole block is buffered"
+    assert sum(direct_calls[i][1] for i in range(len(direct_calls))) > 0.9 * len(sent)
+
+
+def test_a_failed_direct_write_counts_the_loss_and_the_next_write_continues_the_block(tmp_path):
+    write = RecordingWrite()
+    store = HistoryStore(config(tmp_path), FakeReactor(), write=write)
+    store.write("logs", b"".join(log_line(s) for s in range(1, 4)), 3)
+    store.flush_now()
+    write.fail_direct = errno.EIO
+    store.write("logs", b"".join(log_line(s, "f" * 200) for s in range(4, 104)), 100)
+    store.flush_now()
+    assert store.counts["logs"].failed == 100
+    write.fail_direct = None
+    store.write("logs", b"".join(log_line(s, "g" * 200) for s in range(104, 204)), 100)
+    store.flush_now()
+    assert [r["sequence"] for r in all_records(store.directory("logs"))] == (
+        [1, 2, 3] + list(range(104, 204)))
+    assert store._streams["logs"].direct
+
+
+def test_a_filesystem_refusing_the_alignment_gets_buffered_writes(tmp_path):
+    write = RecordingWrite()
+    write.fail_direct = errno.EINVAL
+    store = HistoryStore(config(tmp_path), FakeReactor(), write=write)
+    lines = b"".join(log_line(s, "a" * 300) for s in range(1, 201))
+    store.write("logs", lines, 200)
+    store.flush_now()
+    store.write("logs", log_line(201), 1)
+    store.flush_now()
+    assert segment_bytes_on_disk(store) == lines + log_line(201)
+    assert not store._streams["logs"].direct and store.lost("logs") == 0
+
+
+def test_a_filesystem_without_o_direct_gets_buffered_writes(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(store_module.os, "open", refusing_open)
+    store = HistoryStore(config(tmp_path), FakeReactor())
+    lines = b"".join(log_line(s, "b" * 300) for s in range(1, 201))
+    store.write("logs", lines, 200)
+    store.flush_now()
+    assert segment_bytes_on_disk(store) == lines
+    assert not store._streams["logs"].direct
+
+
+FILE_SIZE_LIMIT = r"""
+import json, resource, sys
+from twisted.internet.task import Clock
+from supervisor.history.store import HistoryStore
+from supervisor.tree.journal import LogRecord, encode_record
+from supervisor.tree.spec import HistoryConfig
+
+class Reactor(Clock):
+    def callFromThread(self, f, *args):
+        f(*args)
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+store = HistoryStore(HistoryConfig(enabled=True, path=sys.argv[1], max_bytes=64 << 20,
+                                   segment_bytes=16 << 20, flush_interval_ms=50), Reactor())
+for batch in range(40):
+    first = batch * 50 + 1
+    data = b"".join(encode_record(LogRecord("t", s, None, "info", "q" * 250,
+                                            {"child_path": "/w", "stream": "stdout"}, 1.0), "i")
+                    for s in range(first, first + 50))
+    store.write("logs", data, 50)
+    store.flush_now()
+counts = store.counts["logs"]
+print(json.dumps({"written": counts.written, "failed": counts.failed,
+                  "problem": store._streams["logs"].problem}))
+"""
+
+
+def test_a_file_size_limit_keeps_whole_lines_and_counts_the_rest(tmp_path):
+    """A real write failure: the kernel refuses bytes past RLIMIT_FSIZE (EFBIG), in the
+    middle of a direct write."""
+    import subprocess
+    import sys
+
+    limit = 150_001
+    result = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(tmp_path), str(limit)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    counts = json.loads(result.stdout)
+    assert counts["written"] + counts["failed"] == 2000
+    assert counts["failed"] > 0 and "File too large" in counts["problem"]
+    segments = list_segments(str(tmp_path / "logs"))
+    kept = []
+    for _, path in segments:
+        assert os.path.getsize(path) <= limit
+        with open(path, "rb") as f:
+            kept += [json.loads(raw)["sequence"] for raw in f]
+    assert kept == list(range(1, counts["written"] + 1))

@@ -10,11 +10,21 @@ Writing: the reactor thread hands over encoded lines (:meth:`HistoryStore.write`
 a deque append); one writer thread takes everything queued at least every
 ``flush_interval_ms``, sooner once :data:`BATCH_BYTES` wait or once nothing new arrived for
 :data:`QUIET_SECONDS` (the end of a burst reaches the disk at once, a steady stream is still
-written in batches), and writes it with ``os.writev`` (no copy). Past :data:`HIGH_WATER_BYTES` waiting, the process children's
-pipes are not read until the writer catches up (the children wait, as they would writing to
-a slow file; at most :data:`MAX_PAUSE_SECONDS` at a time). The queue holds at most
-:data:`MAX_QUEUED_BYTES`: records that would pass it (a stuck disk) are dropped and counted; a failed write (a full disk)
-is counted as lost and the segment is cut back to its last whole line. Nothing blocks the
+written in batches).
+
+Where the filesystem allows it, whole :data:`DIRECT_BLOCK_BYTES` blocks are written with
+``O_DIRECT``: the disk takes them from one page-aligned buffer, and the bytes are not copied
+into the page cache (that copy was most of the history's CPU; logs are written once and seldom
+read). What follows the last whole block is written through the page cache at once, so no
+record waits for more to come; the next direct write rewrites that block with the same bytes
+first, so a reader (``tail -f``, a query) only ever sees the file grow. Filesystems that refuse
+``O_DIRECT`` or its alignment (tmpfs, some network filesystems) get plain ``pwritev``.
+
+Past :data:`HIGH_WATER_BYTES` waiting, the process children's pipes are not read until the
+writer catches up (the children wait, as they would writing to a slow file; at most
+:data:`MAX_PAUSE_SECONDS` at a time). The queue holds at most :data:`MAX_QUEUED_BYTES`:
+records that would pass it (a stuck disk) are dropped and counted; a failed write (a full
+disk) is counted as lost and the segment is cut back to its last whole line. Nothing blocks the
 reactor and memory stays bounded.
 
 Budget: events get one eighth of ``max_bytes`` (so a chatty child cannot push the events
@@ -25,6 +35,8 @@ oldest segments of that stream are removed, counted and reported.
 from __future__ import annotations
 
 import collections
+import errno
+import mmap
 import os
 import re
 import threading
@@ -57,10 +69,16 @@ EVENTS_SHARE = 8
 #: Smallest segment of the events stream.
 MIN_EVENT_SEGMENT_BYTES = 4096
 
+#: Alignment of direct writes (offset, length and buffer address); a multiple of every common
+#: logical block size.
+DIRECT_BLOCK_BYTES = 4096
+#: The aligned buffer direct writes go out of, one per stream.
+DIRECT_CHUNK_BYTES = 1024 * 1024
+
 SEGMENT_NAME = re.compile(r"^(\d{10})\.ndjson$")
 
-#: ``os.writev``: write a list of buffers without joining them first.
-Write = Callable[[int, list[Any]], int]
+#: ``os.pwritev``: write a list of buffers at an offset without joining them first.
+Write = Callable[[int, list[Any], int], int]
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
@@ -103,7 +121,7 @@ class _Stream:
     """One stream's segment files, used by the writer thread only."""
 
     def __init__(self, directory: str, budget: int, segment_bytes: int, counts: StreamCounts,
-                 write: Write) -> None:
+                 write: Write, direct: bool = True) -> None:
         self.directory = directory
         self.budget = budget
         self.segment_bytes = segment_bytes
@@ -115,6 +133,13 @@ class _Stream:
         )
         self._next_number = self.segments[-1][0] + 1 if self.segments else 1
         self._fd = -1
+        #: whether whole blocks still go out with O_DIRECT (False once the filesystem refused)
+        self.direct = direct and hasattr(os, "O_DIRECT")
+        self._direct_fd = -1
+        self._buffer: mmap.mmap | None = None
+        #: bytes of the open segment after its last whole block, held at the buffer's start
+        #: (-1: not held, read them back before the next direct write)
+        self._carry = 0
         self.problem: str | None = None
 
     @property
@@ -147,45 +172,107 @@ class _Stream:
         number = self._next_number
         path = os.path.join(self.directory, segment_name(number))
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             self.problem = f"cannot create {path}: {e.strerror or e}"
             return
         self._next_number += 1
         self.segments.append([number, path, 0])
+        self._carry = 0
+        if self.direct:
+            try:
+                self._direct_fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            except OSError:
+                self.direct = False  # tmpfs and some others: the page cache it is
+            else:
+                if self._buffer is None:
+                    self._buffer = mmap.mmap(-1, DIRECT_CHUNK_BYTES)
 
     def _flush(self, buffer: list[bytes], size: int, count: int) -> None:
         self._make_room(size)
         current = self.segments[-1]
-        done = 0
         try:
-            for start in range(0, len(buffer), _IOV_MAX):
-                group = buffer[start : start + _IOV_MAX]
-                wanted = sum(map(len, group))
-                wrote = self._write(self._fd, group)
-                done += wrote
-                if wrote < wanted:  # a short write: the rest, one piece at a time
-                    rest = memoryview(b"".join(group))[wrote:]
-                    while rest:
-                        wrote = self._write(self._fd, [rest])
-                        done += wrote
-                        rest = rest[wrote:]
+            if self._direct_fd >= 0:
+                self._put_direct(buffer, current[2])
+            else:
+                self._put(self._fd, buffer, current[2])
         except OSError as e:
             self.counts.failed += count
             self.problem = f"writing {current[1]} failed: {e.strerror or e}"
-            if done:
-                self._cut_back(current)
+            self._cut_back(current)
             return
         current[2] += size
         self.counts.written += count
         self.problem = None
 
+    def _put(self, fd: int, buffer: list[Any], offset: int) -> None:
+        """Write all of ``buffer`` at ``offset``, continuing after short writes."""
+        for start in range(0, len(buffer), _IOV_MAX):
+            group = buffer[start : start + _IOV_MAX]
+            wanted = sum(map(len, group))
+            wrote = self._write(fd, group, offset)
+            offset += wrote
+            if wrote < wanted:  # a short write: the rest, one piece at a time
+                rest = memoryview(b"".join(group))[wrote:]
+                while rest:
+                    wrote = self._write(fd, [rest], offset)
+                    offset += wrote
+                    rest = rest[wrote:]
+
+    def _put_direct(self, buffer: list[bytes], offset: int) -> None:
+        """Write ``buffer`` at ``offset`` (the segment's end): whole blocks with O_DIRECT out
+        of the aligned buffer, the rest through the page cache."""
+        aligned = self._buffer
+        assert aligned is not None
+        held = self._carry
+        block_start = offset - offset % DIRECT_BLOCK_BYTES
+        if held < 0:  # after a failure: the partial block back from the file
+            held = offset - block_start
+            aligned[:held] = os.pread(self._fd, held, block_start)
+        with memoryview(aligned) as out:
+            for data in buffer:
+                with memoryview(data) as rest:
+                    while rest:
+                        n = min(len(rest), DIRECT_CHUNK_BYTES - held)
+                        out[held : held + n] = rest[:n]
+                        held += n
+                        rest = rest[n:]
+                        if held == DIRECT_CHUNK_BYTES:
+                            self._put_blocks(out[:held], block_start)
+                            block_start += held
+                            held = 0
+            whole = held - held % DIRECT_BLOCK_BYTES
+            if whole:
+                self._put_blocks(out[:whole], block_start)
+                block_start += whole
+                aligned.move(0, whole, held - whole)
+                held -= whole
+            if held:
+                self._put(self._fd, [out[:held]], block_start)
+        self._carry = held
+
+    def _put_blocks(self, blocks: memoryview, offset: int) -> None:
+        wrote = 0
+        if self._direct_fd >= 0:
+            try:
+                wrote = self._write(self._direct_fd, [blocks], offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # the filesystem wants another alignment: the page cache from now on
+                self.direct = False
+                os.close(self._direct_fd)
+                self._direct_fd = -1
+        if wrote < len(blocks):
+            self._put(self._fd, [blocks[wrote:]], offset + wrote)
+
     def _cut_back(self, current: list[Any]) -> None:
-        """After a partial write: drop the torn bytes, or leave the segment for a new one."""
+        """After a failed write: drop the torn bytes, or leave the segment for a new one."""
+        self._carry = -1
         try:
             os.ftruncate(self._fd, current[2])
         except OSError:
-            current[2] = os.fstat(self._fd).st_size if self._fd >= 0 else current[2]
+            current[2] = os.fstat(self._fd).st_size
             self.close()  # the next write starts a new segment; readers skip the torn line
 
     def _make_room(self, incoming: int) -> None:
@@ -205,9 +292,10 @@ class _Stream:
             self.counts.evicted_bytes += size
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in (self._fd, self._direct_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._direct_fd = -1
 
 
 class HistoryStore:
@@ -220,7 +308,7 @@ class HistoryStore:
 
     _log = Logger()
 
-    def __init__(self, config: HistoryConfig, reactor: Any, write: Write = os.writev) -> None:
+    def __init__(self, config: HistoryConfig, reactor: Any, write: Write = os.pwritev) -> None:
         assert config.path is not None
         self.config = config
         self.path = config.path
