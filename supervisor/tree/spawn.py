@@ -67,6 +67,9 @@ _READ_SIZE = 32768
 #: wake-up (the per-read cost, not the per-byte cost, is most of a chatty child's CPU in the
 #: daemon). A quiet child's line is still read at once: the pause only follows a read, and
 #: none follows once the child has exited (its end, and so its restart, waits for no pause).
+#: Nor does one follow a wake-up that found a pipe half full or more: the child writes faster
+#: than the pause allows, so the next read comes in the next reactor turn, before the child
+#: has to wait on a full pipe.
 _GATHER_SECONDS = 0.002
 #: A pipe whose read fills half of :data:`_READ_SIZE` or more is grown to this (``F_SETPIPE_SZ``) so that the child does not
 #: block during :data:`_GATHER_SECONDS`; later reads take up to this much. Only pipes that
@@ -341,12 +344,14 @@ class ChildProcess:
     def _output(self, fd: int, data: bytes) -> None:
         self._call("childDataReceived", fd, data)
 
-    def _gather_pause(self) -> None:
-        """After a read, leave every pipe of the child alone for :data:`_GATHER_SECONDS`."""
+    def _gather_pause(self, busy: bool) -> None:
+        """After a read, leave every pipe of the child alone for :data:`_GATHER_SECONDS`, or
+        only until the next reactor turn when the read found a pipe ``busy`` (half full)."""
         if self._gather is None and self._pipes and self._reason is None:
             for pipe in self._pipes.values():
                 self._reactor.removeReader(pipe)
-            self._gather = self._reactor.callLater(_GATHER_SECONDS, self._gathered)
+            self._gather = self._reactor.callLater(0 if busy else _GATHER_SECONDS,
+                                                   self._gathered)
 
     def _gathered(self) -> None:
         """Read every pipe in turn (stdout first: what was written before a stderr line in
@@ -354,13 +359,15 @@ class ChildProcess:
         self._gather = None
         if self._reading_paused:
             return  # resumeReading watches the pipes again
-        took = False
+        took = busy = False
         for fd in sorted(self._pipes):
             pipe = self._pipes.get(fd)
             if pipe is not None and pipe.fileno() >= 0:
-                took = pipe.take() or took
+                taken = pipe.take()
+                took = took or taken > 0
+                busy = busy or pipe.busy(taken)
         if took and self._pipes and self._reason is None:
-            self._gather_pause()
+            self._gather_pause(busy)
         else:
             self._watch_pipes()
 
@@ -418,12 +425,17 @@ class _OutputPipe:
         return f"child {self._child.pid} fd {self._child_fd}"
 
     def doRead(self) -> None:
-        if self.take():
-            self._child._gather_pause()
+        taken = self.take()
+        if taken:
+            self._child._gather_pause(self.busy(taken))
 
-    def take(self) -> bool:
-        """Read what the pipe holds (up to its size); whether anything was read."""
-        took = False
+    def busy(self, taken: int) -> bool:
+        """Whether one wake-up's ``taken`` bytes were half of what it may read or more."""
+        return taken * 2 >= self._pieces * _READ_SIZE
+
+    def take(self) -> int:
+        """Read what the pipe holds (up to its size); how many bytes were read."""
+        took = 0
         for _ in range(self._pieces):
             try:
                 data = os.read(self._fd, _READ_SIZE)
@@ -434,7 +446,7 @@ class _OutputPipe:
             if not data:
                 self.close()
                 return took
-            took = True
+            took += len(data)
             if self._pieces == 1 and len(data) >= _READ_SIZE // 2:
                 self._grow()
             self._child._output(self._child_fd, data)
