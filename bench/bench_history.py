@@ -4,10 +4,13 @@ kept on disk by ours (``observability.history``), supervisord (``stdout_logfile`
 
 Each supervisor starts one process child that waits for a ``go`` file, then writes its lines
 (99 bytes and a newline, numbered) and sleeps. Measured from ``go``: the time until every line
-is on disk (the supervisor's files are read as they grow; a run that makes no progress for
-BENCH_HISTORY_STALL seconds, 10, ends and counts the missing lines as lost), the supervisor's
+is on disk (the child's last line is looked for at the end of the supervisor's files; a run
+whose files stop growing for BENCH_HISTORY_STALL seconds, 10, ends there; the lines are counted
+afterwards, and missing ones are lost), the supervisor's
 CPU seconds over that time (utime+stime of the daemon, all its threads, /proc/<pid>/stat),
-its peak RSS (VmHWM) and the lines lost. Ours also reports the wall time and CPU with the
+its peak RSS (VmHWM) and the lines lost; ``seconds_child_wrote`` is when the child's last
+write returned (the pipe took it), which tells a supervisor that holds the child back from
+one that follows it. Ours also reports the wall time and CPU with the
 history turned off (lines reach only the ring, nothing on disk) as ``ours_ring_only``, and
 ``ours_sigkill``: a child writing a timestamped line every ~100 µs, the target SIGKILLed after
 3 s; how much output written before the kill is not on disk (kill time minus the timestamp
@@ -61,16 +64,45 @@ def child_argv(folder: pathlib.Path) -> list[str]:
 
 
 class Counter:
-    """Counts the child's lines in files that grow (reads only what was appended)."""
+    """Watches the files a supervisor keeps the child's lines in.
+
+    While the child writes, only sizes and the newest files' tails are read (whether the
+    child's last line arrived: every supervisor here writes lines in order), so the watching
+    costs the same whatever the record size; the lines are counted once at the end."""
+
+    #: bytes read from the end of each of the newest two files
+    TAIL = 64 * 1024
 
     def __init__(self, pattern: str, marker: bytes) -> None:
         self.pattern = pattern
         self.marker = marker
+        self.last_line = b"line %07d " % (LINES - 1)
         self.offsets: dict[str, int] = {}
         self.partial: dict[str, bytes] = {}
-        self.count = 0
+        self.lines = 0
 
-    def poll(self) -> int:
+    def size(self) -> int:
+        total = 0
+        for path in _glob(self.pattern):
+            try:
+                total += os.stat(path).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def has_last_line(self) -> bool:
+        for path in _glob(self.pattern)[-2:]:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - self.TAIL))
+                    if self.last_line in f.read():
+                        return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def count(self) -> int:
+        """Lines carrying the marker so far (reads only what was appended since the last call)."""
         for path in _glob(self.pattern):
             offset = self.offsets.get(path, 0)
             try:
@@ -85,8 +117,8 @@ class Counter:
             data = self.partial.pop(path, b"") + data
             end = data.rfind(b"\n") + 1
             self.partial[path] = data[end:]
-            self.count += data.count(self.marker, 0, end)
-        return self.count
+            self.lines += data.count(self.marker, 0, end)
+        return self.lines
 
 
 def _glob(pattern: str) -> list[str]:
@@ -129,26 +161,37 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
         if proc.poll() is not None:
             raise RuntimeError((folder / "daemon.log").read_text()[-2000:])
         time.sleep(1)  # measurement window, not synchronisation: let start-up work finish
-        baseline = counter.poll()
+        baseline = counter.count()
         cpu0 = cpu_seconds(proc.pid)
         user0, sys0 = user_sys_seconds(proc.pid)
         t0 = time.monotonic()
         (folder / "go").touch()
-        last_progress, last_count = t0, baseline
+        last_progress, last_size = t0, counter.size()
+        child_wrote = None
         while True:
-            count = counter.poll() - baseline
             now = time.monotonic()
-            if count >= LINES:
+            if child_wrote is None and (folder / "written").exists():
+                child_wrote = now - t0
+            done = counter.has_last_line()
+            if done:
                 break
-            if count != last_count:
-                last_progress, last_count = now, count
+            size = counter.size()
+            if size != last_size:
+                last_progress, last_size = now, size
             elif now - last_progress > STALL:
                 break
-            time.sleep(0.02)
-        elapsed = (last_progress if count < LINES else now) - t0
+            time.sleep(0.005)
+        elapsed = (now if done else last_progress) - t0
         cpu = cpu_seconds(proc.pid) - cpu0
         user1, sys1 = user_sys_seconds(proc.pid)
-        return {"seconds_until_on_disk": round(elapsed, 3), "supervisor_cpu_s": round(cpu, 3),
+        while child_wrote is None and time.monotonic() - now < STALL:
+            if (folder / "written").exists():  # the lines were on disk before the marker
+                child_wrote = time.monotonic() - t0
+            time.sleep(0.005)
+        count = counter.count() - baseline
+        return {"seconds_until_on_disk": round(elapsed, 3),
+                "seconds_child_wrote": child_wrote and round(child_wrote, 3),
+                "supervisor_cpu_s": round(cpu, 3),
                 "supervisor_user_s": round(user1 - user0, 3),
                 "supervisor_sys_s": round(sys1 - sys0, 3),
                 "peak_rss_kib": peak_rss_kib(proc.pid), "lines_on_disk": count,
@@ -255,7 +298,7 @@ def floor(folder: pathlib.Path) -> dict:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     out.close()
-    count = Counter(str(folder / "w.out"), NEEDLE).poll()
+    count = Counter(str(folder / "w.out"), NEEDLE).count()
     return {"seconds_until_on_disk": round(elapsed, 3), "supervisor_cpu_s": 0.0,
             "peak_rss_kib": 0, "lines_on_disk": count, "lines_lost": LINES - count}
 

@@ -1,5 +1,5 @@
-"""The side-by-side benchmark harness runs: one tiny trial of each bench/bench_peer_*.py and
-of bench/bench_fleet.py.
+"""The side-by-side benchmark harness runs: one tiny trial of each bench/bench_peer_*.py, of
+bench/bench_history.py and of bench/bench_fleet.py.
 
 Times are never asserted; each benchmark must exit 0, print one JSON object, and produce
 positive numbers for ours, the floor and every peer that has the feature (a peer without it
@@ -107,6 +107,22 @@ def test_idle(results):
 def test_events(results):
     result = run_bench("bench_peer_events.py", results)
     check(result, PEERS, ("p50_ms", "p99_ms"))
+
+
+def test_history(results):
+    """20,000 lines: every peer keeps every line, and every figure is there."""
+    result = run_bench("bench_history.py", results, BENCH_HISTORY_LINES="20000")
+    figures = result["results"]
+    for name in ("floor", "ours", "supervisord", "circus"):
+        entry = figures[name]
+        assert entry["lines_on_disk"] == 20000 and entry["lines_lost"] == 0, (name, entry)
+        assert entry["seconds_until_on_disk"] > 0 and entry["supervisor_cpu_s"] >= 0, entry
+        assert entry["throughput_vs_floor"] > 0, entry
+        if name != "floor":
+            assert entry["seconds_child_wrote"] > 0, entry
+            assert entry["peak_rss_kib"] > 0, entry
+    assert figures["ours_ring_only"]["seconds_until_read"] > 0
+    assert figures["ours_sigkill"]["output_lost_before_kill_ms"] is not None
 
 
 def test_fleet(results):
