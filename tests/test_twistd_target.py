@@ -68,6 +68,10 @@ def test_twistd_runs_a_yaml_tree_that_the_cli_can_watch_and_control(workdir):
         assert "running" in status.stdout
         state = json.loads(ctl(workdir, "--json", "status").stdout)
         assert [r["child_path"] for r in state["runtime_state"]] == ["/root/worker", "/root/printer"]
+        with open(f"/proc/{proc.pid}/maps") as f:
+            mapped = f.read()
+        # the reactor runs without TLS: neither pyOpenSSL nor the cryptography it loads
+        assert "/OpenSSL/" not in mapped and "/cryptography/" not in mapped
 
         paused = ctl(workdir, "pause", "/root/printer", "--reason", "maintenance")
         assert paused.returncode == 0 and "completed" in paused.stdout

@@ -15,6 +15,18 @@ from supervisor.config.target import TargetConfig, load_target_config
 DEFAULT_PIDFILE = "supervisor-target.pid"
 
 
+def leave_out_tls() -> None:
+    """Keep pyOpenSSL, and the cryptography it loads, out of the target's process.
+
+    The target speaks only over Unix sockets, but Twisted's reactor imports its TLS support
+    whenever pyOpenSSL is installed (which the relay, in the same package, needs): 12 MB of
+    RSS and most of the start-up's imports. Marking ``OpenSSL`` as absent before the reactor
+    is imported makes Twisted run without TLS, as it does where pyOpenSSL is not installed.
+    A process that imported either already keeps it."""
+    if "twisted.internet.reactor" not in sys.modules:
+        sys.modules.setdefault("OpenSSL", None)  # type: ignore[arg-type]
+
+
 class Options(usage.Options):
     synopsis = "--config FILE"
     optParameters = [["config", "c", None, "YAML file describing the tree (required)."]]
@@ -23,6 +35,7 @@ class Options(usage.Options):
     loaded: TargetConfig
 
     def postOptions(self) -> None:
+        leave_out_tls()
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
         try:
