@@ -9,7 +9,7 @@ BENCH_PEERS. Prints one JSON object.
 
 Beside it, the start-up floor of each Twisted daemon (``imports``): the wall time and RSS of an
 interpreter that only imports what the daemon imports before it starts anything — ours
-(twistd, the reactor, the target's modules), procmon (the reactor and procmon, in its own
+(twistd, the reactor without TLS as ``supervisor-target`` runs it, the target's modules), procmon (the reactor and procmon, in its own
 venv), and the reactor alone in our venv with and without the TLS stack that Twisted's
 reactor imports when pyOpenSSL is installed. Median of BENCH_IMPORT_RUNS (5), interleaved.
 """
@@ -31,8 +31,9 @@ TRIALS = env_int("BENCH_TRIALS", 3)
 IMPORT_RUNS = env_int("BENCH_IMPORT_RUNS", 5)
 #: what each daemon imports before it starts a child, and what the reactor alone costs
 IMPORTS = {
-    "ours": "import twisted.scripts.twistd, twisted.internet.reactor, supervisor.target.tap, "
-            "supervisor.target.service, supervisor.ipc.service",
+    "ours": "import twisted.scripts.twistd, supervisor.target.tap; "
+            "supervisor.target.tap.leave_out_tls(); "
+            "import twisted.internet.reactor, supervisor.target.service, supervisor.ipc.service",
     "reactor": "import twisted.internet.reactor",
     "reactor_without_tls": "import sys; sys.modules['OpenSSL'] = None; import twisted.internet.reactor",
     "procmon": "import twisted.internet.reactor, twisted.runner.procmon",

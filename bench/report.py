@@ -24,7 +24,6 @@ WINDOW = float(os.environ.get("BENCH_RUN_WINDOW_HOURS", 6)) * 3600
 TOLERANCE = 1.05
 
 #: Why we are behind, per metric prefix; shown in the closing note only when we are behind there.
-#: Evidence and profile numbers: the report in bench/peers/NOTES.md.
 CAUSES = {
     "crash→restart": "A child with parent_death_signal is started through util-linux setpriv, an "
                      "extra exec: 1.2–2.0 ms above the Popen floor with it, 0.04 ms without (the "
@@ -40,22 +39,20 @@ CAUSES = {
                       "the restart (callLater(0)); the restart's spawnProcess runs before the "
                       "reactor flushes the IPC socket, so each event waits for a spawn: in-process "
                       "3.8 ms → 1.8 ms p50 when the restart is deferred one more reactor turn.",
-    "daemon RSS": "Any process with Twisted's reactor imported is 31.1 MB here before any "
-                  "supervision (procmon's venv and ours alike; supervisord has no reactor: 27 MB). "
-                  "With pyOpenSSL installed (twisted[tls], which the relay needs) the reactor "
-                  "itself imports OpenSSL and cryptography (twisted.internet.posixbase → ssl, "
-                  "tcp → _newtls): 43.8 MB; our modules, yaml and psutil add ~7 MB.",
+    "daemon RSS": "Any process with twistd and Twisted's reactor imported is 31–32 MB here before "
+                  "any supervision (the imports rows: the reactor alone, and procmon's venv; "
+                  "supervisord has no reactor: 27 MB); twistd supervisor-target leaves TLS out "
+                  "(pyOpenSSL and cryptography were 12 MB more), and our modules, yaml and the "
+                  "tree's state add the rest.",
     "RSS per additional child": "procmon keeps only a protocol per child; we keep runtime rows, "
                                 "journal entries and a protocol (still ≤ 20 KiB).",
     "idle CPU": "The heartbeat LoopingCall wakes every heartbeat_interval_ms.",
-    "start": "launch → first child: a py-spy profile of twistd supervisor-target up to its "
-             "first spawn spends 57 % of it importing the reactor, most of that in the TLS stack "
-             "Twisted's reactor imports when pyOpenSSL is installed (see the imports rows: the "
-             "reactor alone without it is the floor). first → last child: the 100 children's own "
-             "start-up on 2 cores, the same for everyone (the bare Popen floor), so a 2× lead "
-             "over the best peer is not reachable on this measure.",
-    "imports before": "See start: twistd and the TLS stack the reactor imports; our own "
-                      "modules are about 7 % of the start-up profile.",
+    "start": "launch → first child: twistd (its application runner, plugin scan and logger) "
+             "and our modules (config schema, tree, IPC, yaml) are imported before the config is "
+             "read; procmon imports only the reactor and itself (the imports rows). first → "
+             "last child: the 100 children's own start-up on 2 cores, the same for everyone (the "
+             "bare Popen floor), so a 2× lead over the best peer is not reachable on this measure.",
+    "imports before": "See start: twistd and our modules on top of the reactor procmon imports.",
     "RSS after": "See daemon RSS.",
 }
 
