@@ -271,3 +271,50 @@ def test_the_target_seals_descriptors_it_inherited(tmp_path):
         proc.wait(30)
         os.close(leak_r)
     assert fds[:3] == ["0", "1", "2"] and len(fds) == 4  # + the one listdir used
+
+
+def test_a_read_that_finds_the_pipe_half_full_reads_again_without_the_pause():
+    """The gathering pause follows a read, unless the read took half of what one wake-up may
+    take: then the child writes faster than the pause allows, and the next read comes in the
+    next reactor turn instead (a clock, a real pipe)."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    import supervisor.tree.spawn as spawn
+
+    class Received(ProcessProtocol):
+        def __init__(self) -> None:
+            self.received = 0
+
+        def childDataReceived(self, fd, data) -> None:
+            self.received += len(data)
+
+    clock = MemoryReactorClock()
+    protocol = Received()
+    read_end, write_end = os.pipe()
+    pidfd = os.pidfd_open(os.getpid())
+    child = spawn.ChildProcess(clock, protocol, os.getpid(), pidfd, {1: read_end}, None)
+    spawn.LIVE_LEADERS.discard(os.getpid())
+    pipe = child._pipes[1]
+    try:
+        os.write(write_end, b"x" * spawn._READ_SIZE)  # chatty: the pipe grows
+        pipe.doRead()
+        [pause] = clock.getDelayedCalls()
+        assert pause.getTime() - clock.seconds() == spawn._GATHER_SECONDS
+        clock.advance(spawn._GATHER_SECONDS)  # nothing more came: the pipe is watched again
+        assert not clock.getDelayedCalls()
+        os.set_blocking(write_end, False)
+        os.write(write_end, b"y" * (fcntl_pipe_size(write_end) // 2))
+        pipe.doRead()
+        [again] = clock.getDelayedCalls()
+        assert again.getTime() == clock.seconds(), "half full: the next read in the next turn"
+        assert protocol.received == spawn._READ_SIZE + fcntl_pipe_size(write_end) // 2
+    finally:
+        child.loseConnection()
+        os.close(write_end)
+        os.close(pidfd)
+
+
+def fcntl_pipe_size(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)

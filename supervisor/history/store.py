@@ -140,7 +140,7 @@ class _Stream:
     """One stream's segment files, used by the writer thread only."""
 
     def __init__(self, directory: str, budget: int, segment_bytes: int, counts: StreamCounts,
-                 write: Write, direct: bool = True) -> None:
+                 write: Write) -> None:
         self.directory = directory
         self.budget = budget
         self.segment_bytes = segment_bytes
@@ -153,7 +153,7 @@ class _Stream:
         self._next_number = self.segments[-1][0] + 1 if self.segments else 1
         self._fd = -1
         #: whether whole blocks still go out with O_DIRECT (False once the filesystem refused)
-        self.direct = direct and hasattr(os, "O_DIRECT")
+        self.direct = hasattr(os, "O_DIRECT")
         self._direct_fd = -1
         self._buffer: mmap.mmap | None = None
         #: bytes of the open segment after its last whole block, held at the buffer's start
