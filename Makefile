@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m compileall -q supervisor twisted/plugins
 	touch $(STAMP)
 
 # Browser tests drive Debian's chromium (Chinese labels need a CJK font to render);
@@ -57,7 +58,10 @@ demo-fleet: venv nats-server
 		--relay-config etc/demo-relay.yaml --target-config etc/demo-target.yaml \
 		--certs .local/certs --fleet .local/fleet --logs .local/logs
 
+# The package's bytecode is compiled first, as pip does for an installed package: an editable
+# checkout under PYTHONDONTWRITEBYTECODE would compile every module at each daemon's start.
 bench: venv browser
+	@$(PY) -m compileall -q supervisor twisted/plugins
 	@rm -f bench/results/*.json
 	@for b in bench/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 	@if [ -f bench/report.py ]; then $(PY) bench/report.py; fi
