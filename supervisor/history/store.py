@@ -18,7 +18,8 @@ into the page cache (that copy was most of the history's CPU; logs are written o
 read). What follows the last whole block is written through the page cache at once, so no
 record waits for more to come; the next direct write rewrites that block with the same bytes
 first, so a reader (``tail -f``, a query) only ever sees the file grow. Filesystems that refuse
-``O_DIRECT`` or its alignment (tmpfs, some network filesystems) get plain ``pwritev``.
+``O_DIRECT`` or its alignment (tmpfs on older kernels, some network and FUSE filesystems) get
+plain ``pwritev``.
 
 Past :data:`HIGH_WATER_BYTES` waiting, the process children's pipes are not read until the
 writer catches up (the children wait, as they would writing to a slow file; at most
@@ -202,7 +203,7 @@ class _Stream:
             try:
                 self._direct_fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
             except OSError:
-                self.direct = False  # tmpfs and some others: the page cache it is
+                self.direct = False  # refused by the filesystem: the page cache it is
             else:
                 if self._buffer is None:
                     self._buffer = mmap.mmap(-1, DIRECT_CHUNK_BYTES)
