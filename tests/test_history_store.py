@@ -8,6 +8,7 @@ import os
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from supervisor.history import store as store_module
 from supervisor.history.query import END, CursorError, Filter, read_page
@@ -383,17 +384,26 @@ def test_a_filesystem_without_o_direct_gets_buffered_writes(tmp_path, monkeypatc
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(store_module.os, "open", refusing_open)
-    store = HistoryStore(config(tmp_path), FakeReactor())
+    reactor = FakeReactor()
+    store = HistoryStore(config(tmp_path), reactor)
     lines = b"".join(log_line(s, "b" * 300) for s in range(1, 201))
-    store.write("logs", lines, 200)
-    store.flush_now()
-    assert segment_bytes_on_disk(store) == lines
+    with capturedLogs() as logged:
+        store.write("logs", lines, 200)
+        store.flush_now()
+        reactor.advance(1)
+        store.write("logs", log_line(201), 1)
+        store.flush_now()
+        reactor.advance(1)
+    assert segment_bytes_on_disk(store) == lines + log_line(201)
     assert not store._streams["logs"].direct
+    told = [e for e in logged if "O_DIRECT" in e["log_format"]]
+    assert [e["stream"] for e in told] == ["logs"], "said once, for the stream that fell back"
 
 
 FILE_SIZE_LIMIT = r"""
 import json, resource, sys
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from supervisor.history.store import HistoryStore
 from supervisor.tree.journal import LogRecord, encode_record
 from supervisor.tree.spec import HistoryConfig

@@ -318,6 +318,18 @@ class _Stream:
         self._fd = self._direct_fd = -1
 
 
+#: What the reactor last told about a stream: failed records, evicted segments and bytes, the
+#: current problem, and whether it still writes with O_DIRECT.
+_Reported = tuple[int, int, int, "str | None", bool]
+_NOTHING_REPORTED: _Reported = (0, 0, 0, None, True)
+
+
+def _reportable(stream: _Stream) -> _Reported:
+    counts = stream.counts
+    return (counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem,
+            stream.direct)
+
+
 class HistoryStore:
     """The target's history: :meth:`write` from the reactor, one writer thread to the disk.
 
@@ -352,7 +364,7 @@ class HistoryStore:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._report_due = False
-        self._reported: dict[str, tuple[int, int, int, str | None]] = {}
+        self._reported: dict[str, _Reported] = {}
         self.report: Callable[[], None] | None = None
         #: called on the reactor with True when the writer falls behind, False once it caught up
         self.congestion: Callable[[bool], None] | None = None
@@ -496,12 +508,8 @@ class HistoryStore:
             self._call_reactor(self._report_soon)
 
     def _changed(self) -> bool:
-        for name, stream in self._streams.items():
-            counts = stream.counts
-            now = (counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem)
-            if self._reported.get(name, (0, 0, 0, None)) != now:
-                return True
-        return False
+        return any(self._reported.get(name, _NOTHING_REPORTED) != _reportable(stream)
+                   for name, stream in self._streams.items())
 
     def _call_reactor(self, f: Callable[[], None]) -> None:
         try:
@@ -520,9 +528,8 @@ class HistoryStore:
         self._report_due = False
         for name, stream in self._streams.items():
             counts = stream.counts
-            before = self._reported.get(name, (0, 0, 0, None))
-            now = (counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem)
-            self._reported[name] = now
+            before = self._reported.get(name, _NOTHING_REPORTED)
+            now = self._reported[name] = _reportable(stream)
             if now[1] > before[1]:
                 self._log.info(
                     "history {stream}: removed {segments} oldest segment(s), {size} bytes, "
@@ -531,6 +538,10 @@ class HistoryStore:
             if now[3] and now[3] != before[3]:  # once per problem, not once per lost record
                 self._log.error("history {stream}: {failed} record(s) lost so far: {problem}",
                                 stream=name, failed=counts.failed, problem=now[3])
+            if before[4] and not now[4]:
+                self._log.info("history {stream}: {directory} does not take O_DIRECT, so its "
+                               "segments are written through the page cache",
+                               stream=name, directory=stream.directory)
         if self.report is not None:
             self.report()
 
