@@ -81,25 +81,25 @@ class Counter:
         self.partial: dict[str, bytes] = {}
         self.lines = 0
 
-    def size(self) -> int:
+    def poll(self) -> tuple[int, bool]:
+        """The files' total size, and whether the child's last line is at the end of one of
+        the newest two."""
+        paths = _glob(self.pattern)
         total = 0
-        for path in _glob(self.pattern):
+        for path in paths:
             try:
                 total += os.stat(path).st_size
             except FileNotFoundError:
                 pass
-        return total
+        return total, any(self._ends_with_last_line(path) for path in paths[-2:])
 
-    def has_last_line(self) -> bool:
-        for path in _glob(self.pattern)[-2:]:
-            try:
-                with open(path, "rb") as f:
-                    f.seek(max(0, os.fstat(f.fileno()).st_size - self.TAIL))
-                    if self.last_line in f.read():
-                        return True
-            except FileNotFoundError:
-                continue
-        return False
+    def _ends_with_last_line(self, path: str) -> bool:
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - self.TAIL))
+                return self.last_line in f.read()
+        except FileNotFoundError:
+            return False
 
     def count(self) -> int:
         """Lines carrying the marker so far (reads only what was appended since the last call)."""
@@ -166,16 +166,17 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
         user0, sys0 = user_sys_seconds(proc.pid)
         t0 = time.monotonic()
         (folder / "go").touch()
-        last_progress, last_size = t0, counter.size()
+        def child_wrote_at() -> float | None:
+            return time.monotonic() - t0 if (folder / "written").exists() else None
+
+        last_progress, (last_size, _) = t0, counter.poll()
         child_wrote = None
         while True:
             now = time.monotonic()
-            if child_wrote is None and (folder / "written").exists():
-                child_wrote = now - t0
-            done = counter.has_last_line()
+            child_wrote = child_wrote or child_wrote_at()
+            size, done = counter.poll()
             if done:
                 break
-            size = counter.size()
             if size != last_size:
                 last_progress, last_size = now, size
             elif now - last_progress > STALL:
@@ -185,8 +186,8 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
         cpu = cpu_seconds(proc.pid) - cpu0
         user1, sys1 = user_sys_seconds(proc.pid)
         while child_wrote is None and time.monotonic() - now < STALL:
-            if (folder / "written").exists():  # the lines were on disk before the marker
-                child_wrote = time.monotonic() - t0
+            # the lines were on disk before the child's marker file
+            child_wrote = child_wrote_at()
             time.sleep(0.005)
         count = counter.count() - baseline
         return {"seconds_until_on_disk": round(elapsed, 3),

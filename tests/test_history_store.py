@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pathlib
 
 import pytest
 from twisted.internet.task import Clock
@@ -315,7 +316,8 @@ class RecordingWrite:
 
 
 def segment_bytes_on_disk(store) -> bytes:
-    return b"".join(open(path, "rb").read() for _, path in list_segments(store.directory("logs")))
+    return b"".join(pathlib.Path(path).read_bytes()
+                    for _, path in list_segments(store.directory("logs")))
 
 
 def test_whole_blocks_go_out_direct_and_the_file_only_grows(tmp_path):
