@@ -300,18 +300,20 @@ def direct(fd: int) -> bool:
 
 
 class RecordingWrite:
-    """``os.pwritev`` that notes each call (whether direct, offset, bytes) and can fail."""
+    """``os.pwritev`` that notes each call (whether direct, offset, bytes, the file's size
+    before it) and can fail."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[bool, int, int]] = []
+        self.calls: list[tuple[bool, int, int, int]] = []
         self.fail_direct: int | None = None  # errno to raise on direct writes
 
     def __call__(self, fd, buffers, offset):
         is_direct = direct(fd)
         if is_direct and self.fail_direct is not None:
             raise OSError(self.fail_direct, os.strerror(self.fail_direct))
+        size = os.fstat(fd).st_size
         wrote = os.pwritev(fd, buffers, offset)
-        self.calls.append((is_direct, offset, wrote))
+        self.calls.append((is_direct, offset, wrote, size))
         return wrote
 
 
@@ -321,6 +323,8 @@ def segment_bytes_on_disk(store) -> bytes:
 
 
 def test_whole_blocks_go_out_direct_and_the_file_only_grows(tmp_path):
+    """Every write appends; a direct one only to a file that ends on a block boundary (a
+    direct write over a partly filled block could show a reader zeros for a moment)."""
     write = RecordingWrite()
     store = HistoryStore(config(tmp_path, segment_bytes=8 << 20, max_bytes=64 << 20), FakeReactor(),
                          write=write)
@@ -337,17 +341,18 @@ def test_whole_blocks_go_out_direct_and_the_file_only_grows(tmp_path):
         after = segment_bytes_on_disk(store)
         assert after == sent and after.startswith(before)
     assert store.counts["logs"].written == sequence and store.lost("logs") == 0
-    direct_calls = [(offset, size) for is_direct, offset, size in write.calls if is_direct]
+    assert all(offset == before for _, offset, _, before in write.calls), "appends only"
+    direct_calls = [(offset, size) for is_direct, offset, size, _ in write.calls if is_direct]
     assert direct_calls, "the filesystem under tmp_path takes O_DIRECT"
     block = store_module.DIRECT_BLOCK_BYTES
     assert all(offset % block == 0 and size % block == 0 for offset, size in direct_calls)
     assert max(size for _, size in direct_calls) == store_module.DIRECT_CHUNK_BYTES
-    through_cache = [size for is_direct, _, size in write.calls if not is_direct]
-    assert max(through_cache) < block, "only what follows the last whole block is buffered"
+    through_cache = [size for is_direct, _, size, _ in write.calls if not is_direct]
+    assert max(through_cache) < block, "only the open block's room and the rest are buffered"
     assert sum(direct_calls[i][1] for i in range(len(direct_calls))) > 0.9 * len(sent)
 
 
-def test_a_failed_direct_write_counts_the_loss_and_the_next_write_continues_the_block(tmp_path):
+def test_a_failed_direct_write_counts_the_loss_and_the_next_write_continues_the_file(tmp_path):
     write = RecordingWrite()
     store = HistoryStore(config(tmp_path), FakeReactor(), write=write)
     store.write("logs", b"".join(log_line(s) for s in range(1, 4)), 3)

@@ -16,10 +16,10 @@ Where the filesystem allows it, whole :data:`DIRECT_BLOCK_BYTES` blocks are writ
 ``O_DIRECT``: the disk takes them from one page-aligned buffer, and the bytes are not copied
 into the page cache (that copy was most of the history's CPU; logs are written once and seldom
 read). What follows the last whole block is written through the page cache at once, so no
-record waits for more to come; the next direct write rewrites that block with the same bytes
-first, so a reader (``tail -f``, a query) only ever sees the file grow. Filesystems that refuse
-``O_DIRECT`` or its alignment (tmpfs on older kernels, some network and FUSE filesystems) get
-plain ``pwritev``.
+record waits for more to come, and so is what fills that block up at the next write: a direct
+write only ever extends a file that ends on a block boundary, so a reader (``tail -f``, a
+query) only ever sees the file grow. Filesystems that refuse ``O_DIRECT`` or its alignment
+(tmpfs on older kernels, some network and FUSE filesystems) get plain ``pwritev``.
 
 Past :data:`HIGH_WATER_BYTES` waiting, the process children's pipes are not read until the
 writer catches up (the children wait, as they would writing to a slow file; at most
@@ -157,9 +157,6 @@ class _Stream:
         self.direct = hasattr(os, "O_DIRECT")
         self._direct_fd = -1
         self._buffer: mmap.mmap | None = None
-        #: bytes of the open segment after its last whole block, held at the buffer's start
-        #: (-1: not held, read them back before the next direct write)
-        self._carry = 0
         self.problem: str | None = None
 
     @property
@@ -198,7 +195,6 @@ class _Stream:
             return
         self._next_number += 1
         self.segments.append([number, path, 0])
-        self._carry = 0
         if self.direct:
             try:
                 self._direct_fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
@@ -240,36 +236,48 @@ class _Stream:
                     rest = rest[wrote:]
 
     def _put_direct(self, buffer: list[bytes], offset: int) -> None:
-        """Write ``buffer`` at ``offset`` (the segment's end): whole blocks with O_DIRECT out
-        of the aligned buffer, the rest through the page cache."""
+        """Write ``buffer`` at ``offset`` (the segment's end): through the page cache up to
+        the next block boundary and after the last whole block, the whole blocks between with
+        O_DIRECT out of the aligned buffer.
+
+        A direct write only ever extends a file that ends on a block boundary: one that
+        rewrote a partly filled block could leave a reader's cached copy of it, zeros past the
+        old end, visible under the new size for a moment."""
+        views = [memoryview(data) for data in buffer]
+        room = -offset % DIRECT_BLOCK_BYTES
+        first = 0
+        head: list[memoryview] = []
+        while room and first < len(views):  # the open block's room
+            piece = views[first]
+            head.append(piece[:room])
+            if len(piece) > room:
+                views[first] = piece[room:]
+                break
+            room -= len(piece)
+            first += 1
+        if head:
+            self._put(self._fd, head, offset)
+            offset += sum(map(len, head))
         aligned = self._buffer
         assert aligned is not None
-        held = self._carry
-        block_start = offset - offset % DIRECT_BLOCK_BYTES
-        if held < 0:  # after a failure: the partial block back from the file
-            held = offset - block_start
-            aligned[:held] = os.pread(self._fd, held, block_start)
+        held = 0
         with memoryview(aligned) as out:
-            for data in buffer:
-                with memoryview(data) as rest:
-                    while rest:
-                        n = min(len(rest), DIRECT_CHUNK_BYTES - held)
-                        out[held : held + n] = rest[:n]
-                        held += n
-                        rest = rest[n:]
-                        if held == DIRECT_CHUNK_BYTES:
-                            self._put_blocks(out[:held], block_start)
-                            block_start += held
-                            held = 0
+            for piece in views[first:]:
+                while piece:
+                    n = min(len(piece), DIRECT_CHUNK_BYTES - held)
+                    out[held : held + n] = piece[:n]
+                    held += n
+                    piece = piece[n:]
+                    if held == DIRECT_CHUNK_BYTES:
+                        self._put_blocks(out, offset)
+                        offset += held
+                        held = 0
             whole = held - held % DIRECT_BLOCK_BYTES
             if whole:
-                self._put_blocks(out[:whole], block_start)
-                block_start += whole
-                aligned.move(0, whole, held - whole)
-                held -= whole
-            if held:
-                self._put(self._fd, [out[:held]], block_start)
-        self._carry = held
+                self._put_blocks(out[:whole], offset)
+                offset += whole
+            if held > whole:
+                self._put(self._fd, [out[whole:held]], offset)
 
     def _put_blocks(self, blocks: memoryview, offset: int) -> None:
         wrote = 0
@@ -288,7 +296,6 @@ class _Stream:
 
     def _cut_back(self, current: list[Any]) -> None:
         """After a failed write: drop the torn bytes, or leave the segment for a new one."""
-        self._carry = -1
         try:
             os.ftruncate(self._fd, current[2])
         except OSError:
