@@ -64,6 +64,36 @@ def test_heartbeat_silence_makes_a_child_stale_and_optionally_failed():
     assert harness.row("/root/quiet")["health"] == "healthy"
 
 
+def test_the_heartbeat_clock_runs_only_while_a_child_heartbeats():
+    """An idle target is not woken to check children that never heartbeat."""
+    beating, silent = ManualTask(heartbeat=True), ManualTask()
+    policy = Policy(heartbeat_interval_ms=100, stale_after_ms=500)
+    spec = SupervisorSpec(policy=policy, children=[
+        ChildSpec("silent", ChildKind.TASK, factory=silent),
+    ])
+    harness = TreeHarness(spec).start()
+
+    def checks() -> int:
+        return sum(1 for call in harness.clock.getDelayedCalls()  # pending or running
+                   if "HeartbeatMonitor.check" in repr(getattr(call.func, "__self__", call.func)))
+
+    harness.advance(1)
+    assert checks() == 0
+    spec = SupervisorSpec(policy=policy, children=[
+        ChildSpec("beating", ChildKind.TASK, factory=beating),
+    ])
+    harness = TreeHarness(spec).start()
+    assert checks() == 1 and harness.row("/root/beating")["health"] == "healthy"
+    harness.advance(0.6)
+    assert harness.row("/root/beating")["health"] == "stale"
+    assert checks() == 0, "a stale child is not checked again until it heartbeats"
+    beating.current.ctx.heartbeat()
+    assert checks() == 1 and harness.row("/root/beating")["health"] == "healthy"
+    harness.advance(0.6)
+    assert harness.row("/root/beating")["health"] == "stale"
+    assert len(harness.events("child_heartbeat_stale", path="/root/beating")) == 2
+
+
 def test_staged_shutdown_in_reverse_order_with_phases_and_aborts():
     polite, stubborn = ManualTask(), ManualTask(cooperative=False)
     spec = SupervisorSpec(

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from zope.interface import implementer
@@ -17,6 +16,7 @@ from supervisor.history.store import HistoryStore
 from supervisor.tree.context import RECORDED_KEY, severity_of
 from supervisor.tree.descendants import Orphans, alive, become_subreaper, kill_leftovers
 from supervisor.tree.runtime import Supervisor
+from supervisor.tree.ticks import GridLoop
 
 
 @implementer(ILogObserver)
@@ -64,7 +64,7 @@ class ProcessOwnership(Service):
         self.orphans = Orphans()
         self.subreaper = False
         self.killed: list[tuple[int, str]] = []
-        self._sweep: task.LoopingCall | None = None
+        self._sweep: GridLoop | None = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -74,15 +74,14 @@ class ProcessOwnership(Service):
             time.sleep(0.01)  # start-up, before the reactor runs: nothing else to do meanwhile
         self.subreaper = become_subreaper()
         if self.subreaper:
-            self._sweep = task.LoopingCall(self.orphans.sweep)
-            self._sweep.clock = self._reactor
-            self._sweep.start(ORPHAN_SWEEP_SECONDS, now=False)
+            self._sweep = GridLoop(self.orphans.sweep, self._reactor)
+            self._sweep.start(ORPHAN_SWEEP_SECONDS)
         else:
             self._log.warn("cannot become a child subreaper: orphaned descendants go to init")
 
     def stopService(self) -> None:
         Service.stopService(self)
-        if self._sweep is not None and self._sweep.running:
+        if self._sweep is not None:
             self._sweep.stop()
         self.orphans.sweep()
 

@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
-from twisted.internet import task
-
 from supervisor.tree.context import Tree
 from supervisor.tree.lifecycle import Health, Lifecycle, Trigger
 from supervisor.tree.model import ChildRuntime, fire
+from supervisor.tree.ticks import GridLoop
 
 
 class HeartbeatMonitor:
-    """Watches the children that heartbeat, every ``interval`` seconds of the tree's clock."""
+    """Watches the children that heartbeat, every ``interval`` seconds of the tree's clock.
+
+    The clock only runs while some child heartbeats: a tree whose children never do is not
+    woken for them (each wake of an idle target costs CPU).
+    """
 
     def __init__(self, tree: Tree, interval: float) -> None:
         self._tree = tree
         self._interval = interval
         self._watched: set[ChildRuntime] = set()
-        self._loop = task.LoopingCall(self.check)
-        self._loop.clock = tree.clock
+        self._started = False
+        self._loop: GridLoop | None = None
 
     def start(self) -> None:
-        self._loop.start(self._interval, now=False)
+        self._started = True
+        if self._watched:
+            self._run()
+
+    def _run(self) -> None:
+        if self._loop is None:
+            self._loop = GridLoop(self.check, self._tree.clock)
+            self._loop.start(self._interval)
+
+    def _pause(self) -> None:
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
 
     def set_interval(self, interval: float) -> None:
         """Check every ``interval`` seconds from now on (a reloaded policy)."""
         if interval == self._interval:
             return
         self._interval = interval
-        if self._loop.running:
-            self._loop.stop()
-            self._loop = task.LoopingCall(self.check)
-            self._loop.clock = self._tree.clock
-            self.start()
+        if self._loop is not None:
+            self._pause()
+            self._run()
 
     def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        self._started = False
+        self._pause()
 
     def heard(self, child: ChildRuntime) -> None:
         """The child's current generation heartbeated: note it and watch it from now on."""
@@ -44,6 +57,8 @@ class HeartbeatMonitor:
         else:
             fire(child, Trigger.HEARTBEAT, last_heartbeat=self._tree.now())
         self._watched.add(child)
+        if self._started:
+            self._run()
 
     def check(self) -> None:
         """Mark children whose heartbeats stopped stale (and failed, when they ask for it)."""
@@ -54,6 +69,9 @@ class HeartbeatMonitor:
                 continue
             silent_ms = (now - child.last_heartbeat) * 1000
             if silent_ms >= child.policy.stale_after_ms and child.health is not Health.STALE:
+                self._watched.discard(child)  # watched again once it heartbeats
                 fire(child, Trigger.STALE, {"silent_ms": round(silent_ms)}, health=Health.STALE)
                 if child.spec.stale_is_failure and child.runner is not None:
                     child.runner.fail(f"heartbeat stale for {round(silent_ms)} ms")
+        if not self._watched:
+            self._pause()

@@ -13,12 +13,12 @@ import os
 from typing import Any, Collection, Protocol
 
 import attrs
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from supervisor.tree.context import Tree
 from supervisor.tree.model import SupervisorNode, runtime_row, walk
 from supervisor.tree.spec import ChildKind
+from supervisor.tree.ticks import GridLoop
 from supervisor.wire.timestamps import stamp
 
 
@@ -158,7 +158,7 @@ class ResourceMonitor:
         #: the target process's latest figures
         self.latest_self: Figures | None = None
         self.samples = 0
-        self._loop: LoopingCall | None = None
+        self._loop: GridLoop | None = None
 
     def start(self) -> None:
         """Sample every interval from now on, until :meth:`stop`; rows show what it publishes."""
@@ -166,13 +166,12 @@ class ResourceMonitor:
             return
         self._tree.resources_of = self.resources_of
         self._tree.own_resources = self.own_resources
-        self._loop = LoopingCall(self.sample)
-        self._loop.clock = self._tree.clock
-        self._loop.start(self._interval, now=False).addErrback(
-            lambda f: self._log.failure("resource sampling stopped", f))
+        self._loop = GridLoop(self.sample, self._tree.clock,
+                              lambda f: self._log.failure("resource sampling stopped", f))
+        self._loop.start(self._interval)
 
     def stop(self) -> None:
-        if self._loop is not None and self._loop.running:
+        if self._loop is not None:
             self._loop.stop()
         self._loop = None
 
