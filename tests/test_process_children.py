@@ -365,7 +365,10 @@ async def test_a_process_child_with_a_log_file_writes_its_lines_there_too(tmp_pa
     sup = supervise(ChildSpec("talker", ChildKind.PROCESS, command=[PY, "-c", script],
                               log_file=LogFileSpec(str(target), max_bytes=1024 * 1024)))
     try:
-        await eventually(lambda: target.exists() and 'err "quoted"' in target.read_text(),
+        # both pipes' last lines: a stderr line read in the same pass as stdout may come
+        # before stdout lines the child wrote just before it
+        await eventually(lambda: target.exists() and 'err "quoted"' in target.read_text()
+                         and "out 1999\n" in target.read_text(),
                          what="the child's lines in its log file")
         lines = target.read_text().splitlines()
         assert [l for l in lines if l.startswith("out")] == [f"out {i}" for i in range(2000)]
