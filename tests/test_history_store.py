@@ -349,7 +349,7 @@ def test_whole_blocks_go_out_direct_and_the_file_only_grows(tmp_path):
     assert max(size for _, size in direct_calls) == store_module.DIRECT_CHUNK_BYTES
     through_cache = [size for is_direct, _, size, _ in write.calls if not is_direct]
     assert max(through_cache) < block, "only the open block's room and the rest are buffered"
-    assert sum(direct_calls[i][1] for i in range(len(direct_calls))) > 0.9 * len(sent)
+    assert sum(size for _, size in direct_calls) > 0.9 * len(sent)
 
 
 def test_a_failed_direct_write_counts_the_loss_and_the_next_write_continues_the_file(tmp_path):
@@ -410,7 +410,6 @@ def test_a_filesystem_without_o_direct_gets_buffered_writes(tmp_path, monkeypatc
 FILE_SIZE_LIMIT = r"""
 import json, resource, sys
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
 from supervisor.history.store import HistoryStore
 from supervisor.tree.journal import LogRecord, encode_record
 from supervisor.tree.spec import HistoryConfig

@@ -325,16 +325,25 @@ class _Stream:
         self._fd = self._direct_fd = -1
 
 
-#: What the reactor last told about a stream: failed records, evicted segments and bytes, the
-#: current problem, and whether it still writes with O_DIRECT.
-_Reported = tuple[int, int, int, "str | None", bool]
-_NOTHING_REPORTED: _Reported = (0, 0, 0, None, True)
+@attrs.frozen
+class _Reported:
+    """What the reactor last told about a stream."""
+
+    failed: int = 0
+    evicted_segments: int = 0
+    evicted_bytes: int = 0
+    problem: str | None = None
+    #: whether it still writes with O_DIRECT
+    direct: bool = True
+
+    @classmethod
+    def of(cls, stream: _Stream) -> _Reported:
+        counts = stream.counts
+        return cls(counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem,
+                   stream.direct)
 
 
-def _reportable(stream: _Stream) -> _Reported:
-    counts = stream.counts
-    return (counts.failed, counts.evicted_segments, counts.evicted_bytes, stream.problem,
-            stream.direct)
+_NOTHING_REPORTED = _Reported()
 
 
 class HistoryStore:
@@ -515,7 +524,7 @@ class HistoryStore:
             self._call_reactor(self._report_soon)
 
     def _changed(self) -> bool:
-        return any(self._reported.get(name, _NOTHING_REPORTED) != _reportable(stream)
+        return any(self._reported.get(name, _NOTHING_REPORTED) != _Reported.of(stream)
                    for name, stream in self._streams.items())
 
     def _call_reactor(self, f: Callable[[], None]) -> None:
@@ -534,18 +543,18 @@ class HistoryStore:
     def _report_now(self) -> None:
         self._report_due = False
         for name, stream in self._streams.items():
-            counts = stream.counts
             before = self._reported.get(name, _NOTHING_REPORTED)
-            now = self._reported[name] = _reportable(stream)
-            if now[1] > before[1]:
+            now = self._reported[name] = _Reported.of(stream)
+            if now.evicted_segments > before.evicted_segments:
                 self._log.info(
                     "history {stream}: removed {segments} oldest segment(s), {size} bytes, "
-                    "to stay within max_bytes",
-                    stream=name, segments=now[1] - before[1], size=now[2] - before[2])
-            if now[3] and now[3] != before[3]:  # once per problem, not once per lost record
+                    "to stay within max_bytes", stream=name,
+                    segments=now.evicted_segments - before.evicted_segments,
+                    size=now.evicted_bytes - before.evicted_bytes)
+            if now.problem and now.problem != before.problem:  # once per problem, not per record
                 self._log.error("history {stream}: {failed} record(s) lost so far: {problem}",
-                                stream=name, failed=counts.failed, problem=now[3])
-            if before[4] and not now[4]:
+                                stream=name, failed=now.failed, problem=now.problem)
+            if before.direct and not now.direct:
                 self._log.info("history {stream}: {directory} does not take O_DIRECT, so its "
                                "segments are written through the page cache",
                                stream=name, directory=stream.directory)
