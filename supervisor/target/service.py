@@ -64,7 +64,7 @@ class ProcessOwnership(Service):
         self.orphans = Orphans()
         self.subreaper = False
         self.killed: list[tuple[int, str]] = []
-        self._sweep: GridLoop | None = None
+        self._sweep = GridLoop(self.orphans.sweep, reactor)
 
     def startService(self) -> None:
         Service.startService(self)
@@ -74,15 +74,13 @@ class ProcessOwnership(Service):
             time.sleep(0.01)  # start-up, before the reactor runs: nothing else to do meanwhile
         self.subreaper = become_subreaper()
         if self.subreaper:
-            self._sweep = GridLoop(self.orphans.sweep, self._reactor)
             self._sweep.start(ORPHAN_SWEEP_SECONDS)
         else:
             self._log.warn("cannot become a child subreaper: orphaned descendants go to init")
 
     def stopService(self) -> None:
         Service.stopService(self)
-        if self._sweep is not None:
-            self._sweep.stop()
+        self._sweep.stop()
         self.orphans.sweep()
 
 

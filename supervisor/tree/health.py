@@ -20,35 +20,25 @@ class HeartbeatMonitor:
         self._interval = interval
         self._watched: set[ChildRuntime] = set()
         self._started = False
-        self._loop: GridLoop | None = None
+        self._loop = GridLoop(self.check, tree.clock)
 
     def start(self) -> None:
         self._started = True
         if self._watched:
-            self._run()
-
-    def _run(self) -> None:
-        if self._loop is None:
-            self._loop = GridLoop(self.check, self._tree.clock)
             self._loop.start(self._interval)
-
-    def _pause(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
 
     def set_interval(self, interval: float) -> None:
         """Check every ``interval`` seconds from now on (a reloaded policy)."""
         if interval == self._interval:
             return
         self._interval = interval
-        if self._loop is not None:
-            self._pause()
-            self._run()
+        if self._loop.running:
+            self._loop.stop()
+            self._loop.start(interval)
 
     def stop(self) -> None:
         self._started = False
-        self._pause()
+        self._loop.stop()
 
     def heard(self, child: ChildRuntime) -> None:
         """The child's current generation heartbeated: note it and watch it from now on."""
@@ -58,7 +48,7 @@ class HeartbeatMonitor:
             fire(child, Trigger.HEARTBEAT, last_heartbeat=self._tree.now())
         self._watched.add(child)
         if self._started:
-            self._run()
+            self._loop.start(self._interval)  # no-op while it runs
 
     def check(self) -> None:
         """Mark children whose heartbeats stopped stale (and failed, when they ask for it)."""
@@ -74,4 +64,4 @@ class HeartbeatMonitor:
                 if child.spec.stale_is_failure and child.runner is not None:
                     child.runner.fail(f"heartbeat stale for {round(silent_ms)} ms")
         if not self._watched:
-            self._pause()
+            self._loop.stop()

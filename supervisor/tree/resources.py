@@ -159,22 +159,19 @@ class ResourceMonitor:
         #: the target process's latest figures
         self.latest_self: Figures | None = None
         self.samples = 0
-        self._loop: GridLoop | None = None
+        self._loop = GridLoop(self.sample, self._tree.clock,
+                              lambda f: self._log.failure("resource sampling stopped", f))
 
     def start(self) -> None:
         """Sample every interval from now on, until :meth:`stop`; rows show what it publishes."""
-        if self._loop is not None:
+        if self._loop.running:
             return
         self._tree.resources_of = self.resources_of
         self._tree.own_resources = self.own_resources
-        self._loop = GridLoop(self.sample, self._tree.clock,
-                              lambda f: self._log.failure("resource sampling stopped", f))
         self._loop.start(self._interval)
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
-        self._loop = None
+        self._loop.stop()
 
     def resources_of(self, path: str) -> dict[str, Any] | None:
         """The published wire ``resources`` of the child at ``path``, or ``None``."""
