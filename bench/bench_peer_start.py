@@ -11,7 +11,8 @@ Beside it, the start-up floor of each Twisted daemon (``imports``): the wall tim
 interpreter that only imports what the daemon imports before it starts anything — ours
 (twistd, the reactor without TLS as ``supervisor-target`` runs it, the target's modules),
 procmon (the reactor and procmon, in its own venv), and the reactor alone in our venv with and
-without the TLS stack that Twisted's reactor imports when pyOpenSSL is installed. Median of BENCH_IMPORT_RUNS (5), interleaved.
+without the TLS stack that Twisted's reactor imports when pyOpenSSL is installed. Median of
+BENCH_IMPORT_RUNS (5), interleaved.
 """
 
 from __future__ import annotations
