@@ -28,7 +28,14 @@ from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
 from supervisor.wire.bounds import SEQUENCE_RANGE, TAIL_LINES_RANGE, describe, int_in
 from supervisor.wire.errors import WireError
-from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, dumps, encode
+from supervisor.wire.ndjson import (
+    NDJSONReceiver,
+    OutboundQueue,
+    decode,
+    dumps,
+    encode,
+    quote,
+)
 from supervisor.tree.descendants import start_time
 from supervisor.wire.timestamps import parse_rfc3339
 from supervisor.wire.unixsocket import peer_credentials
@@ -78,7 +85,8 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
     def connectionMade(self) -> None:
         config = self.server.config
         self.out = OutboundQueue(self.transport, config.max_pending_pushes, self._dropped,
-                                 max_pending_bytes=config.max_pending_push_bytes)
+                                 max_pending_bytes=config.max_pending_push_bytes,
+                                 at_end_of_turn=self.server.flush_at_end_of_turn)
         self.out.on_drained = self._report_drops
         creds = self._peer_credentials()
         uid = None if creds is None else creds[1]
@@ -91,7 +99,7 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
                 INVALID_REQUEST_ID,
                 _error("peer_cred_uid_mismatch", "peer_check", f"{who} may not use this socket"),
             )
-            self.transport.loseConnection()
+            self.close()
             return
         self.server.connections.add(self)
         self.setTimeout(self.server.config.idle_timeout_seconds)
@@ -120,7 +128,14 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         self._backlog.clear()
 
     def timeoutConnection(self) -> None:
-        self.transport.loseConnection()
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection once what was sent to it is written."""
+        if self.out is not None:
+            self.out.close()
+        else:
+            self.transport.loseConnection()
 
     def lineLengthExceeded(self) -> None:
         self._send_error(
@@ -128,7 +143,7 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
             _error("request_too_large", "protocol_parse",
                    f"request line exceeds {self.max_line_bytes} bytes"),
         )
-        self.transport.loseConnection()
+        self.close()
 
     # ------------------------------------------------------------------ requests in order
 
@@ -391,6 +406,11 @@ class IpcServer(Factory):
         #: pushes dropped from slow readers' queues, by tag (``event``: events and deltas)
         self.dropped_pushes = {"event": 0, "log": 0}
         self._encoded: dict[str, tuple[Any, bytes]] = {}
+        self._unflushed: list[OutboundQueue] = []
+        self._flush_call: Any = None
+        #: ``encode({"type": kind, "target_id": ..., kind: record})`` up to the record's text
+        self._push_openings = {kind: '{"type":%s,"target_id":%s,%s:' % (
+            quote(kind), quote(self.target_id), quote(kind)) for kind in ("event", "log")}
         self._results: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         #: how often a ``state``/``status`` result was encoded, and how often one was reused
         self.result_encodings = 0
@@ -424,12 +444,25 @@ class IpcServer(Factory):
         self.result_encodings += 1
         return body
 
+    def flush_at_end_of_turn(self, out: OutboundQueue) -> None:
+        """Have ``out``'s held pushes written at the end of this reactor turn: one delayed
+        call for every connection pushed to in the turn, and one write per connection."""
+        self._unflushed.append(out)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._flush_call = None
+        unflushed, self._unflushed = self._unflushed, []
+        for out in unflushed:
+            out.flush()
+
     def push_line(self, kind: str, record: EventRecord | LogRecord) -> bytes:
         """The push line for ``record``, encoded once however many connections stream it."""
         cached = self._encoded.get(kind)
         if cached is not None and cached[0] is record:
             return cached[1]
-        line = encode({"type": kind, "target_id": self.target_id, kind: record.to_json()})
+        line = (self._push_openings[kind] + record.json_text() + "}\n").encode("utf-8")
         self._encoded[kind] = (record, line)
         return line
 

@@ -62,7 +62,7 @@ class IpcService(Service):
     def stopService(self) -> defer.Deferred[None] | None:
         Service.stopService(self)
         for connection in list(self.server.connections):
-            connection.transport.loseConnection()
+            connection.close()
         if self._port is None:
             return None
         d = defer.maybeDeferred(self._port.stopListening)

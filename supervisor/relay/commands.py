@@ -40,7 +40,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from supervisor.config.relay import RelayConfig
-from supervisor.relay.audit import INTERRUPTED, AuditRecord, AuditStore
+from supervisor.relay.audit import AuditRecord, AuditStore
 from supervisor.relay.auth import Authorizer, Identity
 from supervisor.relay.registry import Registry
 from supervisor.wire.client import RemoteError

@@ -11,6 +11,7 @@ import random
 import uuid
 from typing import Any, Callable
 
+import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, LogLevel, Logger, formatEvent, globalLogPublisher
 from zope.interface import provider
@@ -27,7 +28,7 @@ from supervisor.tree.journal import (
 )
 from supervisor.tree.lifecycle import ShutdownPhase
 from supervisor.tree.spec import SupervisorSpec
-from supervisor.wire.ndjson import encodable
+from supervisor.wire.ndjson import encodable, lone_surrogates
 from supervisor.wire.vocabulary import event_severity
 
 _LEVELS = {
@@ -160,25 +161,23 @@ class Tree:
         correlation: str,
         payload: dict[str, Any],
     ) -> EventRecord:
-        """Append one event to the journal (and count it when metrics are on)."""
+        """Append one event to the journal (and count it when metrics are on).
+
+        The record keeps ``payload`` itself (copied only when it holds lone surrogates, which
+        become U+FFFD): the caller hands it over and does not change it afterwards."""
         if self.observability.metrics_enabled:
             self.metrics[event_type] = self.metrics.get(event_type, 0) + 1
         now = self.now()
-        payload = encodable(payload)
-        record = self.events.append(
-            lambda sequence: EventRecord(
-                target_id=self.target_id,
-                sequence=sequence,
-                correlation_id=correlation or self.new_correlation(),
-                event_type=event_type,
-                severity=event_severity(event_type),
-                target_path=path,
-                child_id=child_id,
-                occurred_at=now,
-                config_version=self.config_version,
-                payload=payload,
-            )
-        )
+
+        def build(sequence: int) -> EventRecord:
+            record = EventRecord(self.target_id, sequence, correlation or self.new_correlation(),
+                                 event_type, event_severity(event_type), path, child_id, now,
+                                 self.config_version, payload)
+            if lone_surrogates(record.json_text()):  # rare: the text finds them in one C pass
+                record = attrs.evolve(record, payload=encodable(payload))
+            return record
+
+        record = self.events.append(build)
         if self.record_sink is not None:
             self.record_sink.write("events", encode_record(record, self.instance_id), 1)
         return record

@@ -20,7 +20,10 @@ streaming producer so that a peer that stops reading stops costing memory: once 
 asks us to pause, lines wait in a queue of at most ``max_pending`` entries and
 ``max_pending_bytes`` bytes, and the oldest droppable ones are discarded (and counted) when it
 is over either. One line larger than ``max_pending_bytes`` still waits when nothing else does;
-behind other lines a droppable one that large is discarded on arrival.
+behind other lines a droppable one that large is discarded on arrival. Given an
+``at_end_of_turn`` hook, pushes written straight through are first held for the rest of the
+reactor turn (at most :data:`WRITE_BATCH_BYTES` of them) and written joined; a response or
+:meth:`OutboundQueue.close` writes them first, so lines leave in the order they were sent.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from supervisor.wire.bounds import check_wire_int
 from supervisor.wire.errors import WireError
 
 DEFAULT_MAX_LINE_BYTES = 65536
+#: held pushes are written as soon as this many bytes of them wait, not only at the turn's end
+WRITE_BATCH_BYTES = 64_000
 
 # an escape of a UTF-16 surrogate (``\\ud800``..``\\udfff``); pairs decode to one code point
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
@@ -49,9 +54,29 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _unencodable(obj: Any) -> Any:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+#: ``json``'s C encoder with the options of ``_ENCODER``, made once: ``JSONEncoder.encode``
+#: makes a new one per call, which is most of the cost of a small message. No check for
+#: circular references (what goes on a wire is decoded JSON or built here; a cycle ends in
+#: ``RecursionError``).
+_C_ENCODER = (json.encoder.c_make_encoder(None, _unencodable, json.encoder.encode_basestring,
+                                          None, ":", ",", False, False, False)
+              if json.encoder.c_make_encoder is not None else None)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON text; ``ValueError`` for NaN and infinities."""
-    return _ENCODER.encode(obj)
+    if _C_ENCODER is None:
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODER(obj, 0))
+
+
+#: the JSON text of one ``str``, exactly as :func:`dumps` writes strings (the escaping
+#: function ``JSONEncoder`` itself uses with ``ensure_ascii=False``); for texts built from pieces
+quote: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def encode(obj: Any) -> bytes:
@@ -89,11 +114,16 @@ def decode(line: bytes, stage: str = "protocol_parse", *, lone_surrogates: str =
         raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}") from None
 
 
+def lone_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (which UTF-8 cannot encode)."""
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
+
+
 def encodable(value: Any) -> Any:
     """``value`` (decoded JSON) with each lone surrogate in its strings and keys replaced by
     U+FFFD, so that it always encodes as UTF-8."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return value if value.isascii() else _LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, list):
         return [encodable(item) for item in value]
     if isinstance(value, dict):
@@ -173,11 +203,17 @@ class OutboundQueue:
         on_drop: Callable[[str], None] | None = None,
         *,
         max_pending_bytes: int,
+        at_end_of_turn: Callable[["OutboundQueue"], None] | None = None,
     ) -> None:
         self._transport = transport
         self._max_pending = max_pending
         self._max_bytes = max_pending_bytes
         self._on_drop = on_drop
+        #: with it, pushes are held until the end of the reactor turn (it is called with the
+        #: queue once a turn, to have :meth:`flush` called then) and written joined
+        self._at_end_of_turn = at_end_of_turn
+        self._held: list[tuple[bytes, str]] = []
+        self._held_bytes = 0
         self._paused = False
         self._queue: collections.deque[tuple[bytes, str | None]] = collections.deque()
         self._droppable = 0
@@ -194,6 +230,19 @@ class OutboundQueue:
 
     def send(self, line: bytes, drop_tag: str | None = None) -> None:
         if not self._paused and not self._queue:
+            if drop_tag is not None and self._at_end_of_turn is not None:
+                if not self._held:
+                    self._at_end_of_turn(self)
+                self._held.append((line, drop_tag))
+                self._held_bytes += len(line)
+                if self._held_bytes >= WRITE_BATCH_BYTES:
+                    self.flush()
+                return
+            if self._held:
+                self.flush()  # a response goes after the pushes before it
+                if self._paused or self._queue:
+                    self.send(line, drop_tag)
+                    return
             self._transport.write(line)
             return
         if drop_tag is not None and len(line) > self._max_bytes and self._queue:
@@ -209,6 +258,25 @@ class OutboundQueue:
                 self._transport.loseConnection()
                 self._clear()
                 return
+
+    def flush(self) -> None:
+        """Write the pushes held for this turn, joined (into the queue if the transport has
+        asked us to pause meanwhile)."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        self._held_bytes = 0
+        if self._paused or self._queue:
+            for line, tag in held:
+                self.send(line, tag)
+            return
+        self._transport.write(held[0][0] if len(held) == 1 else b"".join(line for line, _ in held))
+
+    def close(self) -> None:
+        """Write what is held, then close the connection once the transport has written it."""
+        self.flush()
+        self._transport.loseConnection()
 
     def _drop_oldest_droppable(self) -> bool:
         if not self._droppable:
@@ -228,6 +296,8 @@ class OutboundQueue:
             self._on_drop(tag)
 
     def _clear(self) -> None:
+        self._held.clear()
+        self._held_bytes = 0
         self._queue.clear()
         self._droppable = self.pending_bytes = 0
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-_last_second: int | None = None
-_last_prefix = ""
+#: the last whole second formatted, and its text with a ``%06d`` for the microseconds
+_last: list[Any] = [None, ""]
 
 
 def rfc3339(seconds: float) -> str:
     """Format POSIX seconds as ``2026-11-28T13:05:15.123456Z``."""
-    global _last_second, _last_prefix
-    micros = round(seconds * 1_000_000)
-    whole, fraction = divmod(micros, 1_000_000)
-    if whole != _last_second:  # events come in bursts within one second: format that once
-        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        _last_second = whole
-    return f"{_last_prefix}.{fraction:06d}Z"
+    whole, fraction = divmod(round(seconds * 1_000_000), 1_000_000)
+    last = _last
+    if whole != last[0]:  # events come in bursts within one second: format that once
+        last[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)) + "%06dZ"
+        last[0] = whole
+    return last[1] % fraction
 
 
 def unix_nanos(seconds: float) -> int:
