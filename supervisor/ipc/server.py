@@ -28,14 +28,7 @@ from supervisor.tree.journal import EventRecord, LogRecord
 from supervisor.tree.runtime import Supervisor
 from supervisor.wire.bounds import SEQUENCE_RANGE, TAIL_LINES_RANGE, describe, int_in
 from supervisor.wire.errors import WireError
-from supervisor.wire.ndjson import (
-    NDJSONReceiver,
-    OutboundQueue,
-    decode,
-    dumps,
-    encode,
-    quote,
-)
+from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, dumps, encode, quote
 from supervisor.tree.descendants import start_time
 from supervisor.wire.timestamps import parse_rfc3339
 from supervisor.wire.unixsocket import peer_credentials

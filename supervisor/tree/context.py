@@ -28,7 +28,7 @@ from supervisor.tree.journal import (
 )
 from supervisor.tree.lifecycle import ShutdownPhase
 from supervisor.tree.spec import SupervisorSpec
-from supervisor.wire.ndjson import encodable, lone_surrogates
+from supervisor.wire.ndjson import encodable, has_lone_surrogate
 from supervisor.wire.vocabulary import event_severity
 
 _LEVELS = {
@@ -173,7 +173,7 @@ class Tree:
             record = EventRecord(self.target_id, sequence, correlation or self.new_correlation(),
                                  event_type, event_severity(event_type), path, child_id, now,
                                  self.config_version, payload)
-            if lone_surrogates(record.json_text()):  # rare: the text finds them in one C pass
+            if has_lone_surrogate(record.json_text()):  # rare: the text finds them in one C pass
                 record = attrs.evolve(record, payload=encodable(payload))
             return record
 

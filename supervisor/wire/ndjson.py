@@ -50,7 +50,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-#: one encoder for every message: ``json.dumps`` with options builds a new one per call
+#: the options of every message; used as it is only where ``json`` has no C accelerator
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -114,7 +114,7 @@ def decode(line: bytes, stage: str = "protocol_parse", *, lone_surrogates: str =
         raise WireError("invalid_json", stage, f"request line is not valid JSON: {_short(e)}") from None
 
 
-def lone_surrogates(text: str) -> bool:
+def has_lone_surrogate(text: str) -> bool:
     """Whether ``text`` holds a lone surrogate (which UTF-8 cannot encode)."""
     return not text.isascii() and _LONE_SURROGATE.search(text) is not None
 
