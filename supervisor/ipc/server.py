@@ -31,6 +31,7 @@ from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import NDJSONReceiver, OutboundQueue, decode, dumps, encode, quote
 from supervisor.tree.descendants import start_time
 from supervisor.wire.timestamps import parse_rfc3339
+from supervisor.wire.turns import EndOfTurn
 from supervisor.wire.unixsocket import peer_credentials
 from supervisor.wire.vocabulary import COMMANDS, PROTOCOL_VERSION, ipc_method
 
@@ -79,7 +80,7 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
         config = self.server.config
         self.out = OutboundQueue(self.transport, config.max_pending_pushes, self._dropped,
                                  max_pending_bytes=config.max_pending_push_bytes,
-                                 at_end_of_turn=self.server.flush_at_end_of_turn)
+                                 at_end_of_turn=self.server.end_of_turn.add)
         self.out.on_drained = self._report_drops
         creds = self._peer_credentials()
         uid = None if creds is None else creds[1]
@@ -399,8 +400,8 @@ class IpcServer(Factory):
         #: pushes dropped from slow readers' queues, by tag (``event``: events and deltas)
         self.dropped_pushes = {"event": 0, "log": 0}
         self._encoded: dict[str, tuple[Any, bytes]] = {}
-        self._unflushed: list[OutboundQueue] = []
-        self._flush_call: Any = None
+        #: flushes the pushes each connection holds at the end of the turn they were sent in
+        self.end_of_turn = EndOfTurn(clock)
         #: ``encode({"type": kind, "target_id": ..., kind: record})`` up to the record's text
         self._push_openings = {kind: '{"type":%s,"target_id":%s,%s:' % (
             quote(kind), quote(self.target_id), quote(kind)) for kind in ("event", "log")}
@@ -436,19 +437,6 @@ class IpcServer(Factory):
         self._results[method] = (key, body)
         self.result_encodings += 1
         return body
-
-    def flush_at_end_of_turn(self, out: OutboundQueue) -> None:
-        """Have ``out``'s held pushes written at the end of this reactor turn: one delayed
-        call for every connection pushed to in the turn, and one write per connection."""
-        self._unflushed.append(out)
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self._flush_held)
-
-    def _flush_held(self) -> None:
-        self._flush_call = None
-        unflushed, self._unflushed = self._unflushed, []
-        for out in unflushed:
-            out.flush()
 
     def push_line(self, kind: str, record: EventRecord | LogRecord) -> bytes:
         """The push line for ``record``, encoded once however many connections stream it."""

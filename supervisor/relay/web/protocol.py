@@ -28,6 +28,7 @@ from supervisor.config.relay import RelayConfig
 from supervisor.relay.auth import Identity, identity_from_certificate, identity_from_proxy_header
 from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, Session
 from supervisor.wire.errors import WireError
+from supervisor.wire.turns import EndOfTurn
 
 __all__ = ["DashboardServerProtocol", "DashboardServerFactory"]
 
@@ -259,7 +260,7 @@ class _WSTransport:
             return
         data = prepared.payloadHybi
         if not self._pending:
-            self._factory.flush_at_end_of_turn(self)
+            self._factory.end_of_turn.add(self)
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= WRITE_BATCH_BYTES:
@@ -294,8 +295,8 @@ class DashboardServerFactory(WebSocketServerFactory):
         self.relay_config = config
         self._prepared_text: str | None = None
         self._prepared = self.prepareMessage(b"")
-        self._unflushed: list[_WSTransport] = []  # sessions holding frames for the turn's end
-        self._flush_call: Any = None
+        #: flushes the frames each session holds at the end of the turn they were sent in
+        self.end_of_turn = EndOfTurn(reactor)
         self._proxy_addresses = frozenset(
             a for a in map(_address, config.trusted_proxy.allowed_remote_addrs) if a is not None)
         t = config.timeouts
@@ -317,19 +318,6 @@ class DashboardServerFactory(WebSocketServerFactory):
         ``0:0:0:0:0:0:0:1``; an IPv4-mapped IPv6 peer is its IPv4 address)."""
         address = _address(host)
         return address is not None and address in self._proxy_addresses
-
-    def flush_at_end_of_turn(self, session: _WSTransport) -> None:
-        """Have ``session``'s held frames written at the end of this reactor turn; one
-        delayed call for every session that wrote in the turn."""
-        self._unflushed.append(session)
-        if self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self._flush_sessions)
-
-    def _flush_sessions(self) -> None:
-        self._flush_call = None
-        sessions, self._unflushed = self._unflushed, []
-        for session in sessions:
-            session.flush()
 
     def prepared(self, text: str) -> PreparedMessage:
         """``text`` as a prepared WebSocket message. A fan-out hands every session the same
