@@ -661,8 +661,7 @@ class NatsBus:
         """Loop thread: flush what is queued for up to a second, close, stop the loop."""
         nc = self._nc
         if self._main is not None:
-            self._main.cancel()  # the connection attempts, the drainer
-            await asyncio.gather(self._main, return_exceptions=True)
+            await cancel_until_done(self._main)  # the connection attempts, the drainer
         try:
             if nc is not None and nc.is_connected:
                 deadline = time.monotonic() + 1.0
@@ -681,6 +680,17 @@ class NatsBus:
             except Exception:
                 pass
         asyncio.get_running_loop().stop()
+
+
+async def cancel_until_done(task: "asyncio.Task[Any]", recheck: float = 0.1) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again while it goes on.
+
+    On Python 3.11 ``asyncio.wait_for`` loses a cancellation that arrives as the awaited
+    operation ends; nats-py's connection attempts run under it and retry on failure, so a
+    single ``cancel()`` can leave them retrying for ever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=recheck)
 
 
 class BusCollector(Collector):

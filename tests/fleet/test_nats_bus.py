@@ -17,7 +17,13 @@ from twisted.internet.threads import deferToThread
 from supervisor.certs import generate_ca, issue_client_cert
 from supervisor.config.fleet import NatsConfig, NatsTLSConfig
 from supervisor.fleet.bus import BusMessage
-from supervisor.fleet.nats import _BATCH, DISPATCH_DELAY_SECONDS, BusCollector, NatsBus
+from supervisor.fleet.nats import (
+    _BATCH,
+    DISPATCH_DELAY_SECONDS,
+    BusCollector,
+    NatsBus,
+    cancel_until_done,
+)
 from supervisor.fleet.subjects import heartbeat_subject, rpc_subject, stream_subject
 from supervisor.wire.errors import WireError
 from tests.waiting import eventually, wait_until
@@ -374,3 +380,29 @@ def test_a_burst_of_deliveries_is_handed_over_a_batch_per_reactor_turn():
     assert handed == [0, _BATCH, 2 * _BATCH, burst]
     assert turns.delays == [DISPATCH_DELAY_SECONDS, 0, 0]
     assert received == [b"%05d" % n for n in range(burst)]
+
+
+def test_a_cancellation_a_task_loses_is_repeated_until_the_task_ends():
+    """What nats-py's connection attempts do on Python 3.11 when a cancellation arrives as an
+    attempt ends (``asyncio.wait_for`` loses it): the bus's shutdown must not wait for ever."""
+
+    async def main() -> int:
+        lost = 0
+
+        async def retrying() -> None:
+            nonlocal lost
+            while True:
+                try:
+                    await asyncio.sleep(1)
+                except asyncio.CancelledError:
+                    if lost == 2:
+                        raise
+                    lost += 1  # the attempt "ended" and the cancellation went with it
+
+        task = asyncio.get_running_loop().create_task(retrying())
+        await asyncio.sleep(0)
+        await cancel_until_done(task, recheck=0.01)
+        assert task.cancelled()
+        return lost
+
+    assert asyncio.run(main()) == 2
