@@ -12,7 +12,8 @@ from supervisor.config.target import IpcConfig
 from supervisor.ipc.server import IpcServer
 from supervisor.testing import ManualTask, TreeHarness
 from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
-from supervisor.wire.ndjson import WRITE_BATCH_BYTES, OutboundQueue
+from supervisor.wire.ndjson import OutboundQueue
+from supervisor.wire.turns import WRITE_BATCH_BYTES
 from tests.ipc_support import SocketBackedTransport
 
 

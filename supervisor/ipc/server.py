@@ -126,10 +126,8 @@ class IpcConnection(NDJSONReceiver, TimeoutMixin):
 
     def close(self) -> None:
         """Close the connection once what was sent to it is written."""
-        if self.out is not None:
-            self.out.close()
-        else:
-            self.transport.loseConnection()
+        assert self.out is not None  # made in connectionMade, before anything can close
+        self.out.close()
 
     def lineLengthExceeded(self) -> None:
         self._send_error(

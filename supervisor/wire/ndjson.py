@@ -40,10 +40,9 @@ from zope.interface import implementer
 
 from supervisor.wire.bounds import check_wire_int
 from supervisor.wire.errors import WireError
+from supervisor.wire.turns import WRITE_BATCH_BYTES
 
 DEFAULT_MAX_LINE_BYTES = 65536
-#: held pushes are written as soon as this many bytes of them wait, not only at the turn's end
-WRITE_BATCH_BYTES = 64_000
 
 # an escape of a UTF-16 surrogate (``\\ud800``..``\\udfff``); pairs decode to one code point
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")

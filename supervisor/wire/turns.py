@@ -7,6 +7,10 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
+#: What a reader's held writes may reach before they are written at once, not only at the
+#: turn's end (a relay session's frames, an IPC connection's pushes).
+WRITE_BATCH_BYTES = 64_000
+
 
 class Flushable(Protocol):
     def flush(self) -> None:

@@ -15,8 +15,9 @@ from twisted.python.failure import Failure
 from twisted.web import pages
 
 from relay_memory import MemoryRelay
-from supervisor.relay.web.protocol import WRITE_BATCH_BYTES, DashboardServerFactory, _WSTransport
+from supervisor.relay.web.protocol import DashboardServerFactory, _WSTransport
 from supervisor.relay.web.site import RelaySite, build_site
+from supervisor.wire.turns import WRITE_BATCH_BYTES
 
 
 def factory() -> DashboardServerFactory:

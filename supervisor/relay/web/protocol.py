@@ -28,7 +28,7 @@ from supervisor.config.relay import RelayConfig
 from supervisor.relay.auth import Identity, identity_from_certificate, identity_from_proxy_header
 from supervisor.relay.session import CLOSE_PROTOCOL_ERROR, Session
 from supervisor.wire.errors import WireError
-from supervisor.wire.turns import EndOfTurn
+from supervisor.wire.turns import WRITE_BATCH_BYTES, EndOfTurn
 
 __all__ = ["DashboardServerProtocol", "DashboardServerFactory"]
 
@@ -223,10 +223,6 @@ def _address(host: Any) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-#: bytes of frames a session holds for the end of the reactor turn before writing them at once
-WRITE_BATCH_BYTES = 64_000
 
 
 class _WSTransport:
