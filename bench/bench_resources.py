@@ -89,11 +89,11 @@ def measure(workdir: str, interval_ms: int) -> dict:
 
 def sampler_alone(samples: int = 20) -> dict:
     """CPU time of one sample of CHILDREN process groups, in this process."""
-    from supervisor.tree.resources import PsutilSampler
+    from supervisor.tree.resources import ProcSampler
 
     kids = [subprocess.Popen([SLEEP, "3600"], start_new_session=True) for _ in range(CHILDREN)]
     try:
-        sampler = PsutilSampler()
+        sampler = ProcSampler()
         groups = {k.pid for k in kids}
         sampler.sample_groups(groups)
         start = time.process_time()

@@ -13,10 +13,10 @@ from twisted.internet.testing import MemoryReactorClock
 
 from supervisor import ChildKind, ChildSpec, Observability, SupervisorSpec, Supervisor
 from supervisor.tree.model import walk
-from supervisor.tree.resources import Figures, PsutilSampler, Thresholds
+from supervisor.tree.resources import Figures, ProcSampler, Thresholds
 from supervisor.tree.spec import ResourcesConfig
 from supervisor.testing import FakeSampler, ManualTask, TreeHarness
-from tests.waiting import eventually
+from tests.waiting import eventually, wait_until
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
@@ -183,7 +183,7 @@ async def test_real_figures_are_summed_over_the_process_group():
               "while True: pass\n")
     spec = SupervisorSpec(children=[ChildSpec("burner", ChildKind.PROCESS, command=[PY, "-c", script])],
                           observability=Observability(resources=ResourcesConfig(200)))
-    sup = Supervisor(spec, reactor=reactor, clock=reactor, sampler=PsutilSampler())
+    sup = Supervisor(spec, reactor=reactor, clock=reactor, sampler=ProcSampler())
     sup.startService()
     try:
         await eventually(lambda: len(sup.logs) >= 1, what="the child is up")
@@ -208,3 +208,71 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except OSError:
         return None
+
+
+def _status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def await_state(pid: int, state: str) -> None:
+    def seen() -> bool:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == state
+    wait_until(seen, 10, f"process {pid} in state {state}")
+
+
+def test_the_proc_sampler_reads_the_figures_the_kernel_reports_for_a_group():
+    import subprocess
+
+    sleepers = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(2)]
+    try:
+        sampler = ProcSampler()
+        groups = {p.pid for p in sleepers}
+        figures = sampler.sample_groups(groups | {999_999_999})
+        assert set(figures) == groups  # a group with no process is left out
+        for p in sleepers:
+            f = figures[p.pid]
+            assert f.rss_bytes == _status(p.pid, "VmRSS") * 1024
+            assert f.threads == _status(p.pid, "Threads") == 1
+            assert f.open_fds == len(os.listdir(f"/proc/{p.pid}/fd"))
+            assert f.cpu_percent == 0.0  # first sight of the process
+        own = sampler.sample_self()
+        assert own.threads == _status(os.getpid(), "Threads")
+        assert own.rss_bytes > 10 * MIB and own.open_fds >= 3
+        # a zombie (exited, not yet reaped) is not counted: it holds no memory or descriptors
+        sleepers[0].kill()
+        await_state(sleepers[0].pid, "Z")
+        assert set(sampler.sample_groups(groups)) == {sleepers[1].pid}
+        sleepers[0].wait()
+        assert set(sampler.sample_groups(groups)) == {sleepers[1].pid}
+        assert sampler.sample_groups(set()) == {}
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+
+
+def test_the_proc_sampler_counts_cpu_since_the_last_sample_of_the_same_process(monkeypatch):
+    from supervisor.tree import resources
+
+    now = [100.0]
+    readings = {}
+    monkeypatch.setattr(resources.os, "listdir", lambda path: ["7", "self", "8"])
+    monkeypatch.setattr(resources.os, "getpgid", lambda pid: 7)
+    monkeypatch.setattr(resources, "read_process", lambda pid: readings[int(pid)])
+    sampler = ProcSampler(monotonic=lambda: now[0])
+
+    def sample(cpu7: float, cpu8: float, started8: int = 1) -> float:
+        readings[7] = resources._Reading(1, cpu7, MIB, 3, 1)
+        readings[8] = resources._Reading(started8, cpu8, MIB, 3, 1)
+        return sampler.sample_groups({7})[7].cpu_percent
+
+    assert sample(10.0, 5.0) == 0.0
+    now[0] += 2
+    assert sample(11.0, 5.5) == pytest.approx(75.0)  # (1 + 0.5) s over 2 s
+    now[0] += 2
+    # pid 8 is a new process now (another start time): its CPU time is not a delta of the old one
+    assert sample(11.0, 9.0, started8=2) == 0.0
+    now[0] += 1
+    assert sample(11.5, 9.25, started8=2) == pytest.approx(75.0)

@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from supervisor import ChildKind, ChildSpec, Observability, Policy, SupervisorSpec, Supervisor
 from supervisor.config.target import parse_target_config
 from supervisor.target.metrics import metrics_service
-from supervisor.tree.resources import PsutilSampler
+from supervisor.tree.resources import ProcSampler
 from supervisor.tree.spec import ResourcesConfig
 from supervisor.testing import ManualTask
 from tests.http_support import get
@@ -51,7 +51,7 @@ async def test_the_scrape_matches_the_tree():
         policy=Policy(initial_backoff_ms=0, max_backoff_ms=0, jitter_ratio=0),
         observability=Observability(resources=ResourcesConfig(100)),
     )
-    sup = Supervisor(spec, reactor=reactor, clock=reactor, sampler=PsutilSampler())
+    sup = Supervisor(spec, reactor=reactor, clock=reactor, sampler=ProcSampler())
     service = metrics_service(sup, reactor, "tcp:0:interface=127.0.0.1")
     sup.startService()
     service.startService()

@@ -16,7 +16,7 @@ from supervisor.tree.health import HeartbeatMonitor
 from supervisor.tree.journal import EventRecord, LogRecord, Ring
 from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 from supervisor.tree.model import ROOT_PATH, ChildRuntime, child_at, runtime_row
-from supervisor.tree.resources import PsutilSampler, ResourceMonitor, Sampler
+from supervisor.tree.resources import ProcSampler, ResourceMonitor, Sampler
 from supervisor.tree.shutdown import TreeShutdown
 from supervisor.tree.spec import SupervisorSpec
 from supervisor.tree.state import dashboard_state, publish_topology, rows, status
@@ -66,7 +66,7 @@ class Supervisor(Service):
         #: samples process children's CPU, memory, descriptors and threads (``None`` when off)
         self.resources: ResourceMonitor | None = None
         if interval_ms > 0:
-            self.resources = ResourceMonitor(self.root, sampler or PsutilSampler(), interval_ms / 1000)
+            self.resources = ResourceMonitor(self.root, sampler or ProcSampler(), interval_ms / 1000)
             self._shutdown.on_stopped(lambda report: self.resources and self.resources.stop())
 
     @property
