@@ -13,7 +13,7 @@ import importlib
 import os
 import pwd
 import re
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import attrs
 import yaml
@@ -54,8 +54,9 @@ from supervisor.tree.children import signal_number
 from supervisor.wire.ndjson import encodable
 from supervisor.wire.bounds import COMMAND_TIMEOUT_SECONDS_RANGE, LEASE_SECONDS_RANGE
 from supervisor.wire.registration import MAX_DISPLAY_NAME_CHARS
-from supervisor.tree.reconfigure import ConfigLoader, Reloaded
-from supervisor.tree.specdiff import changed_keys
+
+if TYPE_CHECKING:
+    from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 
 TOP_KEYS = ("supervisor", "policy", "shutdown", "observability", "ipc", "include", "children")
 #: What an included file may hold.
@@ -189,6 +190,10 @@ class TargetConfig:
             return None
 
         def load() -> Reloaded:
+            # imported when a reload runs: start-up does not pay for them
+            from supervisor.tree.reconfigure import Reloaded
+            from supervisor.tree.specdiff import changed_keys
+
             try:
                 fresh = load_target_config(source)
             except ConfigError as e:

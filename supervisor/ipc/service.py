@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, Service
 from twisted.internet import defer
@@ -11,11 +11,13 @@ from twisted.logger import Logger
 
 from supervisor.config.target import TargetConfig
 from supervisor.history.store import HistoryStore
-from supervisor.ipc.registration import RegistrationHeartbeat, registration_payload
 from supervisor.ipc.server import IpcServer
 from supervisor.ipc.socketpath import SocketPathRefused, prepare_socket_path, remove_if_ours
 from supervisor.tree.runtime import Supervisor
 from supervisor.wire.unixsocket import listen_unix
+
+if TYPE_CHECKING:
+    from supervisor.ipc.registration import RegistrationHeartbeat
 
 
 class IpcService(Service):
@@ -75,8 +77,14 @@ def ipc_services(config: TargetConfig, supervisor: Supervisor, reactor: Any,
                  history: HistoryStore | None = None) -> list[IService]:
     """Heartbeat first (so it is running when the listener calls ``begin``), then the listener."""
     ipc = config.ipc
-    heartbeat = RegistrationHeartbeat(ipc, reactor) if ipc.registration.enabled else None
-    payload = registration_payload(ipc) if ipc.registration.enabled else None
+    heartbeat = payload = None
+    if ipc.registration.enabled:
+        # imported only here: a target that registers nowhere does not load the client
+        # machinery (automat, endpoints) at start-up
+        from supervisor.ipc.registration import RegistrationHeartbeat, registration_payload
+
+        heartbeat = RegistrationHeartbeat(ipc, reactor)
+        payload = registration_payload(ipc)
     server = IpcServer(supervisor, ipc, payload, reactor,
                        relay_process=lambda: heartbeat.relay_process if heartbeat is not None else None,
                        history=history)

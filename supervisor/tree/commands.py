@@ -8,7 +8,7 @@ one fails with ``illegal_transition``. When audit is on, each command is bracket
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 from twisted.internet import defer
@@ -28,15 +28,17 @@ from supervisor.tree.model import (
     wait_for,
     walk,
 )
-from supervisor.tree.reconfigure import ConfigLoader, Reconfigure, Reloaded, running_of
 from supervisor.tree.shutdown import TreeShutdown, stop_child
 from supervisor.tree.spec import ChildKind, ChildSpec, SupervisorSpec
-from supervisor.tree.specdiff import TreeDiff, diff_tree
 from supervisor.tree.state import publish_topology
 from supervisor.tree.supervision import Supervision
 from supervisor.wire.errors import WireError
 from supervisor.wire.ndjson import encodable
 from supervisor.wire.vocabulary import COMMANDS, DRY_RUN_COMMANDS
+
+if TYPE_CHECKING:
+    from supervisor.tree.reconfigure import ConfigLoader, Reloaded
+    from supervisor.tree.specdiff import TreeDiff
 
 
 @attrs.frozen
@@ -382,6 +384,10 @@ class Commands:
         if self._reloading:
             raise WireError("reload_in_progress", "command_execute",
                             "another reload_config is being applied", self._tree.target_id, True)
+        # imported when a reload runs: start-up does not pay for them
+        from supervisor.tree.reconfigure import Reconfigure, running_of
+        from supervisor.tree.specdiff import diff_tree
+
         try:
             reloaded = self._config_loader()
             diff = diff_tree(self.spec, running_of(self._root), reloaded.spec)

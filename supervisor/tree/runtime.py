@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -14,7 +14,6 @@ from supervisor.tree.commands import Commands, CommandOutcome, CommandRequest, M
 from supervisor.tree.context import Tree
 from supervisor.tree.health import HeartbeatMonitor
 from supervisor.tree.journal import EventRecord, LogRecord, Ring
-from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 from supervisor.tree.model import ROOT_PATH, ChildRuntime, child_at, runtime_row
 from supervisor.tree.resources import ProcSampler, ResourceMonitor, Sampler
 from supervisor.tree.shutdown import TreeShutdown
@@ -22,6 +21,9 @@ from supervisor.tree.spec import SupervisorSpec
 from supervisor.tree.state import dashboard_state, publish_topology, rows, status
 from supervisor.tree.supervision import Supervision
 from supervisor.wire.errors import WireError
+
+if TYPE_CHECKING:
+    from supervisor.tree.reconfigure import ConfigLoader, Reloaded
 
 
 class Supervisor(Service):
