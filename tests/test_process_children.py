@@ -31,7 +31,8 @@ def subreaper(request):
 
 
 def supervise(*children: ChildSpec, **kwargs) -> Supervisor:
-    sup = Supervisor(SupervisorSpec(children=children, policy=FAST, **kwargs), reactor=reactor, clock=reactor)
+    kwargs.setdefault("policy", FAST)
+    sup = Supervisor(SupervisorSpec(children=children, **kwargs), reactor=reactor, clock=reactor)
     sup.startService()
     return sup
 
@@ -245,6 +246,42 @@ async def test_a_grandchild_that_escaped_the_group_is_killed_with_the_child_and_
         assert open_fds() - before == set(), "the child's pipes are closed"
         done = [e for e in sup.events if e.event_type == "command_completed"][-1]
         assert done.payload["processes"] == {"stopped": [leader], "killed": [grandchild], "survived": []}
+    finally:
+        await sup.stopService()
+
+
+LEAVER = """
+import os, sys, time
+if os.fork() == 0:
+    if sys.argv[2] == "escaped":
+        os.setsid()
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(60)
+    os._exit(0)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("where", ["in_group", "escaped"])
+@pytest_twisted.ensureDeferred
+async def test_what_a_crashed_leader_left_running_is_killed(tmp_path, where, subreaper):
+    # the leader exits on its own; its child, now an orphan (of this process when it is a
+    # subreaper), is found and killed before the exit is handled
+    pidfile = tmp_path / "left.pid"
+    sup = supervise(ChildSpec("leaver", ChildKind.PROCESS, command=[PY, "-c", LEAVER, str(pidfile), where]),
+                    policy=Policy(initial_backoff_ms=60_000, max_backoff_ms=60_000, jitter_ratio=0))
+    child = sup.child("/root/leaver")
+    try:
+        await eventually(lambda: pidfile.exists(), what="the leader's child wrote its pid")
+        left = int(pidfile.read_text())
+        exits = await eventually(lambda: [e for e in sup.events if e.event_type == "child_exited"],
+                                 what="the crash was handled")
+        assert len(exits) == 1 and child.runner is None  # not restarted yet: the backoff is long
+        assert not alive(left)
     finally:
         await sup.stopService()
 

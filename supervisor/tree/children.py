@@ -439,11 +439,14 @@ class ProcessRunner(ProcessProtocol):
         self._start_window = None
         self._hooks.running()
 
-    def _descendants(self) -> list[int]:
-        """Live processes carrying this child's marks (its group and any that escaped it)."""
+    def _descendants(self, leader_alive: bool = True) -> list[int]:
+        """Live processes carrying this child's marks (its group and any that escaped it).
+
+        Once the leader has exited there is no subtree of it to walk: the kernel gave its
+        children to the subreaper (or init) before the exit was reported."""
         if MARK_TREE not in self._marks:
             return []
-        return of_child(self.pid, self._marks[MARK_TREE], self._path)
+        return of_child(self.pid if leader_alive else None, self._marks[MARK_TREE], self._path)
 
     def _escaped(self, descendants: list[int]) -> list[int]:
         """Those of ``descendants`` outside the child's process group."""
@@ -504,7 +507,7 @@ class ProcessRunner(ProcessProtocol):
                 self.transport.drainAndClose()
             return
         # The leader is gone; anything left in its group, or escaped from it, would be an orphan.
-        remaining = self._descendants()
+        remaining = self._descendants(leader_alive=False)
         self._signal_group(signal.SIGKILL)
         self._kill(remaining, signal.SIGKILL)
         killed = set(remaining)
