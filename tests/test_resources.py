@@ -227,6 +227,8 @@ def test_the_proc_sampler_reads_the_figures_the_kernel_reports_for_a_group():
 
     sleepers = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(2)]
     try:
+        for p in sleepers:  # asleep: past the dynamic loader, so the resident set holds still
+            await_state(p.pid, "S")
         sampler = ProcSampler()
         groups = {p.pid for p in sleepers}
         figures = sampler.sample_groups(groups | {999_999_999})
