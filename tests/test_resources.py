@@ -255,6 +255,24 @@ def test_the_proc_sampler_reads_the_figures_the_kernel_reports_for_a_group():
             p.wait()
 
 
+def test_descriptors_are_counted_by_listing_where_the_kernel_gives_the_fd_directory_no_size(monkeypatch):
+    import subprocess
+
+    from supervisor.tree import resources
+
+    sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        listed = len(os.listdir(f"/proc/{sleeper.pid}/fd"))
+        assert resources._count_fds(sleeper.pid) == listed == 3
+        real_stat = os.stat
+        monkeypatch.setattr(resources.os, "stat",
+                            lambda path: os.stat_result((0,) * 6 + (0,) * 4) if "/fd" in path else real_stat(path))
+        assert resources._count_fds(sleeper.pid) == listed  # a kernel before 6.2 reports size 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_the_proc_sampler_counts_cpu_since_the_last_sample_of_the_same_process(monkeypatch):
     from supervisor.tree import resources
 

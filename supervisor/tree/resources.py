@@ -89,6 +89,13 @@ def _read_small(path: str) -> bytes:
         os.close(fd)
 
 
+def _count_fds(pid: int | str) -> int:
+    """How many descriptors the process has open: the size Linux 6.2+ gives its ``fd``
+    directory (one ``stat``), else the directory listed (older kernels report 0 there)."""
+    path = f"/proc/{pid}/fd"
+    return os.stat(path).st_size or len(os.listdir(path))
+
+
 @attrs.frozen
 class _Reading:
     """What one process's /proc files said: the counters a sample sums, and its CPU time."""
@@ -115,7 +122,7 @@ def read_process(pid: int | str) -> _Reading | None:
     return _Reading(started=int(fields[19]),
                     cpu_seconds=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
                     rss_bytes=resident * _PAGE_BYTES,
-                    open_fds=len(os.listdir(f"/proc/{pid}/fd")),
+                    open_fds=_count_fds(pid),
                     threads=int(fields[17]))
 
 
@@ -123,8 +130,9 @@ class ProcSampler:
     """A :class:`Sampler` reading /proc: every member of a group is found by its pgid once per sample.
 
     CPU percent is the CPU time a process used since the previous sample, over the wall time
-    between them (100 = one core); a process seen for the first time counts 0. Three reads per
-    member process (psutil's per-figure calls made seven, and listed the CPUs each time).
+    between them (100 = one core); a process seen for the first time counts 0. Per member
+    process two reads (``stat``, ``statm``) and a ``stat`` of its ``fd`` directory (psutil's
+    per-figure calls made seven reads and a listing, and listed the CPUs each time).
     """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
