@@ -15,7 +15,7 @@ from supervisor import ChildKind, ChildSpec, Observability, SupervisorSpec, Supe
 from supervisor.tree.model import walk
 from supervisor.tree.resources import Figures, ProcSampler, Thresholds
 from supervisor.tree.spec import ResourcesConfig
-from supervisor.testing import FakeSampler, ManualTask, TreeHarness
+from supervisor.testing import ManualTask, TreeHarness
 from tests.waiting import eventually, wait_until
 
 PY = sys.executable

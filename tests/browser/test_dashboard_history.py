@@ -8,7 +8,6 @@ history by the time the page opens.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Iterator
 
@@ -63,7 +62,7 @@ def history_page(browser, relay, certs, run_dir, request) -> Iterator[Page]:
     context, page = new_page(browser, relay, certs)
     page.goto(relay.origin + "/")
     expect(page.locator("#relay-status")).to_have_class("status st-established")
-    expect(page.locator(f'#topology-svg g.node[data-path="/root/burst"]')).to_have_count(1)
+    expect(page.locator('#topology-svg g.node[data-path="/root/burst"]')).to_have_count(1)
     yield page
     assert page.page_errors == [], page.page_errors
     context.close()

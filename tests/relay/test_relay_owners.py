@@ -11,7 +11,6 @@ import stat
 import pytest
 import pytest_twisted
 import yaml
-from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
