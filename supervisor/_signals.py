@@ -6,6 +6,11 @@ with another ``reactor.stop()``, which raises ``ReactorNotRunning`` inside the r
 logged as a critical traceback. :class:`StopOnce` keeps the handler the reactor installed for
 the first signal (it logs the signal, records it as the exit signal and stops the reactor)
 and, once a shutdown has begun by any road, logs the later ones and lets the shutdown finish.
+
+The reactor installs its handlers only when it starts to run, after the services started:
+a target's tree has started its children by then. A signal in between would end the process
+by its default disposition and leave every child running, so until the reactor runs the
+stop signals (and ``SIGHUP``) are queued for it instead.
 """
 
 from __future__ import annotations
@@ -38,9 +43,30 @@ class StopOnce:
         self.stopping = False
 
     def install(self) -> None:
-        """Take over the signal handlers after startup; call before ``reactor.run()``."""
+        """Queue stop signals from now on and take over the reactor's handlers once it runs;
+        call before the services start."""
+        for signum in STOP_SIGNALS:
+            if callable(signal.getsignal(signum)) or signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, self._before_running)
+        self._reactor.addSystemEventTrigger("before", "startup", self._hand_over)
         self._reactor.addSystemEventTrigger("after", "startup", self._wrap_handlers)
         self._reactor.addSystemEventTrigger("before", "shutdown", self.stopping_now)
+
+    def _before_running(self, signum: int, frame: FrameType | None) -> None:
+        """A stop signal before the reactor runs: it stops as soon as it runs."""
+        name = signal.Signals(signum).name
+        if self.stopping:
+            self._on_repeat(name)
+            return
+        self.stopping = True
+        self.log.info("Received {signal} while starting; stopping once started", signal=name)
+        self._reactor.callFromThread(self._reactor.stop)  # queued: runs once the reactor does
+
+    def _hand_over(self) -> None:
+        """Give SIGINT back to Python's handler, which the reactor replaces only when it finds
+        it there (it replaces SIGTERM's in any case)."""
+        if signal.getsignal(signal.SIGINT) == self._before_running:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def stopping_now(self) -> None:
         """A shutdown has begun by another road (the program's own stop): signals only log."""
@@ -83,10 +109,7 @@ class ReloadOnHangup:
         self._running = False
 
     def install(self) -> None:
-        """Take over ``SIGHUP`` once the reactor runs."""
-        self._reactor.addSystemEventTrigger("after", "startup", self._install_now)
-
-    def _install_now(self) -> None:
+        """Take over ``SIGHUP`` now: one that arrives before the reactor runs is queued for it."""
         signal.signal(signal.SIGHUP, lambda signum, frame: self._reactor.callFromThread(self.hangup))
 
     def hangup(self) -> None:

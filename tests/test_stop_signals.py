@@ -1,9 +1,11 @@
 """A target stops once, cleanly, however many stop signals reach it: a terminal's Ctrl-C goes
 to the whole foreground process group, a second Ctrl-C follows, and a launcher or service
-manager may add its SIGTERM while the staged shutdown runs."""
+manager may add its SIGTERM while the staged shutdown runs, or while the children are still
+being started, before the reactor (and its handlers) runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +19,8 @@ from typing import Iterator
 
 import pytest
 
+from supervisor._signals import ReloadOnHangup, StopOnce
+from supervisor.tree.descendants import leftovers
 from tests.waiting import wait_until
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -107,3 +111,115 @@ def test_repeated_stop_signals_give_one_clean_shutdown(workdir, signals):
     assert log.count(REPEATED) == len(signals) - 1, log
     assert "Server Shut Down" in log, log
     assert not (workdir / "t.sock").exists(), "the socket is removed on the way out"
+
+
+def test_a_stop_signal_while_the_children_start_stops_every_one_of_them(workdir):
+    target_id = f"starting-{os.getpid()}"
+    config = workdir / "target.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "ipc": {"enabled": True, "target_id": target_id, "path": str(workdir / "t.sock")},
+        "children": [{"name": f"c{i:03d}", "kind": "process", "command": ["sleep", "3600"]}
+                     for i in range(200)],
+    }))
+    proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(config)],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+        # the first child is up while the others are still being started (before the reactor runs)
+        wait_until(lambda: open(children).read().split(), 60, "the first child started", interval=0.0005)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode in (0, -signal.SIGTERM), output
+        assert "Server Shut Down" in output, output  # a staged shutdown, not a default death
+        wait_until(lambda: not leftovers(target_id), 30, "every child stopped with the target")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid, _ in leftovers(target_id):
+            os.kill(pid, signal.SIGKILL)
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class RecordingReactor:
+    """What StopOnce and ReloadOnHangup ask of a reactor, recorded; triggers fire on demand."""
+
+    def __init__(self) -> None:
+        self.triggers: list[tuple[str, str, object]] = []
+        self.from_thread: list[object] = []
+        self.stops = 0
+
+    def addSystemEventTrigger(self, phase: str, event: str, f, *args) -> None:
+        self.triggers.append((phase, event, lambda: f(*args)))
+
+    def fire(self, phase: str, event: str) -> None:
+        for p, e, f in self.triggers:
+            if (p, e) == (phase, event):
+                f()
+
+    def callFromThread(self, f, *args) -> None:
+        self.from_thread.append(f)
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+@pytest.fixture(autouse=True)
+def own_handlers():
+    """Every test leaves the process's handlers as it found them."""
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_a_stop_signal_before_the_reactor_runs_is_queued_for_it_and_a_second_one_only_noted():
+    reactor, repeats = RecordingReactor(), []
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    once = StopOnce(reactor, on_repeat=repeats.append)
+    once.install()
+    # the services start now: a signal here must not end the process by its default
+    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert once.stopping and reactor.from_thread == [reactor.stop] and reactor.stops == 0
+    signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    assert repeats == ["SIGINT"] and len(reactor.from_thread) == 1
+    # as the reactor starts, SIGINT goes back to Python's handler, which the reactor replaces
+    reactor.fire("before", "startup")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    reactor_handled = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: reactor_handled.append(signum))
+    reactor.fire("after", "startup")
+    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert repeats == ["SIGINT", "SIGTERM"] and reactor_handled == []
+
+
+def test_once_the_reactor_runs_the_first_stop_signal_goes_to_its_handler():
+    reactor, repeats = RecordingReactor(), []
+    once = StopOnce(reactor, on_repeat=repeats.append)
+    once.install()
+    reactor.fire("before", "startup")
+    reactor_handled = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: reactor_handled.append(signum))
+    reactor.fire("after", "startup")
+    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert reactor_handled == [signal.SIGTERM] and repeats == ["SIGTERM"]
+    assert reactor.from_thread == []
+
+
+def test_an_ignored_stop_signal_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job started in the background
+    StopOnce(RecordingReactor()).install()
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+
+
+def test_a_hangup_before_the_reactor_runs_is_queued_as_a_reload():
+    reactor, reloads = RecordingReactor(), []
+    hangup = ReloadOnHangup(reactor, reloads.append)
+    hangup.install()
+    signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+    assert reactor.from_thread == [hangup.hangup] and reloads == []
