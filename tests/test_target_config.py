@@ -100,6 +100,21 @@ def test_yaml_integers_for_permissions_are_read_as_octal():
     assert parse_target_config(yaml.safe_load(text), "/tmp").ipc.permissions == 0o640
 
 
+def test_config_files_read_through_libyaml_as_pyyaml_reads_them_and_errors_show_the_line(tmp_path):
+    from supervisor.config import _common
+
+    assert _common._FAST_LOADER is yaml.CSafeLoader  # the wheel carries libyaml
+    for path in sorted((ROOT / "etc").glob("*.yaml")):
+        assert _common.load_yaml_mapping(str(path)) == yaml.safe_load(path.read_text()), path
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("children:\n  - {name: a\n  - x: [1,\n")
+    with pytest.raises(ConfigError) as caught:
+        load_target_config(str(bad))
+    message = str(caught.value)
+    assert "is not valid YAML" in message and "line 3, column 6" in message
+    assert "- x: [1," in message and "^" in message, message  # the line, with a caret under it
+
+
 def test_the_production_configs_load():
     from supervisor.config.relay import load_relay_config
 

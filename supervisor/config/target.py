@@ -28,6 +28,7 @@ from supervisor.config._common import (
     load_yaml_mapping,
     metrics_listen,
     resolve_path,
+    safe_load,
 )
 from supervisor.tree.spec import (
     CHILD_ID,
@@ -316,7 +317,7 @@ def parse_manifest(
     allow = allow if allow is not None else AddChildPolicy()
     if isinstance(manifest, str):
         try:
-            manifest = yaml.safe_load(manifest)
+            manifest = safe_load(manifest)
         except yaml.YAMLError as e:
             raise ConfigError("child_manifest", f"is not valid YAML: {e}") from None
     if not isinstance(manifest, dict):
