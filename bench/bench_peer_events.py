@@ -2,7 +2,9 @@
 subscriber seeing the exit event — our IPC ``events.subscribe`` stream (``child_exited``),
 supervisord's event listener protocol (``PROCESS_STATE_EXITED``) and circus's zmq pub/sub
 (``watcher.<name>.reap``). Each subscriber is a separate client process that stamps
-CLOCK_MONOTONIC when it has decoded the event. procmon publishes no events.
+CLOCK_MONOTONIC when it has decoded the event. procmon publishes no events. The floor is
+``peers/events_floor.py``: a bare epoll loop that reaps the child through its pidfd and writes
+one NDJSON line to the same subscriber as ours, with nothing of a supervisor in between.
 
 A kill whose exit event never reaches the subscriber (circus can drop its ``reap`` event when
 its poll sees the zombie before its waitpid does) is counted in ``lost_events``, not timed.
@@ -99,8 +101,10 @@ def main() -> None:
                 results[peer] = {"unavailable": daemons.UNAVAILABLE[(peer, "events")]}
                 continue
             results[peer] = guarded(peer, lambda: measure(session, peer))
+        floor = guarded("floor", lambda: measure(session, "floor"))
     ours = results["ours"].get("p50_ms")
     others = [r["p50_ms"] for p, r in results.items() if p != "ours" and r.get("p50_ms")]
+    results["floor"] = floor
     met = (min(others) / ours >= 2) if isinstance(ours, (int, float)) and others else None
     values = lambda key: {p: harness.value(r, key) for p, r in results.items()}  # noqa: E731
     rows = [

@@ -278,9 +278,39 @@ class Procmon(Daemon):
         return self.workdir / "procmon.json"
 
 
+class EventsFloor(Daemon):
+    """The event-delivery floor (``events_floor.py``): an epoll loop, no supervisor at all."""
+
+    name = "floor"
+    has_status = False
+
+    def interpreter(self) -> str:
+        return CHILD_PYTHON
+
+    def socket_path(self) -> str:
+        return str(self.workdir / "floor.sock")
+
+    def write_config(self) -> list[str]:
+        path = self.workdir / "floor.json"
+        path.write_text(json.dumps({
+            "socket": self.socket_path(),
+            "children": [[name, child_argv(mode, name, self.hub)] for name, mode in self.children],
+        }))
+        return [self.python, str(HERE / "events_floor.py"), str(path)]
+
+    def ready_path(self) -> pathlib.Path:
+        return pathlib.Path(self.socket_path())
+
+    def subscriber_args(self) -> list[str]:
+        return ["events", "ours", self.socket_path(), TARGET_ID, self.hub]
+
+
 PEERS: dict[str, type[Daemon]] = {
     "ours": Ours, "supervisord": Supervisord, "circus": Circus, "procmon": Procmon,
 }
+
+#: Daemons that are not supervisors: what a measurement can be no less than.
+FLOORS: dict[str, type[Daemon]] = {"floor": EventsFloor}
 
 UNAVAILABLE = {
     ("procmon", "status"): "twisted.runner.procmon has no status query API (no control socket)",

@@ -181,7 +181,7 @@ class Session:
 
     def daemon(self, peer: str, children: Sequence[tuple[str, str]], **attributes: Any) -> daemons.Daemon:
         self._count += 1
-        d = daemons.PEERS[peer](self.folder / f"run{self._count}", self.hub.path, children)
+        d = (daemons.PEERS.get(peer) or daemons.FLOORS[peer])(self.folder / f"run{self._count}", self.hub.path, children)
         for key, value in attributes.items():
             setattr(d, key, value)  # read when the daemon writes its config, at start()
         self._daemons.append(d)
