@@ -186,11 +186,22 @@ def children_of(pid: int | str) -> list[int]:
         return found
     for tid in tasks:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.extend(int(child) for child in f.read().split())
+            found.extend(int(child) for child in _read_all(f"/proc/{pid}/task/{tid}/children").split())
         except OSError:
             pass
     return sorted(set(found))
+
+
+def _read_all(path: str) -> bytes:
+    """A /proc file's whole text without a buffered file object (it is read on every exit)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pieces = []
+        while chunk := os.read(fd, 65536):
+            pieces.append(chunk)
+        return b"".join(pieces)
+    finally:
+        os.close(fd)
 
 
 def own_children() -> list[int]:
