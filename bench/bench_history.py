@@ -10,7 +10,8 @@ afterwards, and missing ones are lost), the supervisor's
 CPU seconds over that time (utime+stime of the daemon, all its threads, /proc/<pid>/stat),
 its peak RSS (VmHWM) and the lines lost; ``seconds_child_wrote`` is when the child's last
 write returned (the pipe took it), which tells a supervisor that holds the child back from
-one that follows it. Ours also reports the wall time and CPU with the
+one that follows it, and ``child_cpu_s``, ``child_waits`` and ``child_preempted`` what that
+child spent and how often it waited (a full pipe) or was preempted meanwhile. Ours also reports the wall time and CPU with the
 history turned off (lines reach only the ring, nothing on disk) as ``ours_ring_only``, and
 ``ours_sigkill``: a child writing a timestamped line every ~100 µs, the target SIGKILLed after
 3 s; how much output written before the kill is not on disk (kill time minus the timestamp
@@ -51,7 +52,8 @@ CHILD = (
     f"for i in range({LINES}):\n"
     "    w(b'line %07d ' % i + pad + b'\\n')\n"
     "sys.stdout.buffer.flush()\n"
-    "open('written', 'w').close()\n"
+    "open('written.tmp', 'w').write(str(os.getpid()))\n"
+    "os.rename('written.tmp', 'written')\n"
     "time.sleep(3600)\n"
 )
 NEEDLE = b"line "
@@ -143,6 +145,22 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def child_figures(folder: pathlib.Path) -> dict:
+    """The writing child's own CPU seconds and context switches once it has written everything
+    (it sleeps from then on): voluntary ones are mostly waits on a full pipe, involuntary ones
+    preemptions by whatever else wanted its core."""
+    pid = int((folder / "written").read_text())
+    cpu = sum(user_sys_seconds(pid))
+    switches = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                switches[key] = int(value)
+    return {"child_cpu_s": round(cpu, 3), "child_waits": switches.get("voluntary_ctxt_switches"),
+            "child_preempted": switches.get("nonvoluntary_ctxt_switches")}
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -171,9 +189,12 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
 
         last_progress, (last_size, _) = t0, counter.poll()
         child_wrote = None
+        child: dict = {}
         while True:
             now = time.monotonic()
             child_wrote = child_wrote or child_wrote_at()
+            if child_wrote and not child:
+                child = child_figures(folder)
             size, done = counter.poll()
             if done:
                 break
@@ -189,6 +210,8 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
             # the lines were on disk before the child's marker file
             child_wrote = child_wrote_at()
             time.sleep(0.005)
+        if child_wrote and not child:
+            child = child_figures(folder)
         count = counter.count() - baseline
         return {"seconds_until_on_disk": round(elapsed, 3),
                 "seconds_child_wrote": child_wrote and round(child_wrote, 3),
@@ -196,7 +219,7 @@ def run_daemon(folder: pathlib.Path, command: list[str], ready: pathlib.Path,
                 "supervisor_user_s": round(user1 - user0, 3),
                 "supervisor_sys_s": round(sys1 - sys0, 3),
                 "peak_rss_kib": peak_rss_kib(proc.pid), "lines_on_disk": count,
-                "lines_lost": max(0, LINES - count)}
+                "lines_lost": max(0, LINES - count), **child}
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -245,10 +268,11 @@ def run_daemon_ring_only(folder: pathlib.Path, command: list[str]) -> dict:
         (folder / "go").touch()
         wait_for(lambda: (folder / "written").exists(), 600, "child wrote everything")
         elapsed = time.monotonic() - t0
+        child = child_figures(folder)
         time.sleep(0.2)  # the last pipe reads
         return {"seconds_until_read": round(elapsed, 3),
                 "supervisor_cpu_s": round(cpu_seconds(proc.pid) - cpu0, 3),
-                "peak_rss_kib": peak_rss_kib(proc.pid)}
+                "peak_rss_kib": peak_rss_kib(proc.pid), **child}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
@@ -296,12 +320,13 @@ def floor(folder: pathlib.Path) -> dict:
     proc = subprocess.Popen(child_argv(folder), cwd=folder, stdout=out, start_new_session=True)
     wait_for(lambda: (folder / "written").exists(), 600, "floor child wrote everything")
     elapsed = time.monotonic() - t0
+    child = child_figures(folder)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     out.close()
     count = Counter(str(folder / "w.out"), NEEDLE).count()
     return {"seconds_until_on_disk": round(elapsed, 3), "supervisor_cpu_s": 0.0,
-            "peak_rss_kib": 0, "lines_on_disk": count, "lines_lost": LINES - count}
+            "peak_rss_kib": 0, "lines_on_disk": count, "lines_lost": LINES - count, **child}
 
 
 #: a line every ~100 µs carrying the time it was written

@@ -106,7 +106,7 @@ def test_idle(results):
 
 def test_events(results):
     result = run_bench("bench_peer_events.py", results)
-    check(result, PEERS, ("p50_ms", "p99_ms"))
+    check(result, ("floor", *PEERS), ("p50_ms", "p99_ms"))
 
 
 def test_history(results):
@@ -118,10 +118,12 @@ def test_history(results):
         assert entry["lines_on_disk"] == 20000 and entry["lines_lost"] == 0, (name, entry)
         assert entry["seconds_until_on_disk"] > 0 and entry["supervisor_cpu_s"] >= 0, entry
         assert entry["throughput_vs_floor"] > 0, entry
+        assert entry["child_cpu_s"] >= 0 and entry["child_waits"] >= 0 and entry["child_preempted"] >= 0, entry
         if name != "floor":
             assert entry["seconds_child_wrote"] > 0, entry
             assert entry["peak_rss_kib"] > 0, entry
     assert figures["ours_ring_only"]["seconds_until_read"] > 0
+    assert figures["ours_ring_only"]["child_cpu_s"] >= 0
     assert figures["ours_sigkill"]["output_lost_before_kill_ms"] is not None
 
 
