@@ -48,7 +48,7 @@ CAUSES = {
                   "any supervision (the imports rows: the reactor alone, and procmon's venv; "
                   "supervisord has no reactor: 27 MB); twistd supervisor-target leaves TLS out "
                   "(pyOpenSSL and cryptography were 12 MB more), and our modules, yaml and the "
-                  "tree's state add the rest (psutil is no longer imported).",
+                  "tree's state add the rest.",
     "RSS per additional child": "procmon keeps only a protocol per child; we keep runtime rows, "
                                 "journal entries and a protocol (still ≤ 20 KiB).",
     "idle CPU": "An idle target wakes once per 2 s, for the orphan sweep and the resource "

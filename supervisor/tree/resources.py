@@ -111,7 +111,8 @@ def read_process(pid: int | str) -> _Reading | None:
     """One process's figures from ``stat``, ``statm`` and its ``fd`` directory; ``None`` for a zombie.
 
     These are the files psutil reads for the same figures (``cpu_times``, ``memory_info().rss``,
-    ``num_fds``), read once each; ``num_threads`` comes from ``stat`` instead of ``status``.
+    ``num_fds``), read once each; ``num_threads`` comes from ``stat`` instead of ``status``, and
+    the descriptors are counted by :func:`_count_fds`.
     Raises ``OSError`` (or ``ValueError``) when the process is gone or unreadable.
     """
     stat = _read_small(f"/proc/{pid}/stat")
@@ -132,7 +133,7 @@ class ProcSampler:
     CPU percent is the CPU time a process used since the previous sample, over the wall time
     between them (100 = one core); a process seen for the first time counts 0. Per member
     process two reads (``stat``, ``statm``) and a ``stat`` of its ``fd`` directory (psutil's
-    per-figure calls made seven reads and a listing, and listed the CPUs each time).
+    per-figure calls make seven reads and a listing, and list the CPUs each time).
     """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
