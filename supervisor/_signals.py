@@ -23,6 +23,8 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The reactor's own handler of each stop signal (public methods of Twisted's ReactorBase).
+_REACTOR_HANDLERS = {signal.SIGINT: "sigInt", signal.SIGTERM: "sigTerm"}
 Handler = Callable[[int, "FrameType | None"], Any]
 
 
@@ -41,32 +43,51 @@ class StopOnce:
         self._on_repeat = on_repeat or self._log_repeat
         #: True from the first stop signal, the start of a shutdown or :meth:`stopping_now`
         self.stopping = False
+        #: the handlers found by :meth:`install` before the reactor ran
+        self._original: dict[int, Any] = {}
 
     def install(self) -> None:
-        """Queue stop signals from now on and take over the reactor's handlers once it runs;
-        call before the services start."""
-        for signum in STOP_SIGNALS:
-            if callable(signal.getsignal(signum)) or signal.getsignal(signum) == signal.SIG_DFL:
-                signal.signal(signum, self._before_running)
-        self._reactor.addSystemEventTrigger("before", "startup", self._hand_over)
-        self._reactor.addSystemEventTrigger("after", "startup", self._wrap_handlers)
+        """Handle stop signals from now on: call before the services start (or once the reactor
+        runs)."""
         self._reactor.addSystemEventTrigger("before", "shutdown", self.stopping_now)
+        if getattr(self._reactor, "running", False):
+            self._wrap_handlers()
+            return
+        self._original = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum, original in self._original.items():
+            if callable(original) or original == signal.SIG_DFL:
+                signal.signal(signum, self._before_running)
+        # runs right after the reactor's own "during startup" trigger, which installs its handlers
+        self._reactor.addSystemEventTrigger("during", "startup", self._take_over)
 
     def _before_running(self, signum: int, frame: FrameType | None) -> None:
-        """A stop signal before the reactor runs: it stops as soon as it runs."""
+        """A stop signal before the reactor runs: the reactor's own handler runs once it does."""
         name = signal.Signals(signum).name
         if self.stopping:
             self._on_repeat(name)
             return
         self.stopping = True
         self.log.info("Received {signal} while starting; stopping once started", signal=name)
-        self._reactor.callFromThread(self._reactor.stop)  # queued: runs once the reactor does
+        self._reactor.callFromThread(self._reactor_handler(signum), signum, None)
 
-    def _hand_over(self) -> None:
-        """Give SIGINT back to Python's handler, which the reactor replaces only when it finds
-        it there (it replaces SIGTERM's in any case)."""
-        if signal.getsignal(signal.SIGINT) == self._before_running:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    def _reactor_handler(self, signum: int) -> Handler:
+        """What the reactor does on ``signum``: log it, record it as the exit signal, stop."""
+        handler = getattr(self._reactor, _REACTOR_HANDLERS[signum], None)
+        return handler if handler is not None else (lambda number, frame: self._reactor.stop())
+
+    def _take_over(self) -> None:
+        """Once the reactor has installed its handlers: where it left one of ours (it replaces
+        SIGINT's only when it finds Python's own there), put in what it would have, or what was
+        there before; then wrap them all."""
+        installed = signal.getsignal(signal.SIGTERM) != self._before_running
+        for signum, original in self._original.items():
+            if signal.getsignal(signum) != self._before_running:
+                continue
+            if installed and (original is signal.default_int_handler or original == signal.SIG_DFL):
+                signal.signal(signum, self._reactor_handler(signum))
+            else:
+                signal.signal(signum, original)
+        self._wrap_handlers()
 
     def stopping_now(self) -> None:
         """A shutdown has begun by another road (the program's own stop): signals only log."""

@@ -114,112 +114,156 @@ def test_repeated_stop_signals_give_one_clean_shutdown(workdir, signals):
 
 
 def test_a_stop_signal_while_the_children_start_stops_every_one_of_them(workdir):
+    # five process children start, then a task holds the start-up (the reactor does not run
+    # yet) until the test has sent SIGTERM
     target_id = f"starting-{os.getpid()}"
-    config = workdir / "target.yaml"
-    config.write_text(json.dumps({  # JSON is YAML
+    children = [{"name": f"c{i}", "kind": "process", "command": ["sleep", "3600"]} for i in range(5)]
+    children.append({"name": "holder", "kind": "task", "callable": "tests.start_hold:hold_start"})
+    (workdir / "target.yaml").write_text(json.dumps({  # JSON is YAML
         "ipc": {"enabled": True, "target_id": target_id, "path": str(workdir / "t.sock")},
-        "children": [{"name": f"c{i:03d}", "kind": "process", "command": ["sleep", "3600"]}
-                     for i in range(200)],
+        "children": children,
     }))
-    proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(config)],
-                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(workdir / "out.log", "wb") as log:
+        proc = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(workdir / "target.yaml")],
+            cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT), "SUPERVISOR_TEST_HOLD": str(workdir)},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     try:
-        children = f"/proc/{proc.pid}/task/{proc.pid}/children"
-        # the first child is up while the others are still being started (before the reactor runs)
-        wait_until(lambda: open(children).read().split(), 60, "the first child started", interval=0.0005)
+        wait_until(lambda: (workdir / "holding").exists() or proc.poll() is not None, 60, "start held")
+        assert proc.poll() is None, output(workdir)
+        assert len(leftovers_while_running(proc.pid)) == 5  # the process children run already
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
-        assert proc.returncode in (0, -signal.SIGTERM), output
-        assert "Server Shut Down" in output, output  # a staged shutdown, not a default death
-        wait_until(lambda: not leftovers(target_id), 30, "every child stopped with the target")
+        (workdir / "release").touch()
+        proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for pid, _ in leftovers(target_id):
             os.kill(pid, signal.SIGKILL)
+    log = output(workdir)
+    assert "Received SIGTERM while starting; stopping once started" in log, log
+    assert "Received SIGTERM, shutting down." in log, log  # the reactor's own handler, once
+    assert "Traceback" not in log and "ReactorNotRunning" not in log and "critical" not in log, log
+    assert "Server Shut Down" in log, log
+    assert proc.returncode in (0, -signal.SIGTERM), log
+    assert not leftovers(target_id), "every child stopped with the target"
+
+
+def leftovers_while_running(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
 
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RecordingReactor:
-    """What StopOnce and ReloadOnHangup ask of a reactor, recorded; triggers fire on demand."""
+    """What StopOnce and ReloadOnHangup ask of a reactor, recorded; triggers fire on demand,
+    and :meth:`start` installs handlers as Twisted's reactor does."""
 
     def __init__(self) -> None:
         self.triggers: list[tuple[str, str, object]] = []
-        self.from_thread: list[object] = []
-        self.stops = 0
+        self.from_thread: list[tuple[object, tuple]] = []
+        self.handled: list[int] = []
+        self.running = False
 
     def addSystemEventTrigger(self, phase: str, event: str, f, *args) -> None:
         self.triggers.append((phase, event, lambda: f(*args)))
 
-    def fire(self, phase: str, event: str) -> None:
-        for p, e, f in self.triggers:
-            if (p, e) == (phase, event):
-                f()
-
     def callFromThread(self, f, *args) -> None:
-        self.from_thread.append(f)
+        self.from_thread.append((f, args))
 
-    def stop(self) -> None:
-        self.stops += 1
+    def sigInt(self, number: int, frame=None) -> None:
+        self.handled.append(number)
+
+    def sigTerm(self, number: int, frame=None) -> None:
+        self.handled.append(number)
+
+    def start(self) -> None:
+        """Twisted's "during startup": its own handlers first (SIGINT's only over Python's),
+        then the triggers added since."""
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self.sigInt)
+        signal.signal(signal.SIGTERM, self.sigTerm)
+        self.running = True
+        for phase, event, f in self.triggers:
+            if (phase, event) == ("during", "startup"):
+                f()
 
 
 @pytest.fixture(autouse=True)
 def own_handlers():
     """Every test leaves the process's handlers as it found them."""
     saved = {s: signal.getsignal(s) for s in SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
 
 
-def test_a_stop_signal_before_the_reactor_runs_is_queued_for_it_and_a_second_one_only_noted():
+def send(signum: int) -> None:
+    signal.getsignal(signum)(signum, None)
+
+
+def test_a_stop_signal_before_the_reactor_runs_is_handed_to_it_and_a_second_one_only_noted():
     reactor, repeats = RecordingReactor(), []
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    once = StopOnce(reactor, on_repeat=repeats.append)
-    once.install()
+    StopOnce(reactor, on_repeat=repeats.append).install()
     # the services start now: a signal here must not end the process by its default
-    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
-    assert once.stopping and reactor.from_thread == [reactor.stop] and reactor.stops == 0
-    signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    send(signal.SIGTERM)
+    assert reactor.from_thread == [(reactor.sigTerm, (signal.SIGTERM, None))] and reactor.handled == []
+    send(signal.SIGINT)
     assert repeats == ["SIGINT"] and len(reactor.from_thread) == 1
-    # as the reactor starts, SIGINT goes back to Python's handler, which the reactor replaces
-    reactor.fire("before", "startup")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    reactor_handled = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: reactor_handled.append(signum))
-    reactor.fire("after", "startup")
-    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
-    assert repeats == ["SIGINT", "SIGTERM"] and reactor_handled == []
+    reactor.start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        send(signum)
+    assert repeats == ["SIGINT", "SIGINT", "SIGTERM"] and reactor.handled == []
 
 
-def test_once_the_reactor_runs_the_first_stop_signal_goes_to_its_handler():
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_once_the_reactor_runs_the_first_stop_signal_goes_to_its_own_handler(signum):
     reactor, repeats = RecordingReactor(), []
-    once = StopOnce(reactor, on_repeat=repeats.append)
-    once.install()
-    reactor.fire("before", "startup")
-    reactor_handled = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: reactor_handled.append(signum))
-    reactor.fire("after", "startup")
-    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
-    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
-    assert reactor_handled == [signal.SIGTERM] and repeats == ["SIGTERM"]
-    assert reactor.from_thread == []
+    StopOnce(reactor, on_repeat=repeats.append).install()
+    reactor.start()  # its SIGINT handler too: it found ours there, and ours puts its own in
+    send(signum)
+    send(signal.SIGINT)
+    assert reactor.handled == [signum] and repeats == ["SIGINT"] and reactor.from_thread == []
+
+
+def test_installed_while_the_reactor_runs_it_wraps_the_reactors_handlers_at_once():
+    reactor, repeats = RecordingReactor(), []
+    reactor.start()
+    StopOnce(reactor, on_repeat=repeats.append).install()
+    send(signal.SIGTERM)
+    send(signal.SIGTERM)
+    assert reactor.handled == [signal.SIGTERM] and repeats == ["SIGTERM"]
 
 
 def test_an_ignored_stop_signal_stays_ignored():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job started in the background
-    StopOnce(RecordingReactor()).install()
+    reactor = RecordingReactor()
+    StopOnce(reactor).install()
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    reactor.start()
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_without_the_reactors_handlers_the_earlier_ones_come_back():
+    reactor = RecordingReactor()
+    StopOnce(reactor).install()
+    for phase, event, f in reactor.triggers:  # a reactor run with installSignalHandlers=False
+        if (phase, event) == ("during", "startup"):
+            f()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    with pytest.raises(KeyboardInterrupt):
+        send(signal.SIGINT)  # Python's own handler, wrapped: the first one raises as it would
 
 
 def test_a_hangup_before_the_reactor_runs_is_queued_as_a_reload():
     reactor, reloads = RecordingReactor(), []
     hangup = ReloadOnHangup(reactor, reloads.append)
     hangup.install()
-    signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
-    assert reactor.from_thread == [hangup.hangup] and reloads == []
+    send(signal.SIGHUP)
+    assert reactor.from_thread == [(hangup.hangup, ())] and reloads == []
