@@ -111,8 +111,12 @@ def test_config_files_read_through_libyaml_as_pyyaml_reads_them_and_errors_show_
     with pytest.raises(ConfigError) as caught:
         load_target_config(str(bad))
     message = str(caught.value)
-    assert "is not valid YAML" in message and "line 3, column 6" in message
+    assert "is not valid YAML" in message and f'in "{bad}", line 3, column 6' in message, message
     assert "- x: [1," in message and "^" in message, message  # the line, with a caret under it
+    # a tab PyYAML's scanner refuses is refused whichever parser reads the file
+    bad.write_text("supervisor: {strategy: one_for_one}\nipc:\t{enabled: false}\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_target_config(str(bad))
 
 
 def test_the_production_configs_load():

@@ -27,20 +27,29 @@ class ConfigError(Exception):
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def safe_load(text: str) -> Any:
-    """``yaml.safe_load`` through libyaml where available; a document it rejects is parsed again
-    by PyYAML's own parser, whose error shows the offending line with a caret."""
+def safe_load(text: str, name: str | None = None) -> Any:
+    """``yaml.safe_load`` through libyaml where available. A document with a tab (libyaml
+    accepts some that PyYAML rejects) or one libyaml rejects is parsed by PyYAML's own parser,
+    whose error shows the offending line with a caret, named ``name`` (the file)."""
+    if "\t" not in text:
+        try:
+            return yaml.load(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass
     try:
-        return yaml.load(text, Loader=_FAST_LOADER)
-    except yaml.YAMLError:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        for mark in (e.context_mark, e.problem_mark):
+            if mark is not None and name is not None:
+                mark.name = name
+        raise
 
 
 def load_yaml_mapping(path: str) -> dict[str, Any]:
     """Read a YAML file whose top level must be a mapping."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = safe_load(f.read())
+            data = safe_load(f.read(), path)
     except OSError as e:
         raise ConfigError("", f"cannot read config file {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
