@@ -262,6 +262,7 @@ def test_descriptors_are_counted_by_listing_where_the_kernel_gives_the_fd_direct
 
     sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        await_state(sleeper.pid, "S")  # past the dynamic loader, which opens descriptors of its own
         listed = len(os.listdir(f"/proc/{sleeper.pid}/fd"))
         assert resources._count_fds(sleeper.pid) == listed == 3
         real_stat = os.stat
