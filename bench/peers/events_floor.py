@@ -60,8 +60,13 @@ def main(path):
                         os.close(fd)
                         del watched[fd]
                 elif kind[0] == "sub":
-                    conn, buffered = kind[1], kind[2] + kind[1].recv(65536)
-                    if b"\n" in buffered:
+                    conn, received = kind[1], kind[1].recv(65536)
+                    buffered = kind[2] + received
+                    if not received:  # gone before it asked
+                        poll.unregister(fd)
+                        del watched[fd]
+                        conn.close()
+                    elif b"\n" in buffered:
                         request = json.loads(buffered.split(b"\n", 1)[0])
                         conn.sendall(json.dumps({"request_id": request.get("request_id"),
                                                  "ok": True}).encode() + b"\n")
@@ -78,8 +83,12 @@ def main(path):
                     os.waitpid(pid, 0)
                     line = json.dumps({"type": "event", "event": {
                         "event_type": "child_exited", "child_id": name}}).encode() + b"\n"
-                    for conn in subscribers:
-                        conn.sendall(line)
+                    for conn in list(subscribers):
+                        try:
+                            conn.sendall(line)
+                        except OSError:  # the subscriber went away
+                            subscribers.remove(conn)
+                            conn.close()
                     start(name, programs[name])
     finally:
         for kind in watched.values():
