@@ -29,7 +29,8 @@ Handler = Callable[[int, "FrameType | None"], Any]
 
 
 class StopOnce:
-    """Wraps the reactor's stop-signal handlers once it runs; see the module docstring.
+    """Holds stop signals until the reactor runs, then wraps its handlers; see the module
+    docstring.
 
     ``on_repeat(signal_name)`` is told of each signal that arrives during the shutdown (by
     default it is logged).
