@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from supervisor._signals import ReloadOnHangup, StopOnce
-from supervisor.tree.descendants import leftovers
+from supervisor.tree.descendants import children_of, leftovers
 from tests.waiting import wait_until
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -51,16 +51,22 @@ def start_target(workdir: Path) -> subprocess.Popen:
           target_id: t
           path: {workdir / "t.sock"}
         """))
-    with open(workdir / "out.log", "wb") as log:
-        proc = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(workdir / "target.yaml")],
-            cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    proc = launch(workdir)
     # an answer on the socket means the reactor runs, so its signal handlers are in place
     wait_until(lambda: answers_hello(workdir / "t.sock") or proc.poll() is not None, 30, "IPC answer")
     assert proc.poll() is None, output(workdir)
     return proc
+
+
+def launch(workdir: Path, **environ: str) -> subprocess.Popen:
+    """``twistd supervisor-target`` on ``workdir/target.yaml``, in a session of its own, its
+    output in ``out.log``."""
+    with open(workdir / "out.log", "wb") as log:
+        return subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(workdir / "target.yaml")],
+            cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT), **environ}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
 
 def output(workdir: Path) -> str:
@@ -81,6 +87,28 @@ def answers_hello(path: Path) -> bool:
 REPEATED = "while shutting down; the shutdown continues"
 
 
+def release_and_wait(workdir: Path, proc: subprocess.Popen) -> None:
+    """Let the target's held child go on (``release``) and wait for the target to end."""
+    (workdir / "release").touch()
+    proc.wait(60)
+
+
+def kill_if_running(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def assert_one_clean_stop(log: str, proc: subprocess.Popen, first: int) -> None:
+    """One shutdown, begun by the reactor's handler for ``first``, with no error on the way."""
+    assert proc.returncode in (0, -first), log  # twistd re-raises the signal it stopped on
+    assert "Traceback" not in log and "ReactorNotRunning" not in log, log
+    assert "critical" not in log, log
+    assert log.count("shutting down.") == 1, log
+    assert f"Received {signal.Signals(first).name}, shutting down." in log, log
+    assert "Server Shut Down" in log, log
+
+
 @pytest.mark.parametrize("signals", [
     (signal.SIGINT, signal.SIGINT, signal.SIGINT),
     (signal.SIGINT, signal.SIGTERM),
@@ -97,19 +125,12 @@ def test_repeated_stop_signals_give_one_clean_shutdown(workdir, signals):
         for n, signum in enumerate(signals[1:], 1):
             os.killpg(proc.pid, signum)
             wait_until(lambda: output(workdir).count(REPEATED) == n, 30, f"signal {n + 1} noted")
-        (workdir / "release").touch()
-        proc.wait(60)
+        release_and_wait(workdir, proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     log = output(workdir)
-    assert proc.returncode in (0, -signals[0]), log  # twistd re-raises the signal it stopped on
-    assert "Traceback" not in log and "ReactorNotRunning" not in log, log
-    assert "critical" not in log, log
-    assert log.count("shutting down.") == 1, log
+    assert_one_clean_stop(log, proc, signals[0])
     assert log.count(REPEATED) == len(signals) - 1, log
-    assert "Server Shut Down" in log, log
     assert not (workdir / "t.sock").exists(), "the socket is removed on the way out"
 
 
@@ -123,37 +144,21 @@ def test_a_stop_signal_while_the_children_start_stops_every_one_of_them(workdir)
         "ipc": {"enabled": True, "target_id": target_id, "path": str(workdir / "t.sock")},
         "children": children,
     }))
-    with open(workdir / "out.log", "wb") as log:
-        proc = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "supervisor-target", "--config", str(workdir / "target.yaml")],
-            cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT), "SUPERVISOR_TEST_HOLD": str(workdir)},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    proc = launch(workdir, SUPERVISOR_TEST_HOLD=str(workdir))
     try:
         wait_until(lambda: (workdir / "holding").exists() or proc.poll() is not None, 60, "start held")
         assert proc.poll() is None, output(workdir)
-        assert len(leftovers_while_running(proc.pid)) == 5  # the process children run already
+        assert len(children_of(proc.pid)) == 5  # the process children run already
         proc.send_signal(signal.SIGTERM)
-        (workdir / "release").touch()
-        proc.wait(60)
+        release_and_wait(workdir, proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         for pid, _ in leftovers(target_id):
             os.kill(pid, signal.SIGKILL)
     log = output(workdir)
     assert "Received SIGTERM while starting; stopping once started" in log, log
-    assert "Received SIGTERM, shutting down." in log, log  # the reactor's own handler, once
-    assert "Traceback" not in log and "ReactorNotRunning" not in log and "critical" not in log, log
-    assert "Server Shut Down" in log, log
-    assert proc.returncode in (0, -signal.SIGTERM), log
+    assert_one_clean_stop(log, proc, signal.SIGTERM)  # by the reactor's own handler
     assert not leftovers(target_id), "every child stopped with the target"
-
-
-def leftovers_while_running(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
 
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -188,8 +193,11 @@ class RecordingReactor:
             signal.signal(signal.SIGINT, self.sigInt)
         signal.signal(signal.SIGTERM, self.sigTerm)
         self.running = True
-        for phase, event, f in self.triggers:
-            if (phase, event) == ("during", "startup"):
+        self.fire("during", "startup")
+
+    def fire(self, phase: str, event: str) -> None:
+        for p, e, f in self.triggers:
+            if (p, e) == (phase, event):
                 f()
 
 
@@ -253,9 +261,7 @@ def test_an_ignored_stop_signal_stays_ignored():
 def test_without_the_reactors_handlers_the_earlier_ones_come_back():
     reactor = RecordingReactor()
     StopOnce(reactor).install()
-    for phase, event, f in reactor.triggers:  # a reactor run with installSignalHandlers=False
-        if (phase, event) == ("during", "startup"):
-            f()
+    reactor.fire("during", "startup")  # a reactor run with installSignalHandlers=False
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     with pytest.raises(KeyboardInterrupt):
         send(signal.SIGINT)  # Python's own handler, wrapped: the first one raises as it would
