@@ -101,10 +101,9 @@ def main() -> None:
                 results[peer] = {"unavailable": daemons.UNAVAILABLE[(peer, "events")]}
                 continue
             results[peer] = guarded(peer, lambda: measure(session, peer))
-        floor = guarded("floor", lambda: measure(session, "floor"))
+        results["floor"] = guarded("floor", lambda: measure(session, "floor"))
     ours = results["ours"].get("p50_ms")
-    others = [r["p50_ms"] for p, r in results.items() if p != "ours" and r.get("p50_ms")]
-    results["floor"] = floor
+    others = [r["p50_ms"] for p, r in results.items() if p not in ("ours", "floor") and r.get("p50_ms")]
     met = (min(others) / ours >= 2) if isinstance(ours, (int, float)) and others else None
     values = lambda key: {p: harness.value(r, key) for p, r in results.items()}  # noqa: E731
     rows = [
