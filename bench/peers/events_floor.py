@@ -15,6 +15,9 @@ import signal
 import socket
 import sys
 
+#: Longest subscribe request line read; a connection that sends more is closed.
+MAX_REQUEST_BYTES = 65536
+
 
 def main(path):
     with open(path) as f:
@@ -62,7 +65,7 @@ def main(path):
                 elif kind[0] == "sub":
                     conn, received = kind[1], kind[1].recv(65536)
                     buffered = kind[2] + received
-                    if not received:  # gone before it asked
+                    if not received or len(buffered) > MAX_REQUEST_BYTES:  # gone, or no request
                         poll.unregister(fd)
                         del watched[fd]
                         conn.close()
